@@ -1,0 +1,45 @@
+"""Who may use which verb: `labmate.toml` `[access]` over the verbs' defaults.
+
+Defaults: everyone may read and decide; admin verbs are for admins; `author_or_admin`
+verbs for the author of the thing changed and for admins. A verb listed under
+`[access.verbs]` is limited to those users, user groups and channels (plus admins).
+"""
+
+from __future__ import annotations
+
+from bot.grammar.command import Verb
+from bot.origin import Origin
+from labmate.errors import AccessDenied
+from labmate.settings import AccessRules
+
+
+def _names(entries: list[str]) -> str:
+    shown = [f"<@{e}>" if e[:1] in "UW" else f"<!subteam^{e}>" if e[:1] == "S" else f"<#{e}>" for e in entries]
+    return ", ".join(shown) or "nobody (no admins are configured in labmate.toml)"
+
+
+def _matches(entries: list[str], origin: Origin) -> bool:
+    return origin.user in entries or origin.channel in entries or any(g in entries for g in origin.user_groups)
+
+
+def check(verb: Verb, origin: Origin, rules: AccessRules) -> None:
+    if origin.user in rules.admins:
+        return
+    listed = rules.verbs.get(verb.name)
+    if listed is not None:
+        if _matches(listed, origin):
+            return
+        raise AccessDenied(
+            f"You can't use `{verb.name}` here. It is limited to {_names(listed)} and the admins "
+            f"({_names(rules.admins)})."
+        )
+    if verb.access == "admin":
+        raise AccessDenied(f"`{verb.name}` is for admins: {_names(rules.admins)}. Ask one of them.")
+
+
+def check_author(verb: str, author: str, origin: Origin, rules: AccessRules) -> None:
+    if origin.user == author or origin.user in rules.admins:
+        return
+    raise AccessDenied(
+        f"Only its author (<@{author}>) or an admin ({_names(rules.admins)}) can `{verb}` that decision."
+    )

@@ -1,0 +1,96 @@
+"""Block Kit -> readable terminal output with rich (the shell's and `labmate say`'s renderer)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.emoji import Emoji
+from rich.panel import Panel
+from rich.rule import Rule
+from rich.text import Text
+
+from bot.messages.mrkdwn import unescape
+from bot.messages.render import Message
+
+_LINK = re.compile(r"<([^<>|]+)\|([^<>]+)>|<([^<>|]+)>")
+_STYLES = {"*": "bold", "_": "italic", "~": "strike", "`": "cyan"}
+_SPAN = re.compile(r"(?<![\w*_~`])([*_~`])(?!\s)(.+?)(?<!\s)\1(?![\w*_~`])")
+
+
+def _link(match: re.Match[str]) -> str:
+    url, label, bare = match.groups()
+    if bare:
+        if bare.startswith("@"):
+            return bare
+        if bare.startswith("!"):
+            return "@" + bare[1:].split("^")[-1].split("|")[0]
+        if bare.startswith("#"):
+            return bare.split("|")[0]
+        return bare
+    if url.startswith(("@", "#", "!")):
+        return "@" + label if url.startswith("@") else "#" + label
+    return f"{label} ({url})"
+
+
+def mrkdwn_text(source: str) -> Text:
+    """mrkdwn -> rich Text: formatting spans styled, links spelled out, entities decoded."""
+    plain = Emoji.replace(_LINK.sub(_link, source))
+    text = Text()
+    position = 0
+    for match in _SPAN.finditer(plain):
+        text.append(unescape(plain[position : match.start()]))
+        text.append(unescape(match.group(2)), style=_STYLES[match.group(1)])
+        position = match.end()
+    text.append(unescape(plain[position:]))
+    return text
+
+
+def _element_text(element: dict[str, Any]) -> Text:
+    if element.get("type") == "mrkdwn":
+        return mrkdwn_text(element.get("text", ""))
+    if element.get("type") == "image":
+        return Text(f"[image: {element.get('alt_text', '')}]", style="dim")
+    return Text(element.get("text", ""))
+
+
+def block(block: dict[str, Any]) -> RenderableType | None:
+    kind = block.get("type")
+    if kind == "header":
+        return Text(block["text"]["text"], style="bold underline")
+    if kind == "divider":
+        return Rule(style="dim")
+    if kind == "section":
+        parts: list[RenderableType] = []
+        if block.get("text"):
+            parts.append(_element_text(block["text"]))
+        for field in block.get("fields", []):
+            parts.append(_element_text(field))
+        return Group(*parts)
+    if kind == "context":
+        line = Text(style="dim")
+        for i, element in enumerate(block.get("elements", [])):
+            if i:
+                line.append("  ")
+            line.append_text(_element_text(element))
+        return line
+    if kind == "image":
+        return Text(f"[chart: {block.get('alt_text', '')}] {block.get('image_url', '')}", style="dim")
+    if kind == "actions":
+        labels = [e.get("text", {}).get("text", "") for e in block.get("elements", [])]
+        return Text("buttons: " + " | ".join(f"[{label}]" for label in labels), style="dim")
+    return None
+
+
+def renderable(message: Message) -> RenderableType:
+    parts = [r for r in (block(b) for b in message.blocks) if r is not None]
+    if not parts:
+        parts = [mrkdwn_text(message.text)]
+    for item in message.files:
+        parts.append(Text(f"chart saved: {item['path']}", style="green"))
+    return Panel(Group(*parts), border_style="blue", expand=False)
+
+
+def show(console: Console, message: Message) -> None:
+    console.print(renderable(message))

@@ -1,0 +1,84 @@
+"""Text -> typed Command, or a UsageError that says what would work. Pure: no I/O.
+
+Every front (Slack, the shell, `labmate say`, tests) parses with `parse`; help is generated
+from the same Verb table, so it lists exactly what parses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot.grammar import decisions
+from bot.grammar.command import Command, Verb
+from labmate.errors import TooLong, UsageError
+
+MAX_INPUT = 4000
+PREFIX = re.compile(r"^\s*/[\w-]+\s*")
+
+
+@dataclass(frozen=True)
+class HelpArgs:
+    verb: str | None
+
+
+def _parse_help(rest: str, now: datetime) -> HelpArgs:
+    name = rest.strip().lower().lstrip("/") or None
+    if name is not None and lookup(name) is None:
+        raise unknown_verb(name)
+    return HelpArgs(lookup(name).name if name else None)  # type: ignore[union-attr]
+
+
+HELP = Verb(
+    name="help",
+    summary="List the commands, or explain one.",
+    usage="help [<command>]",
+    examples=("help", "help decide"),
+    access="read",
+    parse=_parse_help,
+)
+
+VERBS: tuple[Verb, ...] = (*decisions.VERBS, HELP)
+_BY_NAME = {name: verb for verb in VERBS for name in (verb.name, *verb.aliases)}
+
+
+def lookup(name: str) -> Verb | None:
+    return _BY_NAME.get(name.lower())
+
+
+def unknown_verb(name: str) -> UsageError:
+    close = difflib.get_close_matches(name.lower(), list(_BY_NAME), n=1, cutoff=0.5)
+    shown = name if len(name) <= 40 else name[:40] + "…"
+    suggestion = f" Did you mean `{close[0]}`?" if close else ""
+    return UsageError(f"I don't know the command `{shown}`.{suggestion}", hint="`help` lists every command.")
+
+
+def strip_prefix(text: str, command: str = "/lab") -> str:
+    """`/lab decide x` and `decide x` are the same in the shell and in `labmate say`."""
+    stripped = text.strip()
+    if stripped.startswith(command + " ") or stripped == command:
+        return stripped[len(command) :].strip()
+    return stripped
+
+
+def parse(text: str, *, now: datetime | None = None) -> Command:
+    if len(text) > MAX_INPUT:
+        raise TooLong(
+            f"That command is {len(text):,} characters long; the most I take is {MAX_INPUT:,}. "
+            "Shorten it, or put the details in a thread and log a summary."
+        )
+    stripped = text.strip()
+    if not stripped:
+        return Command("help", HelpArgs(None), text)
+    head, _, rest = stripped.partition(" ")
+    if head.startswith("/"):
+        stripped = rest.strip()
+        head, _, rest = stripped.partition(" ")
+        if not head:
+            return Command("help", HelpArgs(None), text)
+    verb = lookup(head)
+    if verb is None:
+        raise unknown_verb(head)
+    return Command(verb.name, verb.parse(rest, now or datetime.now(UTC)), text)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Access = Literal["read", "write", "admin", "author_or_admin"]
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: str
+    args: Any
+    text: str
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One verb of the grammar: how it parses, how it's documented, who may use it by default.
+
+    `parse(rest, now)` gets the text after the verb and returns the verb's typed arguments or
+    raises UsageError.
+    """
+
+    name: str
+    summary: str
+    usage: str
+    examples: tuple[str, ...]
+    access: Access
+    parse: Callable[[str, datetime], Any]
+    details: str = ""
+    aliases: tuple[str, ...] = field(default=())

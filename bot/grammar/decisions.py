@@ -1,0 +1,157 @@
+"""Verbs of the decision log: decide, decisions, supersede, ask."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.grammar import tokens
+from bot.grammar.command import Verb
+from labmate.errors import UsageError
+
+MAX_DECISION = 3000
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+MODEL_REF = re.compile(r"^(?P<name>[\w.\-]+?)(?:/(?P<version>\d+)|/?@(?P<alias>[\w\-]+))$")
+EXPERIMENT = re.compile(r"^[^\s]{1,256}$")
+LINK_KEYS = ("run", "exp", "model")
+
+
+@dataclass(frozen=True)
+class DecideArgs:
+    text: str
+    tags: tuple[str, ...]
+    links: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class SearchArgs:
+    query: str
+    tags: tuple[str, ...]
+    author: str | None
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class SupersedeArgs:
+    old_id: int
+    decision: DecideArgs
+
+
+@dataclass(frozen=True)
+class AskArgs:
+    question: str
+
+
+def _link(key: str, value: str) -> tuple[str, str]:
+    if key == "run":
+        if not RUN_ID.match(value.lower()):
+            raise UsageError(
+                f"`run:{value}` is not an MLflow run id. Run ids are 32 hex characters, "
+                "e.g. `run:0a1b2c3d4e5f60718293a4b5c6d7e8f9` (copy it from the run's page)."
+            )
+        return ("run", value.lower())
+    if key == "model":
+        match = MODEL_REF.match(value)
+        if not match:
+            raise UsageError(
+                f"`model:{value}` is not a registered model version. "
+                "Use `model:<name>/<version>` or `model:<name>@<alias>`, e.g. `model:sales-agent/3` "
+                "or `model:sales-agent@production`."
+            )
+        name, version, alias = match.group("name", "version", "alias")
+        return ("model", f"{name}/{version}" if version else f"{name}@{alias}")
+    if not EXPERIMENT.match(value):
+        raise UsageError(f"`exp:{value}` is not an experiment name.")
+    return ("experiment", value)
+
+
+def parse_decide(rest: str, now: datetime) -> DecideArgs:
+    parts = tokens.split(rest, LINK_KEYS)
+    text = " ".join(parts.words).strip()
+    if not text:
+        raise UsageError(
+            "A decision needs some text saying what was decided.",
+            hint="e.g. `decide ship the candidate: better val_f1 and no new failures #release`",
+        )
+    if len(text) > MAX_DECISION:
+        raise UsageError(
+            f"That decision is {len(text):,} characters; the most a decision can hold is {MAX_DECISION:,}. "
+            "Shorten it, or link to a document."
+        )
+    links = tuple(dict.fromkeys(_link(key, value) for key, value in parts.options))
+    return DecideArgs(text=text, tags=tuple(dict.fromkeys(parts.tags)), links=links)
+
+
+def parse_search(rest: str, now: datetime) -> SearchArgs:
+    parts = tokens.split(rest, ("by", "since"))
+    author: str | None = None
+    since: datetime | None = None
+    for key, value in parts.options:
+        if key == "by":
+            author = tokens.user_ref(value)
+        else:
+            since = tokens.since(value, now)
+    return SearchArgs(" ".join(parts.words), tuple(parts.tags), author, since)
+
+
+def parse_supersede(rest: str, now: datetime) -> SupersedeArgs:
+    head, _, tail = rest.strip().partition(" ")
+    if not re.fullmatch(r"#?\d{1,12}", head):
+        raise UsageError(
+            f"`{head or '(nothing)'}` is not a decision id. Say which decision is replaced, then the new text.",
+            hint="e.g. `supersede 12 ship the candidate after all: the p0 failure was a flaky test`",
+        )
+    return SupersedeArgs(int(head.lstrip("#")), parse_decide(tail, now))
+
+
+def parse_ask(rest: str, now: datetime) -> AskArgs:
+    question = rest.strip()
+    if not question:
+        raise UsageError("Ask me something, e.g. `ask why did we pick the candidate model?`")
+    return AskArgs(question)
+
+
+VERBS = (
+    Verb(
+        name="decide",
+        summary="Log a team decision, with tags and links to MLflow runs, experiments and models.",
+        usage="decide <text> [#tag …] [run:<run id>] [exp:<experiment>] [model:<name>/<version> | model:<name>@<alias>]",
+        examples=(
+            "decide ship sales-agent v3: +4 pts val_f1, no new p0 failures #release model:sales-agent/3",
+            "decide drop the bigram features, they overfit #features run:0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        ),
+        access="write",
+        parse=parse_decide,
+        details="Stored at once and answered with its id. Runs and model versions are checked against "
+        "MLflow in the background; a missing one is reported in the thread and the decision is kept.",
+    ),
+    Verb(
+        name="decisions",
+        summary="Search the decision log (no query: the latest ten).",
+        usage="decisions [<query>] [#tag] [by:@user] [since:7d]",
+        examples=("decisions bigram features", "decisions #release since:30d", "decisions by:@dana"),
+        access="read",
+        parse=parse_search,
+        details="Best matches first, newest first on ties. A replaced decision is marked and shown "
+        f"with its replacement. Time windows: {tokens.SINCE_HELP}.",
+    ),
+    Verb(
+        name="supersede",
+        summary="Record a new decision that replaces an old one.",
+        usage="supersede <id> <text> [#tag …] [run:…] [exp:…] [model:…]",
+        examples=("supersede 12 keep the bigram features after all: the overfit was a leak #features",),
+        access="author_or_admin",
+        parse=parse_supersede,
+        details="Allowed for the old decision's author and for admins.",
+    ),
+    Verb(
+        name="ask",
+        summary="Ask a question in plain words; answered from the decision log.",
+        usage="ask <question>",
+        examples=("ask why did we drop bigrams?",),
+        access="read",
+        parse=parse_ask,
+        details="Mentioning the bot (`@labmate why did we drop bigrams?`) does the same and answers in thread.",
+    ),
+)

@@ -1,0 +1,115 @@
+"""decide, decisions, supersede, ask: the decision log as the user sees it."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from bot import access
+from bot.grammar.decisions import AskArgs, DecideArgs, SearchArgs, SupersedeArgs
+from bot.handlers.present import decision_view
+from bot.origin import JobRequest, Origin, Reply
+from labmate.errors import NotFoundError
+from labmate.settings import get_settings
+from models import decision as decisions
+from models import search as search_service
+from models.errors import NotFound
+
+CHECK_LINKS = "labmate.decisions.check_links"
+
+
+def _new(
+    args: DecideArgs,
+    origin: Origin,
+    *,
+    permalink: str | None = None,
+    source_ts: str | None = None,
+    author: str | None = None,
+) -> decisions.NewDecision:
+    return decisions.NewDecision(
+        text=args.text,
+        author=author or origin.user,
+        channel=origin.channel,
+        tags=args.tags,
+        links=tuple(decisions.LinkRef(kind, ref) for kind, ref in args.links),
+        permalink=permalink,
+        source_ts=source_ts,
+    )
+
+
+def _check_links_job(decision: decisions.Decision) -> list[JobRequest]:
+    if not any(link.kind in ("run", "model", "experiment") for link in decision.links):
+        return []
+    return [JobRequest(CHECK_LINKS, {"decision_id": decision.id}, what=f"checking the links of #{decision.id}")]
+
+
+def logged(decision: decisions.Decision, old: decisions.Decision | None = None) -> Reply:
+    return Reply(
+        "decision_logged",
+        {"d": decision_view(decision), "old": decision_view(old) if old else None},
+        public=True,
+        jobs=_check_links_job(decision),
+    )
+
+
+def decide(args: DecideArgs, origin: Origin, session: Session) -> Reply:
+    return logged(decisions.create(session, new=_new(args, origin)))
+
+
+def log_message(
+    session: Session,
+    args: DecideArgs,
+    origin: Origin,
+    *,
+    permalink: str | None,
+    source_ts: str | None,
+    author: str | None = None,
+) -> Reply:
+    """A Slack message logged by shortcut or reaction: once per message, whoever logs it again."""
+    if source_ts:
+        existing = decisions.find_by_source(session, channel=origin.channel, source_ts=source_ts)
+        if existing is not None:
+            return Reply("decision_logged", {"d": decision_view(existing), "old": None}, outcome="ok", public=True)
+    new = _new(args, origin, permalink=permalink, source_ts=source_ts, author=author)
+    return logged(decisions.create(session, new=new))
+
+
+def supersede(args: SupersedeArgs, origin: Origin, session: Session) -> Reply:
+    settings = get_settings()
+    try:
+        old = decisions.get(session, decision_id=args.old_id)
+    except NotFound:
+        raise NotFoundError(
+            f"There is no decision #{args.old_id}.", hint="`decisions <words>` finds its id."
+        ) from None
+    if old.superseded_by:
+        raise NotFoundError(
+            f"Decision #{old.id} was already replaced by #{old.superseded_by}; supersede #{old.superseded_by} instead."
+        )
+    access.check_author("supersede", old.author, origin, settings.access)
+    old, new = decisions.supersede(session, old_id=args.old_id, new=_new(args.decision, origin))
+    return logged(new, old)
+
+
+def _filters_text(args: SearchArgs) -> str:
+    parts = [f"#{t}" for t in args.tags]
+    if args.author:
+        parts.append(f"by {args.author}")
+    if args.since:
+        parts.append(f"since {args.since:%Y-%m-%d %H:%M}")
+    return ", ".join(parts)
+
+
+def search(args: SearchArgs, origin: Origin, session: Session) -> Reply:
+    ui = get_settings().mlflow_ui_url
+    filters = search_service.Filters(tags=args.tags, author=args.author, since=args.since)
+    hits = search_service.search(session, query=args.query, filters=filters, limit=10)
+    views = []
+    for hit in hits:
+        view = decision_view(hit.decision, ui)
+        view["replacement"] = decision_view(hit.replacement, ui) if hit.replacement else None
+        views.append(view)
+    return Reply("decisions", {"hits": views, "query": args.query, "filters": _filters_text(args)})
+
+
+def ask(args: AskArgs, origin: Origin, session: Session) -> Reply:
+    return search(SearchArgs(args.question, (), None, None), origin, session)

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import Ack, App
+
+from bot import dispatch
+from bot.listeners.slack_origin import from_command
+from bot.messages.render import render
+from labmate.settings import Settings
+
+
+def register(app: App, settings: Settings) -> None:
+    @app.command(settings.command)
+    def on_command(ack: Ack, body: dict[str, Any]) -> None:
+        reply = dispatch.handle(body.get("text", ""), from_command(body))
+        if reply.outcome == "duplicate":
+            ack()
+            return
+        message = render(reply.template, reply.context)
+        ack(text=message.text, blocks=message.blocks, response_type="in_channel" if reply.public else "ephemeral")

@@ -1,0 +1,81 @@
+"""Mentions answer in thread; the decision emoji logs a message; removing it changes nothing."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot import dispatch, grammar
+from bot.listeners import logging_decisions, slack_messages
+from bot.listeners.slack_origin import from_event
+from bot.post import router
+from labmate.errors import LabmateError
+from labmate.settings import Settings
+
+LEADING_MENTIONS = re.compile(r"^(\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>\s*)+")
+
+
+def _ack(ack: Ack) -> None:
+    ack()
+
+
+def mention_command(text: str) -> str:
+    """`@labmate decisions #release` runs that command; anything else is a question."""
+    question = LEADING_MENTIONS.sub("", text).strip()
+    head = question.split(" ", 1)[0].lower()
+    if head and grammar.lookup(head) is not None:
+        return question
+    return f"ask {question}" if question else "help"
+
+
+def on_mention(body: dict[str, Any], event: dict[str, Any]) -> None:
+    origin = from_event(body, event)
+    reply = dispatch.handle(mention_command(slack_messages.unescape(event.get("text", ""))), origin)
+    if reply.outcome != "duplicate":
+        router().deliver(origin.reply_to(), reply.template, reply.context)
+
+
+def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, settings: Settings) -> None:
+    item = event.get("item", {})
+    if event.get("reaction") != settings.decision_emoji or item.get("type") != "message":
+        return
+    channel, ts = item.get("channel", ""), item.get("ts", "")
+    origin = from_event(body, event)
+    message = slack_messages.fetch(client, channel, ts)
+    if message is None:
+        router().deliver(
+            origin.reply_to(),
+            "error",
+            {"message": "I can't read that message to log it; invite me to the channel and react again.", "hint": "", "error_id": None},
+        )
+        return
+    try:
+        args = logging_decisions.parse(slack_messages.typed_text(message))
+    except LabmateError as exc:
+        router().deliver(origin.reply_to(), "error", {"message": exc.message, "hint": exc.hint, "error_id": None})
+        return
+    reply = logging_decisions.store(
+        args,
+        origin,
+        author=message.get("user") or event.get("item_user") or origin.user,
+        permalink=slack_messages.permalink(client, channel, ts),
+        source_ts=ts,
+    )
+    if reply.outcome != "duplicate":
+        router().deliver(origin.reply_to(), reply.template, reply.context)
+
+
+def register(app: App, settings: Settings) -> None:
+    app.event("app_mention")(ack=_ack, lazy=[on_mention])
+    app.event("reaction_added")(
+        ack=_ack,
+        lazy=[lambda body, event, client: on_reaction(body, event, client, settings)],
+    )
+
+    @app.event("reaction_removed")
+    def on_reaction_removed(ack: Ack) -> None:
+        """Removing the emoji doesn't delete the decision: a log is only appended to."""
+        ack()

@@ -1,0 +1,75 @@
+"""Message shortcut "Log as decision": opens a modal pre-filled with the message."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot.grammar.decisions import MAX_DECISION
+from bot.listeners import slack_messages
+from labmate.settings import Settings
+
+SHORTCUT_ID = "log_decision"
+MODAL_ID = "log_decision_modal"
+
+
+def modal(message_text: str, metadata: dict[str, str]) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": MODAL_ID,
+        "private_metadata": json.dumps(metadata),
+        "title": {"type": "plain_text", "text": "Log as decision"},
+        "submit": {"type": "plain_text", "text": "Save"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "text",
+                "label": {"type": "plain_text", "text": "What was decided"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "value",
+                    "multiline": True,
+                    "max_length": MAX_DECISION,
+                    "initial_value": message_text[:MAX_DECISION],
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "tags",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Tags"},
+                "hint": {"type": "plain_text", "text": "Words separated by spaces, e.g. release features"},
+                "element": {"type": "plain_text_input", "action_id": "value"},
+            },
+            {
+                "type": "input",
+                "block_id": "links",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "MLflow links"},
+                "hint": {
+                    "type": "plain_text",
+                    "text": "e.g. run:<run id> exp:sales-agent model:sales-agent/3 model:sales-agent@production",
+                },
+                "element": {"type": "plain_text_input", "action_id": "value"},
+            },
+        ],
+    }
+
+
+def _ack(ack: Ack) -> None:
+    ack()
+
+
+def open_modal(body: dict[str, Any], client: WebClient) -> None:
+    message = body.get("message", {})
+    channel = body.get("channel", {}).get("id", "")
+    metadata = {"channel": channel, "ts": message.get("ts", ""), "author": message.get("user", "")}
+    client.views_open(trigger_id=body["trigger_id"], view=modal(slack_messages.typed_text(message), metadata))
+
+
+def register(app: App, settings: Settings) -> None:
+    app.shortcut(SHORTCUT_ID)(ack=_ack, lazy=[open_modal])

@@ -1,0 +1,35 @@
+"""Escaping for Slack mrkdwn: user text must never become a mention, a link or formatting control."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+class Mrkdwn(str):
+    """Text already safe for mrkdwn (built by `link`, `user` or a template); not escaped again."""
+
+
+def escape(value: object) -> str:
+    if isinstance(value, Mrkdwn):
+        return str(value)
+    return str(value).translate(_ESCAPES)
+
+
+def link(url: str, label: str) -> Mrkdwn:
+    """A link whose URL we built; the label is user text and gets escaped (`|` too, it would end the label)."""
+    if urlsplit(url).scheme not in ("http", "https"):
+        return Mrkdwn(escape(label))
+    return Mrkdwn(f"<{escape(url)}|{escape(label).replace('|', '¦')}>")
+
+
+def user(user_id: str) -> Mrkdwn:
+    """A mention of a Slack user id we know is real (an author from our own records)."""
+    if user_id[:1] in ("U", "W") and user_id[1:].isalnum() and user_id.isupper():
+        return Mrkdwn(f"<@{user_id}>")
+    return Mrkdwn(escape(user_id))
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

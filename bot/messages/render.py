@@ -1,0 +1,87 @@
+"""One renderer for every message: a Jinja2 template -> Block Kit JSON.
+
+Templates write Block Kit as JSON. Every `{{ expression }}` is escaped for mrkdwn and for a
+JSON string by the environment's finalize hook, so user, database and MLflow text can't
+inject mentions, links or break the JSON; only values wrapped in `Mrkdwn` (built by `link`
+and `user`) pass through as markup.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from bot.messages import limits
+from bot.messages.mrkdwn import Mrkdwn, escape, link, user
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass
+class Message:
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    template: str = ""
+    files: list[dict[str, str]] = field(default_factory=list)
+
+    def payload(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.blocks}
+
+
+def _finalize(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Mrkdwn):
+        return json.dumps(str(value))[1:-1]
+    return json.dumps(escape(value))[1:-1]
+
+
+def _when(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        undefined=StrictUndefined,
+        finalize=_finalize,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        when=_when,
+        number=_number,
+        plural=_plural,
+        cut=limits.cut,
+        link=lambda label, url: link(url, label),
+        user=user,
+        mrkdwn=lambda v: Mrkdwn(v),
+    )
+    return env
+
+
+def render(template: str, context: dict[str, Any]) -> Message:
+    raw = environment().get_template(f"{template}.json.j2").render(**context)
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"template {template} produced invalid JSON: {exc}") from exc
+    blocks = limits.fit_blocks(data.get("blocks", []))
+    text = limits.cut(data.get("text", ""), limits.MAX_FALLBACK_TEXT)
+    return Message(text=text, blocks=blocks, template=template, files=list(context.get("files", [])))

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Source = Literal["slack", "shell"]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked, where, and where the answers go. Plain values: it travels to jobs as `reply_to`."""
+
+    user: str
+    channel: str = ""
+    source: Source = "shell"
+    thread_ts: str | None = None
+    response_url: str | None = None
+    idempotency_key: str | None = None
+    session: str = ""
+    user_groups: tuple[str, ...] = field(default=())
+
+    def reply_to(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("idempotency_key")
+        data.pop("user_groups")
+        return data
+
+
+@dataclass
+class JobRequest:
+    name: str
+    kwargs: dict[str, Any]
+    what: str = ""
+
+
+@dataclass
+class Reply:
+    """What a command answers at once: a template and its context, plus the jobs it started."""
+
+    template: str
+    context: dict[str, Any]
+    outcome: str = "ok"
+    public: bool = False
+    jobs: list[JobRequest] = field(default_factory=list)
+    error_id: str | None = None
+    verb: str = ""
+    task_ids: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in ("user_error", "refused", "error")

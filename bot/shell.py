@@ -1,0 +1,69 @@
+"""`labmate shell`: the interactive terminal, with history and replies shown as they arrive."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+from typing import Any
+
+from rich.console import Console
+
+from bot import console as rich_render
+from bot import dispatch, grammar
+from bot.messages.render import Message, render
+from bot.origin import Origin
+from bot.post import router
+from labmate.settings import get_settings
+
+BANNER = (
+    "[bold]labmate[/bold] on embedded defaults (state in {home}).\n"
+    "Type [cyan]help[/cyan] for the commands, [cyan]exit[/cyan] to leave. The {command} prefix is optional."
+)
+
+
+def _lines(history_path: str) -> Any:
+    if sys.stdin.isatty():
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        prompt = PromptSession(history=FileHistory(history_path))
+        while True:
+            with patch_stdout():
+                try:
+                    yield prompt.prompt("lab> ")
+                except EOFError:
+                    return
+    else:
+        yield from (line.rstrip("\n") for line in sys.stdin)
+
+
+def run_shell(*, user: str, channel: str) -> None:
+    settings = get_settings()
+    console = Console()
+    lock = threading.Lock()
+
+    def show(_reply_to: dict[str, Any], message: Message) -> None:
+        with lock:
+            rich_render.show(console, message)
+
+    session = uuid.uuid4().hex
+    router().add_console(session, show)
+    console.print(BANNER.format(home=settings.home.resolve(), command=settings.command))
+    origin = Origin(user=user, channel=channel, source="shell", session=session)
+    try:
+        for line in _lines(str(settings.home / "shell_history")):
+            text = grammar.strip_prefix(line, settings.command)
+            if text in ("exit", "quit"):
+                break
+            if not text:
+                continue
+            reply = dispatch.handle(text, origin)
+            show({}, render(reply.template, reply.context))
+            if reply.jobs and not reply.failed:
+                console.print("[dim]… the rest of the answer will appear here when the job finishes.[/dim]")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        router().remove_console(session)

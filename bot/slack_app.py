@@ -1,0 +1,63 @@
+"""The Bolt app, built in one place. Listeners only parse, ack and hand over to dispatch.
+
+`process_before_response=True`: a slash command is answered in the HTTP response itself
+(the answer or "working on it"), and events, shortcuts and reactions ack at once and do
+their Slack API calls in lazy listeners, so nothing depends on Bolt's background ack thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.response import BoltResponse
+
+from bot.listeners import commands, events, shortcuts, views
+from bot.messages.render import render
+from bot.slack_client import web_client
+from labmate.errors import LabmateError, new_error_id
+from labmate.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class MissingSlackSettings(LabmateError):
+    pass
+
+
+def build_app(settings: Settings | None = None, *, token_verification: bool = True) -> App:
+    settings = settings or get_settings()
+    if not settings.slack_bot_token or not settings.slack_signing_secret:
+        raise MissingSlackSettings(
+            "Slack needs SLACK_BOT_TOKEN (xoxb-…) and SLACK_SIGNING_SECRET in the environment. "
+            "Create the app from slack/manifest.yml, install it, and copy both from its settings pages."
+        )
+    app = App(
+        client=web_client(settings),
+        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        process_before_response=True,
+        token_verification_enabled=token_verification,
+        logger=logging.getLogger("labmate.slack"),
+    )
+    commands.register(app, settings)
+    events.register(app, settings)
+    shortcuts.register(app, settings)
+    views.register(app, settings)
+
+    @app.error
+    def on_error(error: Exception, body: dict[str, Any], respond: Any, logger: logging.Logger) -> BoltResponse:
+        error_id = new_error_id()
+        logger.error("unhandled error [%s]", error_id, exc_info=error)
+        message = render(
+            "error",
+            {"message": "Something went wrong on my side; nothing you typed was lost.", "hint": "", "error_id": error_id},
+        )
+        if body.get("response_url"):
+            try:
+                respond(text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False)
+            except Exception:
+                logger.exception("could not tell the user about [%s]", error_id)
+        return BoltResponse(status=200, body="")
+
+    return app

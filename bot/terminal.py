@@ -1,0 +1,74 @@
+"""The terminal front over the same dispatch: `labmate say` (one command) and `labmate shell`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+
+from bot import console as rich_render
+from bot import dispatch, grammar
+from bot.messages.render import Message, render
+from bot.origin import Origin, Reply
+from bot.post import router
+from labmate.settings import get_settings
+
+EXIT_OK, EXIT_USER_ERROR, EXIT_INTERNAL = 0, 1, 2
+FAILED_OUTCOMES = {"user_error": EXIT_USER_ERROR, "refused": EXIT_USER_ERROR, "error": EXIT_INTERNAL}
+
+
+@dataclass
+class Outcome:
+    messages: list[Message] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+
+
+def _worst(codes: list[int]) -> int:
+    return max(codes, default=EXIT_OK)
+
+
+def _reply_code(reply: Reply) -> int:
+    return FAILED_OUTCOMES.get(reply.outcome, EXIT_OK)
+
+
+def run_one(text: str, *, user: str, channel: str, on_message: Callable[[Message], None] | None = None) -> Outcome:
+    """Run one command as `user`, wait for every reply (jobs too), return them in arrival order."""
+    from tasks.client import wait
+
+    settings = get_settings()
+    outcome = Outcome()
+    lock = threading.Lock()
+
+    def sink(_reply_to: dict[str, Any], message: Message) -> None:
+        with lock:
+            outcome.messages.append(message)
+        if on_message:
+            on_message(message)
+
+    session = uuid.uuid4().hex
+    router().add_console(session, sink)
+    try:
+        origin = Origin(user=user, channel=channel, source="shell", session=session)
+        reply = dispatch.handle(grammar.strip_prefix(text, settings.command), origin)
+        sink({}, render(reply.template, reply.context))
+        codes = [_reply_code(reply)]
+        if reply.task_ids:
+            results = wait(reply.task_ids, settings.job_timeout)
+            for result in results:
+                codes.append(FAILED_OUTCOMES.get(result, EXIT_OK) if result != "timeout" else EXIT_INTERNAL)
+        outcome.exit_code = _worst(codes)
+    finally:
+        router().remove_console(session)
+    return outcome
+
+
+def say(text: str, *, user: str, channel: str, as_json: bool, console: Console) -> int:
+    outcome = run_one(text, user=user, channel=channel, on_message=None if as_json else lambda m: rich_render.show(console, m))
+    if as_json:
+        console.print_json(json.dumps([m.payload() for m in outcome.messages], default=str))
+    return outcome.exit_code

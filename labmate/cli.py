@@ -1,0 +1,122 @@
+"""The `labmate` command line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="labmate",
+    help="Chat-ops for ML teams: a decision log, MLflow answers and regression conversations, "
+    "in Slack and in this terminal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The knowledge base.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.command()
+def shell(
+    user: str = typer.Option("you", help="Who you are in the audit trail and the decision log."),
+    channel: str = typer.Option("terminal", help="The channel your commands are recorded under."),
+) -> None:
+    """Use labmate interactively in this terminal (embedded defaults: no Slack, Redis or servers)."""
+    from labmate.bootstrap import configure_logging, prepare
+
+    configure_logging("WARNING")
+    prepare()
+    from bot.shell import run_shell
+
+    run_shell(user=user, channel=channel)
+
+
+@app.command()
+def say(
+    text: str = typer.Argument(..., help='The command, e.g. "decide ship it #release" (the /lab prefix is optional).'),
+    user: str = typer.Option("you", "--user", "-u", help="Run the command as this user."),
+    channel: str = typer.Option("terminal", "--channel", "-c", help="Run the command in this channel."),
+    as_json: bool = typer.Option(False, "--json", help="Print the Block Kit payloads exactly as they would be posted."),
+) -> None:
+    """Run one command, wait for every reply (jobs included), print them. Exit 0 ok, 1 bad input, 2 internal error."""
+    from labmate.bootstrap import configure_logging, prepare
+
+    configure_logging("WARNING")
+    prepare()
+    from bot.terminal import say as run_say
+
+    console = Console(soft_wrap=True) if as_json else Console()
+    code = run_say(text, user=user, channel=channel, as_json=as_json, console=console)
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(3000, help="HTTP port for /slack/events and /healthz."),
+    host: str = typer.Option("0.0.0.0", help="Interface to listen on."),
+    workers: int = typer.Option(1, help="WSGI worker processes."),
+    threads: int = typer.Option(8, help="Threads per worker process."),
+    socket_mode: bool = typer.Option(False, "--socket-mode", help="Connect to Slack over Socket Mode instead of HTTP."),
+) -> None:
+    """Serve the Slack app: HTTP (signed requests, production WSGI server) or Socket Mode."""
+    from labmate.bootstrap import configure_logging, prepare
+
+    configure_logging()
+    prepare()
+    from bot.server import run_http, run_socket_mode
+
+    if socket_mode:
+        run_socket_mode()
+    else:
+        run_http(host=host, port=port, workers=workers, threads=threads)
+
+
+@app.command()
+def worker(
+    queues: str = typer.Option("default,launch,regress", help="Comma-separated queues to consume."),
+    concurrency: int = typer.Option(2, help="Worker processes."),
+    loglevel: str = typer.Option("INFO", help="Log level."),
+) -> None:
+    """Run a Celery worker for labmate's jobs (needs LABMATE_BROKER_URL=redis://…)."""
+    from labmate.bootstrap import configure_logging, prepare
+    from labmate.settings import get_settings
+
+    configure_logging(loglevel)
+    if get_settings().embedded_broker:
+        Console(stderr=True).print(
+            "labmate worker needs a shared broker: set LABMATE_BROKER_URL=redis://localhost:6379/0. "
+            "With the embedded default, `labmate serve` and `labmate shell` run their own worker."
+        )
+        raise typer.Exit(2)
+    prepare()
+    from bot.post import router
+    from tasks.app import celery_app
+
+    router()
+    celery_app().worker_main(
+        ["worker", f"--queues={queues}", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the knowledge base's migrations (also done by every labmate process on start)."""
+    from labmate.bootstrap import prepare
+    from models.db import current_revision
+
+    prepare()
+    Console().print(f"knowledge base at revision {current_revision()}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The audit trail: one row per command, allowed or refused, with its outcome."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from models.base import Base, utcnow
+
+OUTCOMES = ("ok", "queued", "user_error", "refused", "error", "duplicate")
+TEXT_CAP = 4000
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    channel: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(String(16))
+    verb: Mapped[str] = mapped_column(String(32), default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(16))
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    error_id: Mapped[str | None] = mapped_column(String(16), default=None, index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def record(
+    session: Session,
+    *,
+    user: str,
+    channel: str,
+    source: str,
+    verb: str,
+    text: str,
+    outcome: str,
+    duration_ms: float,
+    error_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    event = AuditEvent(
+        user=user,
+        channel=channel,
+        source=source,
+        verb=verb,
+        text=text[:TEXT_CAP],
+        outcome=outcome,
+        duration_ms=duration_ms,
+        error_id=error_id,
+        detail=detail or {},
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def set_outcome(session: Session, *, event_id: int, outcome: str, error_id: str | None = None) -> None:
+    """A job finished: the command's row gets its final outcome."""
+    event = session.get(AuditEvent, event_id)
+    if event is not None:
+        event.outcome = outcome
+        event.error_id = error_id or event.error_id
+
+
+def latest(session: Session, *, limit: int = 20) -> list[AuditEvent]:
+    return list(session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)))

@@ -1,0 +1,114 @@
+"""Ranked full-text search over decisions: FTS5 (BM25) on SQLite, tsvector + GIN on PostgreSQL.
+
+User text never reaches the query language as syntax: on SQLite every word becomes a quoted
+FTS5 string, on PostgreSQL it goes through `websearch_to_tsquery`, which accepts any input.
+All words must match; when that finds nothing, any word may (still ranked).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from models.decision import Decision, DecisionTag, get_many
+
+WORD = re.compile(r"\w+", re.UNICODE)
+MAX_WORDS = 16
+
+
+@dataclass(frozen=True)
+class Filters:
+    tags: tuple[str, ...] = ()
+    author: str | None = None
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    decision: Decision
+    score: float
+    replacement: Decision | None = None
+
+
+def _words(query: str) -> list[str]:
+    return WORD.findall(query)[:MAX_WORDS]
+
+
+def _filter_sql(filters: Filters, params: dict[str, object]) -> str:
+    clauses = []
+    if filters.author:
+        clauses.append("d.author = :author")
+        params["author"] = filters.author
+    if filters.since:
+        clauses.append("d.created_at >= :since")
+        params["since"] = filters.since
+    for i, tag in enumerate(filters.tags):
+        clauses.append(f"EXISTS (SELECT 1 FROM decision_tags t{i} WHERE t{i}.decision_id = d.id AND t{i}.tag = :tag{i})")
+        params[f"tag{i}"] = tag
+    return "".join(f" AND {c}" for c in clauses)
+
+
+def _sqlite_ids(session: Session, words: list[str], filters: Filters, limit: int, any_word: bool) -> list[tuple[int, float]]:
+    joiner = " OR " if any_word else " "
+    match = joiner.join('"' + w.replace('"', '""') + '"' for w in words)
+    params: dict[str, object] = {"match": match, "limit": limit}
+    sql = (
+        "SELECT d.id, bm25(decisions_fts) AS score FROM decisions_fts "
+        "JOIN decisions d ON d.id = decisions_fts.rowid "
+        "WHERE decisions_fts MATCH :match" + _filter_sql(filters, params) +
+        " ORDER BY score, d.created_at DESC, d.id DESC LIMIT :limit"
+    )
+    return [(int(r[0]), -float(r[1])) for r in session.execute(text(sql), params)]
+
+
+def _postgres_ids(session: Session, query: str, filters: Filters, limit: int, any_word: bool) -> list[tuple[int, float]]:
+    params: dict[str, object] = {"q": query, "limit": limit}
+    tsquery = "websearch_to_tsquery('english', :q)"
+    if any_word:
+        tsquery = f"replace({tsquery}::text, '&', '|')::tsquery"
+    sql = (
+        f"SELECT d.id, ts_rank_cd(d.search, q) AS score FROM decisions d, {tsquery} q "
+        "WHERE d.search @@ q" + _filter_sql(filters, params) +
+        " ORDER BY score DESC, d.created_at DESC, d.id DESC LIMIT :limit"
+    )
+    return [(int(r[0]), float(r[1])) for r in session.execute(text(sql), params)]
+
+
+def latest(session: Session, *, filters: Filters = Filters(), limit: int = 10) -> list[Decision]:
+    stmt = select(Decision).order_by(Decision.created_at.desc(), Decision.id.desc()).limit(limit)
+    if filters.author:
+        stmt = stmt.where(Decision.author == filters.author)
+    if filters.since:
+        stmt = stmt.where(Decision.created_at >= filters.since)
+    for tag in filters.tags:
+        stmt = stmt.where(Decision.tags.any(DecisionTag.tag == tag))
+    return list(session.scalars(stmt))
+
+
+def search(session: Session, *, query: str, filters: Filters = Filters(), limit: int = 10) -> list[Hit]:
+    """Best matches first, newest first on ties; a superseded hit carries its replacement."""
+    words = _words(query)
+    if not words:
+        return [Hit(d, 0.0) for d in latest(session, filters=filters, limit=limit)]
+    postgres = session.get_bind().dialect.name == "postgresql"
+    ranked: list[tuple[int, float]] = []
+    for any_word in (False, True):
+        if any_word and len(words) < 2:
+            break
+        if postgres:
+            ranked = _postgres_ids(session, " ".join(words), filters, limit, any_word)
+        else:
+            ranked = _sqlite_ids(session, words, filters, limit, any_word)
+        if ranked:
+            break
+    decisions = get_many(session, ids=[i for i, _ in ranked])
+    scores = dict(ranked)
+    replacement_ids = [d.superseded_by for d in decisions if d.superseded_by]
+    replacements = {d.id: d for d in get_many(session, ids=[i for i in replacement_ids if i is not None])}
+    return [
+        Hit(d, scores[d.id], replacements.get(d.superseded_by) if d.superseded_by else None) for d in decisions
+    ]

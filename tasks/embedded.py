@@ -1,0 +1,44 @@
+"""A real Celery worker inside this process, over the in-memory broker (the embedded default)."""
+
+from __future__ import annotations
+
+import threading
+
+from celery.contrib.testing.worker import TestWorkController
+
+from tasks.app import celery_app
+
+_lock = threading.Lock()
+_worker: TestWorkController | None = None
+
+
+def ensure_worker(concurrency: int = 2) -> TestWorkController:
+    global _worker
+    with _lock:
+        if _worker is not None:
+            return _worker
+        app = celery_app()
+        app.loader.import_default_modules()
+        worker = TestWorkController(
+            app=app,
+            concurrency=concurrency,
+            pool="threads",
+            hostname="embedded@labmate",
+            loglevel="WARNING",
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            queues=list(app.conf.task_queues and [q.name for q in app.conf.task_queues]),
+        )
+        threading.Thread(target=worker.start, name="labmate-embedded-worker", daemon=True).start()
+        worker.ensure_started()
+        _worker = worker
+        return worker
+
+
+def stop_worker() -> None:
+    global _worker
+    with _lock:
+        if _worker is not None:
+            _worker.stop(in_sighandler=False)
+            _worker = None

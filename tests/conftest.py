@@ -1,0 +1,116 @@
+"""Shared fixtures: an isolated LABMATE_HOME per test, and real PostgreSQL / Redis when reachable.
+
+Tests that need PostgreSQL or Redis skip with a reason when the service is absent, except
+under LABMATE_REQUIRE_SERVICES=1 (set by .ci/run), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from labmate.settings import reset_settings
+
+POSTGRES_URL = os.environ.get("LABMATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LABMATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CLEARED = (
+    "LABMATE_HOME",
+    "LABMATE_DATABASE_URL",
+    "LABMATE_BROKER_URL",
+    "LABMATE_RESULT_BACKEND",
+    "MLFLOW_TRACKING_URI",
+    "LABMATE_MLFLOW_UI_URL",
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "LABMATE_SLACK_API_URL",
+    "LABMATE_COMMAND",
+    "LABMATE_CONFIG",
+)
+
+
+def require_services() -> bool:
+    return os.environ.get("LABMATE_REQUIRE_SERVICES") == "1"
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def service_or_skip(name: str, url: str) -> str:
+    if _reachable(url):
+        return url
+    reason = f"{name} is not reachable at {url}"
+    if require_services():
+        pytest.fail(f"{reason}, and LABMATE_REQUIRE_SERVICES=1 says it must be")
+    pytest.skip(reason)
+
+
+def reset_process_state() -> None:
+    from bot.post import reset_router
+
+    reset_settings()
+    reset_router()
+
+
+@pytest.fixture(autouse=True)
+def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own home (SQLite knowledge base, MLflow store) and fresh settings."""
+    for name in CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "labmate-home"
+    monkeypatch.setenv("LABMATE_HOME", str(home))
+    monkeypatch.setenv("LABMATE_CONFIG", str(tmp_path / "labmate.toml"))
+    monkeypatch.chdir(tmp_path)
+    reset_process_state()
+    yield home
+    reset_process_state()
+
+
+@pytest.fixture
+def migrated(lab_home: Path) -> str:
+    """The test's SQLite knowledge base, migrated; returns its URL."""
+    from labmate.bootstrap import prepare
+    from labmate.settings import get_settings
+
+    prepare()
+    return get_settings().database_url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated schema in the test PostgreSQL database, dropped afterwards."""
+    base = service_or_skip("PostgreSQL", POSTGRES_URL)
+    from sqlalchemy import create_engine, text
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{base}?options=-csearch_path%3D{schema}"
+    from models.db import upgrade
+
+    upgrade(url)
+    yield url
+    from models.db import engine_for
+
+    engine_for(url).dispose()
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return service_or_skip("Redis", REDIS_URL)
