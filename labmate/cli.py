@@ -101,6 +101,58 @@ def worker(
     )
 
 
+@app.command()
+def demo() -> None:
+    """Fill the embedded MLflow store with the sales-agent demo: real runs, two failures, a registered model.
+
+    Idempotent: a second run adds nothing.
+    """
+    from labmate.bootstrap import configure_logging, prepare
+    from labmate.settings import get_settings
+
+    configure_logging("WARNING")
+    prepare()
+    from tasks.demo import DemoError, run_demo
+
+    settings = get_settings()
+    console = Console()
+    try:
+        report = run_demo(
+            settings.mlflow_tracking_uri,
+            artifact_location=str(settings.mlflow_artifact_root),
+            progress=lambda line: console.print(f"[dim]{line}[/dim]"),
+        )
+    except DemoError as exc:
+        console.print(f"[red]The demo could not be set up:[/red] {exc}")
+        raise typer.Exit(2) from None
+    runs = ", ".join(f"{len(ids)} {status.lower()}" for status, ids in sorted(report.runs_by_status.items()))
+    aliases = ", ".join(f"@{alias} = version {version}" for alias, version in sorted(report.aliases.items()))
+    verb = "Created" if report.created else "Already there (nothing added)"
+    console.print(
+        f"{verb}: experiment [bold]{report.experiment_name}[/bold] ({runs}); "
+        f"model [bold]{report.model_name}[/bold] ({aliases}) in {report.seconds:.0f} s.\n"
+        f"Try: [cyan]labmate say \"decide ship the candidate model:{report.model_name}@candidate #release\"[/cyan]"
+    )
+
+
+@app.command()
+def beat(loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
+    """Run the Celery beat that schedules labmate's periodic jobs (run exactly one; needs a Redis broker)."""
+    from labmate.bootstrap import configure_logging, prepare
+    from labmate.settings import get_settings
+
+    configure_logging(loglevel)
+    settings = get_settings()
+    if settings.embedded_broker:
+        Console(stderr=True).print("labmate beat needs a shared broker: set LABMATE_BROKER_URL=redis://localhost:6379/0.")
+        raise typer.Exit(2)
+    prepare()
+    from tasks.app import celery_app
+
+    schedule = settings.home / "celerybeat-schedule"
+    celery_app().start(["beat", f"--loglevel={loglevel}", f"--schedule={schedule}"])
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the knowledge base's migrations (also done by every labmate process on start)."""

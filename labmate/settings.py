@@ -170,5 +170,6 @@ def describe() -> list[dict[str, Any]]:
     for name, field in Settings.model_fields.items():
         alias = field.validation_alias
         env = next((str(c) for c in alias.choices if str(c).isupper()), "") if isinstance(alias, AliasChoices) else ""
-        rows.append({"field": name, "env": env, "default": field.default, "description": field.description or ""})
+        default = field.get_default(call_default_factory=True)
+        rows.append({"field": name, "env": env, "default": default, "description": field.description or ""})
     return rows

@@ -9,12 +9,19 @@ from __future__ import annotations
 from functools import lru_cache
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Queue
 
 from labmate.settings import Settings, get_settings
 
-TASK_MODULES = ["tasks.decision_links"]
+TASK_MODULES = ["tasks.decision_links", "tasks.maintenance"]
 QUEUES = ("default", "launch", "regress")
+BEAT_SCHEDULE = {
+    "prune-idempotency-keys": {
+        "task": "labmate.maintenance.prune_idempotency_keys",
+        "schedule": crontab(minute=17, hour=3),
+    },
+}
 ROUTES = {
     "labmate.launch.*": {"queue": "launch"},
     "labmate.regress.*": {"queue": "regress"},
@@ -46,6 +53,7 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         enable_utc=True,
+        beat_schedule=BEAT_SCHEDULE,
     )
     return app
 

@@ -1,0 +1,307 @@
+"""`labmate demo`: fill an MLflow store with a small, real sales-agent experiment and model.
+
+Runs the MLflow Project in ``examples/sales_agent`` (entry point ``train``, env_manager="local")
+a handful of times with different parameters -- six FINISHED runs, one that FAILS after 2 of 5
+epochs and one that FAILS before its first epoch -- then registers model ``sales-agent`` twice:
+version from run ``baseline`` (reply templates v1) gets alias ``production``, version from run
+``unigram-v2`` (templates v2, better val_f1) gets alias ``candidate``.
+
+Idempotent: demo runs carry tags ``labmate.demo=1`` and ``labmate.demo_key=<spec key>``; a spec
+whose run already ended with the expected status is not run again, a run already registered is
+not registered again, and aliases are only moved when they point elsewhere.
+
+mlflow is imported inside functions: this module is imported by the Slack-facing process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent / "examples" / "sales_agent"
+EXPERIMENT_NAME = "sales-agent"
+MODEL_NAME = "sales-agent"
+MODEL_ARTIFACT = "agent"
+DEMO_TAG = "labmate.demo"
+KEY_TAG = "labmate.demo_key"
+PRODUCTION_ALIAS = "production"
+CANDIDATE_ALIAS = "candidate"
+
+
+class DemoError(RuntimeError):
+    """The demo could not build the expected store (e.g. a run that should finish failed)."""
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    key: str
+    user: str
+    params: dict[str, int | float]
+
+    @property
+    def expected_status(self) -> str:
+        return "FAILED" if int(self.params.get("fail_at_epoch", -1)) >= 0 else "FINISHED"
+
+    @property
+    def run_name(self) -> str:
+        return f"demo-{self.key}"
+
+
+def _params(alpha: float, epochs: int, ngram_max: int, seed: int, **extra: int) -> dict[str, int | float]:
+    return {"alpha": alpha, "epochs": epochs, "ngram_max": ngram_max, "seed": seed, **extra}
+
+
+DEMO_RUNS: tuple[DemoRun, ...] = (
+    DemoRun("baseline", "dana", _params(1e-3, 5, 2, 1, reply_version=1)),
+    DemoRun("strong-reg", "lee", _params(1e-2, 3, 1, 1, reply_version=1)),
+    DemoRun("bigram", "sam", _params(1e-4, 5, 2, 1, reply_version=1)),
+    DemoRun("trigram-v2", "dana", _params(3e-4, 5, 3, 2, reply_version=2)),
+    DemoRun("unigram-v2", "sam", _params(1e-4, 5, 1, 2, reply_version=2)),
+    DemoRun("tiny-alpha-v2", "lee", _params(3e-5, 8, 2, 2, reply_version=2)),
+    DemoRun("crash-mid", "lee", _params(1e-4, 5, 2, 3, fail_at_epoch=2)),
+    DemoRun("crash-early", "sam", _params(1e-4, 5, 2, 4, fail_at_epoch=0)),
+)
+# Registered in this order, so production is version 1 (older, worse) and candidate version 2.
+REGISTERED: tuple[tuple[str, str], ...] = (("baseline", PRODUCTION_ALIAS), ("unigram-v2", CANDIDATE_ALIAS))
+
+
+@dataclass
+class DemoReport:
+    experiment_name: str
+    experiment_id: str
+    model_name: str
+    runs_by_status: dict[str, list[str]] = field(default_factory=dict)  # status -> run ids
+    run_ids: dict[str, str] = field(default_factory=dict)  # demo key -> run id
+    model_versions: dict[str, str] = field(default_factory=dict)  # demo key -> model version
+    aliases: dict[str, str] = field(default_factory=dict)  # alias -> model version
+    created_runs: list[str] = field(default_factory=list)  # demo keys run this time
+    created_versions: list[str] = field(default_factory=list)
+    moved_aliases: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def created(self) -> bool:
+        return bool(self.created_runs or self.created_versions or self.moved_aliases)
+
+
+def run_demo(
+    tracking_uri: str,
+    *,
+    registry_uri: str | None = None,
+    artifact_location: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DemoReport:
+    """Build (or complete) the demo in the given store and describe what is there.
+
+    ``artifact_location`` defaults to ``<db dir>/mlartifacts`` for ``sqlite:///`` stores, so an
+    embedded store keeps its artifacts next to the database (never in the current directory).
+    While it runs it temporarily sets mlflow's global tracking/registry URIs and PATH (mlflow
+    Projects reads both), so do not run it concurrently with other mlflow work in one process.
+    """
+    import mlflow
+
+    say = progress or (lambda _msg: None)
+    started = time.monotonic()
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+    with _mlflow_uris(tracking_uri, registry_uri), _subprocess_env():
+        experiment_id = _ensure_experiment(client, artifact_location or _default_artifacts(tracking_uri))
+        report = DemoReport(EXPERIMENT_NAME, experiment_id, MODEL_NAME)
+        # Projects make a scratch dir per run (for 'path' parameters); keep them out of /tmp's way.
+        with tempfile.TemporaryDirectory(prefix="labmate-demo-") as scratch:
+            for spec in DEMO_RUNS:
+                run = _existing_run(client, experiment_id, spec)
+                if run is None:
+                    say(f"running {spec.key} as {spec.user}: {_format_params(spec.params)}")
+                    run = _launch(client, experiment_id, spec, scratch)
+                    report.created_runs.append(spec.key)
+                say(f"{spec.key}: {run.info.status}{_format_f1(run)}")
+                report.run_ids[spec.key] = run.info.run_id
+        _register(client, report, say)
+        report.runs_by_status = _runs_by_status(client, experiment_id)
+    report.seconds = round(time.monotonic() - started, 1)
+    say(f"demo ready in {report.seconds}s ({'created' if report.created else 'nothing new'})")
+    return report
+
+
+@contextmanager
+def _mlflow_uris(tracking_uri: str, registry_uri: str | None) -> Iterator[None]:
+    """mlflow.projects reads the process-global URIs (and hands them to the run subprocess)."""
+    import mlflow
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri or tracking_uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+
+
+@contextmanager
+def _subprocess_env() -> Iterator[None]:
+    """The MLproject command says `python`: make that this interpreter; write no .pyc files."""
+    saved = {key: os.environ.get(key) for key in ("PATH", "PYTHONDONTWRITEBYTECODE")}
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), saved["PATH"] or ""])
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _default_artifacts(tracking_uri: str) -> str | None:
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or ":memory:" in tracking_uri:
+        return None
+    db_path = Path(tracking_uri[len(prefix) :].split("?", 1)[0]).resolve()
+    return str(db_path.parent / "mlartifacts")
+
+
+def _ensure_experiment(client: MlflowClient, artifact_location: str | None) -> str:
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is None:
+        return client.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_location, tags={DEMO_TAG: "1"})
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def _existing_run(client: MlflowClient, experiment_id: str, spec: DemoRun) -> Run | None:
+    """The newest demo run of this spec that ended as expected (stale/broken ones are ignored)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KEY_TAG}` = '{spec.key}' and attributes.status = '{spec.expected_status}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _launch(client: MlflowClient, experiment_id: str, spec: DemoRun, scratch: str) -> Run:
+    import mlflow.projects
+    from mlflow.exceptions import ExecutionException
+
+    try:
+        submitted = mlflow.projects.run(
+            str(PROJECT_DIR),
+            entry_point="train",
+            parameters={name: str(value) for name, value in spec.params.items()},
+            env_manager="local",
+            experiment_id=experiment_id,
+            run_name=spec.run_name,
+            synchronous=True,
+            storage_dir=scratch,
+        )
+        run_id = submitted.run_id
+    except ExecutionException:
+        # Synchronous project runs raise on failure without handing back the run: find it by name.
+        run_id = _newest_run_named(client, experiment_id, spec.run_name)
+    client.set_tag(run_id, DEMO_TAG, "1")
+    client.set_tag(run_id, KEY_TAG, spec.key)
+    client.set_tag(run_id, "mlflow.user", spec.user)
+    run = client.get_run(run_id)
+    _check_outcome(client, run, spec)
+    return run
+
+
+def _newest_run_named(client: MlflowClient, experiment_id: str, run_name: str) -> str:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.run_name = '{run_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise DemoError(f"project run {run_name} failed before MLflow recorded it")
+    return runs[0].info.run_id
+
+
+def _check_outcome(client: MlflowClient, run: Run, spec: DemoRun) -> None:
+    """A crash run must fail exactly at its injected epoch, not from some unrelated error."""
+    status = run.info.status
+    if status != spec.expected_status:
+        raise DemoError(f"demo run {spec.key} ({run.info.run_id}) ended {status}, expected {spec.expected_status}")
+    fail_at = int(spec.params.get("fail_at_epoch", -1))
+    if fail_at >= 0:
+        steps = len(client.get_metric_history(run.info.run_id, "val_f1"))
+        if steps != fail_at:
+            raise DemoError(f"demo run {spec.key} failed after {steps} epochs, expected {fail_at}")
+
+
+def _register(client: MlflowClient, report: DemoReport, say: Callable[[str], None]) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(
+            MODEL_NAME,
+            tags={DEMO_TAG: "1"},
+            description="Demo sales assistant: TF-IDF + SGD intent classifier with templated replies.",
+        )
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    versions = {mv.run_id: mv.version for mv in client.search_model_versions(f"name = '{MODEL_NAME}'")}
+    for key, alias in REGISTERED:
+        run_id = report.run_ids[key]
+        version = versions.get(run_id)
+        if version is None:
+            version = _create_version(client, run_id, key)
+            report.created_versions.append(version)
+            say(f"registered {MODEL_NAME} v{version} from {key}")
+        report.model_versions[key] = str(version)
+        current = client.get_registered_model(MODEL_NAME).aliases.get(alias)  # int in mlflow 3
+        if current is None or str(current) != str(version):
+            client.set_registered_model_alias(MODEL_NAME, alias, str(version))
+            report.moved_aliases.append(alias)
+            say(f"alias {alias} -> v{version}")
+        report.aliases[alias] = str(version)
+
+
+def _create_version(client: MlflowClient, run_id: str, key: str) -> str:
+    outputs = client.get_run(run_id).outputs
+    model_ids = [output.model_id for output in (outputs.model_outputs if outputs else [])]
+    if not model_ids:
+        raise DemoError(f"demo run {key} ({run_id}) logged no model")
+    model_version = client.create_model_version(
+        MODEL_NAME,
+        source=f"models:/{model_ids[-1]}",
+        run_id=run_id,
+        model_id=model_ids[-1],
+        tags={DEMO_TAG: "1", KEY_TAG: key},
+        description=f"labmate demo: trained by run {key}",
+    )
+    return str(model_version.version)
+
+
+def _runs_by_status(client: MlflowClient, experiment_id: str) -> dict[str, list[str]]:
+    by_status: dict[str, list[str]] = {}
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{DEMO_TAG}` = '1'", max_results=1000)
+    for run in runs:
+        by_status.setdefault(run.info.status, []).append(run.info.run_id)
+    return by_status
+
+
+def _format_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in params.items())
+
+
+def _format_f1(run: Run) -> str:
+    f1 = run.data.metrics.get("val_f1")
+    return "" if f1 is None else f" (val_f1={f1:.3f})"
