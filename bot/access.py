@@ -18,8 +18,19 @@ def _names(entries: list[str]) -> str:
     return ", ".join(shown) or "nobody (no admins are configured in labmate.toml)"
 
 
+def _in_group(entries: list[str], origin: Origin) -> bool:
+    groups = [e for e in entries if e.startswith("S")]
+    if any(g in origin.user_groups for g in groups):
+        return True
+    if origin.source != "slack" or not groups:
+        return False
+    from bot import slack_groups
+
+    return any(origin.user in slack_groups.members(g) for g in groups)
+
+
 def _matches(entries: list[str], origin: Origin) -> bool:
-    return origin.user in entries or origin.channel in entries or any(g in entries for g in origin.user_groups)
+    return origin.user in entries or origin.channel in entries or _in_group(entries, origin)
 
 
 def check(verb: Verb, origin: Origin, rules: AccessRules) -> None:

@@ -37,6 +37,7 @@ def _link(match: re.Match[str]) -> str:
 def mrkdwn_text(source: str) -> Text:
     """mrkdwn -> rich Text: formatting spans styled, links spelled out, entities decoded."""
     plain = Emoji.replace(_LINK.sub(_link, source))
+    plain = re.sub(r"^>", "▎ ", plain, flags=re.M)
     text = Text()
     position = 0
     for match in _SPAN.finditer(plain):

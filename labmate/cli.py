@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 from rich.console import Console
+
+from labmate.settings import EMBEDDED_BROKER, reset_settings
 
 app = typer.Typer(
     name="labmate",
@@ -27,6 +30,7 @@ def shell(
     """Use labmate interactively in this terminal (embedded defaults: no Slack, Redis or servers)."""
     from labmate.bootstrap import configure_logging, prepare
 
+    _terminal_jobs_in_process()
     configure_logging("WARNING")
     prepare()
     from bot.shell import run_shell
@@ -44,6 +48,7 @@ def say(
     """Run one command, wait for every reply (jobs included), print them. Exit 0 ok, 1 bad input, 2 internal error."""
     from labmate.bootstrap import configure_logging, prepare
 
+    _terminal_jobs_in_process()
     configure_logging("WARNING")
     prepare()
     from bot.terminal import say as run_say
@@ -161,6 +166,14 @@ def db_upgrade() -> None:
 
     prepare()
     Console().print(f"knowledge base at revision {current_revision()}")
+
+
+def _terminal_jobs_in_process() -> None:
+    """The terminal shows job replies as they arrive, so its jobs run on its own in-process worker:
+    a remote worker could only post them to Slack."""
+    os.environ["LABMATE_BROKER_URL"] = EMBEDDED_BROKER
+    os.environ.pop("LABMATE_RESULT_BACKEND", None)
+    reset_settings()
 
 
 def main() -> None:
