@@ -8,6 +8,7 @@ import sys
 import typer
 from rich.console import Console
 
+from labmate import regress_cli
 from labmate.settings import EMBEDDED_BROKER, reset_settings
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The knowledge base.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+regress_cli.register(app)
 
 
 @app.command()

@@ -1,0 +1,83 @@
+"""Running many (conversation, target) jobs: in process, or in a process pool.
+
+With workers > 1 each pool process loads every target once (pool initializer) and then serves
+jobs; the spawn start method keeps that independent of whatever threads the parent runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
+
+from tasks.regress.runner import run_batch, run_conversation
+from tasks.regress.targets import load_target
+
+Job = tuple[str, dict[str, Any], str, dict[str, Any]]  # (role, conversation, target uri, options)
+OnResult = Callable[[str, dict[str, Any]], None]
+
+
+def preload(targets: list[tuple[str, dict[str, Any]]]) -> None:
+    """Load each target once; raises TargetLoadError for the first that cannot be loaded."""
+    for uri, options in targets:
+        load_target(uri, options)
+
+
+def _label(job: Job, result: dict[str, Any]) -> None:
+    conversation = job[1]
+    result["suite"] = conversation.get("suite")
+    result["conversation_key"] = conversation.get("key", conversation["id"])
+
+
+def _run_job(job: Job) -> tuple[str, dict[str, Any]]:
+    role, conversation, target, options = job
+    result = run_conversation(conversation, target, options)
+    _label(job, result)
+    return role, result
+
+
+def run_jobs(jobs: list[Job], workers: int = 1, on_result: OnResult | None = None) -> list[tuple[str, dict[str, Any]]]:
+    targets = _unique_targets(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        preload(targets)
+        batch = [(conversation, uri, options) for _, conversation, uri, options in jobs]
+
+        def done(index: int, result: dict[str, Any]) -> None:
+            _label(jobs[index], result)
+            if on_result:
+                on_result(jobs[index][0], result)
+
+        results = run_batch(batch, done)
+        return [(job[0], result) for job, result in zip(jobs, results, strict=True)]
+    preload(targets)  # fail fast, with a clear message, before starting processes
+    context = multiprocessing.get_context("spawn")
+    results = []
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=preload, initargs=(targets,)
+    ) as pool:
+        pending: set[Future[tuple[str, dict[str, Any]]]] = set()
+        queue = iter(jobs)
+        # Keep a bounded number of jobs in flight so progress is smooth and memory stays flat.
+        for job in queue:
+            pending.add(pool.submit(_run_job, job))
+            if len(pending) >= workers * 8:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                role, result = future.result()
+                results.append((role, result))
+                if on_result:
+                    on_result(role, result)
+                next_job = next(queue, None)
+                if next_job is not None:
+                    pending.add(pool.submit(_run_job, next_job))
+    return results
+
+
+def _unique_targets(jobs: list[Job]) -> list[tuple[str, dict[str, Any]]]:
+    seen: dict[str, tuple[str, dict[str, Any]]] = {}
+    for _, _, uri, options in jobs:
+        seen.setdefault(uri + repr(sorted(options.items())), (uri, options))
+    return list(seen.values())

@@ -1,0 +1,1 @@
+"""Report writers: terminal (rich), JSON, JUnit XML, self-contained HTML."""

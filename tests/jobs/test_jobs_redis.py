@@ -1,0 +1,83 @@
+"""Jobs over a real Redis broker, processed by a real `labmate worker` process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot import dispatch
+from bot.origin import Origin
+from labmate.settings import reset_settings
+from models import audit
+from models.db import session_scope
+from models.decision import Decision
+
+RUN_ID = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+
+@pytest.fixture
+def redis_worker(redis_url: str, lab_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    monkeypatch.setenv("LABMATE_BROKER_URL", redis_url)
+    reset_settings()
+    from tasks.app import reset
+
+    reset()
+    from labmate.bootstrap import prepare
+
+    prepare()
+    env = {**os.environ, "LABMATE_BROKER_URL": redis_url, "LABMATE_HOME": str(lab_home)}
+    log = lab_home / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "labmate.cli", "worker", "--concurrency", "1", "--loglevel", "INFO"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    from tasks.app import celery_app
+
+    try:
+        deadline = time.monotonic() + 60
+        while not celery_app().control.ping(timeout=0.5):
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "worker did not start:\n" + log.read_text()
+        yield redis_url
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        reset()
+        redis.Redis.from_url(redis_url).flushdb()
+
+
+def test_decision_link_check_runs_on_a_separate_worker(redis_worker: str) -> None:
+    from tasks.client import wait
+
+    reply = dispatch.handle(f"decide ship it run:{RUN_ID}", Origin(user="U1", channel="C1", source="slack"))
+    assert reply.outcome == "ok" and len(reply.task_ids) == 1
+    assert wait(reply.task_ids, timeout=60) == ["ok"]
+    with session_scope() as session:
+        decision = session.query(Decision).one()
+        assert [(link.kind, link.status) for link in decision.links] == [("run", "missing")]
+        assert "MLflow has no run" in decision.links[0].detail["reason"]
+        row = session.query(audit.AuditEvent).one()
+        assert (row.verb, row.outcome) == ("decide", "ok")
+
+
+def test_enqueue_is_by_name_and_mlflow_stays_out_of_the_bot_process(redis_worker: str) -> None:
+    script = (
+        "import sys; from bot import dispatch; from bot.origin import Origin; "
+        f"r = dispatch.handle('decide x run:{RUN_ID}', Origin(user='U1', source='slack')); "
+        "assert r.task_ids, r; print('mlflow' in sys.modules, 'tasks.decision_links' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]

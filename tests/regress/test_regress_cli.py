@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from labmate.regress_cli import register
+
+SUITE = """
+    suite: shop
+    targets:
+      baseline: {base}
+      candidate: {cand}
+    gate: {{no_new_failures_tagged: [p0]}}
+    conversations:
+      - id: price
+        tags: [p0]
+        turns: [{{user: "What is the price?", expect: [{{contains: "49 USD"}}]}}]
+      - id: refund
+        tags: [p1]
+        turns: [{{user: refund please, expect: [{{icontains: "30 days"}}]}}]
+      - id: hello
+        tags: [p1]
+        turns: [{{user: hello, expect: [{{starts-with: Hello}}]}}]
+"""
+
+
+@pytest.fixture
+def app():
+    app = typer.Typer()
+    register(app)
+
+    @app.command("other")
+    def other() -> None:  # a second command so typer keeps `regress` as a sub-command
+        pass
+
+    return app
+
+
+@pytest.fixture
+def suite(write_suite, agent):
+    return write_suite(SUITE.format(base=agent("deterministic"), cand=agent("deterministic_v2")))
+
+
+def invoke(app, *args):
+    return CliRunner().invoke(app, ["regress", *map(str, args)])
+
+
+def test_gate_failure_exits_1_and_writes_reports(app, suite, tmp_path):
+    out_json, out_xml, out_html = tmp_path / "r.json", tmp_path / "r.xml", tmp_path / "r.html"
+    result = invoke(app, suite, "--json", out_json, "--junit", out_xml, "--html", out_html)
+    assert result.exit_code == 1, result.output
+    assert "NEW FAILURE" in result.stdout and "GATE FAILED" in result.stdout
+    assert "new failures tagged p0: price" in result.stdout
+    report = json.loads(out_json.read_text())
+    assert report["new_failures"] == ["price"] and report["fixes"] == ["refund"]
+    assert report["verdict"]["passed"] is False
+    root = ET.fromstring(out_xml.read_text())
+    cand = root.find("testsuite[@name='regress.candidate']")
+    assert cand.get("tests") == "3" and cand.get("failures") == "1"
+    failure = cand.find("testcase[@name='price']/failure")
+    assert failure.get("message") == "turn 1: expected contains '49 USD'"
+    assert "59 USD" in failure.text
+    assert root.find("testsuite[@name='regress.baseline']/testcase[@name='refund']/failure") is not None
+    assert "price" in out_html.read_text()
+
+
+def test_gate_pass_exits_0_with_tag_filter(app, suite):
+    result = invoke(app, suite, "--tag", "p1")
+    assert result.exit_code == 0, result.output
+    assert "GATE PASSED" in result.stdout
+    assert "price" not in result.stdout
+
+
+def test_command_line_gate_and_targets(app, suite, agent):
+    same = invoke(app, suite, "--candidate", agent("deterministic"))
+    assert same.exit_code == 0, same.output
+    strict = invoke(app, suite, "--candidate", agent("deterministic"), "--min-pass-rate", "0.9")
+    assert strict.exit_code == 1
+    assert "candidate pass rate 66.7% is below min_pass_rate 90.0%" in strict.stdout
+
+
+def test_workers_use_a_process_pool(app, suite, tmp_path):
+    out_json = tmp_path / "w.json"
+    result = invoke(app, suite, "--workers", "2", "--json", out_json)
+    assert result.exit_code == 1, result.output
+    report = json.loads(out_json.read_text())
+    assert report["new_failures"] == ["price"]
+
+
+def test_agent_errors_do_not_stop_the_suite(app, write_suite, agent, tmp_path):
+    path = write_suite(f"""
+        targets: {{candidate: "{agent('hanging')}"}}
+        conversations:
+          - {{id: a, turns: [{{user: x}}]}}
+          - {{id: b, turns: [{{user: y}}]}}
+    """)
+    out_json = tmp_path / "e.json"
+    result = invoke(app, path, "--timeout", "0.2", "--json", out_json)
+    assert result.exit_code == 1
+    report = json.loads(out_json.read_text())
+    assert [e["results"]["candidate"]["error"] for e in report["conversations"]] == [
+        "turn 1: timeout: no reply within 0.2 s"
+    ] * 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("conversations:\n  - id: a\n    turns: [\n", "suite.yaml:3: malformed YAML"),
+        ("conversations:\n  - id: a\n    turns: [{user: x, expect: [{smells-like: y}]}]\n",
+         "unknown expectation type 'smells-like'; valid types: equals, contains"),
+        ("conversations:\n  - id: a\n    turns: [{user: x}]\n", "no candidate target"),
+    ],
+)
+def test_invalid_input_exits_2_with_one_line(app, write_suite, text, expected):
+    result = invoke(app, write_suite(text))
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unloadable_target_exits_2(app, suite):
+    result = invoke(app, suite, "--candidate", "models:/no-such-model@candidate", "--tracking-uri",
+                    f"sqlite:///{suite.parent}/mlflow.db")
+    assert result.exit_code == 2
+    last_line = result.stderr.strip().splitlines()[-1]  # mlflow logs its own INFO lines before
+    assert last_line == (
+        "error: cannot load target 'models:/no-such-model@candidate': "
+        "Registered Model with name=no-such-model not found"
+    )
+
+
+def test_gate_unknown_tag_from_suite_exits_2(app, write_suite, agent):
+    path = write_suite(f"""
+        targets: {{candidate: "{agent('echo')}"}}
+        gate: {{no_new_failures_tagged: [p0]}}
+        conversations: [{{id: a, tags: [p1], turns: [{{user: x}}]}}]
+    """)
+    result = invoke(app, path)
+    assert result.exit_code == 2
+    assert "gate names unknown tag 'p0' in no_new_failures_tagged; tags used in the suite: p1" in result.stderr
