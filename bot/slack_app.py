@@ -8,9 +8,11 @@ their Slack API calls in lazy listeners, so nothing depends on Bolt's background
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltRequest
+from slack_bolt.middleware.request_verification import RequestVerification
 from slack_bolt.response import BoltResponse
 
 from bot.listeners import commands, events, shortcuts, views
@@ -26,6 +28,20 @@ class MissingSlackSettings(LabmateError):
     pass
 
 
+class StrictRequestVerification(RequestVerification):
+    """Bolt's signature check, but a non-numeric timestamp is a 401 too (Bolt raises ValueError,
+    which would reach the error handler: a 200, and a reply to the unverified response_url)."""
+
+    def process(self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]) -> BoltResponse:
+        timestamp = req.headers.get("x-slack-request-timestamp", ["0"])[0]
+        try:
+            int(timestamp)
+        except (TypeError, ValueError):
+            if not self._can_skip(req.mode, req.body):
+                return self._build_error_response()
+        return super().process(req=req, resp=resp, next=next)
+
+
 def build_app(settings: Settings | None = None, *, token_verification: bool = True) -> App:
     settings = settings or get_settings()
     if not settings.slack_bot_token or not settings.slack_signing_secret:
@@ -33,9 +49,13 @@ def build_app(settings: Settings | None = None, *, token_verification: bool = Tr
             "Slack needs SLACK_BOT_TOKEN (xoxb-…) and SLACK_SIGNING_SECRET in the environment. "
             "Create the app from slack/manifest.yml, install it, and copy both from its settings pages."
         )
+    signing_secret = settings.slack_signing_secret.get_secret_value()
     app = App(
         client=web_client(settings),
-        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        signing_secret=signing_secret,
+        # Same place in the middleware chain as Bolt's own check (first, before authorize).
+        request_verification_enabled=False,
+        before_authorize=StrictRequestVerification(signing_secret),
         process_before_response=True,
         token_verification_enabled=token_verification,
         logger=logging.getLogger("labmate.slack"),

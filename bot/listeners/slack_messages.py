@@ -5,16 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.messages.mrkdwn import unescape
 
+# What Slack answers when the bot can't see the message (not a member, or no such message/thread).
+UNREADABLE = ("not_in_channel", "channel_not_found", "thread_not_found", "message_not_found")
+
 
 def fetch(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
-    history = client.conversations_history(channel=channel, latest=ts, inclusive=True, limit=1)
-    for message in history.get("messages", []):
-        if message.get("ts") == ts:
-            return message
-    replies = client.conversations_replies(channel=channel, ts=ts, latest=ts, inclusive=True, limit=1)
+    try:
+        history = client.conversations_history(channel=channel, latest=ts, inclusive=True, limit=1)
+        for message in history.get("messages", []):
+            if message.get("ts") == ts:
+                return message
+        replies = client.conversations_replies(channel=channel, ts=ts, latest=ts, inclusive=True, limit=1)
+    except SlackApiError as exc:
+        if exc.response is not None and exc.response.get("error") in UNREADABLE:
+            return None
+        raise
     for message in replies.get("messages", []):
         if message.get("ts") == ts:
             return message

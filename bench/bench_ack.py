@@ -1,0 +1,156 @@
+"""Slash-command ack path in process: a signed request through the real Bolt app to its ack.
+
+    .venv/bin/python bench/bench_ack.py [--requests 2000] [--profile decide|help]
+
+Measures `app.dispatch(BoltRequest(...))` (signature check, authorization, routing, listener,
+ack) for `decide` (writes a decision and an audit row to SQLite) and `help` (answers only),
+against a bare Bolt App that only acks (process_before_response=True, same signing secret,
+token verification off), all in the same run. Requests are signed beforehand, as Slack would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "slack"))
+
+SECRET = "bench-signing-secret"
+
+
+def signed(text: str, i: int) -> tuple[str, dict[str, str]]:
+    from slack_sdk.signature import SignatureVerifier
+
+    body = urllib.parse.urlencode(
+        {
+            "token": "x",
+            "team_id": "T0LABMATE",
+            "channel_id": "C0BENCH",
+            "user_id": "U0BENCH",
+            "command": "/lab",
+            "text": text,
+            "response_url": "http://127.0.0.1:9/response",
+            "trigger_id": f"{i}.{uuid.uuid4().hex}",
+        }
+    )
+    ts = str(int(time.time()))
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": ts,
+        "x-slack-signature": SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body) or "",
+    }
+    return body, headers
+
+
+def measure(app: Any, text: Callable[[int], str], n: int, warmup: int = 100) -> list[float]:
+    from slack_bolt import BoltRequest
+
+    requests = [signed(text(i), i) for i in range(n + warmup)]
+    times: list[float] = []
+    for i, (body, headers) in enumerate(requests):
+        started = time.perf_counter()
+        response = app.dispatch(BoltRequest(body=body, headers=headers))
+        elapsed = time.perf_counter() - started
+        if response.status != 200:
+            raise SystemExit(f"request {i} answered {response.status}: {response.body}")
+        if i >= warmup:
+            times.append(elapsed * 1000)
+    return times
+
+
+def summary(times: list[float]) -> tuple[float, float]:
+    ordered = sorted(times)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def bare_app(api_url: str) -> Any:
+    from slack_bolt import Ack, App
+    from slack_sdk import WebClient
+
+    app = App(
+        client=WebClient(token="xoxb-test", base_url=api_url),
+        signing_secret=SECRET,
+        process_before_response=True,
+        token_verification_enabled=False,
+    )
+
+    @app.command("/lab")
+    def on_command(ack: Ack) -> None:
+        ack()
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--profile", choices=["decide", "help"], help="profile this command with cProfile instead")
+    args = parser.parse_args()
+
+    from fakeslack import FakeSlack
+
+    with FakeSlack() as fake, tempfile.TemporaryDirectory() as home:
+        os.environ.update(
+            LABMATE_HOME=home,
+            LABMATE_CONFIG=str(Path(home) / "labmate.toml"),
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SECRET,
+            LABMATE_SLACK_API_URL=fake.api_url,
+        )
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        from labmate.bootstrap import prepare
+
+        prepare()
+        from bot.slack_app import build_app
+
+        ours = build_app(token_verification=False)
+        floor = bare_app(fake.api_url)
+        texts: dict[str, Callable[[int], str]] = {
+            "decide": lambda i: f"decide ship candidate {i} with the new tokenizer #release",
+            "help": lambda i: "help",
+        }
+        if args.profile:
+            import cProfile
+            import pstats
+
+            measure(ours, texts[args.profile], 200)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            measure(ours, texts[args.profile], args.requests, warmup=0)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+            return
+
+        results: dict[str, tuple[float, float]] = {}
+        # Interleave rounds so drift (CPU frequency, SQLite WAL growth) hits every case alike.
+        collected: dict[str, list[float]] = {"bare ack": [], "help": [], "decide": []}
+        rounds = 4
+        per_round = max(1, args.requests // rounds)
+        for _ in range(rounds):
+            collected["bare ack"] += measure(floor, lambda i: "help", per_round)
+            collected["help"] += measure(ours, texts["help"], per_round)
+            collected["decide"] += measure(ours, texts["decide"], per_round)
+        for name, times in collected.items():
+            results[name] = summary(times)
+
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {per_round * rounds} requests per case")
+        print(f"{'case':<10} {'median ms':>10} {'p99 ms':>10} {'median ×floor':>14} {'p99 ×floor':>11}")
+        floor_median, floor_p99 = results["bare ack"]
+        for name, (median, p99) in results.items():
+            print(f"{name:<10} {median:>10.3f} {p99:>10.3f} {median / floor_median:>14.2f} {p99 / floor_p99:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Events: mentions answer in thread, the decision emoji logs a message once, retries and 429s."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fakeslack import BOT_USER_ID, Call, FakeSlack, iter_texts, permalink
+from slackreq import Lab, message_ts, unique
+
+
+def in_thread(channel: str, ts: str) -> Callable[[Call], bool]:
+    return lambda c: c.params.get("channel") == channel and c.params.get("thread_ts") == ts
+
+
+def text_of(call: Call) -> str:
+    return "\n".join([call.params.get("text", ""), *iter_texts(call.params.get("blocks", []))])
+
+
+def decide(lab: Lab, text: str, *, user: str, channel: str) -> int:
+    response = lab.slack.command(f"decide {text}", user=user, channel=channel)
+    assert response.status == 200, response.body
+    return max(d.id for d in lab.decisions(channel=channel))
+
+
+def test_mention_answers_in_thread_with_the_matching_decision(lab: Lab) -> None:
+    user, channel = unique("U"), unique("C")
+    # The served labmate keeps one knowledge base for the module: a unique word ranks ours first there.
+    word = "" if lab.mode == "inprocess" else " " + unique("zq").lower()
+    other = decide(lab, "ship the candidate model #release", user=user, channel=channel)
+    wanted = decide(lab, f"drop bigrams{word}: they overfit on the val split #features", user=user, channel=channel)
+
+    response, _, ts = lab.slack.mention(f"<@{BOT_USER_ID}> why did we drop bigrams{word}?", user=user, channel=channel)
+
+    assert response.status == 200
+    [reply] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, ts))
+    shown = text_of(reply)
+    assert f"*#{wanted}* drop bigrams{word}: they overfit on the val split" in shown
+    assert f"*#{other}*" not in shown
+    assert reply.token == "xoxb-test"
+    asked = [e for e in lab.audit(user=user) if e.verb == "ask"]
+    assert [(e.text, e.outcome, e.channel) for e in asked] == [(f"ask why did we drop bigrams{word}?", "ok", channel)]
+
+
+def test_mention_with_a_verb_runs_it(lab: Lab) -> None:
+    user, channel = unique("U"), unique("C")
+    _, _, ts = lab.slack.mention(f"<@{BOT_USER_ID}> help decide", user=user, channel=channel)
+    [reply] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, ts))
+    assert "*/lab decide*: Log a team decision" in text_of(reply)
+
+
+def test_a_retried_event_is_answered_once(lab: Lab) -> None:
+    user, channel = unique("U"), unique("C")
+    decide(lab, "freeze the tokenizer #data", user=user, channel=channel)
+    response, event_id, ts = lab.slack.mention(f"<@{BOT_USER_ID}> tokenizer?", user=user, channel=channel)
+    assert response.status == 200
+    lab.fake.wait_for("chat.postMessage", where=in_thread(channel, ts))
+
+    retried, _, _ = lab.slack.mention(
+        f"<@{BOT_USER_ID}> tokenizer?", user=user, channel=channel, ts=ts, event_id=event_id, retry_num=1
+    )
+
+    assert retried.status == 200
+    lab.drain()
+    # Out of process there is no executor to drain: a later event in the same channel is the barrier
+    # (its lazy listener is queued after the retry's, which only needs one SELECT to give up).
+    _, _, barrier = lab.slack.mention(f"<@{BOT_USER_ID}> help", user=user, channel=channel)
+    lab.fake.wait_for("chat.postMessage", where=in_thread(channel, barrier))
+    assert [c.params["thread_ts"] for c in lab.fake.posted(channel)] == [ts, barrier]
+    assert [e.verb for e in lab.audit(user=user)] == ["decide", "ask", "help"]
+
+
+def test_reaction_logs_the_message_once_with_its_permalink(lab: Lab) -> None:
+    author, reactor, other, channel = unique("U"), unique("U"), unique("U"), unique("C")
+    ts = message_ts()
+    lab.fake.add_message(channel, {"user": author, "ts": ts, "text": "we ship v3 &lt;today&gt; &amp; keep v2 warm #release"})
+
+    response, _ = lab.slack.reaction("reaction_added", reaction="memo", user=reactor, channel=channel, ts=ts, item_user=author)
+
+    assert response.status == 200
+    [confirmation] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, ts))
+    [decision] = lab.decisions(channel=channel)
+    assert decision.text == "we ship v3 <today> & keep v2 warm"
+    assert decision.tag_names == ["release"]
+    assert (decision.author, decision.source_ts, decision.permalink) == (author, ts, permalink(channel, ts))
+    assert f"*Decision #{decision.id}* logged by <@{author}>" in text_of(confirmation)
+    assert "&lt;today&gt; &amp; keep" in text_of(confirmation)
+    [history] = [c for c in lab.fake.calls("conversations.history") if c.params.get("channel") == channel]
+    assert (history.params["latest"], history.params["inclusive"], history.params["limit"]) == (ts, "1", "1")
+    assert [c.params["message_ts"] for c in lab.fake.calls("chat.getPermalink") if c.params["channel"] == channel] == [ts]
+
+    # The same person again, then someone else: still one decision (each is told which one it is).
+    lab.slack.reaction("reaction_added", reaction="memo", user=reactor, channel=channel, ts=ts, item_user=author)
+    lab.slack.reaction("reaction_added", reaction="memo", user=other, channel=channel, ts=ts, item_user=author)
+    confirmations = lab.fake.wait_for("chat.postMessage", 3, where=in_thread(channel, ts))
+    assert all(f"*Decision #{decision.id}*" in text_of(c) for c in confirmations)
+    assert [d.id for d in lab.decisions(channel=channel)] == [decision.id]
+
+    removed, _ = lab.slack.reaction("reaction_removed", reaction="memo", user=reactor, channel=channel, ts=ts, item_user=author)
+    assert removed.status == 200
+    lab.drain()
+    assert [d.id for d in lab.decisions(channel=channel)] == [decision.id]
+
+
+def test_other_emoji_and_unreadable_messages(lab: Lab) -> None:
+    user, channel = unique("U"), unique("C")
+    ts = message_ts()
+    lab.fake.add_message(channel, {"user": user, "ts": ts, "text": "not a decision"})
+    lab.slack.reaction("reaction_added", reaction="thumbsup", user=user, channel=channel, ts=ts, item_user=user)
+
+    missing = message_ts()
+    lab.slack.reaction("reaction_added", reaction="memo", user=user, channel=channel, ts=missing, item_user=user)
+
+    [told] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, missing))
+    assert "I can't read that message to log it; invite me to the channel and react again." in text_of(told)
+    lab.drain()
+    assert lab.decisions(channel=channel) == []
+    assert lab.fake.posted(channel) == [told]
+
+    private = unique("G")
+    lab.fake.not_a_member(private)
+    lab.slack.reaction("reaction_added", reaction="memo", user=user, channel=private, ts=ts, item_user=user)
+    [told] = lab.fake.wait_for("chat.postMessage", where=in_thread(private, ts))
+    assert "invite me to the channel and react again" in text_of(told)
+    assert lab.decisions(channel=private) == []
+
+
+def test_a_rate_limited_post_is_retried_and_delivered_once(lab: Lab) -> None:
+    user, channel = unique("U"), unique("C")
+    lab.fake.rate_limit("chat.postMessage", 1, where=lambda params: params.get("channel") == channel)
+
+    _, _, ts = lab.slack.mention(f"<@{BOT_USER_ID}> help", user=user, channel=channel)
+
+    [delivered] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, ts), timeout=20)
+    lab.drain()
+    attempts = [c for c in lab.fake.calls("chat.postMessage") if c.params.get("channel") == channel]
+    assert [c.status for c in attempts] == [429, 200]
+    assert attempts[1].at - attempts[0].at >= 1.0  # Retry-After: 1 was honoured
+    assert attempts[0].params == attempts[1].params
+    assert lab.fake.posted(channel) == [delivered]
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_the_web_client_retries_429s(slack_env: FakeSlack, times: int) -> None:
+    """The SDK's RateLimitErrorRetryHandler, as configured by bot.slack_client, against the fake."""
+    from bot.slack_client import web_client
+    from labmate.settings import get_settings
+
+    channel = unique("C")
+    slack_env.rate_limit("chat.postMessage", times)
+    answer = web_client(get_settings()).chat_postMessage(channel=channel, text="hello")
+    assert answer["ok"] is True
+    assert [c.status for c in slack_env.calls("chat.postMessage")] == [429] * times + [200]
+    assert len(slack_env.posted(channel)) == 1
+
+
+def test_the_web_client_gives_up_after_three_retries(slack_env: FakeSlack) -> None:
+    from slack_sdk.errors import SlackApiError
+
+    from bot.slack_client import web_client
+    from labmate.settings import get_settings
+
+    slack_env.retry_after = 0
+    slack_env.rate_limit("chat.postMessage", 4)
+    with pytest.raises(SlackApiError) as caught:
+        web_client(get_settings()).chat_postMessage(channel=unique("C"), text="hello")
+    assert caught.value.response.status_code == 429
+    assert [c.status for c in slack_env.calls("chat.postMessage")] == [429] * 4
+    assert slack_env.posted() == []

@@ -1,0 +1,93 @@
+"""The "Log as decision" message shortcut, its modal, and the modal's submission."""
+
+from __future__ import annotations
+
+import json
+
+from fakeslack import iter_texts, permalink
+from slackreq import Lab, message_ts, unique
+
+RUN_ID = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+
+def test_shortcut_opens_a_prefilled_modal_and_its_submission_stores_the_decision(lab: Lab) -> None:
+    author, user, channel = unique("U"), unique("U"), unique("C")
+    ts = message_ts()
+    message = {"type": "message", "user": author, "ts": ts, "text": "switch to the distilled model &amp; keep v2 &lt;warm&gt;"}
+
+    response = lab.slack.message_shortcut(callback_id="log_decision", user=user, channel=channel, message=message)
+
+    assert response.status == 200
+    [opened] = lab.fake.wait_for("views.open", where=lambda c: channel in c.params["view"]["private_metadata"])
+    view = opened.params["view"]
+    assert view["callback_id"] == "log_decision_modal"
+    assert view["type"] == "modal"
+    assert json.loads(view["private_metadata"]) == {"channel": channel, "ts": ts, "author": author}
+    [text_block] = [b for b in view["blocks"] if b["block_id"] == "text"]
+    assert text_block["element"]["initial_value"] == "switch to the distilled model & keep v2 <warm>"
+    assert [b["block_id"] for b in view["blocks"]] == ["text", "tags", "links"]
+
+    submitted = lab.slack.view_submission(
+        opened.response["view"],
+        user=user,
+        values={"text": text_block["element"]["initial_value"], "tags": "release, models", "links": None},
+    )
+
+    assert submitted.status == 200
+    assert submitted.body == ""  # a plain ack closes the modal
+    [decision] = lab.decisions(channel=channel)
+    assert decision.text == "switch to the distilled model & keep v2 <warm>"
+    assert decision.tag_names == ["models", "release"]
+    assert (decision.author, decision.source_ts, decision.permalink) == (author, ts, permalink(channel, ts))
+    assert [c.params["message_ts"] for c in lab.fake.calls("chat.getPermalink") if c.params["channel"] == channel] == [ts]
+    [confirmation] = lab.fake.wait_for(
+        "chat.postMessage", where=lambda c: c.params.get("channel") == channel and c.params.get("thread_ts") == ts
+    )
+    shown = "\n".join(iter_texts(confirmation.params["blocks"]))
+    assert f"*Decision #{decision.id}* logged by <@{author}>" in shown
+    assert "keep v2 &lt;warm&gt;" in shown
+    [event] = lab.audit(user=user)
+    assert (event.verb, event.outcome, event.channel) == ("decide", "ok", channel)
+
+    # Slack may deliver the same submission twice: one decision, one confirmation.
+    again = lab.slack.view_submission(
+        opened.response["view"],
+        user=user,
+        values={"text": text_block["element"]["initial_value"], "tags": "release, models", "links": None},
+    )
+    assert again.status == 200
+    assert [d.id for d in lab.decisions(channel=channel)] == [decision.id]
+    assert len(lab.fake.posted(channel)) == 1
+
+
+def test_a_bad_run_link_in_the_modal_is_an_error_on_the_links_block(lab: Lab) -> None:
+    from bot.listeners.shortcuts import modal
+
+    user, channel = unique("U"), unique("C")
+    ts = message_ts()
+    view = {**modal("ship it", {"channel": channel, "ts": ts, "author": user}), "id": unique("V"), "hash": "1.abc"}
+
+    response = lab.slack.view_submission(view, user=user, values={"text": "ship it", "tags": "", "links": "run:nothex"})
+
+    assert response.status == 200
+    answer = response.json()
+    assert answer["response_action"] == "errors"
+    assert list(answer["errors"]) == ["links"]
+    assert answer["errors"]["links"].startswith("`run:nothex` is not an MLflow run id.")
+    assert len(answer["errors"]["links"]) <= 150
+    assert lab.decisions(channel=channel) == []
+    assert lab.fake.posted(channel) == []
+
+
+def test_an_empty_modal_text_is_an_error_on_the_text_block(lab: Lab) -> None:
+    from bot.listeners.shortcuts import modal
+
+    user, channel = unique("U"), unique("C")
+    view = {**modal("", {"channel": channel, "ts": message_ts(), "author": user}), "id": unique("V"), "hash": "1.abc"}
+
+    response = lab.slack.view_submission(view, user=user, values={"text": "  ", "tags": "release", "links": f"run:{RUN_ID}"})
+
+    answer = response.json()
+    assert answer["response_action"] == "errors"
+    assert answer["errors"] == {"text": "A decision needs some text saying what was decided."}
+    assert lab.decisions(channel=channel) == []
