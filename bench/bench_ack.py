@@ -1,9 +1,10 @@
 """Slash-command ack path in process: a signed request through the real Bolt app to its ack.
 
-    .venv/bin/python bench/bench_ack.py [--requests 2000] [--profile decide|help]
+    .venv/bin/python bench/bench_ack.py [--requests 2000] [--profile decide|help|summary]
 
 Measures `app.dispatch(BoltRequest(...))` (signature check, authorization, routing, listener,
-ack) for `decide` (writes a decision and an audit row to SQLite) and `help` (answers only),
+ack) for `summary` (a job command: enqueued to Redis, the worker writes its audit row),
+`decide` (writes a decision and an audit row to SQLite) and `help` (answers only, audit row),
 against a bare Bolt App that only acks (process_before_response=True, same signing secret,
 token verification off), all in the same run. Requests are signed beforehand, as Slack would.
 """
@@ -91,10 +92,50 @@ def bare_app(api_url: str) -> Any:
     return app
 
 
+# The same message the summary command enqueues: its arguments, where the answer goes, its audit.
+SUMMARY_JOB = {
+    "experiment": "sales-agent",
+    "metric": "val_f1",
+    "top": 5,
+    "understood": "",
+    "reply_to": {
+        "user": "U0BENCH",
+        "channel": "C0BENCH",
+        "source": "slack",
+        "thread_ts": None,
+        "response_url": "http://127.0.0.1:9/response",
+        "session": "",
+        "audit": {
+            "user": "U0BENCH",
+            "channel": "C0BENCH",
+            "source": "slack",
+            "verb": "summary",
+            "text": "summary sales-agent val_f1 top:5",
+            "ack_ms": 0.3,
+            "idempotency_key": "cmd:1.0123456789abcdef0123456789abcdef",
+        },
+    },
+    "audit_id": None,
+}
+
+
+def measure_enqueue(n: int) -> tuple[float, float]:
+    """The enqueue on its own: the same send_task the bot does, without the request around it."""
+    from tasks.client import enqueue
+
+    times = []
+    for i in range(n + 100):
+        start = time.perf_counter()
+        enqueue("labmate.experiments.summary", {**SUMMARY_JOB, "i": i})
+        times.append((time.perf_counter() - start) * 1000)
+    return summary(times[100:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--profile", choices=["decide", "help"], help="profile this command with cProfile instead")
+    parser.add_argument("--profile", choices=["decide", "help", "summary"], help="profile this command with cProfile")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/13", help="broker the job commands go to")
     args = parser.parse_args()
 
     from fakeslack import FakeSlack
@@ -106,6 +147,7 @@ def main() -> None:
             SLACK_BOT_TOKEN="xoxb-test",
             SLACK_SIGNING_SECRET=SECRET,
             LABMATE_SLACK_API_URL=fake.api_url,
+            LABMATE_BROKER_URL=args.broker,
         )
         import logging
 
@@ -120,6 +162,7 @@ def main() -> None:
         texts: dict[str, Callable[[int], str]] = {
             "decide": lambda i: f"decide ship candidate {i} with the new tokenizer #release",
             "help": lambda i: "help",
+            "summary": lambda i: "summary sales-agent val_f1 top:5",
         }
         if args.profile:
             import cProfile
@@ -135,21 +178,34 @@ def main() -> None:
 
         results: dict[str, tuple[float, float]] = {}
         # Interleave rounds so drift (CPU frequency, SQLite WAL growth) hits every case alike.
-        collected: dict[str, list[float]] = {"bare ack": [], "help": [], "decide": []}
+        collected: dict[str, list[float]] = {"bare ack": [], "summary": [], "help": [], "decide": []}
         rounds = 4
         per_round = max(1, args.requests // rounds)
         for _ in range(rounds):
             collected["bare ack"] += measure(floor, lambda i: "help", per_round)
+            collected["summary"] += measure(ours, texts["summary"], per_round)
             collected["help"] += measure(ours, texts["help"], per_round)
             collected["decide"] += measure(ours, texts["decide"], per_round)
         for name, times in collected.items():
             results[name] = summary(times)
+        enqueue = measure_enqueue(per_round * rounds)
+        if args.broker.startswith("redis://"):
+            import redis
+
+            redis.Redis.from_url(args.broker).flushdb()
 
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {per_round * rounds} requests per case")
         print(f"{'case':<10} {'median ms':>10} {'p99 ms':>10} {'median ×floor':>14} {'p99 ×floor':>11}")
         floor_median, floor_p99 = results["bare ack"]
         for name, (median, p99) in results.items():
             print(f"{name:<10} {median:>10.3f} {p99:>10.3f} {median / floor_median:>14.2f} {p99 / floor_p99:>11.2f}")
+        enqueue_median, enqueue_p99 = enqueue
+        budget = 3 * floor_median + enqueue_median
+        print(f"enqueue alone (send_task to {args.broker}): median {enqueue_median:.3f} ms, p99 {enqueue_p99:.3f} ms")
+        print(
+            f"target for a job command: 3 x floor + enqueue = {budget:.3f} ms; "
+            f"summary median {results['summary'][0]:.3f} ms -> {'met' if results['summary'][0] <= budget else 'missed'}"
+        )
 
 
 if __name__ == "__main__":

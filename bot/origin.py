@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Source = Literal["slack", "shell"]
@@ -20,10 +20,14 @@ class Origin:
     user_groups: tuple[str, ...] = field(default=())
 
     def reply_to(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("idempotency_key")
-        data.pop("user_groups")
-        return data
+        return {
+            "user": self.user,
+            "channel": self.channel,
+            "source": self.source,
+            "thread_ts": self.thread_ts,
+            "response_url": self.response_url,
+            "session": self.session,
+        }
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Reply:
     error_id: str | None = None
     verb: str = ""
     task_ids: list[str] = field(default_factory=list)
+    cache_key: str | None = None
+    """Set when the rendered message depends on nothing but this key (help): rendered once."""
 
     @property
     def failed(self) -> bool:

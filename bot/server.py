@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk.errors import SlackApiError
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+
+
+def warm() -> None:
+    """Load, before the fork, what every request would otherwise load in each worker: the job
+    client (Celery, kombu, redis), the ORM mappers and the compiled templates. No connection is
+    opened here; the workers share these pages."""
+    from sqlalchemy.orm import configure_mappers
+
+    from bot.messages.render import TEMPLATES, environment
+    from tasks.app import celery_app
+
+    app = celery_app()
+    _ = app.amqp, app.backend if not app.conf.broker_url.startswith("memory://") else None
+    import kombu.transport.redis  # noqa: F401  (the broker transport send_task would import)
+
+    configure_mappers()
+    for template in TEMPLATES.glob("*.j2"):
+        environment().get_template(template.name)
 
 
 def wsgi_app() -> Callable[..., Iterable[bytes]]:
@@ -18,7 +41,14 @@ def wsgi_app() -> Callable[..., Iterable[bytes]]:
     from bot.slack_app import build_app
 
     router()
-    handler = SlackRequestHandler(build_app(), path=EVENTS_PATH)
+    warm()
+    try:
+        app = build_app()
+    except SlackApiError as exc:
+        raise SystemExit(f"Slack refused the bot token ({exc.response.get('error')}): check SLACK_BOT_TOKEN.") from None
+    except OSError as exc:
+        raise SystemExit(f"Could not reach the Slack Web API to check the bot token: {exc}") from None
+    handler = SlackRequestHandler(app, path=EVENTS_PATH)
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/healthz":
@@ -29,27 +59,41 @@ def wsgi_app() -> Callable[..., Iterable[bytes]]:
     return application
 
 
+def uwsgi_argv(*, host: str, port: int, workers: int, threads: int) -> list[str]:
+    """uWSGI (pyuwsgi's wheel) with a lean master: HTTP/1.1 keep-alive parsed in C, the app loaded
+    by each worker after the fork (--lazy-apps), so the master holds no Python app state."""
+    binary = shutil.which("uwsgi") or str(Path(sys.executable).with_name("uwsgi"))
+    return [
+        binary,
+        f"--http11-socket={host}:{port}",
+        "--module=bot.wsgi:application",
+        "--master",
+        f"--processes={workers}",
+        f"--threads={threads}",
+        "--lazy-apps",
+        "--need-app",
+        "--die-on-term",
+        "--single-interpreter",
+        "--enable-threads",
+        "--harakiri=30",
+        "--buffer-size=32768",
+        "--post-buffering=1",
+        "--disable-logging",
+        "--log-4xx",
+        "--log-5xx",
+        "--ignore-sigpipe",
+        "--ignore-write-errors",
+        "--disable-write-exception",
+        "--auto-procname",
+        "--procname-prefix-spaced=labmate",
+    ]
+
+
 def run_http(*, host: str, port: int, workers: int, threads: int) -> None:
-    from gunicorn.app.base import BaseApplication
-
-    class Server(BaseApplication):
-        def load_config(self) -> None:
-            for key, value in {
-                "bind": f"{host}:{port}",
-                "workers": workers,
-                "threads": threads,
-                "worker_class": "gthread",
-                "timeout": 30,
-                "keepalive": 5,
-                "accesslog": None,
-                "backlog": 2048,
-            }.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Callable[..., Iterable[bytes]]:
-            return wsgi_app()
-
-    Server().run()
+    """Replace this process with uWSGI: the CLI's own memory (typer, migrations) goes with it."""
+    argv = uwsgi_argv(host=host, port=port, workers=workers, threads=threads)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
 
 
 def run_socket_mode() -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from bot import console as rich_render
 from bot import dispatch, grammar
-from bot.messages.render import Message, render
+from bot.messages.render import Message, render_reply
 from bot.origin import Origin
 from bot.post import router
 from labmate.settings import get_settings
@@ -60,7 +60,7 @@ def run_shell(*, user: str, channel: str) -> None:
             if not text:
                 continue
             reply = dispatch.handle(text, origin)
-            show({}, render(reply.template, reply.context))
+            show({}, render_reply(reply))
             if reply.jobs and not reply.failed:
                 console.print("[dim]… the rest of the answer will appear here when the job finishes.[/dim]")
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from bot import console as rich_render
 from bot import dispatch, grammar
-from bot.messages.render import Message, render
+from bot.messages.render import Message, render_reply
 from bot.origin import Origin, Reply
 from bot.post import router
 from labmate.settings import get_settings
@@ -55,7 +55,7 @@ def run_one(text: str, *, user: str, channel: str, on_message: Callable[[Message
     try:
         origin = Origin(user=user, channel=channel, source="shell", session=session)
         reply = dispatch.handle(grammar.strip_prefix(text, settings.command), origin)
-        sink({}, render(reply.template, reply.context))
+        sink({}, render_reply(reply))
         codes = [_reply_code(reply)]
         if reply.task_ids:
             results = wait(reply.task_ids, settings.job_timeout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, select
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, utcnow
@@ -42,29 +42,36 @@ def record(
     duration_ms: float,
     error_id: str | None = None,
     detail: dict[str, Any] | None = None,
-) -> AuditEvent:
-    event = AuditEvent(
-        user=user,
-        channel=channel,
-        source=source,
-        verb=verb,
-        text=text[:TEXT_CAP],
-        outcome=outcome,
-        duration_ms=duration_ms,
-        error_id=error_id,
-        detail=detail or {},
-    )
-    session.add(event)
-    session.flush()
-    return event
+) -> int:
+    """Insert the row and return its id (a Core insert: this runs on every command's ack path)."""
+    values = {
+        "at": utcnow(),
+        "user": user,
+        "channel": channel,
+        "source": source,
+        "verb": verb,
+        "text": text[:TEXT_CAP],
+        "outcome": outcome,
+        "duration_ms": duration_ms,
+        "error_id": error_id,
+        "detail": detail or {},
+    }
+    return int(session.execute(insert(_TABLE).returning(_TABLE.c.id), values).scalar_one())
 
 
-def set_outcome(session: Session, *, event_id: int, outcome: str, error_id: str | None = None) -> None:
+def set_outcome(
+    session: Session, *, event_id: int, outcome: str, error_id: str | None = None, duration_ms: float | None = None
+) -> None:
     """A job finished: the command's row gets its final outcome."""
-    event = session.get(AuditEvent, event_id)
-    if event is not None:
-        event.outcome = outcome
-        event.error_id = error_id or event.error_id
+    values: dict[str, object] = {"outcome": outcome}
+    if error_id:
+        values["error_id"] = error_id
+    if duration_ms is not None:
+        values["duration_ms"] = duration_ms
+    session.execute(update(_TABLE).where(_TABLE.c.id == event_id).values(**values))
+
+
+_TABLE = AuditEvent.__table__
 
 
 def latest(session: Session, *, limit: int = 20) -> list[AuditEvent]:

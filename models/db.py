@@ -62,9 +62,50 @@ def default_url() -> str:
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     session = _sessions(url or default_url())()
-    try:
-        yield session
+    with _translated(session):
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
         session.commit()
+
+
+class LazySession:
+    """A Session made on first use: commands answered by a job alone never open one."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self.session: Session | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.session is None:
+            self.session = _sessions(self._url)()
+        return getattr(self.session, name)
+
+
+@contextmanager
+def lazy_session_scope(url: str | None = None) -> Iterator[LazySession]:
+    """`session_scope` for a session that may never be used; commits only what was opened."""
+    lazy = LazySession(url or default_url())
+    try:
+        yield lazy
+    except BaseException:
+        if lazy.session is None:
+            raise
+        with _translated(lazy.session):
+            lazy.session.rollback()
+            raise
+    if lazy.session is None:
+        return
+    with _translated(lazy.session):
+        lazy.session.commit()
+
+
+@contextmanager
+def _translated(session: Session) -> Iterator[None]:
+    try:
+        yield
     except IntegrityError as exc:
         session.rollback()
         raise Conflict(str(exc.orig)) from exc
@@ -74,9 +115,6 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
     except SQLAlchemyError as exc:
         session.rollback()
         raise KnowledgeBaseError(str(exc)) from exc
-    except BaseException:
-        session.rollback()
-        raise
     finally:
         session.close()
 
@@ -100,6 +138,8 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
         config = alembic_config(url)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+    # No pooled connection outlives the migration: a server forks its workers after this.
+    engine.dispose()
 
 
 def current_revision(url: str | None = None) -> str | None:

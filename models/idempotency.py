@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, String, delete, select
+from sqlalchemy import DateTime, String, delete, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, utcnow
@@ -22,9 +22,8 @@ def seen(session: Session, *, key: str) -> bool:
 
 
 def claim(session: Session, *, key: str) -> None:
-    """Insert the key; a concurrent duplicate fails at commit with Conflict."""
-    session.add(IdempotencyKey(key=key))
-    session.flush()
+    """Insert the key; a duplicate fails with IntegrityError (Conflict from session_scope)."""
+    session.execute(insert(IdempotencyKey.__table__), {"key": key, "created_at": utcnow()})
 
 
 def prune(session: Session, *, older_than: timedelta = timedelta(days=2)) -> int:

@@ -9,35 +9,71 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from labmate import outbox
 from labmate.errors import LabmateError, new_error_id
-from models import audit
+from models import audit, idempotency
 from models.db import session_scope
+from models.errors import Conflict
 
 log = logging.getLogger(__name__)
 
 Replies = list[tuple[str, dict[str, Any]]]
 
 
-def _close_audit(audit_id: int | None, outcome: str, error_id: str | None = None) -> None:
+DUPLICATE = "duplicate"
+
+
+def _open_audit(reply_to: dict[str, Any]) -> int | None:
+    """For a command the bot enqueued without touching the database: claim its key and write its
+    audit row now. Returns None when the key was already claimed (a redelivered or repeated job)."""
+    command = reply_to["audit"]
+    with session_scope() as session:
+        if command.get("idempotency_key"):
+            idempotency.claim(session, key=command["idempotency_key"])
+        return audit.record(
+            session,
+            user=command["user"],
+            channel=command["channel"],
+            source=command["source"],
+            verb=command["verb"],
+            text=command["text"],
+            outcome="running",
+            duration_ms=command.get("ack_ms", 0.0),
+        )
+
+
+def _close_audit(audit_id: int | None, outcome: str, error_id: str | None = None, started: float = 0.0) -> None:
     if audit_id is None:
         return
     try:
         with session_scope() as session:
-            audit.set_outcome(session, event_id=audit_id, outcome=outcome, error_id=error_id)
+            duration = (perf_counter() - started) * 1000 if started else None
+            audit.set_outcome(session, event_id=audit_id, outcome=outcome, error_id=error_id, duration_ms=duration)
     except Exception:
         log.exception("could not close audit row %s", audit_id)
 
 
 def run_job(name: str, work: Callable[[], Replies], reply_to: dict[str, Any], audit_id: int | None) -> str:
-    """Run `work`, deliver what it answers; returns the outcome (ok, user_error, error)."""
+    """Run `work`, deliver what it answers; returns the outcome (ok, user_error, error, duplicate)."""
+    started = perf_counter()
+    if audit_id is None and reply_to.get("audit"):
+        try:
+            audit_id = _open_audit(reply_to)
+        except Conflict:
+            log.info("job %s for %s already answered; skipped", name, reply_to["audit"].get("idempotency_key"))
+            return DUPLICATE
+    return _run(name, work, reply_to, audit_id, started)
+
+
+def _run(name: str, work: Callable[[], Replies], reply_to: dict[str, Any], audit_id: int | None, started: float) -> str:
     try:
         replies = work()
     except LabmateError as exc:
         outbox.deliver(reply_to, "error", {"message": exc.message, "hint": exc.hint, "error_id": None})
-        _close_audit(audit_id, exc.outcome)
+        _close_audit(audit_id, exc.outcome, started=started)
         return exc.outcome
     except Exception:
         error_id = new_error_id()
@@ -47,12 +83,12 @@ def run_job(name: str, work: Callable[[], Replies], reply_to: dict[str, Any], au
             "error",
             {"message": f"The job `{name}` failed; nothing was lost.", "hint": "", "error_id": error_id},
         )
-        _close_audit(audit_id, "error", error_id)
+        _close_audit(audit_id, "error", error_id, started=started)
         return "error"
     outcome = "ok"
     for template, context in replies:
         if context.get("outcome") == "user_error":
             outcome = "user_error"
         outbox.deliver(reply_to, template, context)
-    _close_audit(audit_id, outcome)
+    _close_audit(audit_id, outcome, started=started)
     return outcome

@@ -7,7 +7,7 @@ from slack_bolt import Ack, App
 from bot import dispatch
 from bot.listeners.slack_origin import from_command
 from bot.messages.mrkdwn import unescape
-from bot.messages.render import render
+from bot.messages.render import render_reply
 from labmate.settings import Settings
 
 
@@ -20,5 +20,5 @@ def register(app: App, settings: Settings) -> None:
         if reply.outcome == "duplicate":
             ack()
             return
-        message = render(reply.template, reply.context)
+        message = render_reply(reply)
         ack(text=message.text, blocks=message.blocks, response_type="in_channel" if reply.public else "ephemeral")

@@ -85,3 +85,16 @@ def render(template: str, context: dict[str, Any]) -> Message:
     blocks = limits.fit_blocks(data.get("blocks", []))
     text = limits.cut(data.get("text", ""), limits.MAX_FALLBACK_TEXT)
     return Message(text=text, blocks=blocks, template=template, files=list(context.get("files", [])))
+
+
+_rendered: dict[str, Message] = {}
+
+
+def render_reply(reply: Any) -> Message:
+    """A Reply's message; replies with a `cache_key` (help) are rendered once per process."""
+    if reply.cache_key is None:
+        return render(reply.template, reply.context)
+    message = _rendered.get(reply.cache_key)
+    if message is None:
+        message = _rendered[reply.cache_key] = render(reply.template, reply.context)
+    return message
