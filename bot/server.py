@@ -1,4 +1,4 @@
-"""Serving the Slack app: one WSGI endpoint (/slack/events) under gunicorn, /healthz, or Socket Mode."""
+"""Serving the Slack app: one WSGI endpoint (/slack/events) under uWSGI, /healthz, or Socket Mode."""
 
 from __future__ import annotations
 
