@@ -14,12 +14,17 @@ from kombu import Queue
 
 from labmate.settings import Settings, get_settings
 
-TASK_MODULES = ["tasks.decision_links", "tasks.maintenance"]
+TASK_MODULES = ["tasks.decision_links", "tasks.maintenance", "tasks.experiments.jobs"]
 QUEUES = ("default", "launch", "regress")
 BEAT_SCHEDULE = {
     "prune-idempotency-keys": {
         "task": "labmate.maintenance.prune_idempotency_keys",
         "schedule": crontab(minute=17, hour=3),
+    },
+    "sync-run-index": {
+        "task": "labmate.experiments.sync_index",
+        "schedule": 60.0,
+        "options": {"expires": 120},
     },
 }
 ROUTES = {

@@ -10,6 +10,8 @@ from labmate.settings import get_settings
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from models.run_index import RunRecord
+
 DECISIONS_TAG = "labmate.decisions"
 
 
@@ -95,3 +97,170 @@ def describe_experiment(name: str) -> dict[str, Any]:
     if experiment is None or experiment.lifecycle_stage == "deleted":
         return {"missing": True, "reason": "no such experiment"}
     return {"experiment_id": experiment.experiment_id, "summary": f"experiment {experiment.name}"}
+
+
+# --- Experiments in chat: plain records out, so nothing above this module sees mlflow types. ---
+
+SEARCH_PAGE = 50_000
+SKIPPED_TAGS = ("mlflow.log-model.history",)
+
+
+def experiment_by_name(name: str) -> dict[str, Any] | None:
+    experiment = client().get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        return None
+    return {"experiment_id": experiment.experiment_id, "name": experiment.name}
+
+
+def experiment_names() -> list[str]:
+    from mlflow.entities import ViewType
+
+    c = client()
+    names: list[str] = []
+    token = None
+    while True:
+        page = c.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        names.extend(e.name for e in page)
+        token = page.token
+        if not token:
+            return names
+
+
+def experiment_ids() -> list[str]:
+    from mlflow.entities import ViewType
+
+    return [e.experiment_id for e in client().search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000)]
+
+
+def _value(value: float) -> float | None:
+    return None if value != value else float(value)  # NaN -> None
+
+
+def run_record(run: Any) -> RunRecord:
+    from models.run_index import RunRecord
+
+    info, data = run.info, run.data
+    metric_objs = getattr(data, "_metric_objs", None) or []
+    if metric_objs:
+        metrics = {m.key: (_value(m.value), int(m.step or 0), int(m.timestamp or 0)) for m in metric_objs}
+    else:
+        metrics = {k: (_value(v), 0, 0) for k, v in data.metrics.items()}
+    tags = {k: v for k, v in data.tags.items() if k not in SKIPPED_TAGS}
+    return RunRecord(
+        run_id=info.run_id,
+        experiment_id=info.experiment_id,
+        name=info.run_name or "",
+        status=info.status,
+        user=tags.get("mlflow.user") or info.user_id or "",
+        start_time=int(info.start_time or 0),
+        end_time=int(info.end_time) if info.end_time else None,
+        deleted=info.lifecycle_stage == "deleted",
+        metrics=metrics,
+        params=dict(data.params),
+        tags=tags,
+    )
+
+
+def search_records(
+    experiment_ids: list[str],
+    filter_string: str = "",
+    *,
+    order_by: list[str] | None = None,
+    max_results: int | None = None,
+    deleted: bool = False,
+) -> list[RunRecord]:
+    """Runs matching an MLflow filter, as plain records (all pages unless `max_results`)."""
+    from mlflow.entities import ViewType
+
+    c = client()
+    view = ViewType.DELETED_ONLY if deleted else ViewType.ACTIVE_ONLY
+    records: list[RunRecord] = []
+    token = None
+    while True:
+        page_size = min(SEARCH_PAGE, max_results - len(records)) if max_results else SEARCH_PAGE
+        page = c.search_runs(
+            experiment_ids, filter_string, run_view_type=view, max_results=page_size, order_by=order_by, page_token=token
+        )
+        records.extend(run_record(run) for run in page)
+        token = page.token
+        if not token or (max_results and len(records) >= max_results):
+            return records
+
+
+def records_by_ids(experiment_id: str, run_ids: list[str]) -> list[RunRecord]:
+    records: list[RunRecord] = []
+    for i in range(0, len(run_ids), 100):
+        quoted = ", ".join(f"'{r}'" for r in run_ids[i : i + 100])
+        records.extend(search_records([experiment_id], f"attributes.run_id IN ({quoted})"))
+    return records
+
+
+def deleted_run_ids(experiment_id: str) -> set[str]:
+    return {r.run_id for r in search_records([experiment_id], deleted=True)}
+
+
+def get_record(run_id: str) -> RunRecord | None:
+    try:
+        return run_record(client().get_run(run_id))
+    except Exception as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
+def find_records(ref: str) -> list[RunRecord]:
+    """Runs in any active experiment whose id starts with `ref` or whose name is `ref`."""
+    ids = experiment_ids()
+    if not ids:
+        return []
+    quoted = ref.replace("'", "")
+    found = {}
+    if all(ch in "0123456789abcdef" for ch in quoted.lower()):
+        for r in search_records(ids, f"attributes.run_id LIKE '{quoted.lower()}%'", max_results=20):
+            found[r.run_id] = r
+    for r in search_records(ids, f"attributes.run_name = '{quoted}'", max_results=20):
+        found[r.run_id] = r
+    if not found and all(ch in "0123456789abcdef" for ch in quoted.lower()):
+        # only deleted runs match: return them so the answer can say so
+        found = {r.run_id: r for r in search_records(ids, f"attributes.run_id LIKE '{quoted.lower()}%'", max_results=20, deleted=True)}
+    return list(found.values())
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs in step order; NaN dropped."""
+    history = client().get_metric_history(run_id, key)
+    points = [(int(m.step), float(m.value)) for m in history if m.value == m.value]
+    points.sort()
+    return points
+
+
+def metric_histories(
+    run_ids: list[str], key: str, max_points: int = 1000, steps: dict[str, int] | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """Each run's history of `key`, at most about `max_points` points per run (for charts).
+
+    Short histories (by the `steps` hint: each run's latest step) come in one bulk read; long
+    ones are sampled by MLflow in SQL (`get_metric_history_bulk_interval`, what its UI charts
+    use), so a 100k-step history costs about what a 1k one does.
+    """
+    found: dict[str, list[tuple[int, float]]] = {run_id: [] for run_id in run_ids}
+    store = getattr(getattr(client(), "_tracking_client", None), "store", None)
+    bulk = getattr(store, "get_metric_history_bulk", None)
+    sample = getattr(store, "get_metric_history_bulk_interval", None)
+    short = steps is not None and all(steps.get(r, max_points) < max_points for r in run_ids)
+    metrics: list[Any] | None = None
+    if short and bulk is not None:
+        limit = max_points * len(run_ids)
+        metrics = list(bulk(run_ids, key, limit))
+        if len(metrics) >= limit:
+            metrics = None  # longer than the hint said: sample instead
+    if metrics is None and sample is not None:
+        metrics = list(sample(run_ids, key, max_points, None, None))
+    if metrics is None:
+        return {run_id: metric_history(run_id, key) for run_id in run_ids}
+    for metric in metrics:
+        if metric.value == metric.value:
+            found[metric.run_id].append((int(metric.step), float(metric.value)))
+    for points in found.values():
+        points.sort()
+    return found

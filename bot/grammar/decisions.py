@@ -147,11 +147,17 @@ VERBS = (
     ),
     Verb(
         name="ask",
-        summary="Ask a question in plain words; answered from the decision log.",
+        summary="Ask in plain words about runs (best, failed, by whom, since when) or past decisions.",
         usage="ask <question>",
-        examples=("ask why did we drop bigrams?",),
+        examples=(
+            "ask which run had the best val_f1 in sales-agent last week?",
+            "ask show failed runs in sales-agent since monday",
+            "ask why did we drop bigrams?",
+        ),
         access="read",
         parse=parse_ask,
-        details="Mentioning the bot (`@labmate why did we drop bigrams?`) does the same and answers in thread.",
+        details="The answer says how the question was understood, so you can correct it; a question about runs "
+        "becomes `best`, `runs` or `summary`, anything else searches the decision log. Mentioning the bot "
+        "(`@labmate why did we drop bigrams?`) does the same and answers in thread.",
     ),
 )

@@ -1,0 +1,280 @@
+"""Verbs that answer from MLflow: summary, compare, find, best, runs. Pure: names are checked
+against MLflow by the jobs; here only the shape of the command is."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.grammar import tokens
+from bot.grammar.command import Verb
+from labmate.errors import UsageError
+
+MAX_TOP = 20
+MAX_LIMIT = 50
+MAX_COMPARE = 6
+NAME = re.compile(r"^[^\s:]{1,256}$")
+STATUSES = ("running", "scheduled", "finished", "failed", "killed")
+OPS = ("!=", ">=", "<=", "=", ">", "<")
+COND_EXAMPLE = "`where val_f1 > 0.8 and alpha < 0.01`"
+FIND_EXAMPLE = "find sales-agent where val_f1 > 0.8 and alpha < 0.01 order by val_f1 desc limit 5"
+NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+CONDITION = re.compile(
+    r"^(?P<name>[A-Za-z_`][\w.\-`/ ]*?)\s*(?P<op>!=|>=|<=|==|=|>|<|\s(?:like|LIKE)\s)\s*(?P<value>.+)$"
+)
+
+
+@dataclass(frozen=True)
+class SummaryArgs:
+    experiment: str
+    metric: str | None = None
+    top: int = 5
+
+
+@dataclass(frozen=True)
+class CompareArgs:
+    runs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    op: str
+    value: str
+    numeric: bool
+
+
+@dataclass(frozen=True)
+class FindArgs:
+    experiment: str
+    conditions: tuple[Condition, ...] = ()
+    order_by: str | None = None
+    ascending: bool | None = None
+    limit: int = 10
+
+
+@dataclass(frozen=True)
+class BestArgs:
+    experiment: str
+    metric: str | None = None
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RunsArgs:
+    experiment: str
+    status: str | None = None
+    since: datetime | None = None
+    user: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+def _experiment(word: str | None, usage: str) -> str:
+    if not word:
+        raise UsageError("Which experiment? Name it first.", hint=f"e.g. `{usage}`")
+    if not NAME.match(word):
+        raise UsageError(f"`{word}` is not an experiment name.", hint=f"e.g. `{usage}`")
+    return word
+
+
+def _count(key: str, value: str, most: int) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= most:
+        raise UsageError(f"`{key}:{value}` needs a whole number from 1 to {most}, e.g. `{key}:5`.")
+    return int(value)
+
+
+def parse_summary(rest: str, now: datetime) -> SummaryArgs:
+    parts = tokens.split(rest, ("top",))
+    if len(parts.words) > 2:
+        raise UsageError(
+            f"I read `{' '.join(parts.words[2:])}` as extra words.",
+            hint="Usage: `summary <experiment> [metric] [top:N]`, e.g. `summary sales-agent val_f1 top:3`",
+        )
+    experiment = _experiment(parts.words[0] if parts.words else None, "summary sales-agent")
+    top = 5
+    for _key, value in parts.options:
+        top = _count("top", value, MAX_TOP)
+    return SummaryArgs(experiment, parts.words[1] if len(parts.words) > 1 else None, top)
+
+
+def parse_compare(rest: str, now: datetime) -> CompareArgs:
+    refs = tuple(dict.fromkeys(w.removeprefix("run:") for w in rest.replace(",", " ").split() if w.lower() != "and"))
+    if len(refs) < 2:
+        raise UsageError(
+            "Compare needs at least two runs: full run ids, unique id prefixes or run names.",
+            hint="e.g. `compare 3f9a2c1d 7be04a11` or `compare demo-baseline demo-unigram-v2`",
+        )
+    if len(refs) > MAX_COMPARE:
+        raise UsageError(f"I compare at most {MAX_COMPARE} runs at once; you named {len(refs)}.")
+    return CompareArgs(refs)
+
+
+def parse_condition(text: str) -> Condition:
+    """`val_f1 > 0.8`, `alpha<0.01`, `status = 'FAILED'`, `run_name like 'demo-%'`."""
+    text = text.strip()
+    match = CONDITION.match(text)
+    if not match:
+        bad = next((tok for tok in re.findall(r"[^\w\s.'\"`%\-/]+", text) if tok not in OPS), None)
+        if bad:
+            why = f"`{bad}` is not a comparison; use one of {', '.join(f'`{o}`' for o in OPS)} or `like`"
+        else:
+            why = "it needs a name, a comparison and a value"
+        raise UsageError(f"I can't read the condition `{text}`: {why}.", hint=f"e.g. {COND_EXAMPLE}")
+    name, op, value = match.group("name").strip().strip("`"), match.group("op").strip().lower(), match.group("value")
+    value = value.strip()
+    if re.match(r"^[!<>=]", value):
+        bad = op + value.split()[0][: len(value.split()[0]) - len(value.split()[0].lstrip("!<>="))]
+        raise UsageError(
+            f"I can't read the condition `{text}`: `{bad}` is not a comparison; "
+            f"use one of {', '.join(f'`{o}`' for o in OPS)} or `like`.",
+            hint=f"e.g. {COND_EXAMPLE}",
+        )
+    op = "=" if op == "==" else op.upper() if op == "like" else op
+    quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+    if quoted:
+        value = value[1:-1]
+    elif " " in value:
+        raise UsageError(
+            f"I can't read the condition `{text}`: the value `{value}` has spaces; quote it, "
+            "or join conditions with `and`.",
+            hint=f"e.g. {COND_EXAMPLE}",
+        )
+    if "'" in value:
+        raise UsageError(f"The value in `{text}` can't contain a quote `'`.")
+    return Condition(name, op, value, bool(NUMBER.match(value)) and not quoted)
+
+
+def _split_clauses(text: str) -> tuple[str, str, str]:
+    """-> (conditions, order by, limit) parts of the text after the experiment name."""
+    lowered = text.lower()
+    limit = ""
+    match = re.search(r"(?:^|\s)limit\s+(\S+)\s*$", lowered)
+    if match:
+        limit = text[match.start(1) : match.end(1)]
+        text, lowered = text[: match.start()], lowered[: match.start()]
+    order = ""
+    match = re.search(r"(?:^|\s)order\s+by(?:\s+|$)", lowered)
+    if match:
+        order = text[match.end() :].strip() or "(nothing)"
+        text = text[: match.start()]
+    return text.strip(), order, limit
+
+
+def parse_find(rest: str, now: datetime) -> FindArgs:
+    head, _, tail = rest.strip().partition(" ")
+    experiment = _experiment(head or None, FIND_EXAMPLE)
+    where, order, limit_text = _split_clauses(tail)
+    conditions: tuple[Condition, ...] = ()
+    if where:
+        first, _, body = where.partition(" ")
+        if first.lower() != "where":
+            raise UsageError(
+                f"After the experiment I expected `where`, `order by` or `limit`, not `{first}`.",
+                hint=f"e.g. `{FIND_EXAMPLE}`",
+            )
+        if not body.strip():
+            raise UsageError("`where` needs at least one condition.", hint=f"e.g. {COND_EXAMPLE}")
+        conditions = tuple(parse_condition(c) for c in re.split(r"\s+and\s+", body.strip(), flags=re.IGNORECASE))
+    order_by: str | None = None
+    ascending: bool | None = None
+    if order:
+        words = order.split()
+        if len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")) or words[0] == "(nothing)":
+            raise UsageError(
+                f"I can't read `order by {order}`: say a metric, then `asc` or `desc`.",
+                hint="e.g. `order by val_f1 desc`",
+            )
+        order_by = words[0]
+        ascending = None if len(words) == 1 else words[1].lower() == "asc"
+    limit = _count("limit", limit_text, MAX_LIMIT) if limit_text else 10
+    return FindArgs(experiment, conditions, order_by, ascending, limit)
+
+
+def parse_best(rest: str, now: datetime) -> BestArgs:
+    parts = tokens.split(rest, ("since",))
+    if len(parts.words) > 2:
+        raise UsageError("Usage: `best <experiment> [metric] [since:7d]`, e.g. `best sales-agent val_f1`.")
+    experiment = _experiment(parts.words[0] if parts.words else None, "best sales-agent val_f1")
+    since = None
+    for _key, value in parts.options:
+        since = tokens.since(value, now)
+    return BestArgs(experiment, parts.words[1] if len(parts.words) > 1 else None, since)
+
+
+def parse_runs(rest: str, now: datetime) -> RunsArgs:
+    parts = tokens.split(rest, ("status", "since", "by", "tag"))
+    if len(parts.words) != 1:
+        raise UsageError(
+            "Usage: `runs <experiment> [status:failed] [since:7d] [by:@user] [tag:key=value]`.",
+            hint="e.g. `runs sales-agent status:failed since:monday`",
+        )
+    experiment = _experiment(parts.words[0], "runs sales-agent status:failed")
+    status = user = None
+    since = None
+    tags: list[tuple[str, str]] = []
+    for key, value in parts.options:
+        if key == "status":
+            if value.lower() not in STATUSES:
+                raise UsageError(f"`status:{value}` is not a run status. Use one of: {', '.join(STATUSES)}.")
+            status = value.upper()
+        elif key == "since":
+            since = tokens.since(value, now)
+        elif key == "by":
+            user = tokens.user_ref(value)
+        else:
+            tag_key, sep, tag_value = value.partition("=")
+            if not sep or not tag_key:
+                raise UsageError(f"`tag:{value}` needs a key and a value, e.g. `tag:team=nlp`.")
+            tags.append((tag_key, tag_value))
+    return RunsArgs(experiment, status, since, user, tuple(tags))
+
+
+VERBS = (
+    Verb(
+        name="summary",
+        summary="How an experiment is going: run counts, the top runs, the best run's gain, a chart.",
+        usage="summary <experiment> [metric] [top:N]",
+        examples=("summary sales-agent", "summary sales-agent val_accuracy top:3"),
+        access="read",
+        parse=parse_summary,
+        details="Ranks by the experiment's primary metric (labmate.toml `[primary_metrics]`), else the first "
+        "metric its runs logged. Shows only the params that differ among the top runs.",
+    ),
+    Verb(
+        name="compare",
+        summary="Compare runs: params that differ, metrics with deltas, overlaid metric histories.",
+        usage="compare <run> <run> [<run> …]",
+        examples=("compare 3f9a2c1d 7be04a11", "compare demo-baseline demo-unigram-v2"),
+        access="read",
+        parse=parse_compare,
+        details="A run is a full id, a unique id prefix or a run name.",
+    ),
+    Verb(
+        name="find",
+        summary="Find runs by metrics, params, tags and attributes.",
+        usage="find <experiment> [where <condition> [and …]] [order by <metric> [asc|desc]] [limit N]",
+        examples=(FIND_EXAMPLE, "find sales-agent where status = FAILED"),
+        access="read",
+        parse=parse_find,
+        details="Names are checked against the experiment; `metrics.`, `params.`, `tags.` or `attributes.` "
+        "prefixes settle a name used twice.",
+    ),
+    Verb(
+        name="best",
+        summary="The best run of an experiment by a metric.",
+        usage="best <experiment> [metric] [since:7d]",
+        examples=("best sales-agent", "best sales-agent val_f1 since:7d"),
+        access="read",
+        parse=parse_best,
+    ),
+    Verb(
+        name="runs",
+        summary="List an experiment's runs, newest first.",
+        usage="runs <experiment> [status:failed] [since:7d] [by:@user] [tag:key=value]",
+        examples=("runs sales-agent status:failed", "runs sales-agent by:@dana since:monday"),
+        access="read",
+        parse=parse_runs,
+        details=f"Time windows: {tokens.SINCE_HELP}.",
+    ),
+)

@@ -1,0 +1,139 @@
+"""Plain questions -> the experiment verbs' arguments, or None (then `ask` searches decisions).
+
+Pure and deliberately narrow: a question is taken as an experiment query only when it names
+an experiment (`in sales-agent`) and asks for something we answer (best, failed runs, a summary,
+a comparison). Everything else, and every "why …", stays a decision-log question.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot.grammar import tokens
+from bot.grammar.experiments import BestArgs, CompareArgs, RunsArgs, SummaryArgs
+from labmate.errors import UsageError
+
+WHY = re.compile(r"^\s*(why|who decided|what did we decide|when did we decide)\b", re.I)
+EXPERIMENT = re.compile(r"\b(?:in|of|for|from|on)\s+(?:the\s+)?(?:experiment\s+)?([\w][\w./-]*)", re.I)
+EXP_OPTION = re.compile(r"\bexp(?:eriment)?:([\w][\w./-]*)", re.I)
+NOT_EXPERIMENTS = {
+    "the", "a", "an", "last", "this", "past", "week", "month", "day", "days", "today", "yesterday", "mlflow",
+    "it", "them", "that", "our", "my", "production", "order",
+}  # fmt: skip
+BEST = re.compile(r"\b(best|top|highest|lowest|winning|leading|strongest|greatest)\b", re.I)
+METRIC_AFTER = re.compile(r"\b(?:best|highest|lowest|top|greatest)\s+([A-Za-z][\w./-]*)", re.I)
+NOT_METRICS = {"run", "runs", "model", "models", "one", "result", "results", "score", "experiment", "in", "of"}
+STATUS = {
+    "failed": "FAILED", "failing": "FAILED", "crashed": "FAILED", "broken": "FAILED", "killed": "KILLED",
+    "running": "RUNNING", "finished": "FINISHED", "succeeded": "FINISHED", "successful": "FINISHED",
+}  # fmt: skip
+SUMMARY = re.compile(r"\b(summar\w*|overview|how\s+is|how's|how\s+are|going|doing|progress|status\s+of)\b", re.I)
+RUNS = re.compile(r"\b(runs|list|show)\b", re.I)
+COMPARE = re.compile(r"^\s*compare\s+(\S+)\s+(?:and|with|to|vs\.?)\s+(\S+)\s*$", re.I)
+VERSUS = re.compile(r"^\s*(\S+)\s+vs\.?\s+(\S+)\s*$", re.I)
+BY = re.compile(r"\bby\s+(<@[\w|.-]+>|@?[\w.-]+)", re.I)
+LAST_N = re.compile(r"\b(?:in\s+the\s+)?(?:last|past)\s+(\d{1,4})\s+(minute|hour|day|week)s?\b", re.I)
+LAST_UNIT = re.compile(r"\b(?:in\s+the\s+)?(?:last|past)\s+(hour|day|week|month)\b", re.I)
+SINCE_WORD = re.compile(
+    r"\bsince\s+(today|yesterday|monday|tuesday|wednesday|thursday|friday|saturday|sunday|\d{4}-\d\d-\d\d)\b", re.I
+)
+THIS_WEEK = re.compile(r"\bthis\s+week\b", re.I)
+TODAY = re.compile(r"\btoday\b", re.I)
+UNIT_CODE = {"minute": "m", "hour": "h", "day": "d", "week": "w"}
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    verb: str
+    args: Any
+    understood: str
+
+
+def _strip(text: str) -> str:
+    return text.strip().rstrip("?!. ").strip()
+
+
+def _experiment(text: str) -> str | None:
+    option = EXP_OPTION.search(text)
+    if option:
+        return option.group(1).rstrip(".,")
+    for match in EXPERIMENT.finditer(text):
+        word = match.group(1).rstrip(".,")
+        if word.lower() not in NOT_EXPERIMENTS and not word.isdigit():
+            return word
+    return None
+
+
+def _since(text: str, now: datetime) -> datetime | None:
+    match = LAST_N.search(text)
+    if match:
+        return tokens.since(f"{match.group(1)}{UNIT_CODE[match.group(2).lower()]}", now)
+    match = LAST_UNIT.search(text)
+    if match:
+        unit = match.group(1).lower()
+        return tokens.since({"hour": "1h", "day": "1d", "week": "7d", "month": "30d"}[unit], now)
+    match = SINCE_WORD.search(text)
+    if match:
+        return tokens.since(match.group(1), now)
+    if THIS_WEEK.search(text):
+        return tokens.since("today", now) if now.weekday() == 0 else tokens.since("monday", now)
+    if TODAY.search(text):
+        return tokens.since("today", now)
+    return None
+
+
+def _status(text: str) -> str | None:
+    for word in re.findall(r"[a-z]+", text.lower()):
+        if word in STATUS:
+            return STATUS[word]
+    return None
+
+
+def _window(since: datetime | None) -> str:
+    return f" since {since:%Y-%m-%d}" if since else ""
+
+
+def interpret(question: str, now: datetime) -> Interpretation | None:
+    text = _strip(question)
+    if not text or WHY.search(text):
+        return None
+    pair = COMPARE.match(text) or VERSUS.match(text)
+    if pair:
+        refs = (pair.group(1), pair.group(2))
+        return Interpretation("compare", CompareArgs(refs), f"compare {refs[0]} and {refs[1]}")
+    experiment = _experiment(text)
+    if experiment is None:
+        return None
+    try:
+        since = _since(text, now)
+    except UsageError:
+        since = None
+    by = BY.search(text)
+    if BEST.search(text):
+        metric_match = METRIC_AFTER.search(text)
+        metric = metric_match.group(1) if metric_match and metric_match.group(1).lower() not in NOT_METRICS else None
+        if metric is None and by and not by.group(1).startswith(("@", "<@")):
+            metric = by.group(1)
+        shown = metric or "its primary metric"
+        return Interpretation(
+            "best", BestArgs(experiment, metric, since), f"best {experiment} by {shown}{_window(since)}"
+        )
+    status = _status(text)
+    user = None
+    if by:
+        try:
+            user = tokens.user_ref(by.group(1))
+        except UsageError:
+            user = None
+    if status or user or (RUNS.search(text) and since):
+        words = [f"{status.lower()} runs" if status else "runs", f"in {experiment}"]
+        if user:
+            words.append(f"by {user}")
+        understood = " ".join(words) + _window(since)
+        return Interpretation("runs", RunsArgs(experiment, status, since, user), understood)
+    if SUMMARY.search(text) or RUNS.search(text):
+        return Interpretation("summary", SummaryArgs(experiment), f"summary of {experiment}")
+    return None

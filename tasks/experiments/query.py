@@ -1,0 +1,230 @@
+"""find and runs: conditions -> a validated MLflow filter; filtered listings from the run index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from labmate.errors import NotFoundError, UsageError
+from models import run_index
+from models.db import session_scope
+from models.run_index import RunRecord
+from tasks import mlflow_io
+from tasks.experiments import resolve, views
+from tasks.experiments.sync import Experiment, ensure_fresh
+from tasks.jobs import Replies
+
+ATTRIBUTES = {
+    "status": "status",
+    "run_name": "run_name",
+    "name": "run_name",
+    "run_id": "run_id",
+    "user": "user_id",
+    "user_id": "user_id",
+    "start_time": "start_time",
+    "end_time": "end_time",
+}
+PREFIXES = {
+    "metrics": "metrics",
+    "metric": "metrics",
+    "params": "params",
+    "param": "params",
+    "tags": "tags",
+    "tag": "tags",
+    "attributes": "attributes",
+    "attribute": "attributes",
+    "attr": "attributes",
+}
+NUMERIC_ONLY = {"metrics", "start_time", "end_time"}
+SCAN_CAP = 5000
+
+
+@dataclass(frozen=True)
+class Names:
+    metrics: set[str]
+    params: set[str]
+    tags: set[str]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    kind: str  # metrics, params, tags, attributes
+    key: str
+    op: str
+    value: str
+    numeric: bool
+
+    @property
+    def mlflow(self) -> str:
+        """The MLflow filter clause, or "" when MLflow can't evaluate it (numeric params)."""
+        if self.kind == "params" and self.numeric and self.op not in ("=", "!="):
+            return ""
+        value = self.value if self.kind == "metrics" or self.key in ("start_time", "end_time") else f"'{self.value}'"
+        if self.kind == "attributes" and self.key == "status":
+            value = f"'{self.value.upper()}'"
+        return f"{self.kind}.`{self.key}` {self.op} {value}"
+
+    def keeps(self, record: RunRecord) -> bool:
+        raw = record.params.get(self.key)
+        try:
+            left, right = float(raw or ""), float(self.value)
+        except ValueError:
+            return False
+        return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[self.op]
+
+    def text(self) -> str:
+        return f"{self.key} {self.op} {self.value}"
+
+
+def names(experiment: Experiment) -> Names:
+    with session_scope() as session:
+        eid = experiment.experiment_id
+        return Names(
+            set(run_index.metric_keys(session, eid)),
+            set(run_index.param_keys(session, eid)),
+            set(run_index.tag_keys(session, eid)),
+        )
+
+
+def resolve_condition(condition: Any, known: Names, experiment: str) -> Resolved:
+    prefix, dot, rest = condition["name"].partition(".")
+    kind = PREFIXES.get(prefix.lower()) if dot else None
+    name = rest if kind else condition["name"]
+    pools = {"metrics": known.metrics, "params": known.params, "tags": known.tags, "attributes": set(ATTRIBUTES)}
+    if kind is None:
+        kind = next((k for k, pool in pools.items() if name in pool), None)
+    if kind is None or name not in pools[kind]:
+        everything = set().union(*pools.values()) if kind is None else pools[kind]
+        found = resolve.closest(name, everything)
+        suggestion = " Did you mean " + " or ".join(f"`{f}`" for f in found) + "?" if found else ""
+        raise NotFoundError(
+            f"`{experiment}` has no metric, param, tag or attribute `{name}`.{suggestion}",
+            hint=f"Metrics: {', '.join(sorted(known.metrics)[:8]) or 'none'}; params: "
+            f"{', '.join(sorted(known.params)[:8]) or 'none'}.",
+        )
+    key = ATTRIBUTES[name] if kind == "attributes" else name
+    op, value, numeric = condition["op"], condition["value"], condition["numeric"]
+    if (kind == "metrics" or key in NUMERIC_ONLY) and not numeric:
+        raise UsageError(
+            f"`{name}` is a number; compare it to a number, not `{value}`.", hint=f"e.g. `where {name} > 0.8`"
+        )
+    if kind == "metrics" and op == "LIKE":
+        raise UsageError(f"`like` compares text; `{name}` is a metric.", hint=f"e.g. `where {name} >= 0.8`")
+    if kind in ("tags", "attributes") and key not in NUMERIC_ONLY and op in ("<", "<=", ">", ">="):
+        raise UsageError(f"`{name}` is text; compare it with `=`, `!=` or `like`.", hint=f"e.g. `where {name} = value`")
+    return Resolved(kind, key, op, value, numeric)
+
+
+def find(
+    experiment_name: str,
+    conditions: list[dict[str, Any]],
+    order_by: str | None,
+    ascending: bool | None,
+    limit: int,
+    understood: str = "",
+) -> Replies:
+    experiment = resolve.experiment(experiment_name)
+    ensure_fresh(experiment)
+    known = names(experiment)
+    resolved = [resolve_condition(c, known, experiment.name) for c in conditions]
+    order: list[str] = []
+    metric = None
+    if order_by:
+        metric = resolve.metric(order_by.removeprefix("metrics."), known.metrics, experiment.name)
+        asc = resolve.lower_is_better(metric) if ascending is None else ascending
+        order = [f"metrics.`{metric}` {'ASC' if asc else 'DESC'}"]
+    clauses = [r.mlflow for r in resolved if r.mlflow]
+    local = [r for r in resolved if not r.mlflow]
+    filter_string = " and ".join(clauses)
+    cap = limit if not local else SCAN_CAP
+    records = mlflow_io.search_records(
+        [experiment.experiment_id], filter_string, order_by=order or None, max_results=cap
+    )
+    records = [r for r in records if all(c.keeps(r) for c in local)][:limit]
+    rows = [_row(experiment, r, metric) for r in records]
+    views.attach_decisions(rows)
+    return [
+        (
+            "exp_runs",
+            {
+                "title": f"Runs in {experiment.name}",
+                "understood": understood,
+                "query": " and ".join(r.text() for r in resolved) or "all runs",
+                "mlflow_filter": filter_string,
+                "local_filter": " and ".join(r.text() for r in local),
+                "order": order[0] if order else "",
+                "runs": rows,
+                "total": None,
+            },
+        )
+    ]
+
+
+def _row(experiment: Experiment, record: RunRecord, metric: str | None) -> dict[str, Any]:
+    view = views.run_view(
+        run_id=record.run_id,
+        experiment_id=experiment.experiment_id,
+        name=record.name,
+        status=record.status,
+        user=record.user,
+        start_time=record.start_time,
+    )
+    keys = sorted(record.metrics, key=lambda k: (k != metric, k))[:3]
+    view["metrics"] = [{"key": k, "value": views.fmt(record.metrics[k][0])} for k in keys]
+    return view
+
+
+def runs(
+    experiment_name: str,
+    status: str | None,
+    since_ms: int | None,
+    user: str | None,
+    tags: list[list[str]],
+    understood: str = "",
+) -> Replies:
+    experiment = resolve.experiment(experiment_name)
+    ensure_fresh(experiment)
+    with session_scope() as session:
+        eid = experiment.experiment_id
+        if not run_index.counts_by_status(session, eid):
+            raise NotFoundError(f"Experiment `{experiment.name}` has no runs yet.")
+        found, total = run_index.list_runs(
+            session,
+            experiment_id=eid,
+            status=status,
+            since=since_ms,
+            user=user,
+            tags=[(k, v) for k, v in tags],
+        )
+        metrics = run_index.metrics_of(session, [r.run_id for r in found])
+    rows = []
+    for row in found:
+        view = views.run_view(
+            run_id=row.run_id,
+            experiment_id=eid,
+            name=row.name,
+            status=row.status,
+            user=row.user,
+            start_time=row.start_time,
+        )
+        view["metrics"] = [{"key": k, "value": views.fmt(v)} for k, v in sorted(metrics[row.run_id].items())[:3]]
+        rows.append(view)
+    views.attach_decisions(rows)
+    parts = [f"status {status.lower()}" if status else "", f"by {user}" if user else ""]
+    parts += [f"since {views.when(since_ms):%Y-%m-%d}" if since_ms else ""]
+    parts += [f"tag {k}={v}" for k, v in tags]
+    return [
+        (
+            "exp_runs",
+            {
+                "title": f"Runs in {experiment.name}",
+                "understood": understood,
+                "query": ", ".join(p for p in parts if p) or "all runs",
+                "mlflow_filter": "",
+                "local_filter": "",
+                "order": "",
+                "runs": rows,
+                "total": total,
+            },
+        )
+    ]

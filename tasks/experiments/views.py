@@ -1,0 +1,65 @@
+"""Runs -> plain dicts for the exp_* templates: names, owners, links, linked decisions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from labmate.settings import get_settings
+from models import decision as decisions
+from models.db import session_scope
+
+
+def ui_base() -> str:
+    return get_settings().mlflow_ui_url.rstrip("/")
+
+
+def run_url(experiment_id: str, run_id: str) -> str:
+    base = ui_base()
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else ""
+
+
+def experiment_url(experiment_id: str) -> str:
+    base = ui_base()
+    return f"{base}/#/experiments/{experiment_id}" if base else ""
+
+
+def when(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+
+def fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def signed(value: float) -> str:
+    return f"{value:+.4g}"
+
+
+def run_view(
+    *, run_id: str, experiment_id: str, name: str, status: str, user: str, start_time: int | None
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "short": run_id[:8],
+        "name": name or run_id[:8],
+        "status": status,
+        "user": user,
+        "started": when(start_time),
+        "url": run_url(experiment_id, run_id),
+        "decisions": [],
+    }
+
+
+def attach_decisions(views: list[dict[str, Any]]) -> None:
+    """Every answer that lists runs shows the decisions linked to them."""
+    ids = [v["run_id"] for v in views]
+    if not ids:
+        return
+    with session_scope() as session:
+        linked = decisions.linked_to(session, kind="run", refs=ids)
+        for view in views:
+            view["decisions"] = [
+                {"id": d.id, "text": d.text, "superseded_by": d.superseded_by}
+                for d in linked.get(view["run_id"], [])[:3]
+            ]

@@ -1,0 +1,119 @@
+"""The experiment verbs' parsers and the question interpreter: pure, no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot import grammar
+from bot.grammar.experiments import BestArgs, CompareArgs, Condition, FindArgs, RunsArgs, SummaryArgs
+from bot.grammar.questions import interpret
+from labmate.errors import UsageError
+
+NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)  # a Sunday
+
+
+def args(text: str) -> object:
+    return grammar.parse(text, now=NOW).args
+
+
+def test_summary() -> None:
+    assert args("summary sales-agent") == SummaryArgs("sales-agent", None, 5)
+    assert args("/lab summary sales-agent val_f1 top:3") == SummaryArgs("sales-agent", "val_f1", 3)
+    with pytest.raises(UsageError, match="Which experiment"):
+        args("summary")
+    with pytest.raises(UsageError, match=r"`top:0` needs a whole number from 1 to 20"):
+        args("summary sales-agent top:0")
+
+
+def test_find_full_structure() -> None:
+    parsed = args("find sales-agent where val_f1 > 0.8 and alpha < 0.01 order by val_f1 desc limit 5")
+    assert parsed == FindArgs(
+        "sales-agent",
+        (Condition("val_f1", ">", "0.8", True), Condition("alpha", "<", "0.01", True)),
+        "val_f1",
+        False,
+        5,
+    )
+    assert args("find x where status = 'FAILED'") == FindArgs("x", (Condition("status", "=", "FAILED", False),))
+    assert args("find x where run_name like 'demo-%'").conditions == (Condition("run_name", "LIKE", "demo-%", False),)
+    assert args("find x where alpha<=1e-3").conditions == (Condition("alpha", "<=", "1e-3", True),)
+    assert args("find x order by val_f1") == FindArgs("x", (), "val_f1", None, 10)
+
+
+def test_find_malformed_condition_names_the_token_and_shows_an_example() -> None:
+    with pytest.raises(UsageError) as bad_op:
+        args("find sales-agent where val_f1 >> 0.8")
+    assert bad_op.value.message == (
+        "I can't read the condition `val_f1 >> 0.8`: `>>` is not a comparison; "
+        "use one of `!=`, `>=`, `<=`, `=`, `>`, `<` or `like`."
+    )
+    assert bad_op.value.hint == "e.g. `where val_f1 > 0.8 and alpha < 0.01`"
+    with pytest.raises(UsageError, match=r"condition `val_f1`: it needs a name, a comparison and a value"):
+        args("find sales-agent where val_f1")
+    with pytest.raises(UsageError, match=r"expected `where`, `order by` or `limit`, not `whre`"):
+        args("find sales-agent whre val_f1 > 0.8")
+    with pytest.raises(UsageError, match=r"`order by val_f1 sideways`"):
+        args("find sales-agent order by val_f1 sideways")
+    with pytest.raises(UsageError, match=r"`limit:500` needs a whole number from 1 to 50"):
+        args("find sales-agent limit 500")
+
+
+def test_compare_best_runs() -> None:
+    assert args("compare 3f9a2c1d and demo-baseline") == CompareArgs(("3f9a2c1d", "demo-baseline"))
+    with pytest.raises(UsageError, match="at least two runs"):
+        args("compare 3f9a2c1d")
+    assert args("best sales-agent val_f1 since:7d") == BestArgs(
+        "sales-agent", "val_f1", datetime(2026, 11, 22, 10, tzinfo=UTC)
+    )
+    assert args("runs sales-agent status:failed since:monday by:@dana tag:team=nlp") == RunsArgs(
+        "sales-agent", "FAILED", datetime(2026, 11, 23, tzinfo=UTC), "dana", (("team", "nlp"),)
+    )
+    with pytest.raises(UsageError, match="`status:broken` is not a run status"):
+        args("runs sales-agent status:broken")
+
+
+def test_help_lists_the_new_verbs() -> None:
+    names = {verb.name for verb in grammar.VERBS}
+    assert {"summary", "compare", "find", "best", "runs"} <= names
+
+
+@pytest.mark.parametrize(
+    ("question", "verb", "understood"),
+    [
+        (
+            "which run had the best val_f1 in sales-agent last week?",
+            "best",
+            "best sales-agent by val_f1 since 2026-11-22",
+        ),
+        ("show failed runs in sales-agent since monday", "runs", "failed runs in sales-agent since 2026-11-23"),
+        ("what is the best run in sales-agent?", "best", "best sales-agent by its primary metric"),
+        ("how is sales-agent doing? give me a summary of sales-agent", "summary", "summary of sales-agent"),
+        ("runs by @dana in sales-agent this week", "runs", "runs in sales-agent by dana since 2026-11-23"),
+        ("compare demo-baseline and demo-unigram-v2", "compare", "compare demo-baseline and demo-unigram-v2"),
+    ],
+)
+def test_questions_become_queries(question: str, verb: str, understood: str) -> None:
+    reading = interpret(question, NOW)
+    assert reading is not None and (reading.verb, reading.understood) == (verb, understood)
+
+
+def test_question_arguments() -> None:
+    reading = interpret("which run had the best val_f1 in sales-agent last week?", NOW)
+    assert reading is not None and reading.args == BestArgs(
+        "sales-agent", "val_f1", datetime(2026, 11, 22, 10, tzinfo=UTC)
+    )
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "why did we drop bigrams?",
+        "why was the best run in sales-agent not shipped?",
+        "what about the pricing intent?",
+        "",
+    ],
+)
+def test_other_questions_stay_with_the_decision_log(question: str) -> None:
+    assert interpret(question, NOW) is None

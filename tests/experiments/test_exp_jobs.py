@@ -1,0 +1,232 @@
+"""Job functions against a real (tmp) MLflow store, and their Block Kit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.messages.render import render
+from labmate.errors import LabmateError
+from tests.experiments.conftest import Store, add_run
+
+
+def _text(template: str, context: dict) -> str:
+    message = render(template, context)
+    return json.dumps(message.blocks, ensure_ascii=False)
+
+
+def test_summary_ranks_shows_varying_params_gain_users_and_chart(sales: Store) -> None:
+    from tasks.experiments.summary import summary
+
+    [(template, ctx)] = summary("sales-agent", "val_f1", 3)
+    assert template == "exp_summary"
+    assert [r["name"] for r in ctx["runs"]] == ["unigram-v2", "bigram", "baseline"]
+    assert {c["status"]: c["count"] for c in ctx["counts"]} == {"finished": 4, "failed": 1}
+    assert ctx["varying"] == ["alpha", "ngram_max"]  # epochs and seed are the same everywhere
+    assert ctx["gain"]["previous"] == "bigram" and ctx["gain"]["delta"] == "+0.06"
+    assert ctx["users"] == ["dana", "sam"]
+    chart = Path(ctx["files"][0]["path"])
+    assert chart.exists() and chart.stat().st_size > 1000 and chart.suffix == ".png"
+    blocks = _text(template, ctx)
+    assert "unigram-v2" in blocks and "+0.06 against the previous best bigram" in blocks
+    assert "deleted-one" not in blocks and "crash-mid" not in blocks
+
+
+def _error(work) -> LabmateError:  # type: ignore[no-untyped-def]
+    with pytest.raises(LabmateError) as caught:
+        work()
+    return caught.value
+
+
+def test_unknown_experiment_offers_the_closest_names(sales: Store) -> None:
+    from tasks.experiments.summary import summary
+
+    err = _error(lambda: summary("sales-agnt", None, 5))
+    assert err.message == "MLflow has no experiment `sales-agnt`. Did you mean `sales-agent` or `sales-agent-old`?"
+
+
+def test_unknown_metric_offers_the_closest(sales: Store) -> None:
+    from tasks.experiments.summary import summary
+
+    err = _error(lambda: summary("sales-agent", "val_f2", 5))
+    assert err.message == "No run in `sales-agent` logged a metric `val_f2`. Did you mean `val_f1`?"
+    assert err.hint == "Its metrics: `train_loss`, `val_accuracy`, `val_f1`."
+
+
+def test_experiment_without_runs(sales: Store) -> None:
+    from tasks.experiments.summary import summary
+
+    err = _error(lambda: summary("sales-agent-old", None, 5))
+    assert err.message == "Experiment `sales-agent-old` has no runs yet."
+
+
+def test_summary_uses_configured_primary_metric(sales: Store, lab_home: Path) -> None:
+    from labmate.settings import get_settings, reset_settings
+    from tasks.experiments.summary import summary
+
+    Path(get_settings().home.parent / "labmate.toml").write_text('[primary_metrics]\n"sales-agent" = "val_accuracy"\n')
+    reset_settings()
+    [(_t, ctx)] = summary("sales-agent", None, 2)
+    assert ctx["metric"] == "val_accuracy" and ctx["runs"][0]["name"] == "unigram-v2"
+
+
+def test_summary_links_runs_to_the_ui_and_shows_linked_decisions(sales: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labmate.settings import reset_settings
+    from models import decision as decisions
+    from models.db import session_scope
+    from tasks.experiments.summary import summary
+
+    monkeypatch.setenv("LABMATE_MLFLOW_UI_URL", "http://mlflow.local:5000")
+    reset_settings()
+    best = sales.runs["unigram-v2"]
+    with session_scope() as session:
+        decisions.create(
+            session,
+            new=decisions.NewDecision(
+                text="ship <unigram-v2> *now*", author="U1", links=(decisions.LinkRef("run", best),)
+            ),
+        )
+    [(template, ctx)] = summary("sales-agent", "val_f1", 2)
+    assert ctx["runs"][0]["url"] == f"http://mlflow.local:5000/#/experiments/{sales.experiment_id}/runs/{best}"
+    assert ctx["runs"][0]["decisions"][0]["text"] == "ship <unigram-v2> *now*"
+    blocks = _text(template, ctx)
+    assert f"<http://mlflow.local:5000/#/experiments/{sales.experiment_id}/runs/{best}|unigram-v2>" in blocks
+    assert ":memo: #1 ship &lt;unigram-v2&gt; *now*" in blocks  # decision text escaped, not markup
+
+
+def test_run_names_from_mlflow_are_escaped(sales: Store) -> None:
+    from tasks.experiments.summary import summary
+
+    add_run(sales, '<!channel> "x"', user="eve", params={"alpha": 9}, f1s=[0.99], start_hour=20)
+    [(template, ctx)] = summary("sales-agent", "val_f1", 1)
+    message = render(template, ctx)
+    texts = [b["text"]["text"] for b in message.blocks if b["type"] == "section"]
+    assert any('&lt;!channel&gt; "x"' in t for t in texts)
+    assert "<!channel>" not in json.dumps(message.blocks)
+
+
+def test_best_and_runs(sales: Store) -> None:
+    from tasks.experiments.query import runs
+    from tasks.experiments.summary import best
+
+    [(template, ctx)] = best("sales-agent", "val_f1", None)
+    assert ctx["run"]["name"] == "unigram-v2" and ctx["value"] == "0.86"
+    assert "Best run in *sales-agent* by *val_f1*" in _text(template, ctx)
+    [(template, ctx)] = runs("sales-agent", "FAILED", None, None, [])
+    assert [r["name"] for r in ctx["runs"]] == ["crash-mid"] and ctx["total"] == 1
+    [(_t, ctx)] = runs("sales-agent", None, None, "sam", [["team", "nlp"]])
+    assert [r["name"] for r in ctx["runs"]] == ["unigram-v2", "bigram"]
+
+
+def test_find_builds_a_validated_mlflow_filter(sales: Store) -> None:
+    from tasks.experiments.query import find
+
+    conditions = [
+        {"name": "val_f1", "op": ">", "value": "0.7", "numeric": True},
+        {"name": "alpha", "op": "<", "value": "0.001", "numeric": True},
+    ]
+    [(template, ctx)] = find("sales-agent", conditions, "val_f1", None, 5)
+    assert ctx["mlflow_filter"] == "metrics.`val_f1` > 0.7"
+    assert ctx["local_filter"] == "alpha < 0.001"  # MLflow compares params as text
+    assert [r["name"] for r in ctx["runs"]] == ["unigram-v2", "bigram"]
+    assert "MLflow filter: metrics.`val_f1` &gt; 0.7" in _text(template, ctx)
+    [(_t, ctx)] = find(
+        "sales-agent", [{"name": "status", "op": "=", "value": "failed", "numeric": False}], None, None, 5
+    )
+    assert ctx["mlflow_filter"] == "attributes.`status` = 'FAILED'" and [r["name"] for r in ctx["runs"]] == [
+        "crash-mid"
+    ]
+
+
+def test_find_unknown_name_and_wrong_value(sales: Store) -> None:
+    from tasks.experiments.query import find
+
+    err = _error(
+        lambda: find("sales-agent", [{"name": "val_f", "op": ">", "value": "1", "numeric": True}], None, None, 5)
+    )
+    assert err.message == "`sales-agent` has no metric, param, tag or attribute `val_f`. Did you mean `val_f1`?"
+    err = _error(
+        lambda: find("sales-agent", [{"name": "val_f1", "op": ">", "value": "high", "numeric": False}], None, None, 5)
+    )
+    assert err.message == "`val_f1` is a number; compare it to a number, not `high`."
+
+
+def test_compare_params_metrics_deltas_and_charts(sales: Store) -> None:
+    from tasks.experiments.compare import compare
+
+    prefix = sales.runs["bigram"][:10]
+    [(template, ctx)] = compare(["baseline", prefix], "")
+    assert [p["key"] for p in ctx["params"]] == ["alpha"]
+    f1 = next(m for m in ctx["metrics"] if m["key"] == "val_f1")
+    assert [c["value"] for c in f1["cells"]] == ["0.75", "0.8"] and f1["cells"][1]["delta"] == "+0.05"
+    assert len(ctx["files"]) == 3 and all(Path(f["path"]).exists() for f in ctx["files"])
+    blocks = _text(template, ctx)
+    assert "alpha: `0.001` → `0.0001`" in blocks and "val_f1: *0.75* · *0.8* (+0.05)" in blocks
+
+
+def test_compare_bad_references(sales: Store) -> None:
+    from tasks.experiments.compare import compare
+
+    err = _error(lambda: compare(["baseline", "nosuchrun"]))
+    assert err.message == "No run has the id, id prefix or name `nosuchrun`."
+    add_run(sales, "twin", user="x", params={}, f1s=[0.1], start_hour=30)
+    add_run(sales, "twin", user="y", params={}, f1s=[0.2], start_hour=31)
+    err = _error(lambda: compare(["baseline", "twin"]))
+    assert err.message.startswith("`twin` matches 2 runs: `") and err.message.endswith("Use a longer id prefix.")
+    gone = sales.runs["deleted-one"]
+    err = _error(lambda: compare(["baseline", gone]))
+    assert err.message == f"Run `deleted-one` ({gone[:12]}) was deleted in MLflow; restore it to use it."
+    empty = add_run(sales, "no-metrics", user="x", params={"alpha": 1}, f1s=[], start_hour=32, status="FAILED")
+    err = _error(lambda: compare(["baseline", empty]))
+    assert err.message == f"Run `no-metrics` ({empty[:12]}) has no metrics to compare."
+
+
+def test_ambiguous_prefix_lists_candidates(sales: Store) -> None:
+    from tasks.experiments import resolve
+
+    by_first: dict[str, list[str]] = {}
+    for name, run_id in sales.runs.items():
+        if name != "deleted-one":
+            by_first.setdefault(run_id[0], []).append(run_id)
+    hour = 40
+    while max(len(v) for v in by_first.values()) < 2:  # 16 first characters: a few runs make a pair
+        run_id = add_run(sales, f"extra-{hour}", user="x", params={}, f1s=[0.1], start_hour=hour)
+        by_first.setdefault(run_id[0], []).append(run_id)
+        hour += 1
+    prefix, ids = next((k, v) for k, v in by_first.items() if len(v) >= 2)
+    err = _error(lambda: resolve.run(prefix))
+    assert err.message.startswith(f"`{prefix}` matches {len(ids)} runs: ")
+    assert err.message.endswith("Use a longer id prefix.") and all(f"`{i[:12]}`" in err.message for i in ids)
+
+
+def test_deleted_run_by_prefix_says_deleted(sales: Store) -> None:
+    from tasks.experiments import resolve
+
+    gone = sales.runs["deleted-one"]
+    err = _error(lambda: resolve.run(gone[:12]))
+    assert err.message == f"Run `deleted-one` ({gone[:12]}) was deleted in MLflow; restore it to use it."
+
+
+def test_index_catches_new_running_and_deleted_runs(sales: Store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tasks.experiments import resolve
+    from tasks.experiments.summary import summary
+    from tasks.experiments.sync import ensure_fresh
+
+    summary("sales-agent", "val_f1", 3)
+    experiment = resolve.experiment("sales-agent")
+    later = datetime.now(UTC) + timedelta(seconds=61)
+    # a run still going: indexed as running, then its new values are picked up
+    run = sales.client.create_run(sales.experiment_id, run_name="live", tags={"mlflow.user": "kim"})
+    sales.client.log_metric(run.info.run_id, "val_f1", 0.5, step=1)
+    stats = ensure_fresh(experiment, now=later)
+    assert not stats.full and stats.read >= 1
+    sales.client.log_metric(run.info.run_id, "val_f1", 0.95, step=2)
+    sales.client.delete_run(sales.runs["unigram-v2"])
+    ensure_fresh(experiment, now=later + timedelta(seconds=61))
+    [(_t, ctx)] = summary("sales-agent", "val_f1", 2)
+    assert [r["name"] for r in ctx["runs"]] == ["live", "bigram"]
+    assert ctx["runs"][0]["status"] == "RUNNING"
