@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -30,11 +31,7 @@ def shell(
     channel: str = typer.Option("terminal", help="The channel your commands are recorded under."),
 ) -> None:
     """Use labmate interactively in this terminal (embedded defaults: no Slack, Redis or servers)."""
-    from labmate.bootstrap import configure_logging, prepare
-
-    _terminal_jobs_in_process()
-    configure_logging("WARNING")
-    prepare()
+    _prepare_terminal(Console())
     from bot.shell import run_shell
 
     run_shell(user=user, channel=channel)
@@ -48,14 +45,10 @@ def say(
     as_json: bool = typer.Option(False, "--json", help="Print the Block Kit payloads exactly as they would be posted."),
 ) -> None:
     """Run one command, wait for every reply (jobs included), print them. Exit 0 ok, 1 bad input, 2 internal error."""
-    from labmate.bootstrap import configure_logging, prepare
-
-    _terminal_jobs_in_process()
-    configure_logging("WARNING")
-    prepare()
+    console = Console(soft_wrap=True) if as_json else Console()
+    _prepare_terminal(console, as_json=as_json)
     from bot.terminal import say as run_say
 
-    console = Console(soft_wrap=True) if as_json else Console()
     code = run_say(text, user=user, channel=channel, as_json=as_json, console=console)
     raise typer.Exit(code)
 
@@ -168,6 +161,41 @@ def db_upgrade() -> None:
 
     prepare()
     Console().print(f"knowledge base at revision {current_revision()}")
+
+
+def _prepare_terminal(console: Console, *, as_json: bool = False) -> None:
+    """Migrate the knowledge base; a failure is shown like any other error (an error id, no traceback)."""
+    from labmate.bootstrap import configure_logging, prepare
+
+    _terminal_jobs_in_process()
+    configure_logging("WARNING", to_file=True)
+    try:
+        prepare()
+    except Exception:
+        import logging
+
+        from bot.messages.render import render
+        from labmate.errors import new_error_id
+        from labmate.settings import get_settings
+
+        error_id = new_error_id()
+        logging.getLogger("labmate").exception("could not open the knowledge base [%s]", error_id)
+        message = render(
+            "error",
+            {
+                "message": "labmate could not open its knowledge base.",
+                "hint": f"Check LABMATE_DATABASE_URL or the files under {get_settings().home}; "
+                "the details are in labmate.log there.",
+                "error_id": error_id,
+            },
+        )
+        if as_json:
+            console.print_json(json.dumps([message.payload()]))
+        else:
+            from bot.console import show
+
+            show(console, message)
+        raise typer.Exit(2) from None
 
 
 def _terminal_jobs_in_process() -> None:

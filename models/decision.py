@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, select
@@ -87,6 +87,11 @@ class NewDecision:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _utc(value: datetime) -> datetime:
+    """SQLite keeps the wall-clock text of a datetime: store UTC so times compare across zones."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def create(session: Session, *, new: NewDecision) -> Decision:
     """Add a decision with its tags and links; flushed so it has an id."""
     decision = Decision(
@@ -95,7 +100,7 @@ def create(session: Session, *, new: NewDecision) -> Decision:
         channel=new.channel,
         permalink=new.permalink,
         source_ts=new.source_ts,
-        created_at=new.created_at or utcnow(),
+        created_at=_utc(new.created_at or utcnow()),
     )
     decision.tags = [DecisionTag(tag=t) for t in dict.fromkeys(new.tags)]
     decision.links = [DecisionLink(kind=link.kind, ref=link.ref) for link in dict.fromkeys(new.links)]

@@ -2,22 +2,26 @@
 
 User text never reaches the query language as syntax: on SQLite every word becomes a quoted
 FTS5 string, on PostgreSQL it goes through `websearch_to_tsquery`, which accepts any input.
-All words must match; when that finds nothing, any word may (still ranked).
+All words must match; when that finds nothing, any word may (still ranked). Only the newest
+CANDIDATES matches are ranked, so a very common word costs the same as a rare one
+(docs/perf/search.md has the figures).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import DateTime, TextClause, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from models.decision import Decision, DecisionTag, get_many
 
 WORD = re.compile(r"\w+", re.UNICODE)
 MAX_WORDS = 16
+CANDIDATES = 1000
+"""Ranking looks at the newest this-many matches: a word in half the log is ranked in milliseconds."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,18 @@ def _words(query: str) -> list[str]:
     return WORD.findall(query)[:MAX_WORDS]
 
 
+def _utc(value: datetime) -> datetime:
+    """SQLite stores wall-clock UTC text: compare instants, whatever zone `since` came in."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _statement(sql: str, params: dict[str, object]) -> TextClause:
+    stmt = text(sql)
+    if "since" in params:
+        stmt = stmt.bindparams(bindparam("since", type_=DateTime(timezone=True)))
+    return stmt
+
+
 def _filter_sql(filters: Filters, params: dict[str, object]) -> str:
     clauses = []
     if filters.author:
@@ -45,7 +61,7 @@ def _filter_sql(filters: Filters, params: dict[str, object]) -> str:
         params["author"] = filters.author
     if filters.since:
         clauses.append("d.created_at >= :since")
-        params["since"] = filters.since
+        params["since"] = _utc(filters.since)
     for i, tag in enumerate(filters.tags):
         clauses.append(f"EXISTS (SELECT 1 FROM decision_tags t{i} WHERE t{i}.decision_id = d.id AND t{i}.tag = :tag{i})")
         params[f"tag{i}"] = tag
@@ -55,27 +71,36 @@ def _filter_sql(filters: Filters, params: dict[str, object]) -> str:
 def _sqlite_ids(session: Session, words: list[str], filters: Filters, limit: int, any_word: bool) -> list[tuple[int, float]]:
     joiner = " OR " if any_word else " "
     match = joiner.join('"' + w.replace('"', '""') + '"' for w in words)
-    params: dict[str, object] = {"match": match, "limit": limit}
+    params: dict[str, object] = {"match": match, "limit": limit, "candidates": max(CANDIDATES, limit)}
+    # FTS5 walks a term's postings in rowid order, so "the newest N matches" stops early and
+    # bm25() runs on N rows, not on every row that contains a common word.
     sql = (
-        "SELECT d.id, bm25(decisions_fts) AS score FROM decisions_fts "
+        "SELECT c.id, c.score FROM ("
+        "SELECT d.id AS id, d.created_at AS created_at, bm25(decisions_fts) AS score FROM decisions_fts "
         "JOIN decisions d ON d.id = decisions_fts.rowid "
         "WHERE decisions_fts MATCH :match" + _filter_sql(filters, params) +
-        " ORDER BY score, d.created_at DESC, d.id DESC LIMIT :limit"
+        " ORDER BY decisions_fts.rowid DESC LIMIT :candidates"
+        ") AS c ORDER BY c.score, c.created_at DESC, c.id DESC LIMIT :limit"
     )
-    return [(int(r[0]), -float(r[1])) for r in session.execute(text(sql), params)]
+    return [(int(r[0]), -float(r[1])) for r in session.execute(_statement(sql, params), params)]
 
 
 def _postgres_ids(session: Session, query: str, filters: Filters, limit: int, any_word: bool) -> list[tuple[int, float]]:
-    params: dict[str, object] = {"q": query, "limit": limit}
+    params: dict[str, object] = {"q": query, "limit": limit, "candidates": max(CANDIDATES, limit)}
     tsquery = "websearch_to_tsquery('english', :q)"
     if any_word:
-        tsquery = f"replace({tsquery}::text, '&', '|')::tsquery"
+        # A cast can't stand as a FROM item on its own; it goes in a subselect below.
+        tsquery = f"CAST(replace({tsquery}::text, '&', '|') AS tsquery)"
+    # Rare words: the GIN index finds the few rows. Common words: walking the primary key
+    # backwards finds the newest N matches early. Either way ts_rank_cd runs on at most N rows.
     sql = (
-        f"SELECT d.id, ts_rank_cd(d.search, q) AS score FROM decisions d, {tsquery} q "
-        "WHERE d.search @@ q" + _filter_sql(filters, params) +
-        " ORDER BY score DESC, d.created_at DESC, d.id DESC LIMIT :limit"
+        "SELECT c.id, ts_rank_cd(c.search, c.q) AS score FROM ("
+        f"SELECT d.id, d.created_at, d.search, query.q FROM decisions d, (SELECT {tsquery} AS q) AS query "
+        "WHERE d.search @@ query.q" + _filter_sql(filters, params) +
+        " ORDER BY d.id DESC LIMIT :candidates"
+        ") AS c ORDER BY score DESC, c.created_at DESC, c.id DESC LIMIT :limit"
     )
-    return [(int(r[0]), float(r[1])) for r in session.execute(text(sql), params)]
+    return [(int(r[0]), float(r[1])) for r in session.execute(_statement(sql, params), params)]
 
 
 def latest(session: Session, *, filters: Filters = Filters(), limit: int = 10) -> list[Decision]:
@@ -83,7 +108,7 @@ def latest(session: Session, *, filters: Filters = Filters(), limit: int = 10) -
     if filters.author:
         stmt = stmt.where(Decision.author == filters.author)
     if filters.since:
-        stmt = stmt.where(Decision.created_at >= filters.since)
+        stmt = stmt.where(Decision.created_at >= _utc(filters.since))
     for tag in filters.tags:
         stmt = stmt.where(Decision.tags.any(DecisionTag.tag == tag))
     return list(session.scalars(stmt))

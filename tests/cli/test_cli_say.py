@@ -1,0 +1,159 @@
+"""`labmate say … --json` end to end, as a subprocess: exit codes, payloads, jobs, audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LABMATE = str(Path(sys.executable).with_name("labmate"))
+RUN = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+
+@dataclass
+class Said:
+    code: int
+    payloads: Any
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def say(lab_home: Path, tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+    env.update(LABMATE_HOME=str(lab_home), LABMATE_CONFIG=str(tmp_path / "labmate.toml"))
+
+    def run(*args: str) -> Said:
+        proc = subprocess.run(
+            [LABMATE, "say", *args, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+        )
+        try:
+            payloads = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            payloads = None
+        return Said(proc.returncode, payloads, proc.stdout, proc.stderr)
+
+    return run
+
+
+def db_path(lab_home: Path) -> Path:
+    return lab_home / "labmate.db"
+
+
+def texts(payload: dict[str, Any]) -> list[str]:
+    out = [payload["text"]]
+    for block in payload["blocks"]:
+        if "text" in block:
+            out.append(block["text"]["text"])
+        out.extend(e["text"] for e in block.get("elements", []))
+    return out
+
+
+def test_decide_prints_the_block_kit_payload_with_the_text_escaped(say, lab_home):
+    typed = 'ship it <!channel> "v3" \\ok <@U123> <https://evil|ok>'
+    said = say(f"decide {typed} #release", "--user", "U0ALICE", "--channel", "C0LAB")
+    assert said.code == 0, said.stderr
+    assert isinstance(said.payloads, list) and len(said.payloads) == 1
+    (payload,) = said.payloads
+    assert set(payload) == {"text", "blocks"}
+    escaped = 'ship it &lt;!channel&gt; "v3" \\ok &lt;@U123&gt; &lt;https://evil|ok&gt;'
+    section = payload["blocks"][0]["text"]["text"]
+    assert section == f":memo: *Decision #1* logged by <@U0ALICE>\n>{escaped}"
+    assert payload["text"] == f"Decision #1 logged: {escaped}"
+    assert "<!channel>" not in said.stdout and "<@U123>" not in said.stdout
+
+    with sqlite3.connect(db_path(lab_home)) as conn:
+        assert conn.execute("SELECT text, author, channel FROM decisions").fetchall() == [(typed, "U0ALICE", "C0LAB")]
+        rows = conn.execute('SELECT "user", channel, source, verb, outcome FROM audit_events').fetchall()
+    assert rows == [("U0ALICE", "C0LAB", "shell", "decide", "ok")]
+
+
+def test_decide_with_a_run_prints_the_reply_and_the_jobs_reply(say, lab_home):
+    said = say(f"decide promote the ranker run:{RUN}")
+    assert said.code == 0, said.stderr
+    assert len(said.payloads) == 2
+    first, second = said.payloads
+    assert first["text"] == "Decision #1 logged: promote the ranker"
+    assert any("(checking…)" in t for t in texts(first))
+    assert second["text"] == "Decision #1: 1 link(s) not found in MLflow"
+    assert f"run `{RUN}` was not found in MLflow" in second["blocks"][0]["text"]["text"]
+    with sqlite3.connect(db_path(lab_home)) as conn:
+        assert conn.execute("SELECT status FROM decision_links").fetchall() == [("missing",)]
+        assert conn.execute("SELECT outcome FROM audit_events").fetchall() == [("ok",)]
+
+
+def test_lab_prefix_is_optional(say):
+    assert say("/lab decide drop bigrams #features").code == 0
+    with_prefix = say("/lab decisions bigrams")
+    without = say("decisions bigrams")
+    assert with_prefix.code == without.code == 0
+    assert with_prefix.payloads == without.payloads
+    assert "drop bigrams" in with_prefix.payloads[0]["blocks"][1]["text"]["text"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("decied ship it", "I don't know the command `decied`. Did you mean `decide`?"),
+        ("decide #release", "A decision needs some text saying what was decided."),
+        ("decide x run:123", "`run:123` is not an MLflow run id."),
+        ("supersede 5 x", "There is no decision #5."),
+    ],
+)
+def test_bad_input_exits_1(say, text, message):
+    said = say(text)
+    assert said.code == 1, said.stderr
+    (payload,) = said.payloads
+    assert message in payload["blocks"][0]["text"]["text"]
+    assert "Traceback" not in said.stderr
+
+
+def test_refusal_exits_1_and_names_who_may(say, tmp_path, lab_home):
+    (tmp_path / "labmate.toml").write_text('[access]\nadmins = ["UADMIN"]\n\n[access.verbs]\ndecide = ["UWRITER"]\n')
+    said = say("decide ship it", "--user", "UOTHER", "--channel", "C9")
+    assert said.code == 1
+    assert "limited to <@UWRITER> and the admins (<@UADMIN>)" in said.payloads[0]["text"]
+    with sqlite3.connect(db_path(lab_home)) as conn:
+        assert conn.execute('SELECT "user", channel, outcome FROM audit_events').fetchall() == [("UOTHER", "C9", "refused")]
+        assert conn.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
+
+
+def test_help_exits_0(say):
+    said = say("help")
+    assert said.code == 0
+    assert said.payloads[0]["text"] == "labmate commands"
+
+
+def test_damaged_knowledge_base_exits_2_with_an_error_id(say, lab_home):
+    """The schema says head but the search table is gone: an internal error, not a traceback on stdout."""
+    assert say("decide ship it").code == 0
+    with sqlite3.connect(db_path(lab_home)) as conn:
+        conn.execute("DROP TABLE decisions_fts")
+    said = say("decisions ship")
+    assert said.code == 2
+    (payload,) = said.payloads
+    context = payload["blocks"][-1]["elements"][0]["text"]
+    assert context.startswith("Error id `E-")
+    error_id = context.split("`")[1]
+    assert payload["text"] == "Something went wrong on my side; nothing you typed was lost."
+    log = (lab_home / "labmate.log").read_text()
+    assert error_id in log and "Traceback" in log  # the traceback is in the log, under the id
+    assert "Traceback" not in said.stdout and "Traceback" not in said.stderr
+
+
+def test_corrupt_database_file_exits_2_with_an_error_id(say, lab_home):
+    lab_home.mkdir(parents=True, exist_ok=True)
+    db_path(lab_home).write_bytes(b"this is not a database" * 500)
+    said = say("decisions ship")
+    assert said.code == 2
+    assert said.payloads is not None
+    assert "Error id `E-" in json.dumps(said.payloads)
+    assert "could not open its knowledge base" in said.payloads[0]["text"]
+    assert "Traceback" not in said.stdout + said.stderr

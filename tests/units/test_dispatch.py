@@ -1,0 +1,188 @@
+"""dispatch.handle on a real SQLite knowledge base: storage, access, idempotency, audit, internal errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from bot import dispatch
+from bot.messages.render import render
+from bot.origin import Origin
+from labmate.settings import get_settings, reset_settings
+from models import audit, search
+from models import decision as decisions
+from models.db import session_scope
+
+RUN = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+
+def audit_rows(url: str) -> list[audit.AuditEvent]:
+    with session_scope(url) as s:
+        return list(reversed(audit.latest(s, limit=100)))
+
+
+def shown(reply) -> str:
+    message = render(reply.template, reply.context)
+    return "\n".join([message.text, *(b["text"]["text"] for b in message.blocks if "text" in b),
+                      *(e["text"] for b in message.blocks for e in b.get("elements", []))])
+
+
+def write_access(toml: str) -> None:
+    Path(os.environ["LABMATE_CONFIG"]).write_text(toml)
+    reset_settings()
+    assert get_settings().access.admins, "the access rules must be loaded for these tests to mean anything"
+
+
+ACCESS = """
+[access]
+admins = ["UADMIN"]
+
+[access.verbs]
+decide = ["UWRITER", "CDECIDE"]
+"""
+
+
+def test_decide_is_stored_before_the_reply_returns(migrated):
+    reply = dispatch.handle("decide drop the bigram features, they overfit #features", Origin(user="U1", channel="C1"))
+    assert reply.outcome == "ok"
+    assert reply.jobs == []
+    decision_id = reply.context["d"]["id"]
+    with session_scope(migrated) as s:  # a new session: the write is committed
+        stored = decisions.get(s, decision_id=decision_id)
+        assert (stored.text, stored.author, stored.channel) == ("drop the bigram features, they overfit", "U1", "C1")
+        assert stored.tag_names == ["features"]
+    (row,) = audit_rows(migrated)
+    assert (row.user, row.channel, row.source, row.verb, row.outcome) == ("U1", "C1", "shell", "decide", "ok")
+    assert row.text == "decide drop the bigram features, they overfit #features"
+    assert row.error_id is None
+    assert row.duration_ms > 0
+    assert f"Decision #{decision_id}" in shown(reply)
+
+
+def test_decide_with_a_run_link_is_queued_then_closed_by_the_job(migrated):
+    from bot.post import router
+    from tasks.client import wait
+
+    delivered = []
+    router().add_console("s1", lambda _reply_to, message: delivered.append(message))  # as every front does
+    reply = dispatch.handle(f"decide promote the ranker run:{RUN}", Origin(user="U1", channel="C1", session="s1"))
+    assert [job.name for job in reply.jobs] == ["labmate.decisions.check_links"]
+    assert len(reply.task_ids) == 1
+    (row,) = audit_rows(migrated)
+    assert row.outcome == "queued"  # the job needs MLflow's store first; it closes the row later
+    assert wait(reply.task_ids, 120) == ["ok"]
+    (row,) = audit_rows(migrated)
+    assert row.outcome == "ok"
+    with session_scope(migrated) as s:
+        (link,) = decisions.get(s, decision_id=reply.context["d"]["id"]).links
+        assert link.status == "missing"
+    assert [m.template for m in delivered] == ["links_checked"]
+    assert f"run `{RUN}` was not found in MLflow" in delivered[0].blocks[0]["text"]["text"]
+
+
+def test_refused_names_who_may_and_is_audited(migrated):
+    write_access(ACCESS)
+    reply = dispatch.handle("decide ship it", Origin(user="UOTHER", channel="C1"))
+    assert reply.outcome == "refused"
+    text = shown(reply)
+    assert "You can't use `decide` here. It is limited to <@UWRITER>, <#CDECIDE> and the admins (<@UADMIN>)." in text
+    (row,) = audit_rows(migrated)
+    assert (row.user, row.verb, row.outcome) == ("UOTHER", "decide", "refused")
+    with session_scope(migrated) as s:
+        assert search.latest(s) == []
+
+
+def test_listed_users_channels_and_admins_may(migrated):
+    write_access(ACCESS)
+    for origin in (Origin(user="UWRITER", channel="C1"), Origin(user="UX", channel="CDECIDE"), Origin(user="UADMIN")):
+        assert dispatch.handle("decide ship it", origin).outcome == "ok", origin
+    assert [r.outcome for r in audit_rows(migrated)] == ["ok", "ok", "ok"]
+
+
+def test_supersede_by_non_author_non_admin_is_refused(migrated):
+    write_access(ACCESS.replace('decide = ["UWRITER", "CDECIDE"]', ""))
+    first = dispatch.handle("decide drop bigrams", Origin(user="UAUTHOR", channel="C1"))
+    old_id = first.context["d"]["id"]
+    refused = dispatch.handle(f"supersede {old_id} keep bigrams", Origin(user="UOTHER", channel="C1"))
+    assert refused.outcome == "refused"
+    assert "Only its author (<@UAUTHOR>) or an admin (<@UADMIN>) can `supersede` that decision." in shown(refused)
+    with session_scope(migrated) as s:
+        assert decisions.get(s, decision_id=old_id).superseded_by is None
+        assert len(search.latest(s)) == 1
+    assert [r.outcome for r in audit_rows(migrated)] == ["ok", "refused"]
+
+    by_admin = dispatch.handle(f"supersede {old_id} keep bigrams after all", Origin(user="UADMIN", channel="C1"))
+    assert by_admin.outcome == "ok"
+    with session_scope(migrated) as s:
+        assert decisions.get(s, decision_id=old_id).superseded_by == by_admin.context["d"]["id"]
+
+
+def test_supersede_by_author_and_unknown_or_replaced_ids(migrated):
+    old_id = dispatch.handle("decide drop bigrams", Origin(user="U1")).context["d"]["id"]
+    assert dispatch.handle(f"supersede {old_id} keep bigrams", Origin(user="U1")).outcome == "ok"
+    again = dispatch.handle(f"supersede {old_id} third try", Origin(user="U1"))
+    assert again.outcome == "user_error"
+    assert f"Decision #{old_id} was already replaced by #{old_id + 1}" in shown(again)
+    missing = dispatch.handle("supersede 999 x", Origin(user="U1"))
+    assert missing.outcome == "user_error"
+    assert "There is no decision #999." in shown(missing)
+
+
+def test_same_idempotency_key_twice_stores_one_decision(migrated):
+    origin = Origin(user="U1", channel="C1", source="slack", idempotency_key="slack:T1:C1:1700000000.1")
+    first = dispatch.handle("decide ship it", origin)
+    second = dispatch.handle("decide ship it", origin)
+    assert first.outcome == "ok"
+    assert second.outcome == "duplicate"
+    with session_scope(migrated) as s:
+        assert len(search.latest(s)) == 1
+    other = dispatch.handle("decide ship it", Origin(user="U1", channel="C1", idempotency_key="another"))
+    assert other.outcome == "ok"
+    with session_scope(migrated) as s:
+        assert len(search.latest(s)) == 2
+
+
+def test_user_errors_are_audited_with_the_text(migrated):
+    reply = dispatch.handle("decied ship it", Origin(user="U1", channel="C1"))
+    assert reply.outcome == "user_error"
+    assert "Did you mean `decide`?" in shown(reply)
+    (row,) = audit_rows(migrated)
+    assert (row.verb, row.outcome, row.text, row.error_id) == ("", "user_error", "decied ship it", None)
+
+
+def test_internal_exception_gives_an_error_id_audited_and_logged(migrated, monkeypatch, caplog):
+    def broken(args, origin, session):
+        decisions.create(session, new=decisions.NewDecision(text="half-written", author=origin.user))
+        raise RuntimeError("handler exploded")
+
+    monkeypatch.setitem(dispatch.HANDLERS, "decide", broken)
+    with caplog.at_level(logging.ERROR, logger="bot.dispatch"):
+        reply = dispatch.handle("decide ship it", Origin(user="U1", channel="C1"))
+    assert reply.outcome == "error"
+    error_id = reply.error_id
+    assert error_id and error_id.startswith("E-")
+    text = shown(reply)
+    assert f"Error id `{error_id}`" in text
+    assert "handler exploded" not in text  # internals stay in the log
+    (row,) = audit_rows(migrated)
+    assert (row.verb, row.outcome, row.error_id) == ("decide", "error", error_id)
+    records = [r for r in caplog.records if error_id in r.getMessage()]
+    assert records, "the error id must be in the log"
+    assert records[0].exc_info is not None
+    assert "handler exploded" in caplog.text and "Traceback" in caplog.text
+    with session_scope(migrated) as s:  # the handler's half-done write was rolled back
+        assert search.latest(s) == []
+
+
+def test_help_needs_no_database_rows(migrated):
+    reply = dispatch.handle("help", Origin(user="U1"))
+    assert reply.template == "help"
+    assert [r.verb for r in audit_rows(migrated)] == ["help"]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "/lab"])
+def test_empty_text_is_help(migrated, text):
+    assert dispatch.handle(text, Origin(user="U1")).template == "help"

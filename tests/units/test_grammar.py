@@ -1,0 +1,250 @@
+"""The grammar: every verb, its edge cases and its exact messages; any text parses or says why not."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot import grammar
+from bot.grammar import HelpArgs, parse
+from bot.grammar.command import Command
+from bot.grammar.decisions import AskArgs, DecideArgs, SearchArgs, SupersedeArgs
+from labmate.errors import TooLong, UsageError
+
+NOW = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)  # a Thursday
+RUN = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+
+def p(text: str) -> Command:
+    return parse(text, now=NOW)
+
+
+def usage_error(text: str) -> UsageError:
+    with pytest.raises(UsageError) as info:
+        p(text)
+    return info.value
+
+
+# --- decide -----------------------------------------------------------------
+
+
+def test_decide_text_tags_and_links():
+    cmd = p(f"decide ship sales-agent v3: +4 pts val_f1 #release #NLP run:{RUN.upper()} model:sales-agent/3 "
+            "exp:sales-agent #release model:sales-agent@production")
+    assert cmd.verb == "decide"
+    assert cmd.args == DecideArgs(
+        text="ship sales-agent v3: +4 pts val_f1",
+        tags=("release", "nlp"),
+        links=(
+            ("run", RUN),
+            ("model", "sales-agent/3"),
+            ("experiment", "sales-agent"),
+            ("model", "sales-agent@production"),
+        ),
+    )
+
+
+def test_decide_keeps_words_order_and_non_tag_hashes():
+    cmd = p("decide use issue#12 fix, not # or #-bad tags, #ok, but #fine")
+    assert cmd.args.text == "use issue#12 fix, not # or #-bad tags, #ok, but"  # "#ok," is not a whole-token tag
+    assert cmd.args.tags == ("fine",)
+
+
+def test_decide_model_slash_at_alias_and_duplicate_links():
+    cmd = p(f"decide pin it model:ranker/@champion run:{RUN} run:{RUN}")
+    assert cmd.args.links == (("model", "ranker@champion"), ("run", RUN))
+
+
+def test_decide_needs_text():
+    err = usage_error("decide #release run:" + RUN)
+    assert err.message == "A decision needs some text saying what was decided."
+    assert err.hint == "e.g. `decide ship the candidate: better val_f1 and no new failures #release`"
+    assert usage_error("decide").message == "A decision needs some text saying what was decided."
+
+
+def test_decide_bad_run_id():
+    assert usage_error("decide ship it run:3f9a2c1d").message == (
+        "`run:3f9a2c1d` is not an MLflow run id. Run ids are 32 hex characters, "
+        "e.g. `run:0a1b2c3d4e5f60718293a4b5c6d7e8f9` (copy it from the run's page)."
+    )
+
+
+def test_decide_bad_model_ref():
+    assert usage_error("decide ship it model:sales-agent").message == (
+        "`model:sales-agent` is not a registered model version. "
+        "Use `model:<name>/<version>` or `model:<name>@<alias>`, e.g. `model:sales-agent/3` "
+        "or `model:sales-agent@production`."
+    )
+
+
+def test_option_without_value():
+    assert usage_error("decide ship it exp:").message == "`exp:` needs a value right after the colon, e.g. `exp:sales-agent`."
+    assert usage_error("decisions by:").message == "`by:` needs a value right after the colon, e.g. `by:@dana`."
+
+
+def test_decide_too_long_decision():
+    err = usage_error("decide " + "x" * 3001)
+    assert err.message == (
+        "That decision is 3,001 characters; the most a decision can hold is 3,000. Shorten it, or link to a document."
+    )
+    assert p("decide " + "x" * 3000).args.text == "x" * 3000
+
+
+def test_unknown_keys_stay_in_the_text():
+    assert p("decide see https://example.com/a:b now").args.text == "see https://example.com/a:b now"
+
+
+# --- decisions ----------------------------------------------------------------
+
+
+def test_decisions_query_and_filters():
+    cmd = p("decisions bigram features #Features by:<@U123ABC|dana> since:7d")
+    assert cmd.args == SearchArgs("bigram features", ("features",), "U123ABC", NOW - timedelta(days=7))
+
+
+def test_decisions_alone_is_the_latest():
+    assert p("decisions").args == SearchArgs("", (), None, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("12h", NOW - timedelta(hours=12)),
+        ("30m", NOW - timedelta(minutes=30)),
+        ("2w", NOW - timedelta(weeks=2)),
+        ("today", datetime(2026, 11, 26, tzinfo=UTC)),
+        ("yesterday", datetime(2026, 11, 25, tzinfo=UTC)),
+        ("Monday", datetime(2026, 11, 23, tzinfo=UTC)),
+        ("thursday", datetime(2026, 11, 19, tzinfo=UTC)),  # the same weekday means a week ago
+        ("2026-11-01", datetime(2026, 11, 1, tzinfo=UTC)),
+    ],
+)
+def test_since_values(value, expected):
+    assert p(f"decisions since:{value}").args.since == expected
+
+
+def test_since_bad_value():
+    assert usage_error("decisions since:lastweek").message == (
+        "`since:lastweek` is not a time I understand. Try `since:7d`, `since:12h`, `since:2w`, "
+        "`since:yesterday`, `since:monday` or `since:2026-11-01`."
+    )
+    assert "is not a time I understand" in usage_error("decisions since:2026-13-40").message
+
+
+@pytest.mark.parametrize(("value", "author"), [("@dana", "dana"), ("dana.k", "dana.k"), ("U0ABC", "U0ABC"),
+                                               ("<@W42>", "W42")])
+def test_by_values(value, author):
+    assert p(f"decisions by:{value}").args.author == author
+
+
+def test_by_bad_value():
+    assert usage_error("decisions by:@da/na").message == (
+        "`by:@da/na` is not a person. Use `by:@name` or mention them: `by:@dana`."
+    )
+
+
+# --- supersede ----------------------------------------------------------------
+
+
+def test_supersede_id_and_new_decision():
+    cmd = p("supersede #12 keep the bigram features after all #features")
+    assert cmd.args == SupersedeArgs(12, DecideArgs("keep the bigram features after all", ("features",), ()))
+    assert p("supersede 7 x").args.old_id == 7
+
+
+def test_supersede_needs_an_id():
+    err = usage_error("supersede twelve keep it")
+    assert err.message == (
+        "`twelve` is not a decision id. Say which decision is replaced, then the new text."
+    )
+    assert err.hint == "e.g. `supersede 12 ship the candidate after all: the p0 failure was a flaky test`"
+    assert usage_error("supersede").message.startswith("`(nothing)` is not a decision id.")
+    assert usage_error("supersede 1234567890123 x").message.startswith("`1234567890123` is not a decision id.")
+
+
+def test_supersede_needs_new_text():
+    assert usage_error("supersede 12").message == "A decision needs some text saying what was decided."
+
+
+# --- ask, help, prefixes, unknown verbs -----------------------------------------------
+
+
+def test_ask():
+    assert p("ask  why did we drop bigrams? ").args == AskArgs("why did we drop bigrams?")
+    assert usage_error("ask").message == "Ask me something, e.g. `ask why did we pick the candidate model?`"
+
+
+def test_help_and_empty_text():
+    assert p("help").args == HelpArgs(None)
+    assert p("").args == HelpArgs(None)
+    assert p("   ").args == HelpArgs(None)
+    assert p("help DECIDE").args == HelpArgs("decide")
+    assert p("help /supersede").args == HelpArgs("supersede")
+    err = usage_error("help frobnicate")
+    assert err.message == "I don't know the command `frobnicate`."
+    assert err.hint == "`help` lists every command."
+
+
+def test_slash_prefix_is_optional():
+    assert p("/lab decide ship it").args == p("decide ship it").args
+    assert p("/lab").args == HelpArgs(None)
+    assert grammar.strip_prefix("  /lab decisions x ") == "decisions x"
+    assert grammar.strip_prefix("/labx decisions") == "/labx decisions"
+
+
+def test_verbs_are_case_insensitive():
+    assert p("DECIDE ship it").verb == "decide"
+
+
+def test_unknown_verb_suggests_the_closest():
+    err = usage_error("decied ship it")
+    assert err.message == "I don't know the command `decied`. Did you mean `decide`?"
+    assert err.hint == "`help` lists every command."
+    assert usage_error("zzzz").message == "I don't know the command `zzzz`."
+
+
+def test_unknown_long_verb_is_shortened():
+    assert usage_error("q" * 60).message == f"I don't know the command `{'q' * 40}…`."
+
+
+def test_ten_thousand_characters_is_too_long():
+    with pytest.raises(TooLong) as info:
+        p("decide " + "a" * 9993)
+    assert info.value.message == (
+        "That command is 10,000 characters long; the most I take is 4,000. "
+        "Shorten it, or put the details in a thread and log a summary."
+    )
+    assert isinstance(info.value, UsageError)
+
+
+def test_every_verb_example_parses():
+    for verb in grammar.VERBS:
+        for example in verb.examples:
+            assert p(example).verb == verb.name, example
+
+
+# --- any text -----------------------------------------------------------------
+
+WORDS = st.sampled_from(
+    ["decide", "decisions", "supersede", "ask", "help", "/lab", "#", "#tag", "run:", "model:", "exp:", "by:",
+     "since:", "by:@x", "since:7d", f"run:{RUN}", "model:a/1", "12", "#12", ":", "@", "<@U1>", " ", "\n", "\t"]
+)
+TEXT = st.one_of(
+    st.text(max_size=300),
+    st.lists(st.one_of(WORDS, st.text(max_size=12)), max_size=12).map(" ".join),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(text=TEXT)
+def test_any_text_is_a_command_or_a_usage_error(text):
+    try:
+        cmd = parse(text, now=NOW)
+    except UsageError as exc:
+        assert exc.message
+        return
+    assert isinstance(cmd, Command)
+    assert grammar.lookup(cmd.verb) is not None

@@ -1,0 +1,281 @@
+"""The renderer: every template gives valid Block Kit, user text stays literal, limits hold."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from bot import dispatch, grammar
+from bot.grammar import HelpArgs
+from bot.messages import limits
+from bot.messages.render import TEMPLATES, Message, render
+from bot.origin import Origin
+
+WHEN = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
+HOSTILE = (
+    'hey <!channel> and <!here|here> ping <@U123> see <https://evil.example|ok> &lt; *bold* _it_ ~s~ `code` '
+    '"quoted" \\backslash\\ \\" \n newline\ttab {{ jinja }} {% raw %} </script> ]} " , {"a": 1}'
+)
+LITERALS = ('"quoted"', "\\backslash\\", "*bold*", "\n newline\ttab", "{{ jinja }}", '{"a": 1}')
+BLOCK_TYPES = {"section", "context", "header", "divider", "actions", "image", "rich_text"}
+TEXT_TYPES = {"mrkdwn", "plain_text"}
+
+
+# --- a small Block Kit validator ------------------------------------------------------
+
+
+def _text_object(obj: Any, where: str, limit: int, plain_only: bool = False) -> None:
+    assert isinstance(obj, dict), f"{where}: text object must be an object"
+    assert obj.get("type") in ({"plain_text"} if plain_only else TEXT_TYPES), f"{where}: bad text type {obj.get('type')}"
+    assert isinstance(obj.get("text"), str), f"{where}: text must be a string"
+    assert 1 <= len(obj["text"]) <= limit, f"{where}: text length {len(obj['text'])} not in 1..{limit}"
+    assert set(obj) <= {"type", "text", "emoji", "verbatim"}, f"{where}: unknown keys {set(obj)}"
+
+
+def validate_block_kit(payload: dict[str, Any]) -> None:
+    assert set(payload) == {"text", "blocks"}
+    assert isinstance(payload["text"], str)
+    assert len(payload["text"]) <= limits.MAX_FALLBACK_TEXT
+    blocks = payload["blocks"]
+    assert isinstance(blocks, list)
+    assert 1 <= len(blocks) <= 50
+    for i, block in enumerate(blocks):
+        where = f"block {i}"
+        assert block.get("type") in BLOCK_TYPES, f"{where}: type {block.get('type')!r}"
+        if block["type"] == "section":
+            assert "text" in block or "fields" in block, f"{where}: section needs text or fields"
+            if "text" in block:
+                _text_object(block["text"], where, 3000)
+            for field in block.get("fields", []):
+                _text_object(field, where, 2000)
+            assert len(block.get("fields", [])) <= 10
+        elif block["type"] == "header":
+            _text_object(block["text"], where, 150, plain_only=True)
+        elif block["type"] == "context":
+            elements = block["elements"]
+            assert 1 <= len(elements) <= 10, f"{where}: {len(elements)} context elements"
+            for element in elements:
+                _text_object(element, where, 3000)
+
+
+def strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return []
+
+
+def checked(message: Message) -> str:
+    """Validate, round-trip through JSON as Slack gets it, and return every string joined."""
+    payload = json.loads(json.dumps(message.payload()))
+    validate_block_kit(payload)
+    return "\n".join(strings(payload))
+
+
+def assert_no_injection(rendered: str) -> None:
+    """No mention, broadcast or link from the user's text; trusted links (`<https://mlflow…|…>`) may remain."""
+    assert "<!" not in rendered
+    assert "<@U123" not in rendered
+    assert "<https://evil" not in rendered
+    for match in re.finditer(r"<(http[^|>]*)", rendered):
+        assert match.group(1).startswith(("https://mlflow.example/", "https://team.slack.com/")), match.group(0)
+
+
+def test_validator_rejects_what_slack_rejects():
+    """The validator itself must fail on broken payloads, or the tests below prove nothing."""
+    good = {"text": "t", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}]}
+    validate_block_kit(good)
+    bad = [
+        {"text": "t", "blocks": [{"type": "sektion", "text": {"type": "mrkdwn", "text": "x"}}]},
+        {"text": "t", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}]},
+        {"text": "t", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}]},
+        {"text": "t", "blocks": [{"type": "header", "text": {"type": "mrkdwn", "text": "x"}}]},
+        {"text": "t", "blocks": [{"type": "context", "elements": [{"type": "mrkdwn", "text": "x"}] * 11}]},
+        {"text": "t", "blocks": [{"type": "section", "text": {"type": "markdown", "text": "x"}}]},
+        {"text": "t", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": ""}}]},
+        {"text": "t", "blocks": [good["blocks"][0]] * 51},
+    ]
+    for payload in bad:
+        with pytest.raises(AssertionError):
+            validate_block_kit(payload)
+
+
+# --- contexts for every template ----------------------------------------------------
+
+
+def link(kind: str = "run", ref: str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9", **kw: Any) -> dict[str, Any]:
+    return {"kind": kind, "ref": ref, "status": "ok", "summary": "", "url": "", **kw}
+
+
+def view(text: str = HOSTILE, **kw: Any) -> dict[str, Any]:
+    return {
+        "id": 7,
+        "text": text,
+        "author": "U999",
+        "channel": "C1",
+        "created_at": WHEN,
+        "tags": ["release", "nlp"],
+        "links": [link()],
+        "permalink": None,
+        "superseded_by": None,
+        **kw,
+    }
+
+
+def contexts(text: str = HOSTILE) -> dict[str, list[dict[str, Any]]]:
+    hostile_link = link(
+        "model", f"m/{text[:50]}", status="missing", summary=text, url="https://mlflow.example/#/models/x/versions/1"
+    )
+    replaced = view(text, superseded_by=8, permalink="https://team.slack.com/archives/C1/p1", links=[hostile_link])
+    replaced["replacement"] = view(text, id=8)
+    plain = view(text)
+    plain["replacement"] = None
+    return {
+        "decision_logged": [{"d": view(text), "old": None}, {"d": view(text, id=8, links=[], tags=[]), "old": view(text)}],
+        "decisions": [
+            {"hits": [replaced, plain], "query": text, "filters": "#release"},
+            {"hits": [], "query": text, "filters": f"by {text}"},
+            {"hits": [plain], "query": "", "filters": ""},
+        ],
+        "error": [
+            {"message": text, "hint": text, "error_id": None},
+            {"message": text, "hint": "", "error_id": "E-12345678"},
+        ],
+        "help": [
+            {"verb": None, "verbs": grammar.VERBS, "command": "/lab"},
+            *({"verb": v, "verbs": [], "command": "/lab"} for v in grammar.VERBS),
+        ],
+        "links_checked": [
+            {"decision_id": 7, "found": [{"kind": "run", "ref": text[:40], "summary": text}],
+             "missing": [{"kind": "model", "ref": text, "reason": text}]},
+            {"decision_id": 7, "found": [], "missing": [{"kind": "run", "ref": "r", "reason": ""}] * 2},
+            {"decision_id": 7, "found": [{"kind": "run", "ref": "r", "summary": ""}], "missing": []},
+        ],
+        "working": [{"what": text}],
+    }
+
+
+ALL_TEMPLATES = sorted(p.name.removesuffix(".json.j2") for p in TEMPLATES.glob("*.json.j2"))
+
+
+def test_contexts_name_real_templates():
+    assert set(contexts()) <= set(ALL_TEMPLATES)
+
+
+@pytest.mark.parametrize("template", ALL_TEMPLATES)
+def test_every_template_is_covered_here(template):
+    """Templates added since (the experiment verbs) are reported as skipped until contexts are added here."""
+    if template not in contexts():
+        pytest.skip(f"no hostile-text contexts for {template}.json.j2 in this module yet")
+    assert contexts()[template]
+
+
+@pytest.mark.parametrize("template", sorted(contexts()))
+def test_template_renders_valid_block_kit_with_hostile_text(template):
+    for context in contexts()[template]:
+        message = render(template, context)
+        rendered = checked(message)
+        assert_no_injection(rendered)
+    if template != "help":
+        first = checked(render(template, contexts()[template][0]))
+        assert "&lt;!channel&gt;" in first, "the hostile text must actually be in the message"
+
+
+@pytest.mark.parametrize("template", ["decision_logged", "decisions", "error", "working"])
+def test_user_text_arrives_literally(template):
+    """After Slack decodes the three entities, the reader sees exactly what was typed."""
+    from bot.messages.mrkdwn import unescape
+
+    message = render(template, contexts()[template][0])
+    shown = unescape(checked(message))
+    for literal in LITERALS:
+        assert literal in shown, literal
+    assert "<!channel>" in shown and "<@U123>" in shown and "<https://evil.example|ok>" in shown
+    assert "&lt;" in shown  # typed "&lt;" is shown as those four characters, not as "<"
+
+
+def test_trusted_markup_still_works():
+    rendered = checked(render("decisions", contexts()["decisions"][0]))
+    assert "<@U999>" in rendered  # a known author is a real mention
+    assert "<https://team.slack.com/archives/C1/p1|message>" in rendered
+    assert "<https://mlflow.example/#/models/x/versions/1|m/" in rendered
+
+
+def test_non_http_links_and_odd_authors_are_plain_text():
+    hit = view("x", author="<!here>", permalink="javascript:alert(1)")
+    hit["replacement"] = None
+    rendered = checked(render("decisions", {"hits": [hit], "query": "x", "filters": ""}))
+    assert "<!here>" not in rendered
+    assert "&lt;!here&gt;" in rendered
+    assert "javascript:" not in rendered
+
+
+# --- limits -----------------------------------------------------------------------
+
+
+def test_long_decision_is_truncated_with_the_note():
+    message = render("decision_logged", {"d": view("word " * 2000), "old": None})
+    checked(message)
+    section = message.blocks[0]["text"]["text"]
+    assert section.endswith(limits.TRUNCATED)
+    assert message.text.endswith(limits.TRUNCATED)
+
+
+def test_long_error_message_is_cut_to_the_section_limit():
+    message = render("error", {"message": "é<" * 5000, "hint": "", "error_id": None})
+    checked(message)
+    section = message.blocks[0]["text"]["text"]
+    assert len(section) <= 3000
+    assert section.endswith(limits.TRUNCATED)
+    assert not re.search(r"&[a-z]*…", section), "an entity must not be cut in half"
+
+
+def test_many_hits_stay_within_fifty_blocks_and_say_so():
+    hits = []
+    for i in range(40):
+        hit = view(f"decision {i}", id=i)
+        hit["replacement"] = None
+        hits.append(hit)
+    message = render("decisions", {"hits": hits, "query": "decision", "filters": ""})
+    checked(message)
+    assert len(message.blocks) == 50
+    note = message.blocks[-1]["elements"][0]["text"]
+    assert note == f"… {1 + 2 * 40 - 49} more not shown (Slack shows at most 50 blocks)."
+
+
+def test_many_tags_and_links_fit_one_context_element():
+    d = view("x", tags=[f"t{i}" for i in range(300)], links=[link(ref=f"{i:032x}") for i in range(100)])
+    message = render("decision_logged", {"d": d, "old": None})
+    checked(message)
+
+
+# --- help -------------------------------------------------------------------------
+
+
+def test_help_lists_every_verb_and_nothing_else(lab_home):
+    reply = dispatch._help(HelpArgs(None), Origin(user="U1"), None)  # type: ignore[arg-type]
+    message = render(reply.template, reply.context)
+    rendered = checked(message)
+    listing = message.blocks[1]["text"]["text"]
+    shown = re.findall(r"^`/lab ([a-z]+)", listing, flags=re.MULTILINE)
+    assert shown == [v.name for v in grammar.VERBS]
+    for verb in grammar.VERBS:
+        assert verb.summary in rendered
+
+
+@pytest.mark.parametrize("verb", [v.name for v in grammar.VERBS])
+def test_help_for_one_verb_shows_usage_and_examples(lab_home, verb):
+    spec = grammar.lookup(verb)
+    reply = dispatch._help(HelpArgs(verb), Origin(user="U1"), None)  # type: ignore[arg-type]
+    rendered = checked(render(reply.template, reply.context))
+    assert spec is not None
+    for example in spec.examples:
+        assert example.replace("<", "&lt;").replace(">", "&gt;") in rendered
+    assert spec.summary in rendered
