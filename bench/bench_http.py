@@ -271,17 +271,17 @@ def import_time() -> float:
 def main() -> None:
     global COMMAND
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--pool", type=int, default=40_000, help="pre-signed requests (one trigger_id each)")
     parser.add_argument("--requests", type=int, default=4000, help="python client: total requests (bounded loop)")
     parser.add_argument(
         "--client",
         choices=["wrk", "python"],
-        default="python",
+        default="wrk",
         help="python (default): bounded, every answer read, so LLEN must equal the acknowledged count; "
         "wrk: fixed duration, requests still in flight when it stops are not counted",
     )
