@@ -1,13 +1,15 @@
 """Running many (conversation, target) jobs: in process, or in a process pool.
 
-With workers > 1 each pool process loads every target once (pool initializer) and then serves
-jobs; the spawn start method keeps that independent of whatever threads the parent runs.
+With workers > 1 the parent loads every target first (failing fast with a clear message), then
+forks the pool where the fork start method exists, so the workers start with the targets already
+loaded instead of importing and loading them again (the initializer only loads on spawn). Jobs
+travel in small chunks: one conversation per round trip cost more in pickling than in work.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -37,6 +39,16 @@ def _run_job(job: Job) -> tuple[str, dict[str, Any]]:
     return role, result
 
 
+def _run_chunk(chunk: list[Job]) -> list[tuple[str, dict[str, Any]]]:
+    return [_run_job(job) for job in chunk]
+
+
+def _chunks(jobs: list[Job], workers: int) -> Iterator[list[Job]]:
+    size = max(1, min(8, len(jobs) // (workers * 16)))
+    for start in range(0, len(jobs), size):
+        yield jobs[start : start + size]
+
+
 def run_jobs(jobs: list[Job], workers: int = 1, on_result: OnResult | None = None) -> list[tuple[str, dict[str, Any]]]:
     targets = _unique_targets(jobs)
     if workers <= 1 or len(jobs) <= 1:
@@ -51,7 +63,7 @@ def run_jobs(jobs: list[Job], workers: int = 1, on_result: OnResult | None = Non
         results = run_batch(batch, done)
         return [(job[0], result) for job, result in zip(jobs, results, strict=True)]
     preload(targets)  # fail fast, with a clear message, before starting processes
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")
     results = []
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=preload, initargs=(targets,)

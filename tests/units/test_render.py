@@ -169,12 +169,16 @@ def test_contexts_name_real_templates():
     assert set(contexts()) <= set(ALL_TEMPLATES)
 
 
+# The experiment answers are rendered from real MLflow runs with hostile names, params and tags.
+COVERED_BY_REAL_JOBS = {"exp_summary", "exp_best", "exp_runs", "exp_compare", "exp_working"}
+
+
 @pytest.mark.parametrize("template", ALL_TEMPLATES)
-def test_every_template_is_covered_here(template):
-    """Templates added since (the experiment verbs) are reported as skipped until contexts are added here."""
-    if template not in contexts():
-        pytest.skip(f"no hostile-text contexts for {template}.json.j2 in this module yet")
-    assert contexts()[template]
+def test_every_template_is_covered(template):
+    from tests.experiments.test_exp_hostile import EXP_TEMPLATES
+
+    assert COVERED_BY_REAL_JOBS == EXP_TEMPLATES
+    assert template in contexts() or template in COVERED_BY_REAL_JOBS, f"add hostile-text contexts for {template}"
 
 
 @pytest.mark.parametrize("template", sorted(contexts()))

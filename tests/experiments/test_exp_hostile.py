@@ -1,0 +1,45 @@
+"""Run names, params, users and tags are MLflow text anyone can write: every experiment answer
+must render them literally (no mention, no link) in valid Block Kit."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.messages.render import render
+from tests.experiments.conftest import Store, add_run
+from tests.units.test_render import assert_no_injection, checked
+
+EVIL = "<!channel> <@U123> <https://evil.example|ok> &lt; *bold*"
+EXP_TEMPLATES = {"exp_summary", "exp_best", "exp_runs", "exp_compare", "exp_working"}
+
+
+@pytest.fixture
+def hostile(mlflow_store: Store) -> Store:
+    s = mlflow_store
+    s.experiment_id = s.client.create_experiment("sales-agent", artifact_location=str(s.root / "artifacts"))
+    add_run(s, f"a {EVIL}", user=f"u {EVIL}", params={"alpha": EVIL, "seed": 1}, f1s=[0.5, 0.7], start_hour=0)
+    add_run(s, f"b {EVIL}", user="sam", params={"alpha": "0.1", "seed": 1}, f1s=[0.6, 0.8], start_hour=2)
+    s.client.set_tag(s.runs[f"a {EVIL}"], "note", EVIL)
+    return s
+
+
+def _rendered(replies: list[tuple[str, dict]]) -> list[tuple[str, str]]:
+    return [(template, checked(render(template, context))) for template, context in replies]
+
+
+def test_every_experiment_answer_escapes_mlflow_text(hostile: Store) -> None:
+    from tasks.experiments.compare import compare
+    from tasks.experiments.query import runs
+    from tasks.experiments.summary import best, summary
+
+    answers = [
+        *_rendered(summary("sales-agent", "val_f1", 5)),
+        *_rendered(best("sales-agent", "val_f1", None)),
+        *_rendered(runs("sales-agent", None, None, None, [])),
+        *_rendered(compare(list(hostile.runs.values()))),
+        ("exp_working", checked(render("exp_working", {"what": f"summarizing {EVIL}", "understood": EVIL}))),
+    ]
+    assert {template for template, _ in answers} == EXP_TEMPLATES
+    for template, blocks in answers:
+        assert_no_injection(blocks)
+        assert "&lt;!channel&gt;" in blocks, f"{template} should show the hostile text, escaped"
