@@ -29,7 +29,7 @@ class SlackPoster:
         if reply_to.get("thread_ts"):
             kwargs["thread_ts"] = reply_to["thread_ts"]
         try:
-            self.client.chat_postMessage(**kwargs)
+            posted = self.client.chat_postMessage(**kwargs)
         except SlackApiError as exc:
             error = exc.response.get("error") if exc.response is not None else None
             if error in FALLBACK_ERRORS and reply_to.get("response_url"):
@@ -38,13 +38,14 @@ class SlackPoster:
                 )
                 return
             raise
-        self._upload(reply_to, message)
+        self._upload(reply_to, message, thread_ts=reply_to.get("thread_ts") or posted.get("ts"))
 
-    def _upload(self, reply_to: dict[str, Any], message: Message) -> None:
+    def _upload(self, reply_to: dict[str, Any], message: Message, *, thread_ts: str | None) -> None:
+        """Charts go in the thread of the answer they belong to (a slash command has no thread of its own)."""
         for item in message.files:
             self.client.files_upload_v2(
                 channel=reply_to["channel"],
-                thread_ts=reply_to.get("thread_ts"),
+                thread_ts=thread_ts,
                 file=item["path"],
                 filename=Path(item["path"]).name,
                 title=item.get("title", Path(item["path"]).name),

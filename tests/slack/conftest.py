@@ -161,7 +161,7 @@ def start_serve(home: Path, env: dict[str, str], *args: str, timeout: float = 60
 
 
 def stop_serve(served: Served) -> None:
-    """Stop the gunicorn master (it stops its workers); kill the process group if it lingers."""
+    """Stop the uWSGI master (it stops its worker); kill the process group if it lingers."""
     import signal
 
     if served.process.poll() is None:
