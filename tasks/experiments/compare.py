@@ -66,14 +66,7 @@ def compare(refs: list[str], understood: str = "") -> Replies:
         if made:
             files.append({"path": str(made), "title": metric})
     runs = [
-        views.run_view(
-            run_id=r.run_id,
-            experiment_id=r.experiment_id,
-            name=r.name,
-            status=r.status,
-            user=r.user,
-            start_time=r.start_time,
-        )
+        views.run_view(r, r.experiment_id)
         for r in records
     ]
     views.attach_decisions(runs)

@@ -161,14 +161,7 @@ def find(
 
 
 def _row(experiment: Experiment, record: RunRecord, metric: str | None) -> dict[str, Any]:
-    view = views.run_view(
-        run_id=record.run_id,
-        experiment_id=experiment.experiment_id,
-        name=record.name,
-        status=record.status,
-        user=record.user,
-        start_time=record.start_time,
-    )
+    view = views.run_view(record, experiment.experiment_id)
     keys = sorted(record.metrics, key=lambda k: (k != metric, k))[:3]
     view["metrics"] = [{"key": k, "value": views.fmt(record.metrics[k][0])} for k in keys]
     return view
@@ -199,14 +192,7 @@ def runs(
         metrics = run_index.metrics_of(session, [r.run_id for r in found])
     rows = []
     for row in found:
-        view = views.run_view(
-            run_id=row.run_id,
-            experiment_id=eid,
-            name=row.name,
-            status=row.status,
-            user=row.user,
-            start_time=row.start_time,
-        )
+        view = views.run_view(row, eid)
         view["metrics"] = [{"key": k, "value": views.fmt(v)} for k, v in sorted(metrics[row.run_id].items())[:3]]
         rows.append(view)
     views.attach_decisions(rows)

@@ -76,14 +76,7 @@ def _table(
     shown_metrics = key_metrics(metric, keys)
     rows = []
     for row, _value in ranked:
-        view = views.run_view(
-            run_id=row.run_id,
-            experiment_id=experiment.experiment_id,
-            name=row.name,
-            status=row.status,
-            user=row.user,
-            start_time=row.start_time,
-        )
+        view = views.run_view(row, experiment.experiment_id)
         view["params"] = [{"key": k, "value": params[row.run_id].get(k, "–")} for k in varying]
         view["metrics"] = [{"key": k, "value": views.fmt(metrics[row.run_id].get(k))} for k in shown_metrics]
         rows.append(view)

@@ -36,17 +36,16 @@ def signed(value: float) -> str:
     return f"{value:+.4g}"
 
 
-def run_view(
-    *, run_id: str, experiment_id: str, name: str, status: str, user: str, start_time: int | None
-) -> dict[str, Any]:
+def run_view(run: Any, experiment_id: str) -> dict[str, Any]:
+    """A run for templates, from an index row or a run record (both have these attributes)."""
     return {
-        "run_id": run_id,
-        "short": run_id[:8],
-        "name": name or run_id[:8],
-        "status": status,
-        "user": user,
-        "started": when(start_time),
-        "url": run_url(experiment_id, run_id),
+        "run_id": run.run_id,
+        "short": run.run_id[:8],
+        "name": run.name or run.run_id[:8],
+        "status": run.status,
+        "user": run.user,
+        "started": when(run.start_time),
+        "url": run_url(experiment_id, run.run_id),
         "decisions": [],
     }
 
