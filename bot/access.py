@@ -49,7 +49,9 @@ def check(verb: Verb, origin: Origin, rules: AccessRules) -> None:
 
 
 def check_author(verb: str, author: str, origin: Origin, rules: AccessRules) -> None:
-    if origin.user == author or origin.user in rules.admins:
+    """The author may change their own; admins, and whoever labmate.toml names for the verb, anyone's."""
+    listed = rules.verbs.get(verb)
+    if origin.user == author or origin.user in rules.admins or (listed is not None and _matches(listed, origin)):
         return
     raise AccessDenied(
         f"Only its author (<@{author}>) or an admin ({_names(rules.admins)}) can `{verb}` that decision."

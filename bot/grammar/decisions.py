@@ -143,7 +143,7 @@ VERBS = (
         examples=("supersede 12 keep the bigram features after all: the overfit was a leak #features",),
         access="author_or_admin",
         parse=parse_supersede,
-        details="Allowed for the old decision's author and for admins.",
+        details="Allowed for the old decision's author, the admins, and whoever labmate.toml names for `supersede`.",
     ),
     Verb(
         name="ask",

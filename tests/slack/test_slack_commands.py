@@ -204,3 +204,28 @@ def test_decide_with_a_run_link_checks_it_in_the_background(lab: Lab) -> None:
     assert [(link.kind, link.ref, link.status) for link in kept.links] == [("run", RUN_ID, "missing")]
     # The job closes the command's audit row after delivering its reply.
     poll(lambda: lab.audit(user=user)[0].outcome == "ok", timeout=30, what="the audit row closed as ok")
+
+
+def test_a_user_group_in_labmate_toml_grants_its_members(inprocess: Lab, lab_home: Path) -> None:
+    import os
+
+    from bot import slack_groups
+    from labmate.settings import reset_settings
+
+    Path(os.environ["LABMATE_CONFIG"]).write_text(
+        '[access]\nadmins = ["UADMIN"]\n\n[access.verbs]\nsupersede = ["S0LEADS"]\n', encoding="utf-8"
+    )
+    reset_settings()
+    slack_groups.clear()
+    inprocess.fake.set_usergroup("S0LEADS", ["U0LEAD"])
+    channel = unique("C")
+    answer(inprocess.slack.command("decide ship the candidate", user="U0CAROL", channel=channel))
+    [decision] = inprocess.decisions(channel=channel)
+
+    refused = answer(inprocess.slack.command(f"supersede {decision.id} keep production", user="U0BOB", channel=channel))
+    allowed = answer(inprocess.slack.command(f"supersede {decision.id} keep production", user="U0LEAD", channel=channel))
+
+    assert "It is limited to <!subteam^S0LEADS> and the admins (<@UADMIN>)." in shown(refused)
+    assert f"replacing *#{decision.id}*" in shown(allowed)
+    assert [c.params.get("usergroup") for c in inprocess.fake.calls("usergroups.users.list")] == ["S0LEADS"]
+    slack_groups.clear()
