@@ -137,17 +137,10 @@ def run_demo(
 @contextmanager
 def _mlflow_uris(tracking_uri: str, registry_uri: str | None) -> Iterator[None]:
     """mlflow.projects reads the process-global URIs (and hands them to the run subprocess)."""
-    import mlflow
-    import mlflow.tracking._model_registry.utils as registry_utils
-    import mlflow.tracking._tracking_service.utils as tracking_utils
+    from tasks.mlflow_io import process_uris
 
-    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(registry_uri or tracking_uri)
-    try:
+    with process_uris(tracking_uri, registry_uri):
         yield
-    finally:
-        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
 
 
 @contextmanager

@@ -33,7 +33,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "conversations of conversations/*.yaml suites against. Without it no suite is collected.",
     )
     group.addoption("--regress-timeout", type=float, default=None, help="Seconds per turn (default 10).")
-    group.addoption("--regress-tracking-uri", default=None, help="MLflow tracking URI for models:/ targets.")
+    group.addoption(
+        "--regress-tracking-uri",
+        default=None,
+        help="MLflow tracking URI for models:/ targets (default: MLFLOW_TRACKING_URI, else labmate's embedded store).",
+    )
 
 
 def _is_suite_path(file_path: Path) -> bool:
@@ -59,8 +63,7 @@ class SuiteFile(pytest.File):
         options = dict(suite.options)
         if config.getoption("regress_timeout") is not None:
             options["timeout"] = config.getoption("regress_timeout")
-        if config.getoption("regress_tracking_uri"):
-            options["tracking_uri"] = config.getoption("regress_tracking_uri")
+        options["tracking_uri"] = config.getoption("regress_tracking_uri") or _default_tracking_uri()
         for conversation in suite.conversations:
             yield ConversationItem.from_parent(
                 self, name=conversation["id"], conversation=conversation, options=options
@@ -128,3 +131,10 @@ def format_failure(conversation: dict[str, Any], result: dict[str, Any]) -> str:
     else:
         lines.append(f"score {result['score']:.2f} below min_score {conversation['min_score']:.2f}")
     return "\n".join(lines)
+
+
+def _default_tracking_uri() -> str:
+    """The same store `labmate demo` and `labmate regress` use (imported only when a suite runs)."""
+    from labmate.settings import get_settings
+
+    return get_settings().mlflow_tracking_uri

@@ -183,17 +183,10 @@ def _store_uris(tracking_uri: str | None) -> Iterator[None]:
     if not tracking_uri:
         yield
         return
-    import mlflow
-    import mlflow.tracking._model_registry.utils as registry_utils
-    import mlflow.tracking._tracking_service.utils as tracking_utils
+    from tasks.mlflow_io import process_uris
 
-    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
+    with process_uris(tracking_uri):
         yield
-    finally:
-        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
 
 
 def _http_agent(url: str, options: dict[str, Any]) -> Agent:

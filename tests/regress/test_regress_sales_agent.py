@@ -83,3 +83,17 @@ def test_pytest_plugin_against_the_registered_candidate(store):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 failed, 1 passed" in result.stdout
     assert "expected: contains '$39 per seat'" in result.stdout
+
+
+def test_pytest_plugin_defaults_to_labmates_mlflow_store(store):
+    """After `labmate demo`, the README's `pytest conversations/ --agent …` needs no URI flag."""
+    home = store.removeprefix("sqlite:///").removesuffix("/mlflow.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(PYTHONPATH=str(PROJECT), LABMATE_HOME=home)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tasks.regress.pytest_plugin", "-p", "no:cacheprovider",
+         str(SUITE), "--agent", "models:/sales-agent@production", "-k", "pricing-basic or cancel", "-q"],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
