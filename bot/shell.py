@@ -18,7 +18,9 @@ from labmate.settings import get_settings
 
 BANNER = (
     "[bold]labmate[/bold] on embedded defaults (state in {home}).\n"
-    "Type [cyan]help[/cyan] for the commands, [cyan]exit[/cyan] to leave. The {command} prefix is optional."
+    "Type [cyan]help[/cyan] for the commands, [cyan]exit[/cyan] to leave. The {command} prefix is optional.\n"
+    "With the demo loaded (`labmate demo`), try [cyan]summary sales-agent[/cyan], "
+    "[cyan]ask show failed runs in sales-agent[/cyan] or [cyan]decide ship the candidate #release[/cyan]."
 )
 
 
@@ -52,6 +54,7 @@ def run_shell(*, user: str, channel: str) -> None:
     router().add_console(session, show)
     console.print(BANNER.format(home=settings.home.resolve(), command=settings.command))
     origin = Origin(user=user, channel=channel, source="shell", session=session)
+    pending: list[str] = []
     try:
         for line in _lines(str(settings.home / "shell_history")):
             text = grammar.strip_prefix(line, settings.command)
@@ -61,9 +64,24 @@ def run_shell(*, user: str, channel: str) -> None:
                 continue
             reply = dispatch.handle(text, origin)
             show({}, render_reply(reply))
-            if reply.jobs and not reply.failed:
+            if reply.task_ids and not reply.failed:
+                pending.extend(reply.task_ids)
                 console.print("[dim]… the rest of the answer will appear here when the job finishes.[/dim]")
+        _finish_jobs(console, pending, settings.job_timeout)
     except KeyboardInterrupt:
         pass
     finally:
         router().remove_console(session)
+
+
+def _finish_jobs(console: Console, task_ids: list[str], timeout: float) -> None:
+    """Leaving the shell doesn't drop answers still being worked on."""
+    from celery.result import AsyncResult
+
+    from tasks.app import celery_app
+    from tasks.client import wait
+
+    running = [t for t in task_ids if not AsyncResult(t, app=celery_app()).ready()]
+    if running:
+        console.print(f"[dim]Waiting for {len(running)} answer(s) before leaving (Ctrl-C to leave now)…[/dim]")
+        wait(running, timeout)

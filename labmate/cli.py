@@ -22,7 +22,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The knowledge base.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-regress_cli.register(app)
 
 
 @app.command()
@@ -204,6 +203,9 @@ def _terminal_jobs_in_process() -> None:
     os.environ["LABMATE_BROKER_URL"] = EMBEDDED_BROKER
     os.environ.pop("LABMATE_RESULT_BACKEND", None)
     reset_settings()
+
+
+regress_cli.register(app)
 
 
 def main() -> None:

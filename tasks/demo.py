@@ -168,11 +168,17 @@ def _default_artifacts(tracking_uri: str) -> str | None:
 
 
 def _ensure_experiment(client: MlflowClient, artifact_location: str | None) -> str:
+    """The demo experiment, tagged so summaries rank it by val_f1 (see tasks/experiments/summary.py)."""
+    from tasks.mlflow_io import PRIMARY_METRIC_TAG
+
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is None:
-        return client.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_location, tags={DEMO_TAG: "1"})
+        tags = {DEMO_TAG: "1", PRIMARY_METRIC_TAG: "val_f1"}
+        return client.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_location, tags=tags)
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    if experiment.tags.get(PRIMARY_METRIC_TAG) != "val_f1":
+        client.set_experiment_tag(experiment.experiment_id, PRIMARY_METRIC_TAG, "val_f1")
     return experiment.experiment_id
 
 

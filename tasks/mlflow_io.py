@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from models.run_index import RunRecord
 
 DECISIONS_TAG = "labmate.decisions"
+PRIMARY_METRIC_TAG = "labmate.primary_metric"
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -137,7 +138,11 @@ def experiment_by_name(name: str) -> dict[str, Any] | None:
     experiment = client().get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
         return None
-    return {"experiment_id": experiment.experiment_id, "name": experiment.name}
+    return {
+        "experiment_id": experiment.experiment_id,
+        "name": experiment.name,
+        "primary_metric": experiment.tags.get(PRIMARY_METRIC_TAG),
+    }
 
 
 def experiment_names() -> list[str]:

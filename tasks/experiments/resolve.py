@@ -33,7 +33,7 @@ def experiment(name: str) -> Experiment:
         suggestion = _suggest(closest(name, names))
         listing = "" if suggestion or not names else f" Experiments: {', '.join(f'`{n}`' for n in sorted(names)[:10])}."
         raise NotFoundError(f"MLflow has no experiment `{name}`.{suggestion}{listing}")
-    return Experiment(found["experiment_id"], found["name"])
+    return Experiment(found["experiment_id"], found["name"], found.get("primary_metric"))
 
 
 def metric(name: str, keys: list[str] | set[str], experiment_name: str) -> str:

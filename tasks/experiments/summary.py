@@ -19,8 +19,9 @@ KEY_METRICS = 3
 
 
 def primary_metric(experiment: Experiment, keys: dict[str, int]) -> str:
-    """The configured primary metric, else the first metric the experiment's runs logged."""
-    configured = get_settings().primary_metrics.get(experiment.name)
+    """labmate.toml's primary metric for the experiment, else its MLflow tag `labmate.primary_metric`,
+    else the first metric its runs logged."""
+    configured = get_settings().primary_metrics.get(experiment.name) or experiment.primary_metric
     if configured:
         return configured
     return min(keys, key=lambda k: (keys[k], k))

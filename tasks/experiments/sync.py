@@ -25,6 +25,8 @@ CLOCK_SLACK_MS = 5 * 60 * 1000
 class Experiment:
     experiment_id: str
     name: str
+    primary_metric: str | None = None
+    """From the experiment's MLflow tag `labmate.primary_metric`, if it has one."""
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """Running many (conversation, target) jobs: in process, or in a process pool.
 
 With workers > 1 the parent loads every target first (failing fast with a clear message), then
-forks the pool where the fork start method exists, so the workers start with the targets already
-loaded instead of importing and loading them again (the initializer only loads on spawn). Jobs
-travel in small chunks: one conversation per round trip cost more in pickling than in work.
+starts the pool from a forkserver: a clean process that has imported the engine once and forks
+each worker. Forking the parent itself is unsafe: it may hold broker connections or locks (in a
+Celery worker it does, and kombu's after-fork cleanup then blocks), and spawning each worker
+re-imports everything. Jobs travel in small chunks: one conversation per round trip cost more
+in pickling than in work.
 """
 
 from __future__ import annotations
@@ -86,6 +88,17 @@ def run_jobs(jobs: list[Job], workers: int = 1, on_result: OnResult | None = Non
                 if next_job is not None:
                     pending.add(pool.submit(_run_job, next_job))
     return results
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tasks.regress.runner", "tasks.regress.targets", "tasks.regress.expectations"])
+    forkserver.ensure_running()
+    return context
 
 
 def _unique_targets(jobs: list[Job]) -> list[tuple[str, dict[str, Any]]]:

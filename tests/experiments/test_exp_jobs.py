@@ -230,3 +230,24 @@ def test_index_catches_new_running_and_deleted_runs(sales: Store) -> None:
     [(_t, ctx)] = summary("sales-agent", "val_f1", 2)
     assert [r["name"] for r in ctx["runs"]] == ["live", "bigram"]
     assert ctx["runs"][0]["status"] == "RUNNING"
+
+
+def test_summary_ranks_by_the_experiments_primary_metric_tag(sales: Store) -> None:
+    from tasks.experiments.summary import summary
+
+    sales.client.set_experiment_tag(sales.experiment_id, "labmate.primary_metric", "val_accuracy")
+    [(_, ctx)] = summary("sales-agent", None, 3)
+    assert ctx["metric"] == "val_accuracy"
+
+
+def test_labmate_toml_primary_metric_wins_over_the_tag(sales: Store, lab_home: Path) -> None:
+    import os
+
+    from labmate.settings import reset_settings
+    from tasks.experiments.summary import summary
+
+    sales.client.set_experiment_tag(sales.experiment_id, "labmate.primary_metric", "val_accuracy")
+    Path(os.environ["LABMATE_CONFIG"]).write_text('[primary_metrics]\nsales-agent = "train_loss"\n')
+    reset_settings()
+    [(_, ctx)] = summary("sales-agent", None, 3)
+    assert ctx["metric"] == "train_loss"
