@@ -28,6 +28,7 @@ def _working(verb: str, what: str, kwargs: dict[str, Any], understood: str) -> R
         "exp_working",
         {"what": what, "understood": understood},
         jobs=[JobRequest(TASK.format(verb), kwargs, what=what)],
+        cache_key=f"exp_working\0{what}\0{understood}",
     )
 
 

@@ -9,6 +9,7 @@ and `user`) pass through as markup.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -87,14 +88,20 @@ def render(template: str, context: dict[str, Any]) -> Message:
     return Message(text=text, blocks=blocks, template=template, files=list(context.get("files", [])))
 
 
-_rendered: dict[str, Message] = {}
+_rendered: OrderedDict[str, Message] = OrderedDict()
+RENDERED_CACHE_SIZE = 512
 
 
 def render_reply(reply: Any) -> Message:
-    """A Reply's message; replies with a `cache_key` (help) are rendered once per process."""
+    """A Reply's message. Replies with a `cache_key` (help, "working on it" acks) are rendered once
+    and kept in a small LRU: their keys can hold user text, so the cache must not grow unbounded."""
     if reply.cache_key is None:
         return render(reply.template, reply.context)
     message = _rendered.get(reply.cache_key)
     if message is None:
         message = _rendered[reply.cache_key] = render(reply.template, reply.context)
+        if len(_rendered) > RENDERED_CACHE_SIZE:
+            _rendered.popitem(last=False)
+    else:
+        _rendered.move_to_end(reply.cache_key)
     return message

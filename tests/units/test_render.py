@@ -283,3 +283,16 @@ def test_help_for_one_verb_shows_usage_and_examples(lab_home, verb):
     for example in spec.examples:
         assert example.replace("<", "&lt;").replace(">", "&gt;") in rendered
     assert spec.summary in rendered
+
+
+def test_rendered_cache_is_bounded_and_keyed(lab_home):
+    from bot.messages import render as renderer
+    from bot.origin import Reply
+
+    first = renderer.render_reply(Reply("working", {"what": "a"}, cache_key="k-a"))
+    again = renderer.render_reply(Reply("working", {"what": "ignored"}, cache_key="k-a"))
+    assert again is first
+    for i in range(renderer.RENDERED_CACHE_SIZE + 10):
+        renderer.render_reply(Reply("working", {"what": str(i)}, cache_key=f"k-{i}"))
+    assert len(renderer._rendered) == renderer.RENDERED_CACHE_SIZE
+    assert "k-a" not in renderer._rendered
