@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true", help="build the demo MLflow store and use the candidate")
     parser.add_argument("--conversations", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--worker-conversations", type=int, default=300)
+    parser.add_argument("--worker-conversations", type=int, default=500)
     parser.add_argument("--skip-workers", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

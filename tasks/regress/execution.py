@@ -64,29 +64,29 @@ def run_jobs(jobs: list[Job], workers: int = 1, on_result: OnResult | None = Non
 
         results = run_batch(batch, done)
         return [(job[0], result) for job, result in zip(jobs, results, strict=True)]
-    preload(targets)  # fail fast, with a clear message, before starting processes
-    context = multiprocessing.get_context("fork")
+    context = _pool_context()  # its server starts importing while the parent loads the targets
+    preload(targets)  # fail fast, with a clear message, before starting workers
     results = []
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=preload, initargs=(targets,)
     ) as pool:
-        pending: set[Future[tuple[str, dict[str, Any]]]] = set()
-        queue = iter(jobs)
-        # Keep a bounded number of jobs in flight so progress is smooth and memory stays flat.
-        for job in queue:
-            pending.add(pool.submit(_run_job, job))
-            if len(pending) >= workers * 8:
+        pending: set[Future[list[tuple[str, dict[str, Any]]]]] = set()
+        queue = _chunks(jobs, workers)
+        # Keep a bounded number of chunks in flight so progress is smooth and memory stays flat.
+        for chunk in queue:
+            pending.add(pool.submit(_run_chunk, chunk))
+            if len(pending) >= workers * 4:
                 break
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                role, result = future.result()
-                results.append((role, result))
-                if on_result:
-                    on_result(role, result)
-                next_job = next(queue, None)
-                if next_job is not None:
-                    pending.add(pool.submit(_run_job, next_job))
+                for role, result in future.result():
+                    results.append((role, result))
+                    if on_result:
+                        on_result(role, result)
+                next_chunk = next(queue, None)
+                if next_chunk is not None:
+                    pending.add(pool.submit(_run_chunk, next_chunk))
     return results
 
 
