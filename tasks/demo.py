@@ -29,6 +29,16 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
+def _project_dir() -> Path:
+    """The checkout's examples/ (editable installs), else the working directory's (the Docker image
+    installs the package into site-packages and keeps examples/ in its WORKDIR)."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        candidate = root / "examples" / "sales_agent"
+        if (candidate / "MLproject").is_file():
+            return candidate
+    raise DemoError("the sales_agent example is missing: run `labmate demo` from the labmate checkout")
+
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "examples" / "sales_agent"
 EXPERIMENT_NAME = "sales-agent"
 MODEL_NAME = "sales-agent"
@@ -199,7 +209,7 @@ def _launch(client: MlflowClient, experiment_id: str, spec: DemoRun, scratch: st
 
     try:
         submitted = mlflow.projects.run(
-            str(PROJECT_DIR),
+            str(_project_dir()),
             entry_point="train",
             parameters={name: str(value) for name, value in spec.params.items()},
             env_manager="local",
