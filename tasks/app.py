@@ -60,6 +60,8 @@ def make_app(settings: Settings) -> Celery:
         enable_utc=True,
         beat_schedule=BEAT_SCHEDULE,
     )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport = "tasks.broker:Transport"
     return app
 
 
