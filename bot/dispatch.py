@@ -90,6 +90,7 @@ def _audit(session: Session, origin: Origin, verb: str, text: str, reply: Reply,
         outcome="queued" if reply.jobs and not reply.failed else reply.outcome,
         duration_ms=(perf_counter() - started) * 1000,
         error_id=reply.error_id,
+        idempotency_key=origin.idempotency_key,
     )
 
 

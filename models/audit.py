@@ -28,6 +28,7 @@ class AuditEvent(Base):
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
     error_id: Mapped[str | None] = mapped_column(String(16), default=None, index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None, index=True)
 
 
 def record(
@@ -42,6 +43,7 @@ def record(
     duration_ms: float,
     error_id: str | None = None,
     detail: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> int:
     """Insert the row and return its id (a Core insert: this runs on every command's ack path)."""
     values = {
@@ -55,6 +57,7 @@ def record(
         "duration_ms": duration_ms,
         "error_id": error_id,
         "detail": detail or {},
+        "idempotency_key": idempotency_key,
     }
     return int(session.execute(insert(_TABLE).returning(_TABLE.c.id), values).scalar_one())
 
@@ -72,6 +75,14 @@ def set_outcome(
 
 
 _TABLE = AuditEvent.__table__
+
+
+def by_idempotency_key(session: Session, *, key: str) -> tuple[int, str] | None:
+    """(id, outcome) of the command that claimed this key, if its row says so."""
+    row = session.execute(
+        select(_TABLE.c.id, _TABLE.c.outcome).where(_TABLE.c.idempotency_key == key).order_by(_TABLE.c.id).limit(1)
+    ).first()
+    return (int(row[0]), str(row[1])) if row else None
 
 
 def latest(session: Session, *, limit: int = 20) -> list[AuditEvent]:

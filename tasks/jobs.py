@@ -28,21 +28,36 @@ DUPLICATE = "duplicate"
 
 def _open_audit(reply_to: dict[str, Any]) -> int | None:
     """For a command the bot enqueued without touching the database: claim its key and write its
-    audit row now. Returns None when the key was already claimed (a redelivered or repeated job)."""
+    audit row now, and return the row's id.
+
+    When the key is already claimed, this is a redelivery or a repeat: if the command's row still
+    says `running`, the worker that had it died before answering (acks_late redelivered it), so
+    the job runs again on that row; otherwise it was answered, and this returns None.
+    """
     command = reply_to["audit"]
-    with session_scope() as session:
-        if command.get("idempotency_key"):
-            idempotency.claim(session, key=command["idempotency_key"])
-        return audit.record(
-            session,
-            user=command["user"],
-            channel=command["channel"],
-            source=command["source"],
-            verb=command["verb"],
-            text=command["text"],
-            outcome="running",
-            duration_ms=command.get("ack_ms", 0.0),
-        )
+    key = command.get("idempotency_key")
+    try:
+        with session_scope() as session:
+            if key:
+                idempotency.claim(session, key=key)
+            return audit.record(
+                session,
+                user=command["user"],
+                channel=command["channel"],
+                source=command["source"],
+                verb=command["verb"],
+                text=command["text"],
+                outcome="running",
+                duration_ms=command.get("ack_ms", 0.0),
+                idempotency_key=key,
+            )
+    except Conflict:
+        with session_scope() as session:
+            found = audit.by_idempotency_key(session, key=key or "")
+        if found and found[1] == "running":
+            log.warning("re-running %s: its previous worker stopped before answering", key)
+            return found[0]
+        return None
 
 
 def _close_audit(audit_id: int | None, outcome: str, error_id: str | None = None, started: float = 0.0) -> None:
@@ -60,9 +75,8 @@ def run_job(name: str, work: Callable[[], Replies], reply_to: dict[str, Any], au
     """Run `work`, deliver what it answers; returns the outcome (ok, user_error, error, duplicate)."""
     started = perf_counter()
     if audit_id is None and reply_to.get("audit"):
-        try:
-            audit_id = _open_audit(reply_to)
-        except Conflict:
+        audit_id = _open_audit(reply_to)
+        if audit_id is None:
             log.info("job %s for %s already answered; skipped", name, reply_to["audit"].get("idempotency_key"))
             return DUPLICATE
     return _run(name, work, reply_to, audit_id, started)
