@@ -189,10 +189,6 @@ end
 """
 
 
-def lua_string(value: str) -> str:
-    return json.dumps(value)  # a JSON string literal is a valid Lua string literal for ASCII text
-
-
 def run_wrk(port: int, count: int, threads: int, connections: int, duration: int, workdir: Path) -> dict[str, float]:
     ts = str(int(time.time()))
     lines = []

@@ -19,18 +19,18 @@ EVENTS_PATH = "/slack/events"
 
 
 def warm() -> None:
-    """Load, before the fork, what every request would otherwise load in each worker: the job
-    client (Celery, kombu, redis), the ORM mappers and the compiled templates. No connection is
-    opened here; the workers share these pages."""
+    """Load before the first request what the first requests would otherwise load: the job
+    client (Celery's producer machinery and the broker transport), the ORM mappers and the
+    compiled templates. No connection is opened here."""
     from sqlalchemy.orm import configure_mappers
 
     from bot.messages.render import TEMPLATES, environment
     from tasks.app import celery_app
 
     app = celery_app()
-    _ = app.amqp, app.backend if not app.conf.broker_url.startswith("memory://") else None
-    import kombu.transport.redis  # noqa: F401  (the broker transport send_task would import)
-
+    app.amqp.producer_pool  # noqa: B018  (builds the producer machinery; connects lazily)
+    with app.connection_for_write() as connection:
+        connection.transport  # noqa: B018  (imports and builds the transport; connects lazily)
     configure_mappers()
     for template in TEMPLATES.glob("*.j2"):
         environment().get_template(template.name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, String, Text, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -353,14 +352,6 @@ def list_runs(
     return [_row(r) for r in rows], int(total)
 
 
-def runs_by_ids(session: Session, run_ids: Sequence[str]) -> dict[str, RunRow]:
-    found: dict[str, RunRow] = {}
-    for chunk in _chunks(list(run_ids)):
-        for run in session.scalars(select(IndexedRun).where(IndexedRun.run_id.in_(chunk))):
-            found[run.run_id] = _row(run)
-    return found
-
-
 def metrics_of(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str, float | None]]:
     found: dict[str, dict[str, float | None]] = {r: {} for r in run_ids}
     for chunk in _chunks(list(run_ids)):
@@ -394,15 +385,3 @@ def save_state(session: Session, *, experiment_id: str, name: str, now: datetime
     state.max_start_time = int(max_start or 0)
     if full:
         state.full_sync_at = now
-
-
-def as_dict(row: RunRow) -> dict[str, Any]:
-    return {
-        "run_id": row.run_id,
-        "experiment_id": row.experiment_id,
-        "name": row.name,
-        "status": row.status,
-        "user": row.user,
-        "start_time": row.start_time,
-        "end_time": row.end_time,
-    }

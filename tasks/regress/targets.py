@@ -78,11 +78,6 @@ def load_target(uri: str, options: dict[str, Any] | None = None) -> Agent:
         return agent
 
 
-def clear_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
-
-
 def _load(uri: str, options: dict[str, Any]) -> Agent:
     kind = target_kind(uri)
     if kind == "http":
