@@ -2,8 +2,10 @@
 
 Every front calls `handle`. It never raises: a user's mistake becomes a specific message, a
 refusal says who may, anything unexpected becomes an error id (traceback logged under it).
-The command's writes, its idempotency key and its audit row commit together, and jobs are
-enqueued only after that commit.
+The command's writes, its idempotency key, its audit row and its jobs (as `queued` rows of the job
+ledger: the outbox) commit together; the jobs are sent to the broker after that commit, and a job
+that can't be sent then is sent by the reaper when the broker is back. What the reply says is
+what happened: saved or not, queued or delayed.
 """
 
 from __future__ import annotations
@@ -20,16 +22,18 @@ from bot import access, grammar
 from bot.grammar import HelpArgs
 from bot.handlers import decisions as decision_handlers
 from bot.handlers import experiments as experiment_handlers
-from bot.origin import Origin, Reply
+from bot.origin import JobRequest, Origin, Reply
 from labmate.errors import LabmateError, new_error_id
 from labmate.settings import get_settings
-from models import audit, idempotency
+from models import audit, idempotency, jobs
 from models.db import lazy_session_scope, session_scope
-from models.errors import Conflict
+from models.errors import Conflict, Unavailable
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Origin, Session], Reply]
+NOT_SAVED = "I couldn't reach the knowledge base, so nothing was saved. Try again in a minute."
+NOT_QUEUED = "I couldn't reach the job queue, so this was not started. Try again in a minute."
 
 
 def _help(args: HelpArgs, origin: Origin, session: Session) -> Reply:
@@ -62,11 +66,11 @@ def error_reply(exc: LabmateError, verb: str = "") -> Reply:
     )
 
 
-def internal_error_reply(verb: str = "", error_id: str | None = None) -> Reply:
+def internal_error_reply(verb: str = "", error_id: str | None = None, message: str = "") -> Reply:
     error_id = error_id or new_error_id()
     return Reply(
         "error",
-        {"message": "Something went wrong on my side; nothing you typed was lost.", "hint": "", "error_id": error_id},
+        {"message": message or "Something went wrong on my side, so this was not done.", "hint": "", "error_id": error_id},
         outcome="error",
         error_id=error_id,
         verb=verb,
@@ -91,6 +95,7 @@ def _audit(session: Session, origin: Origin, verb: str, text: str, reply: Reply,
         duration_ms=(perf_counter() - started) * 1000,
         error_id=reply.error_id,
         idempotency_key=origin.idempotency_key,
+        actor=origin.actor,
     )
 
 
@@ -102,6 +107,11 @@ def handle(text: str, origin: Origin, *, now: datetime | None = None) -> Reply:
         reply = error_reply(exc)
         return _finish(reply, origin, text, "", started)
     return run(command.verb, command.args, origin, text, started=started)
+
+
+def refuse(exc: LabmateError, origin: Origin, text: str) -> Reply:
+    """A command refused before it could run (the terminal's identity check): audited like any other."""
+    return _finish(error_reply(exc), origin, text, "", perf_counter())
 
 
 def run(
@@ -116,19 +126,23 @@ def run(
     """Run an already parsed command (Slack modals arrive parsed) through access, handler and audit.
 
     A command answered by a job alone (its handler touched no table) is enqueued without any
-    database work here: the job writes its audit row and claims its idempotency key when it
-    starts, which also makes a redelivered job answer only once. Everything else commits its
-    writes, key and audit row in one transaction before its jobs are enqueued.
+    database work here: the job writes its audit row when it starts, and its id, derived from the
+    request's idempotency key, makes a repeated request run it once. Everything else commits its
+    writes, key, audit row and job rows in one transaction before its jobs are sent.
     """
     started = started or perf_counter()
     settings = get_settings()
     spec = grammar.lookup(verb)
     deferred = False
     audit_id: int | None = None
+    job_ids: list[str] = []
     try:
         if spec is not None:
             access.check(spec, origin, settings.access)
-        with lazy_session_scope() as lazy:
+        # write=True: on SQLite the transaction takes the write lock at BEGIN, so a command that reads
+        # and then writes (a search that records its audit row too) waits its turn instead of failing
+        # with "database is locked" when another command committed in between.
+        with lazy_session_scope(write=True) as lazy:
             session = cast(Session, lazy)
             reply = (handler or HANDLERS[verb])(args, origin, session)
             reply.verb = verb
@@ -137,6 +151,7 @@ def run(
                 if origin.idempotency_key:
                     idempotency.claim(session, key=origin.idempotency_key)
                 audit_id = _audit(session, origin, verb, text, reply, started)
+                job_ids = _store_jobs(session, reply.jobs, origin, audit_id)
     except LabmateError as exc:
         return _finish(error_reply(exc, verb), origin, text, verb, started)
     except Conflict:
@@ -145,6 +160,13 @@ def run(
         error_id = new_error_id()
         log.exception("conflict running %s [%s]", verb, error_id)
         return _finish(internal_error_reply(verb, error_id), origin, text, verb, started)
+    except Unavailable as exc:
+        error_id = new_error_id()
+        log.error(
+            "command %s by %s in %s (%s): not saved, the knowledge base is unreachable [%s]: %s",
+            verb, origin.user, origin.channel, origin.source, error_id, exc,
+        )
+        return internal_error_reply(verb, error_id, NOT_SAVED)  # its audit row can't be written either: it is the log line
     except Exception:
         error_id = new_error_id()
         log.exception("command %s failed [%s]", verb, error_id)
@@ -159,8 +181,11 @@ def run(
             "text": text,
             "ack_ms": (perf_counter() - started) * 1000,
             "idempotency_key": origin.idempotency_key,
+            "actor": origin.actor,
         }
-    _enqueue(reply, origin, reply_to, audit_id, text, started)
+        _send_deferred(reply, origin, reply_to, text, started)
+    else:
+        _send_stored(reply, origin, job_ids, audit_id)
     return reply
 
 
@@ -170,36 +195,77 @@ def _job_may_claim(origin: Origin) -> bool:
     return not origin.idempotency_key or origin.idempotency_key.startswith("cmd:")
 
 
+def _job_kwargs(job: JobRequest, reply_to: dict[str, Any], audit_id: int | None) -> dict[str, Any]:
+    return {**job.kwargs, "reply_to": reply_to, "audit_id": audit_id}
+
+
+def _store_jobs(session: Session, requests: list[JobRequest], origin: Origin, audit_id: int | None) -> list[str]:
+    """The outbox: each job as a `queued` ledger row, in the command's own transaction."""
+    from tasks.client import task_id
+
+    ids = []
+    reply_to = origin.reply_to()
+    for index, job in enumerate(requests):
+        key = task_id(origin.idempotency_key, job.name, index)
+        jobs.add_queued(session, key=key, task=job.name, kwargs=_job_kwargs(job, reply_to, audit_id), audit_id=audit_id)
+        ids.append(key)
+    return ids
+
+
 def _finish(reply: Reply, origin: Origin, text: str, verb: str, started: float) -> Reply:
     """Audit a command that ended before (or instead of) its handler's transaction."""
     try:
         with session_scope() as session:
             _audit(session, origin, verb, text, reply, started)
-    except Exception:
-        log.exception("could not write the audit row for %r", verb)
+    except Exception as exc:
+        log.error("could not write the audit row for %r (%s by %s): %s", verb, origin.source, origin.user, exc)
     return reply
 
 
-def _enqueue(reply: Reply, origin: Origin, reply_to: dict[str, Any], audit_id: int | None, text: str, started: float) -> None:
-    if not reply.jobs:
+def _send_stored(reply: Reply, origin: Origin, job_ids: list[str], audit_id: int | None) -> None:
+    """Send the jobs the command stored. One the broker doesn't take now stays queued in the ledger
+    and is sent by the reaper; the reply says it is delayed, not that it failed."""
+    if not job_ids:
         return
     from tasks.client import enqueue
 
-    for job in reply.jobs:
+    sent = []
+    for job, job_id in zip(reply.jobs, job_ids, strict=True):
         try:
-            task_id = enqueue(
-                job.name, {**job.kwargs, "reply_to": reply_to, "audit_id": audit_id}, track=origin.source == "shell"
+            enqueue(job.name, _job_kwargs(job, origin.reply_to(), audit_id), track=origin.source == "shell", job_id=job_id)
+        except Exception as exc:
+            log.warning("could not enqueue %s (%s) now; the reaper sends it when the broker is back: %s", job.name, job_id, exc)
+            reply.notes.append(f"The job queue is unreachable, so {job.what or job.name} will start when it is back.")
+            continue
+        reply.task_ids.append(job_id)
+        sent.append(job_id)
+    if sent:
+        try:
+            with session_scope() as session:
+                jobs.mark_sent(session, keys=sent)
+        except Exception as exc:  # harmless: the reaper would send it again and the job runs once
+            log.warning("could not mark jobs %s as sent: %s", sent, exc)
+
+
+def _send_deferred(reply: Reply, origin: Origin, reply_to: dict[str, Any], text: str, started: float) -> None:
+    """A job-only command: nothing was stored, so if the broker doesn't take the job the user is
+    told it was not started (and the audit row says so)."""
+    from tasks.client import enqueue, task_id
+
+    for index, job in enumerate(reply.jobs):
+        try:
+            job_id = enqueue(
+                job.name,
+                _job_kwargs(job, reply_to, None),
+                track=origin.source == "shell",
+                job_id=task_id(origin.idempotency_key, job.name, index),
             )
-            reply.task_ids.append(task_id)
         except Exception:
             error_id = new_error_id()
             log.exception("could not enqueue %s [%s]", job.name, error_id)
-            failed = internal_error_reply(reply.verb, error_id)
-            if audit_id is None:
-                _finish(failed, origin, text, reply.verb, started)
-            else:
-                with session_scope() as session:
-                    audit.set_outcome(session, event_id=audit_id, outcome="error", error_id=error_id)
-            reply.template, reply.context = failed.template, failed.context
+            failed = internal_error_reply(reply.verb, error_id, NOT_QUEUED)
+            _finish(failed, origin, text, reply.verb, started)
+            reply.template, reply.context, reply.cache_key = failed.template, failed.context, None
             reply.outcome, reply.error_id, reply.public = "error", error_id, False
             return
+        reply.task_ids.append(job_id)

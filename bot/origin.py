@@ -18,6 +18,8 @@ class Origin:
     idempotency_key: str | None = None
     session: str = ""
     user_groups: tuple[str, ...] = field(default=())
+    actor: str | None = None
+    """Who really typed it, when the command runs as someone else (the terminal's `--user`)."""
 
     def reply_to(self) -> dict[str, Any]:
         return {
@@ -51,6 +53,8 @@ class Reply:
     task_ids: list[str] = field(default_factory=list)
     cache_key: str | None = None
     """Set when the rendered message depends on nothing but this key (help): rendered once."""
+    notes: list[str] = field(default_factory=list)
+    """What the answer must also say (a follow-up job is delayed): shown under the message."""
 
     @property
     def failed(self) -> bool:

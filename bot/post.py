@@ -1,55 +1,28 @@
-"""The only way out: replies rendered once, then posted to Slack or shown in the terminal."""
+"""The only way out: replies rendered once, then posted (or edited) in Slack or shown in the terminal."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-from slack_sdk.webhook import WebhookClient
 
 from bot.messages.render import Message, render
+from bot.slack_delivery import SlackPoster
 
 log = logging.getLogger(__name__)
 
 ConsoleSink = Callable[[dict[str, Any], Message], None]
-FALLBACK_ERRORS = ("not_in_channel", "channel_not_found", "is_archived")
 
 
-class SlackPoster:
-    def __init__(self, client: WebClient) -> None:
-        self.client = client
-
-    def post(self, reply_to: dict[str, Any], message: Message) -> None:
-        kwargs: dict[str, Any] = {"channel": reply_to["channel"], "text": message.text, "blocks": message.blocks}
-        if reply_to.get("thread_ts"):
-            kwargs["thread_ts"] = reply_to["thread_ts"]
-        try:
-            posted = self.client.chat_postMessage(**kwargs)
-        except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else None
-            if error in FALLBACK_ERRORS and reply_to.get("response_url"):
-                WebhookClient(reply_to["response_url"]).send(
-                    text=message.text, blocks=message.blocks, response_type="ephemeral"
-                )
-                return
-            raise
-        self._upload(reply_to, message, thread_ts=reply_to.get("thread_ts") or posted.get("ts"))
-
-    def _upload(self, reply_to: dict[str, Any], message: Message, *, thread_ts: str | None) -> None:
-        """Charts go in the thread of the answer they belong to (a slash command has no thread of its own)."""
-        for item in message.files:
-            self.client.files_upload_v2(
-                channel=reply_to["channel"],
-                thread_ts=thread_ts,
-                file=item["path"],
-                filename=Path(item["path"]).name,
-                title=item.get("title", Path(item["path"]).name),
-            )
+def digest(message: Message) -> str:
+    """What a message says (text, blocks, files): equal digests need no second post or edit."""
+    body = json.dumps([message.text, message.blocks, message.files], sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
 class Router:
@@ -58,30 +31,55 @@ class Router:
     def __init__(self, slack: SlackPoster | None = None) -> None:
         self.slack = slack
         self._sinks: dict[str, ConsoleSink] = {}
+        self._shown: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
     def add_console(self, session: str, sink: ConsoleSink) -> None:
         with self._lock:
             self._sinks[session] = sink
+            self._shown[session] = {}
 
     def remove_console(self, session: str) -> None:
         with self._lock:
             self._sinks.pop(session, None)
+            self._shown.pop(session, None)
 
-    def deliver(self, reply_to: dict[str, Any], template: str, context: dict[str, Any]) -> None:
-        message = render(template, context)
+    def deliver(
+        self,
+        reply_to: dict[str, Any],
+        template: str,
+        context: dict[str, Any],
+        *,
+        key: str | None = None,
+        final: bool = True,
+    ) -> str | None:
+        from bot.replies import unpacked
+
+        message = render(template, unpacked(context))
         if reply_to.get("source") == "shell":
-            with self._lock:
-                sink = self._sinks.get(reply_to.get("session", ""))
-            if sink is None:
-                log.warning("no terminal for session %r; dropped %s", reply_to.get("session"), template)
-                return
-            sink(reply_to, message)
-            return
+            return self._show(reply_to, message, key)
         if self.slack is None:
             log.warning("no Slack token configured; dropped %s for %s", template, reply_to.get("channel"))
-            return
-        self.slack.post(reply_to, message)
+            return None
+        return self.slack.deliver(reply_to, message, key=key, final=final, digest=digest(message))
+
+    def _show(self, reply_to: dict[str, Any], message: Message, key: str | None) -> str | None:
+        """The terminal session that asked shows it; a keyed message shown before is shown again only
+        when it changed (a refreshed card), never twice the same."""
+        session = reply_to.get("session", "")
+        with self._lock:
+            sink = self._sinks.get(session)
+            shown = self._shown.get(session)
+            if sink is not None and shown is not None and key is not None:
+                seen = digest(message)
+                if shown.get(key) == seen:
+                    return key
+                shown[key] = seen
+        if sink is None:
+            log.warning("no terminal for session %r; dropped %s", session, message.template)
+            return None
+        sink(reply_to, message)
+        return key
 
 
 _router: Router | None = None
@@ -96,7 +94,8 @@ def router() -> Router:
         from labmate.settings import get_settings
 
         settings = get_settings()
-        _router = Router(SlackPoster(web_client(settings)) if settings.slack_bot_token else None)
+        client: WebClient | None = web_client(settings) if settings.slack_bot_token else None
+        _router = Router(SlackPoster(client) if client is not None else None)
         outbox.install(_router)
     return _router
 

@@ -8,7 +8,6 @@ import shutil
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.errors import SlackApiError
@@ -39,7 +38,9 @@ def warm() -> None:
 def wsgi_app() -> Callable[..., Iterable[bytes]]:
     from bot.post import router
     from bot.slack_app import build_app
+    from models.db import fail_fast
 
+    fail_fast()
     router()
     warm()
     try:
@@ -48,24 +49,28 @@ def wsgi_app() -> Callable[..., Iterable[bytes]]:
         raise SystemExit(f"Slack refused the bot token ({exc.response.get('error')}): check SLACK_BOT_TOKEN.") from None
     except OSError as exc:
         raise SystemExit(f"Could not reach the Slack Web API to check the bot token: {exc}") from None
-    handler = SlackRequestHandler(app, path=EVENTS_PATH)
+    from bot.http_guard import guard
+    from labmate.settings import get_settings
 
-    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-            return [b"ok"]
-        return handler(environ, start_response)
-
-    return application
+    secret = get_settings().slack_signing_secret
+    assert secret is not None  # build_app refused to start without it
+    return guard(SlackRequestHandler(app, path=EVENTS_PATH), secret.get_secret_value())
 
 
 def uwsgi_argv(*, host: str, port: int, workers: int, threads: int) -> list[str]:
-    """uWSGI (pyuwsgi's wheel) with a lean master: HTTP/1.1 keep-alive parsed in C, the app loaded
-    by each worker after the fork (--lazy-apps), so the master holds no Python app state."""
+    """uWSGI (pyuwsgi's wheel) behind its own HTTP router: the router (C, event-driven) holds every
+    client's keep-alive connection and hands each request to a free worker thread over a local
+    socket, so an idle connection never occupies a thread. Workers load the app after the fork
+    (--lazy-apps): the master holds no Python app state. No harakiri: with threads it kills the
+    whole worker, in-flight requests included; every wait on the request path is bounded instead
+    (database, broker and Slack timeouts)."""
     binary = shutil.which("uwsgi") or str(Path(sys.executable).with_name("uwsgi"))
     return [
         binary,
-        f"--http11-socket={host}:{port}",
+        f"--http={host}:{port}",
+        "--http-keepalive=1",
+        "--http-auto-chunked",
+        "--http-timeout=30",
         "--module=bot.wsgi:application",
         "--master",
         f"--processes={workers}",
@@ -75,11 +80,8 @@ def uwsgi_argv(*, host: str, port: int, workers: int, threads: int) -> list[str]
         "--die-on-term",
         "--single-interpreter",
         "--enable-threads",
-        "--harakiri=30",
         "--buffer-size=32768",
-        "--post-buffering=1",
         "--disable-logging",
-        "--log-4xx",
         "--log-5xx",
         "--ignore-sigpipe",
         "--ignore-write-errors",

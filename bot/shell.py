@@ -41,7 +41,7 @@ def _lines(history_path: str) -> Any:
         yield from (line.rstrip("\n") for line in sys.stdin)
 
 
-def run_shell(*, user: str, channel: str) -> None:
+def run_shell(*, user: str, channel: str, actor: str | None = None) -> None:
     settings = get_settings()
     console = Console()
     lock = threading.Lock()
@@ -53,7 +53,7 @@ def run_shell(*, user: str, channel: str) -> None:
     session = uuid.uuid4().hex
     router().add_console(session, show)
     console.print(BANNER.format(home=settings.home.resolve(), command=settings.command))
-    origin = Origin(user=user, channel=channel, source="shell", session=session)
+    origin = Origin(user=user, channel=channel, source="shell", session=session, actor=actor)
     pending: list[str] = []
     try:
         for line in _lines(str(settings.home / "shell_history")):

@@ -71,7 +71,7 @@ def build_app(settings: Settings | None = None, *, token_verification: bool = Tr
         logger.error("unhandled error [%s]", error_id, exc_info=error)
         message = render(
             "error",
-            {"message": "Something went wrong on my side; nothing you typed was lost.", "hint": "", "error_id": error_id},
+            {"message": "Something went wrong on my side, so this was not done.", "hint": "", "error_id": error_id},
         )
         if body.get("response_url"):
             try:

@@ -1,6 +1,15 @@
-"""The Slack Web API client: base URL from settings, retries on connection errors and 429s."""
+"""The Slack Web API client: base URL and timeout from settings, and the SDK's own retry handlers.
+
+Retried inside one call, by the SDK: a 429 (after its Retry-After, twice) and a refused
+connection (the request never reached Slack). Not retried here: a 5xx, a reset connection or a
+timeout, because Slack may have acted on the request; the delivery (bot/slack_delivery.py) retries
+those through the job's Celery retry, after checking whether the message was posted after all.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+from urllib.error import URLError
 
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
@@ -8,14 +17,22 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from labmate.settings import Settings
 
 
+class RefusedConnectionRetryHandler(ConnectionErrorRetryHandler):
+    """The SDK's connection-error handler, for refused connections only (safe to repeat)."""
+
+    def _can_retry(self, *, error: Exception | None = None, **kwargs: Any) -> bool:
+        return isinstance(error, URLError) and isinstance(error.reason, ConnectionRefusedError)
+
+
+def retry_handlers() -> list[Any]:
+    return [RefusedConnectionRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(max_retry_count=2)]
+
+
 def web_client(settings: Settings) -> WebClient:
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     return WebClient(
         token=token,
         base_url=settings.slack_api_url,
-        timeout=10,
-        retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=2),
-            RateLimitErrorRetryHandler(max_retry_count=3),
-        ],
+        timeout=settings.slack_timeout,  # type: ignore[arg-type]  (urllib takes seconds as a float)
+        retry_handlers=retry_handlers(),
     )

@@ -36,7 +36,14 @@ def _reply_code(reply: Reply) -> int:
     return FAILED_OUTCOMES.get(reply.outcome, EXIT_OK)
 
 
-def run_one(text: str, *, user: str, channel: str, on_message: Callable[[Message], None] | None = None) -> Outcome:
+def run_one(
+    text: str,
+    *,
+    user: str,
+    channel: str,
+    on_message: Callable[[Message], None] | None = None,
+    actor: str | None = None,
+) -> Outcome:
     """Run one command as `user`, wait for every reply (jobs too), return them in arrival order."""
     from tasks.client import wait
 
@@ -53,7 +60,7 @@ def run_one(text: str, *, user: str, channel: str, on_message: Callable[[Message
     session = uuid.uuid4().hex
     router().add_console(session, sink)
     try:
-        origin = Origin(user=user, channel=channel, source="shell", session=session)
+        origin = Origin(user=user, channel=channel, source="shell", session=session, actor=actor)
         reply = dispatch.handle(grammar.strip_prefix(text, settings.command), origin)
         sink({}, render_reply(reply))
         codes = [_reply_code(reply)]
@@ -67,8 +74,9 @@ def run_one(text: str, *, user: str, channel: str, on_message: Callable[[Message
     return outcome
 
 
-def say(text: str, *, user: str, channel: str, as_json: bool, console: Console) -> int:
-    outcome = run_one(text, user=user, channel=channel, on_message=None if as_json else lambda m: rich_render.show(console, m))
+def say(text: str, *, user: str, channel: str, as_json: bool, console: Console, actor: str | None = None) -> int:
+    show = None if as_json else lambda m: rich_render.show(console, m)
+    outcome = run_one(text, user=user, channel=channel, on_message=show, actor=actor)
     if as_json:
         console.print_json(json.dumps([m.payload() for m in outcome.messages], default=str))
     return outcome.exit_code

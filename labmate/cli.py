@@ -26,29 +26,36 @@ app.add_typer(db_app, name="db")
 
 @app.command()
 def shell(
-    user: str = typer.Option("you", help="Who you are in the audit trail and the decision log."),
+    user: str | None = typer.Option(
+        None, help="Run the commands as this user (needs [terminal] allow_acting_as). Default: you, by your login."
+    ),
     channel: str = typer.Option("terminal", help="The channel your commands are recorded under."),
 ) -> None:
     """Use labmate interactively in this terminal (embedded defaults: no Slack, Redis or servers)."""
-    _prepare_terminal(Console())
+    console = Console()
+    _prepare_terminal(console)
+    who, actor = _identity(console, user)
     from bot.shell import run_shell
 
-    run_shell(user=user, channel=channel)
+    run_shell(user=who, channel=channel, actor=actor)
 
 
 @app.command()
 def say(
     text: str = typer.Argument(..., help='The command, e.g. "decide ship it #release" (the /lab prefix is optional).'),
-    user: str = typer.Option("you", "--user", "-u", help="Run the command as this user."),
+    user: str | None = typer.Option(
+        None, "--user", "-u", help="Run the command as this user (needs [terminal] allow_acting_as). Default: you."
+    ),
     channel: str = typer.Option("terminal", "--channel", "-c", help="Run the command in this channel."),
     as_json: bool = typer.Option(False, "--json", help="Print the Block Kit payloads exactly as they would be posted."),
 ) -> None:
     """Run one command, wait for every reply (jobs included), print them. Exit 0 ok, 1 bad input, 2 internal error."""
     console = Console(soft_wrap=True) if as_json else Console()
     _prepare_terminal(console, as_json=as_json)
+    who, actor = _identity(console, user, as_json=as_json)
     from bot.terminal import say as run_say
 
-    code = run_say(text, user=user, channel=channel, as_json=as_json, console=console)
+    code = run_say(text, user=who, channel=channel, as_json=as_json, console=console, actor=actor)
     raise typer.Exit(code)
 
 
@@ -195,6 +202,31 @@ def _prepare_terminal(console: Console, *, as_json: bool = False) -> None:
 
             show(console, message)
         raise typer.Exit(2) from None
+
+
+def _identity(console: Console, requested: str | None, *, as_json: bool = False) -> tuple[str, str]:
+    """(user, actor) for this terminal, or exit 1 with the reason (audited like any refusal)."""
+    from bot.identity import login, terminal_user
+    from labmate.errors import LabmateError
+    from labmate.settings import get_settings
+
+    try:
+        return terminal_user(requested, get_settings())
+    except LabmateError as exc:
+        from bot import dispatch
+        from bot.messages.render import render_reply
+        from bot.origin import Origin
+
+        origin = Origin(user=requested or login(), source="shell", actor=login())
+        reply = dispatch.refuse(exc, origin, f"--user {requested}")
+        message = render_reply(reply)
+        if as_json:
+            console.print_json(json.dumps([message.payload()]))
+        else:
+            from bot.console import show
+
+            show(console, message)
+        raise typer.Exit(1) from None
 
 
 def _terminal_jobs_in_process() -> None:

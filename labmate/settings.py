@@ -7,6 +7,7 @@ the environment.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ from pydantic_settings import (
 )
 
 EMBEDDED_BROKER = "memory://"
+URL_FIELDS = ("database_url", "broker_url", "result_backend", "mlflow_tracking_uri", "mlflow_ui_url", "slack_api_url")
+_USERINFO = re.compile(r"^(?P<scheme>[\w+.-]+://)(?P<user>[^:/@]*):(?P<password>[^@/]*)@")
+
+
+def mask_url(url: str) -> str:
+    """`postgresql://labmate:secret@db/x` -> `postgresql://labmate:***@db/x` (for repr, logs and messages)."""
+    return _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", url)
 
 
 def _env(name: str) -> AliasChoices:
@@ -33,6 +41,21 @@ class AccessRules(BaseModel):
     verbs: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Per verb, who may use it. A verb listed here is limited to these entries and the admins.",
+    )
+
+
+class TerminalIdentity(BaseModel):
+    """Who a terminal user is. By default the operating-system user, under their own login name."""
+
+    users: dict[str, str] = Field(
+        default_factory=dict,
+        description="Operating-system user -> the Slack user id they act as (so their terminal "
+        "commands meet the same access rules and decisions as in Slack).",
+    )
+    allow_acting_as: list[str] = Field(
+        default_factory=list,
+        description="Operating-system users who may run commands as someone else (`labmate say --user`); "
+        "the audit row records both.",
     )
 
 
@@ -63,6 +86,12 @@ class Settings(BaseSettings):
         "",
         validation_alias=_env("LABMATE_RESULT_BACKEND"),
         description="Celery result backend. Default: in-process for the embedded broker, the broker's Redis otherwise.",
+    )
+    broker_key_prefix: str = Field(
+        "",
+        validation_alias=_env("LABMATE_BROKER_KEY_PREFIX"),
+        description="Prefix of every Redis key labmate's broker and results use, so several deployments "
+        "(or test runs) can share one Redis.",
     )
     mlflow_tracking_uri: str = Field(
         "",
@@ -108,6 +137,52 @@ class Settings(BaseSettings):
         description="Per experiment name, the metric that ranks its runs (labmate.toml `[primary_metrics]`).",
     )
     access: AccessRules = Field(default_factory=AccessRules, description="labmate.toml `[access]`.")
+    terminal: TerminalIdentity = Field(default_factory=TerminalIdentity, description="labmate.toml `[terminal]`.")
+    database_connect_timeout: float = Field(
+        2.0,
+        validation_alias=_env("LABMATE_DATABASE_CONNECT_TIMEOUT"),
+        description="Seconds to wait for a new PostgreSQL connection (libpq's minimum is 2).",
+    )
+    database_io_timeout: float = Field(
+        1.0,
+        validation_alias=_env("LABMATE_DATABASE_IO_TIMEOUT"),
+        description="Seconds a PostgreSQL connection may leave data unacknowledged before it counts as dead "
+        "(a black-holed network fails a command in seconds instead of hanging it).",
+    )
+    database_statement_timeout: float = Field(
+        10.0,
+        validation_alias=_env("LABMATE_DATABASE_STATEMENT_TIMEOUT"),
+        description="Seconds one PostgreSQL statement may run, lock waits included.",
+    )
+    slack_timeout: float = Field(
+        10.0,
+        validation_alias=_env("LABMATE_SLACK_TIMEOUT"),
+        description="Seconds to wait for one Slack Web API call before counting it as failed (it is retried).",
+    )
+    delivery_backoff: float = Field(
+        2.0,
+        validation_alias=_env("LABMATE_DELIVERY_BACKOFF"),
+        description="Seconds before a refused reply (or an unreachable database) is tried again; doubles "
+        "with each try, up to five minutes, and never sooner than Slack's Retry-After.",
+    )
+    job_stale_after: float = Field(
+        20.0,
+        validation_alias=_env("LABMATE_JOB_STALE_AFTER"),
+        description="A running job whose heartbeat is this many seconds old belongs to a dead worker: "
+        "the reaper hands it to another.",
+    )
+    reap_every: float = Field(
+        15.0,
+        validation_alias=_env("LABMATE_REAP_EVERY"),
+        description="How often (seconds) beat runs the reaper that sends stored jobs and rescues the jobs "
+        "of dead workers.",
+    )
+    delivery_retries: int = Field(
+        8,
+        validation_alias=_env("LABMATE_DELIVERY_RETRIES"),
+        description="How many times a reply Slack refused for a while (429, 5xx, timeouts) is retried, with "
+        "exponential backoff, before its command is marked `undelivered`.",
+    )
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:
@@ -119,6 +194,10 @@ class Settings(BaseSettings):
         if not self.slack_api_url.endswith("/"):
             self.slack_api_url += "/"
         return self
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (mask_url(value) if isinstance(value, str) and name in URL_FIELDS else value)
 
     @property
     def embedded_broker(self) -> bool:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, utcnow
 
-OUTCOMES = ("ok", "queued", "user_error", "refused", "error", "duplicate")
+OUTCOMES = ("ok", "queued", "running", "user_error", "refused", "error", "duplicate", "undelivered")
 TEXT_CAP = 4000
 
 
@@ -29,6 +29,8 @@ class AuditEvent(Base):
     error_id: Mapped[str | None] = mapped_column(String(16), default=None, index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None, index=True)
+    actor: Mapped[str | None] = mapped_column(String(64), default=None)
+    """Who really typed the command when it ran as somebody else (the terminal's `--user`)."""
 
 
 def record(
@@ -44,6 +46,7 @@ def record(
     error_id: str | None = None,
     detail: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
+    actor: str | None = None,
 ) -> int:
     """Insert the row and return its id (a Core insert: this runs on every command's ack path)."""
     values = {
@@ -52,21 +55,35 @@ def record(
         "channel": channel,
         "source": source,
         "verb": verb,
-        "text": text[:TEXT_CAP],
+        "text": printable(text)[:TEXT_CAP],
         "outcome": outcome,
         "duration_ms": duration_ms,
         "error_id": error_id,
         "detail": detail or {},
         "idempotency_key": idempotency_key,
+        "actor": actor,
     }
     return int(session.execute(insert(_TABLE).returning(_TABLE.c.id), values).scalar_one())
 
 
+def printable(text: str) -> str:
+    """PostgreSQL refuses NUL in text: the audit keeps what was typed, with NUL shown as U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
 def set_outcome(
-    session: Session, *, event_id: int, outcome: str, error_id: str | None = None, duration_ms: float | None = None
+    session: Session,
+    *,
+    event_id: int,
+    outcome: str,
+    error_id: str | None = None,
+    duration_ms: float | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> None:
     """A job finished: the command's row gets its final outcome."""
     values: dict[str, object] = {"outcome": outcome}
+    if detail:
+        values["detail"] = detail
     if error_id:
         values["error_id"] = error_id
     if duration_ms is not None:

@@ -22,12 +22,58 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling would BEGIN lazily and break SAVEPOINTs; SQLAlchemy
+    # emits BEGIN itself (_sqlite_begin), as its SQLite documentation recommends.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """A transaction that reads and then writes takes the write lock at BEGIN (`write=True`): in WAL
+    mode a reader that later writes after another writer committed fails at once with "database is
+    locked", while BEGIN IMMEDIATE waits its turn (busy_timeout)."""
+    immediate = connection.get_execution_options().get("labmate_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def postgres_connect_args(settings: Any) -> dict[str, Any]:
+    """Bounded waits: a refused, black-holed or hung database fails a command in seconds, never hangs it."""
+    return {
+        "connect_timeout": max(2, round(settings.database_connect_timeout)),
+        "tcp_user_timeout": int(settings.database_io_timeout * 1000),
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+    }
+
+
+def _postgres_session_settings(statement_timeout_ms: int) -> Any:
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        # Not in connect_args["options"]: that would replace the URL's own `options` (a search_path).
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET statement_timeout = {statement_timeout_ms}")
+        dbapi_connection.commit()
+
+    return apply
+
+
+_pre_ping = True
+
+
+def fail_fast() -> None:
+    """For a process that must answer within a deadline (the Slack-facing one): no ping before each
+    checkout. A ping on a connection whose network went dark waits out the I/O timeout before the
+    reconnect waits out the connect timeout, which together overrun Slack's three seconds. Without
+    it, the first command after a database restart fails ("not saved") and invalidates the pool,
+    so the next one reconnects. Call before the first engine is made."""
+    global _pre_ping
+    _pre_ping = False
 
 
 def make_engine(url: str) -> Engine:
@@ -37,10 +83,24 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    from labmate.settings import get_settings
+
+    settings = get_settings()
+    engine = create_engine(
+        url,
+        pool_pre_ping=_pre_ping,
+        pool_recycle=600,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=settings.database_connect_timeout,
+        connect_args=postgres_connect_args(settings),
+    )
+    event.listen(engine, "connect", _postgres_session_settings(int(settings.database_statement_timeout * 1000)))
+    return engine
 
 
 @lru_cache(maxsize=8)
@@ -48,9 +108,10 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
-@lru_cache(maxsize=8)
-def _sessions(url: str) -> sessionmaker[Session]:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
+@lru_cache(maxsize=16)
+def _sessions(url: str, write: bool = False) -> sessionmaker[Session]:
+    engine = engine_for(url)
+    return sessionmaker(engine.execution_options(labmate_write=True) if write else engine, expire_on_commit=False)
 
 
 def default_url() -> str:
@@ -60,8 +121,9 @@ def default_url() -> str:
 
 
 @contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
-    session = _sessions(url or default_url())()
+def session_scope(url: str | None = None, *, write: bool = False) -> Iterator[Session]:
+    """`write=True` for a transaction that reads and then writes rows others may write too."""
+    session = _sessions(url or default_url(), write)()
     with _translated(session):
         try:
             yield session
@@ -74,20 +136,21 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 class LazySession:
     """A Session made on first use: commands answered by a job alone never open one."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, write: bool = False) -> None:
         self._url = url
+        self._write = write
         self.session: Session | None = None
 
     def __getattr__(self, name: str) -> Any:
         if self.session is None:
-            self.session = _sessions(self._url)()
+            self.session = _sessions(self._url, self._write)()
         return getattr(self.session, name)
 
 
 @contextmanager
-def lazy_session_scope(url: str | None = None) -> Iterator[LazySession]:
+def lazy_session_scope(url: str | None = None, *, write: bool = False) -> Iterator[LazySession]:
     """`session_scope` for a session that may never be used; commits only what was opened."""
-    lazy = LazySession(url or default_url())
+    lazy = LazySession(url or default_url(), write)
     try:
         yield lazy
     except BaseException:
@@ -111,12 +174,27 @@ def _translated(session: Session) -> Iterator[None]:
         raise Conflict(str(exc.orig)) from exc
     except OperationalError as exc:
         session.rollback()
-        raise Unavailable(str(exc.orig)) from exc
+        if _unreachable(exc):
+            raise Unavailable(str(exc.orig)) from exc
+        raise KnowledgeBaseError(str(exc.orig)) from exc
     except SQLAlchemyError as exc:
         session.rollback()
         raise KnowledgeBaseError(str(exc)) from exc
     finally:
         session.close()
+
+
+SQLITE_UNAVAILABLE = ("database is locked", "database table is locked", "unable to open database", "disk i/o error")
+
+
+def _unreachable(exc: OperationalError) -> bool:
+    """Could not reach (or wait for) the database, as opposed to a broken schema or query."""
+    if exc.connection_invalidated:
+        return True
+    module = type(exc.orig).__module__
+    if module.startswith("sqlite3"):
+        return str(exc.orig).lower().startswith(SQLITE_UNAVAILABLE)
+    return True  # psycopg's OperationalError: connection refused, lost, timed out, or a statement timeout
 
 
 def alembic_config(url: str) -> Any:

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, select
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, selectinload
 
 from models.base import Base, utcnow
-from models.errors import NotFound
+from models.errors import AlreadySuperseded, NotFound
 
 LINK_KINDS = ("run", "experiment", "model")
 
@@ -34,6 +35,8 @@ class Decision(Base):
     links: Mapped[list[DecisionLink]] = relationship(
         back_populates="decision", cascade="all, delete-orphan", lazy="selectin", order_by="DecisionLink.id"
     )
+
+    __table_args__ = (Index("uq_decisions_source", "channel", "source_ts", unique=True),)
 
     @property
     def tag_names(self) -> list[str]:
@@ -128,12 +131,42 @@ def get_many(session: Session, *, ids: list[int]) -> list[Decision]:
 
 
 def supersede(session: Session, *, old_id: int, new: NewDecision) -> tuple[Decision, Decision]:
-    """Record `new` as the replacement of decision `old_id`; returns (old, new)."""
+    """Record `new` as the replacement of decision `old_id`; returns (old, new).
+
+    The replacement claims the old decision with a conditional UPDATE, so of two supersedes racing
+    for one decision exactly one wins; the other raises AlreadySuperseded (roll back its insert)."""
     old = get(session, decision_id=old_id)
     replacement = create(session, new=new)
-    old.superseded_by = replacement.id
-    session.flush()
+    claimed = session.execute(
+        update(Decision)
+        .where(Decision.id == old_id, Decision.superseded_by.is_(None))
+        .values(superseded_by=replacement.id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not claimed:
+        winner = session.scalar(select(Decision.superseded_by).where(Decision.id == old_id))
+        raise AlreadySuperseded(old_id, winner)
+    session.refresh(old)
     return old, replacement
+
+
+def create_from_source(session: Session, *, new: NewDecision) -> tuple[Decision, bool]:
+    """The decision logged from a Slack message: (decision, True) when this call created it, or the
+    one already logged from that message and False. The database's unique (channel, source_ts)
+    decides when several people log the same message at once."""
+    assert new.source_ts, "a logged message has a source ts"
+    existing = find_by_source(session, channel=new.channel, source_ts=new.source_ts)
+    if existing is not None:
+        return existing, False
+    try:
+        with session.begin_nested():
+            return create(session, new=new), True
+    except IntegrityError:
+        pass
+    existing = find_by_source(session, channel=new.channel, source_ts=new.source_ts)
+    if existing is None:
+        raise
+    return existing, False
 
 
 def find_by_source(session: Session, *, channel: str, source_ts: str) -> Decision | None:

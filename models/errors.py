@@ -12,3 +12,12 @@ class Conflict(KnowledgeBaseError):
 
 class Unavailable(KnowledgeBaseError):
     """The database could not be reached or is locked for too long."""
+
+
+class AlreadySuperseded(KnowledgeBaseError):
+    """The decision was replaced by another supersede first."""
+
+    def __init__(self, decision_id: int, by: int | None) -> None:
+        super().__init__(f"decision #{decision_id} was already superseded by #{by}")
+        self.decision_id = decision_id
+        self.by = by

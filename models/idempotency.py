@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, String, delete, insert, select
+from sqlalchemy import DateTime, String, delete, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, utcnow
@@ -15,10 +15,6 @@ class IdempotencyKey(Base):
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-
-
-def seen(session: Session, *, key: str) -> bool:
-    return session.scalar(select(IdempotencyKey.key).where(IdempotencyKey.key == key)) is not None
 
 
 def claim(session: Session, *, key: str) -> None:

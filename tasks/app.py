@@ -1,12 +1,21 @@
-"""The Celery app: broker, queues, routes and reliability settings, built from Settings.
+"""The Celery app: broker, queues, routes, beat schedule and reliability settings, built from Settings.
 
 Task modules are listed in `include` and imported only by workers: the Slack-facing process
 enqueues by name (`send_task`) and never imports mlflow.
+
+Reliability, in Celery's own terms:
+- jobs are acknowledged after they ran (`acks_late`, tasks.jobs.JobTask), so a job whose worker
+  process died is delivered again; a job whose whole worker died (its message then waits in Redis
+  for the visibility timeout) is found by the reaper within `reap_every` + `job_stale_after` s through its
+  stopped heartbeat and re-sent (tasks.maintenance);
+- publishing gives up quickly when the broker is unreachable (the command says so at once and a
+  stored job is sent by the reaper when the broker is back), instead of Celery's default retries.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
@@ -14,9 +23,9 @@ from kombu import Queue
 
 from labmate.settings import Settings, get_settings
 
-TASK_MODULES = ["tasks.decision_links", "tasks.maintenance", "tasks.experiments.jobs"]
+TASK_MODULES = ["tasks.decision_links", "tasks.maintenance", "tasks.replies", "tasks.experiments.jobs"]
 QUEUES = ("default", "launch", "regress")
-BEAT_SCHEDULE = {
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "prune-idempotency-keys": {
         "task": "labmate.maintenance.prune_idempotency_keys",
         "schedule": crontab(minute=17, hour=3),
@@ -31,11 +40,17 @@ ROUTES = {
     "labmate.launch.*": {"queue": "launch"},
     "labmate.regress.*": {"queue": "regress"},
 }
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
 def make_app(settings: Settings) -> Celery:
     app = Celery("labmate", set_as_current=True)
     backend = settings.result_backend or ("cache+memory://" if settings.embedded_broker else settings.broker_url)
+    transport: dict[str, Any] = {"visibility_timeout": 3600, "socket_connect_timeout": 2, "socket_timeout": 10}
+    results: dict[str, Any] = {}
+    if settings.broker_key_prefix:
+        transport["global_keyprefix"] = settings.broker_key_prefix
+        results["global_keyprefix"] = settings.broker_key_prefix
     app.conf.update(
         broker_url="memory://localhost/" if settings.embedded_broker else settings.broker_url,
         result_backend=backend,
@@ -48,20 +63,28 @@ def make_app(settings: Settings) -> Celery:
         accept_content=["json"],
         result_serializer="json",
         task_track_started=True,
-        task_acks_late=False,
-        task_reject_on_worker_lost=False,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_soft_time_limit=300,
         task_time_limit=330,
+        task_publish_retry_policy=PUBLISH_RETRY,
+        broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options=transport,
+        result_backend_transport_options=results,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         enable_utc=True,
-        beat_schedule=BEAT_SCHEDULE,
+        beat_schedule={
+            "reap-jobs": {
+                "task": "labmate.maintenance.reap",
+                "schedule": settings.reap_every,
+                "options": {"expires": settings.reap_every * 2},
+            },
+            **BEAT_SCHEDULE,
+        },
     )
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        app.conf.broker_transport = "tasks.broker:Transport"
     return app
 
 

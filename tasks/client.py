@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from tasks.app import celery_app
 
+_KEYS = uuid.UUID("5f0b7c1e-6c2d-4d0e-9a49-3b1f4c8d2e10")
 
-def enqueue(name: str, kwargs: dict[str, Any], *, track: bool = False) -> str:
+
+def task_id(idempotency_key: str | None, name: str, index: int = 0) -> str:
+    """The job's id (and its key in the job ledger): derived from the request's idempotency key when
+    it has one, so a repeated request names the same job and runs it once."""
+    if not idempotency_key:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(_KEYS, f"{idempotency_key}\0{name}\0{index}"))
+
+
+def enqueue(name: str, kwargs: dict[str, Any], *, track: bool = False, job_id: str | None = None) -> str:
     """Send the job by name. `track` keeps its result so the caller can `wait` for it (the
     terminal does); Slack-facing enqueues skip that, it costs a result subscription per job."""
     app = celery_app()
@@ -18,7 +29,15 @@ def enqueue(name: str, kwargs: dict[str, Any], *, track: bool = False) -> str:
     # Explicit reprs: Celery would otherwise saferepr the kwargs into the message headers, which
     # costs more than the publish and copies user text into broker headers and worker logs.
     shown = ", ".join(sorted(kwargs))
-    return str(app.send_task(name, kwargs=kwargs, ignore_result=not track, argsrepr="()", kwargsrepr=f"{{{shown}}}").id)
+    result = app.send_task(
+        name,
+        kwargs=kwargs,
+        task_id=job_id,
+        ignore_result=not track,
+        argsrepr="()",
+        kwargsrepr=f"{{{shown}}}",
+    )
+    return str(result.id)
 
 
 def wait(task_ids: list[str], timeout: float) -> list[str]:
@@ -27,8 +46,8 @@ def wait(task_ids: list[str], timeout: float) -> list[str]:
     from celery.result import AsyncResult
 
     outcomes = []
-    for task_id in task_ids:
-        result = AsyncResult(task_id, app=celery_app())
+    for task_id_ in task_ids:
+        result = AsyncResult(task_id_, app=celery_app())
         try:
             value = result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
         except CeleryTimeout:

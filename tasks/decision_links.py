@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from models import decision as decisions
 from models.db import session_scope
 from tasks import mlflow_io
-from tasks.jobs import Replies, run_job
+from tasks.jobs import JobTask, Replies, run_job
 
 
 def _check(kind: str, ref: str, decision_id: int) -> dict[str, Any]:
@@ -45,6 +45,6 @@ def check_links(decision_id: int) -> Replies:
     return [("links_checked", {"decision_id": decision_id, "found": found, "missing": missing})]
 
 
-@shared_task(name="labmate.decisions.check_links", acks_late=True, reject_on_worker_lost=True)
-def check_links_task(decision_id: int, reply_to: dict[str, Any], audit_id: int | None = None) -> str:
-    return run_job("check_links", lambda: check_links(decision_id), reply_to, audit_id)
+@shared_task(name="labmate.decisions.check_links", base=JobTask, bind=True)
+def check_links_task(self: Task, decision_id: int, reply_to: dict[str, Any], audit_id: int | None = None) -> str:
+    return run_job(self, "check_links", lambda: check_links(decision_id), reply_to, audit_id)

@@ -33,7 +33,21 @@ def ensure_worker(concurrency: int = 2) -> TestWorkController:
         threading.Thread(target=worker.start, name="labmate-embedded-worker", daemon=True).start()
         worker.ensure_started()
         _worker = worker
+        threading.Thread(target=_reap_once, name="labmate-embedded-reap", daemon=True).start()
         return worker
+
+
+def _reap_once() -> None:
+    """Jobs a previous process left running (it was killed) are re-run or closed here: the embedded
+    queue died with that process, so the ledger is all that remains of them."""
+    from tasks.maintenance import reap
+
+    try:
+        reap()
+    except Exception:
+        import logging
+
+        logging.getLogger(__name__).warning("start-up reap failed", exc_info=True)
 
 
 def stop_worker() -> None:

@@ -1,108 +1,235 @@
-"""What every job does around its work: deliver the replies, report failures, close the audit row.
+"""What every job does around its work: claim it, deliver the replies once, retry what Slack or the
+database refused for a while, report failures, close the audit row.
 
-A job function returns the replies as (template, context) pairs; a `LabmateError` becomes
-the user's message; anything else an error id, logged with its traceback, so the user
-is never left without an answer.
+A job function returns its replies as (template, context) pairs; a `LabmateError` becomes the
+user's message; anything else an error id, logged with its traceback, so the user is never left
+without an answer. The job's Celery task id is its key in the job ledger (models.jobs): the
+execution that claims the ledger row runs, a redelivery of an answered job is skipped, and each
+reply is delivered under `<key>/<n>`, so a retried or redelivered job never posts twice.
+
+Retries are Celery's (`task.retry` with its exponential backoff; a 429 waits at least its
+Retry-After). After the last one the command's audit row says `undelivered` (Slack never took
+the reply) or `error` (the knowledge base stayed unreachable), with the reason.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable
+from datetime import timedelta
 from time import perf_counter
 from typing import Any
 
+from celery import Task
+from celery.exceptions import MaxRetriesExceededError
+from celery.utils.time import get_exponential_backoff_interval
+from kombu.utils.json import dumps, loads
+
 from labmate import outbox
 from labmate.errors import LabmateError, new_error_id
-from models import audit, idempotency
+from labmate.outbox import PermanentDeliveryError, TransientDeliveryError
+from models import audit, jobs
+from models.base import utcnow
 from models.db import session_scope
-from models.errors import Conflict
+from models.errors import KnowledgeBaseError, Unavailable
+from tasks.heartbeat import beating
 
 log = logging.getLogger(__name__)
 
 Replies = list[tuple[str, dict[str, Any]]]
-
-
 DUPLICATE = "duplicate"
+BACKOFF_MAX_S = 300
+BUSY_CHECKS = 30
+"""How often a duplicate delivery of a job that another live worker runs looks again (every `job_stale_after`)."""
 
 
-def _open_audit(reply_to: dict[str, Any]) -> int | None:
-    """For a command the bot enqueued without touching the database: claim its key and write its
-    audit row now, and return the row's id.
+class JobTask(Task):
+    """Options every labmate job shares: acknowledged after it ran (a killed worker's job is
+    redelivered), and retried by `run_job` with Celery's backoff."""
 
-    When the key is already claimed, this is a redelivery or a repeat: if the command's row still
-    says `running`, the worker that had it died before answering (acks_late redelivered it), so
-    the job runs again on that row; otherwise it was answered, and this returns None.
-    """
-    command = reply_to["audit"]
-    key = command.get("idempotency_key")
-    try:
-        with session_scope() as session:
-            if key:
-                idempotency.claim(session, key=key)
-            return audit.record(
-                session,
-                user=command["user"],
-                channel=command["channel"],
-                source=command["source"],
-                verb=command["verb"],
-                text=command["text"],
-                outcome="running",
-                duration_ms=command.get("ack_ms", 0.0),
-                idempotency_key=key,
-            )
-    except Conflict:
-        with session_scope() as session:
-            found = audit.by_idempotency_key(session, key=key or "")
-        if found and found[1] == "running":
-            log.warning("re-running %s: its previous worker stopped before answering", key)
-            return found[0]
-        return None
+    acks_late = True
+    reject_on_worker_lost = True
+    max_retries = 8
 
 
-def _close_audit(audit_id: int | None, outcome: str, error_id: str | None = None, started: float = 0.0) -> None:
-    if audit_id is None:
-        return
-    try:
-        with session_scope() as session:
-            duration = (perf_counter() - started) * 1000 if started else None
-            audit.set_outcome(session, event_id=audit_id, outcome=outcome, error_id=error_id, duration_ms=duration)
-    except Exception:
-        log.exception("could not close audit row %s", audit_id)
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_job(name: str, work: Callable[[], Replies], reply_to: dict[str, Any], audit_id: int | None) -> str:
-    """Run `work`, deliver what it answers; returns the outcome (ok, user_error, error, duplicate)."""
+def backoff(task: Task, retry_after: float | None = None) -> float:
+    """Celery's exponential backoff (the interval autoretry uses), from the configured first
+    interval, and never sooner than Slack's Retry-After."""
+    from labmate.settings import get_settings
+
+    first = get_settings().delivery_backoff
+    countdown = get_exponential_backoff_interval(factor=1, retries=task.request.retries, maximum=BACKOFF_MAX_S) * first
+    return max(min(countdown, BACKOFF_MAX_S), (retry_after or 0) + 0.5)
+
+
+def max_retries() -> int:
+    from labmate.settings import get_settings
+
+    return get_settings().delivery_retries
+
+
+def stale_after() -> timedelta:
+    from labmate.settings import get_settings
+
+    return timedelta(seconds=get_settings().job_stale_after)
+
+
+def run_job(task: Task, name: str, work: Callable[[], Replies], reply_to: dict[str, Any], audit_id: int | None) -> str:
+    """Run `work` once per job and deliver what it answers; returns the outcome (ok, user_error,
+    error, undelivered, duplicate)."""
     started = perf_counter()
-    if audit_id is None and reply_to.get("audit"):
-        audit_id = _open_audit(reply_to)
-        if audit_id is None:
-            log.info("job %s for %s already answered; skipped", name, reply_to["audit"].get("idempotency_key"))
+    key = str(task.request.id)
+    try:
+        claim = _claim(task, key, reply_to, audit_id)
+    except Unavailable as exc:
+        return _database_down(task, name, reply_to, exc)
+    if claim.status == "ended":
+        log.info("job %s (%s) already answered; skipped", name, key)
+        return DUPLICATE
+    if claim.status == "busy":
+        if task.request.retries >= BUSY_CHECKS:
             return DUPLICATE
-    return _run(name, work, reply_to, audit_id, started)
+        raise task.retry(countdown=stale_after().total_seconds() + 1, max_retries=BUSY_CHECKS)
+    audit_id = claim.audit_id
+    with beating(key):
+        try:
+            if audit_id is None and reply_to.get("audit"):
+                audit_id = _open_audit(key, reply_to)
+            replies, outcome = _answer(key, name, work)
+        except Unavailable as exc:
+            return _database_down(task, name, reply_to, exc, key=key)
+        return _deliver_all(task, key, replies, outcome, reply_to, audit_id, started)
 
 
-def _run(name: str, work: Callable[[], Replies], reply_to: dict[str, Any], audit_id: int | None, started: float) -> str:
+def _claim(task: Task, key: str, reply_to: dict[str, Any], audit_id: int | None) -> jobs.Claim:
+    kwargs = dict(task.request.kwargs or {})
+    with session_scope() as session:
+        return jobs.claim(
+            session, key=key, task=str(task.name), kwargs=kwargs, worker=worker_name(), audit_id=audit_id, stale=stale_after()
+        )
+
+
+def _open_audit(key: str, reply_to: dict[str, Any]) -> int:
+    """A command the bot enqueued without touching the database: its audit row is written when its
+    job first starts (the ledger row remembers it for a redelivery)."""
+    command = reply_to["audit"]
+    with session_scope() as session:
+        audit_id = audit.record(
+            session,
+            user=command["user"],
+            channel=command["channel"],
+            source=command["source"],
+            verb=command["verb"],
+            text=command["text"],
+            outcome="running",
+            duration_ms=command.get("ack_ms", 0.0),
+            idempotency_key=command.get("idempotency_key"),
+            actor=command.get("actor"),
+        )
+        jobs.set_audit(session, key=key, audit_id=audit_id)
+    return audit_id
+
+
+def _answer(key: str, name: str, work: Callable[[], Replies]) -> tuple[Replies, str]:
+    """The job's replies: computed once (a retry after a delivery failure reuses them)."""
+    with session_scope() as session:
+        record = jobs.get(session, key=key)
+        stored = record.replies if record is not None else None
+    if stored:
+        replies, outcome = loads(stored)
+        return [(str(t), dict(c)) for t, c in replies], str(outcome)
     try:
         replies = work()
+        outcome = "user_error" if any(c.get("outcome") == "user_error" for _, c in replies) else "ok"
     except LabmateError as exc:
-        outbox.deliver(reply_to, "error", {"message": exc.message, "hint": exc.hint, "error_id": None})
-        _close_audit(audit_id, exc.outcome, started=started)
-        return exc.outcome
+        replies, outcome = [("error", {"message": exc.message, "hint": exc.hint, "error_id": None})], exc.outcome
+    except Unavailable:
+        raise
     except Exception:
         error_id = new_error_id()
         log.exception("job %s failed [%s]", name, error_id)
+        message = f"The job `{name}` failed; nothing was lost."
+        replies, outcome = [("error", {"message": message, "hint": "", "error_id": error_id})], "error"
+    with session_scope() as session:
+        jobs.save_replies(session, key=key, replies=dumps([replies, outcome]))
+    return replies, outcome
+
+
+def _deliver_all(
+    task: Task, key: str, replies: Replies, outcome: str, reply_to: dict[str, Any], audit_id: int | None, started: float
+) -> str:
+    try:
+        for index, (template, context) in enumerate(replies):
+            outbox.deliver(reply_to, template, context, key=f"{key}/{index}")
+    except TransientDeliveryError as exc:
+        countdown = backoff(task, exc.retry_after)
+        try:
+            with session_scope() as session:
+                jobs.set_retrying(session, key=key, retry_at=utcnow() + timedelta(seconds=countdown), error=str(exc))
+            raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries())
+        except MaxRetriesExceededError:
+            return _undelivered(key, audit_id, str(exc), started)
+        except TransientDeliveryError:  # Celery re-raises `exc` itself once the retries are used up
+            return _undelivered(key, audit_id, str(exc), started)
+    except PermanentDeliveryError as exc:
+        return _undelivered(key, audit_id, str(exc), started)
+    except Unavailable as exc:
+        return _database_down(task, key, reply_to, exc, key=key)
+    _close(key, audit_id, outcome, started=started)
+    return outcome
+
+
+def _undelivered(key: str, audit_id: int | None, reason: str, started: float) -> str:
+    log.error("job %s: reply undelivered: %s", key, reason)
+    _close(key, audit_id, "undelivered", started=started, reason=reason, state=jobs.UNDELIVERED)
+    return "undelivered"
+
+
+def _close(
+    key: str, audit_id: int | None, outcome: str, *, started: float, reason: str = "", state: str = jobs.DONE,
+    error_id: str | None = None,
+) -> None:
+    try:
+        with session_scope() as session:
+            jobs.finish(session, key=key, state=state, error=reason)
+            if audit_id is not None:
+                audit.set_outcome(
+                    session,
+                    event_id=audit_id,
+                    outcome=outcome,
+                    error_id=error_id,
+                    duration_ms=(perf_counter() - started) * 1000,
+                    detail={"reason": reason} if reason else None,
+                )
+    except KnowledgeBaseError:
+        log.exception("could not close job %s (audit row %s) as %s", key, audit_id, outcome)
+
+
+def _database_down(task: Task, name: str, reply_to: dict[str, Any], exc: Exception, *, key: str | None = None) -> str:
+    """The knowledge base is unreachable: retry with backoff (the job's database work is safe to
+    repeat), and after the last try tell the user the truth (nothing the job would have done, done)."""
+    try:
+        raise task.retry(exc=exc, countdown=backoff(task), max_retries=max_retries())
+    except (MaxRetriesExceededError, Unavailable):
+        pass
+    error_id = new_error_id()
+    log.error("job %s gave up: the knowledge base stayed unreachable [%s]: %s", name, error_id, exc)
+    try:
         outbox.deliver(
             reply_to,
             "error",
-            {"message": f"The job `{name}` failed; nothing was lost.", "hint": "", "error_id": error_id},
+            {
+                "message": "I couldn't reach the knowledge base, so this was not done. Try again in a few minutes.",
+                "hint": "",
+                "error_id": error_id,
+            },
         )
-        _close_audit(audit_id, "error", error_id, started=started)
-        return "error"
-    outcome = "ok"
-    for template, context in replies:
-        if context.get("outcome") == "user_error":
-            outcome = "user_error"
-        outbox.deliver(reply_to, template, context)
-    _close_audit(audit_id, outcome, started=started)
-    return outcome
+    except Exception:
+        log.exception("could not tell the user either [%s]", error_id)
+    return "error"

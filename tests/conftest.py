@@ -111,6 +111,6 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     return service_or_skip("Redis", REDIS_URL)

@@ -69,6 +69,11 @@ def parse(text: str, *, now: datetime | None = None) -> Command:
             f"That command is {len(text):,} characters long; the most I take is {MAX_INPUT:,}. "
             "Shorten it, or put the details in a thread and log a summary."
         )
+    if "\x00" in text:
+        raise UsageError(
+            "Your command contains a NUL character (\\x00), which can't be stored. "
+            "Remove it (it usually comes from a paste) and send the command again."
+        )
     stripped = text.strip()
     if not stripped:
         return Command("help", HelpArgs(None), text)

@@ -12,7 +12,7 @@ from labmate.errors import NotFoundError
 from labmate.settings import get_settings
 from models import decision as decisions
 from models import search as search_service
-from models.errors import NotFound
+from models.errors import AlreadySuperseded, NotFound
 
 CHECK_LINKS = "labmate.decisions.check_links"
 
@@ -65,12 +65,13 @@ def log_message(
     author: str | None = None,
 ) -> Reply:
     """A Slack message logged by shortcut or reaction: once per message, whoever logs it again."""
-    if source_ts:
-        existing = decisions.find_by_source(session, channel=origin.channel, source_ts=source_ts)
-        if existing is not None:
-            return Reply("decision_logged", {"d": decision_view(existing), "old": None}, outcome="ok", public=True)
     new = _new(args, origin, permalink=permalink, source_ts=source_ts, author=author)
-    return logged(decisions.create(session, new=new))
+    if not source_ts:
+        return logged(decisions.create(session, new=new))
+    decision, created = decisions.create_from_source(session, new=new)
+    if not created:
+        return Reply("decision_logged", {"d": decision_view(decision), "old": None, "already": True}, public=True)
+    return logged(decision)
 
 
 def supersede(args: SupersedeArgs, origin: Origin, session: Session) -> Reply:
@@ -86,7 +87,13 @@ def supersede(args: SupersedeArgs, origin: Origin, session: Session) -> Reply:
             f"Decision #{old.id} was already replaced by #{old.superseded_by}; supersede #{old.superseded_by} instead."
         )
     access.check_author("supersede", old.author, origin, settings.access)
-    old, new = decisions.supersede(session, old_id=args.old_id, new=_new(args.decision, origin))
+    try:
+        old, new = decisions.supersede(session, old_id=args.old_id, new=_new(args.decision, origin))
+    except AlreadySuperseded as exc:
+        raise NotFoundError(
+            f"Decision #{exc.decision_id} was just replaced by #{exc.by}, so I didn't record yours; "
+            f"supersede #{exc.by} instead if yours should win."
+        ) from None
     return logged(new, old)
 
 

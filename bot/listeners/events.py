@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from bot import dispatch, grammar
 from bot.listeners import logging_decisions, slack_messages
 from bot.listeners.slack_origin import from_event
-from bot.post import router
+from bot.replies import send
 from labmate.errors import LabmateError
 from labmate.settings import Settings
 
@@ -35,7 +35,7 @@ def on_mention(body: dict[str, Any], event: dict[str, Any]) -> None:
     origin = from_event(body, event)
     reply = dispatch.handle(mention_command(slack_messages.unescape(event.get("text", ""))), origin)
     if reply.outcome != "duplicate":
-        router().deliver(origin.reply_to(), reply.template, reply.context)
+        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
 
 
 def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, settings: Settings) -> None:
@@ -46,16 +46,17 @@ def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, 
     origin = from_event(body, event)
     message = slack_messages.fetch(client, channel, ts)
     if message is None:
-        router().deliver(
+        send(
             origin.reply_to(),
             "error",
             {"message": "I can't read that message to log it; invite me to the channel and react again.", "hint": "", "error_id": None},
+            key=origin.idempotency_key,
         )
         return
     try:
         args = logging_decisions.parse(slack_messages.typed_text(message))
     except LabmateError as exc:
-        router().deliver(origin.reply_to(), "error", {"message": exc.message, "hint": exc.hint, "error_id": None})
+        send(origin.reply_to(), "error", {"message": exc.message, "hint": exc.hint, "error_id": None}, key=origin.idempotency_key)
         return
     reply = logging_decisions.store(
         args,
@@ -65,7 +66,7 @@ def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, 
         source_ts=ts,
     )
     if reply.outcome != "duplicate":
-        router().deliver(origin.reply_to(), reply.template, reply.context)
+        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
 
 
 def register(app: App, settings: Settings) -> None:

@@ -11,7 +11,8 @@ from bot.origin import Origin, Reply
 
 
 def parse(text: str) -> DecideArgs:
-    return parse_decide(text, datetime.now(UTC))
+    """A NUL can't be stored (PostgreSQL refuses it in text) and never carries meaning in a message."""
+    return parse_decide(text.replace("\x00", ""), datetime.now(UTC))
 
 
 def store(args: DecideArgs, origin: Origin, *, author: str, permalink: str | None, source_ts: str | None) -> Reply:

@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from bot.listeners import logging_decisions, slack_messages
 from bot.listeners.shortcuts import MODAL_ID
 from bot.origin import Origin
-from bot.post import router
+from bot.replies import send
 from labmate.errors import LabmateError
 from labmate.settings import Settings
 
@@ -53,7 +53,7 @@ def on_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebC
         return
     ack()
     if reply.outcome != "duplicate" and channel:
-        router().deliver(origin.reply_to(), reply.template, reply.context)
+        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
 
 
 def register(app: App, settings: Settings) -> None:

@@ -94,14 +94,27 @@ RENDERED_CACHE_SIZE = 512
 
 def render_reply(reply: Any) -> Message:
     """A Reply's message. Replies with a `cache_key` (help, "working on it" acks) are rendered once
-    and kept in a small LRU: their keys can hold user text, so the cache must not grow unbounded."""
+    and kept in a small LRU: their keys can hold user text, so the cache must not grow unbounded.
+    The cache is keyed by template too, and never used for a reply with notes: what a reply says
+    after its enqueue (an error, a delay) is never served from the cache, nor cached."""
+    if reply.notes:
+        message = render(reply.template, reply.context)
+        return with_notes(message, reply.notes)
     if reply.cache_key is None:
         return render(reply.template, reply.context)
-    message = _rendered.get(reply.cache_key)
+    key = f"{reply.template}\0{reply.cache_key}"
+    message = _rendered.get(key)
     if message is None:
-        message = _rendered[reply.cache_key] = render(reply.template, reply.context)
+        message = _rendered[key] = render(reply.template, reply.context)
         if len(_rendered) > RENDERED_CACHE_SIZE:
             _rendered.popitem(last=False)
     else:
-        _rendered.move_to_end(reply.cache_key)
+        _rendered.move_to_end(key)
     return message
+
+
+def with_notes(message: Message, notes: list[str]) -> Message:
+    extra = [{"type": "context", "elements": [{"type": "mrkdwn", "text": ":hourglass: " + escape(note)}]} for note in notes]
+    text = " ".join([message.text, *notes])
+    blocks = limits.fit_blocks([*message.blocks, *extra])
+    return Message(text=limits.cut(text, limits.MAX_FALLBACK_TEXT), blocks=blocks, template=message.template, files=message.files)

@@ -1,5 +1,5 @@
 """The Celery tasks. All are read-only against MLflow (the run index they refresh is a cache),
-so they are safe to run twice: acks_late + reject_on_worker_lost re-run them if a worker dies."""
+so they are safe to run twice: a job whose worker died is run again (tasks.jobs.JobTask)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from labmate.errors import LabmateError
 from tasks.experiments import compare as compare_job
 from tasks.experiments import query, summary
 from tasks.experiments.sync import ensure_fresh, indexed_experiments
-from tasks.jobs import Replies, run_job
+from tasks.jobs import JobTask, Replies, run_job
 
 log = logging.getLogger(__name__)
-OPTIONS: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, "soft_time_limit": 120, "time_limit": 150}
+OPTIONS: dict[str, Any] = {"base": JobTask, "bind": True, "soft_time_limit": 120, "time_limit": 150}
 
 
 def _explained(work: Callable[[], Replies], understood: str) -> Callable[[], Replies]:
@@ -34,13 +34,14 @@ def _explained(work: Callable[[], Replies], understood: str) -> Callable[[], Rep
 
 
 def _run(
-    name: str, work: Callable[[], Replies], reply_to: dict[str, Any], audit_id: int | None, understood: str
+    task: Task, name: str, work: Callable[[], Replies], reply_to: dict[str, Any], audit_id: int | None, understood: str
 ) -> str:
-    return run_job(name, _explained(work, understood), reply_to, audit_id)
+    return run_job(task, name, _explained(work, understood), reply_to, audit_id)
 
 
 @shared_task(name="labmate.experiments.summary", **OPTIONS)
 def summary_task(
+    self: Task,
     experiment: str,
     metric: str | None,
     top: int,
@@ -48,11 +49,12 @@ def summary_task(
     audit_id: int | None = None,
     understood: str = "",
 ) -> str:
-    return _run("summary", lambda: summary.summary(experiment, metric, top, understood), reply_to, audit_id, understood)
+    return _run(self, "summary", lambda: summary.summary(experiment, metric, top, understood), reply_to, audit_id, understood)
 
 
 @shared_task(name="labmate.experiments.best", **OPTIONS)
 def best_task(
+    self: Task,
     experiment: str,
     metric: str | None,
     since_ms: int | None,
@@ -60,16 +62,17 @@ def best_task(
     audit_id: int | None = None,
     understood: str = "",
 ) -> str:
-    return _run("best", lambda: summary.best(experiment, metric, since_ms, understood), reply_to, audit_id, understood)
+    return _run(self, "best", lambda: summary.best(experiment, metric, since_ms, understood), reply_to, audit_id, understood)
 
 
 @shared_task(name="labmate.experiments.compare", **OPTIONS)
-def compare_task(runs: list[str], reply_to: dict[str, Any], audit_id: int | None = None, understood: str = "") -> str:
-    return _run("compare", lambda: compare_job.compare(runs, understood), reply_to, audit_id, understood)
+def compare_task(self: Task, runs: list[str], reply_to: dict[str, Any], audit_id: int | None = None, understood: str = "") -> str:
+    return _run(self, "compare", lambda: compare_job.compare(runs, understood), reply_to, audit_id, understood)
 
 
 @shared_task(name="labmate.experiments.find", **OPTIONS)
 def find_task(
+    self: Task,
     experiment: str,
     conditions: list[dict[str, Any]],
     order_by: str | None,
@@ -80,6 +83,7 @@ def find_task(
     understood: str = "",
 ) -> str:
     return _run(
+        self,
         "find",
         lambda: query.find(experiment, conditions, order_by, ascending, limit, understood),
         reply_to,
@@ -90,6 +94,7 @@ def find_task(
 
 @shared_task(name="labmate.experiments.runs", **OPTIONS)
 def runs_task(
+    self: Task,
     experiment: str,
     status: str | None,
     since_ms: int | None,
@@ -100,6 +105,7 @@ def runs_task(
     understood: str = "",
 ) -> str:
     return _run(
+        self,
         "runs",
         lambda: query.runs(experiment, status, since_ms, user, tags, understood),
         reply_to,

@@ -43,6 +43,13 @@ def say(lab_home: Path, tmp_path: Path):
     return run
 
 
+def as_slack_user(tmp_path: Path, user: str, extra: str = "") -> None:
+    """Map this machine's login to a Slack user id, as a team does in labmate.toml."""
+    import getpass
+
+    (tmp_path / "labmate.toml").write_text(f'{extra}\n[terminal]\nusers = {{ "{getpass.getuser()}" = "{user}" }}\n')
+
+
 def db_path(lab_home: Path) -> Path:
     return lab_home / "labmate.db"
 
@@ -56,9 +63,10 @@ def texts(payload: dict[str, Any]) -> list[str]:
     return out
 
 
-def test_decide_prints_the_block_kit_payload_with_the_text_escaped(say, lab_home):
+def test_decide_prints_the_block_kit_payload_with_the_text_escaped(say, lab_home, tmp_path):
+    as_slack_user(tmp_path, "U0ALICE")
     typed = 'ship it <!channel> "v3" \\ok <@U123> <https://evil|ok>'
-    said = say(f"decide {typed} #release", "--user", "U0ALICE", "--channel", "C0LAB")
+    said = say(f"decide {typed} #release", "--channel", "C0LAB")
     assert said.code == 0, said.stderr
     assert isinstance(said.payloads, list) and len(said.payloads) == 1
     (payload,) = said.payloads
@@ -116,8 +124,8 @@ def test_bad_input_exits_1(say, text, message):
 
 
 def test_refusal_exits_1_and_names_who_may(say, tmp_path, lab_home):
-    (tmp_path / "labmate.toml").write_text('[access]\nadmins = ["UADMIN"]\n\n[access.verbs]\ndecide = ["UWRITER"]\n')
-    said = say("decide ship it", "--user", "UOTHER", "--channel", "C9")
+    as_slack_user(tmp_path, "UOTHER", '[access]\nadmins = ["UADMIN"]\n\n[access.verbs]\ndecide = ["UWRITER"]\n')
+    said = say("decide ship it", "--channel", "C9")
     assert said.code == 1
     assert "limited to <@UWRITER> and the admins (<@UADMIN>)" in said.payloads[0]["text"]
     with sqlite3.connect(db_path(lab_home)) as conn:
@@ -142,7 +150,7 @@ def test_damaged_knowledge_base_exits_2_with_an_error_id(say, lab_home):
     context = payload["blocks"][-1]["elements"][0]["text"]
     assert context.startswith("Error id `E-")
     error_id = context.split("`")[1]
-    assert payload["text"] == "Something went wrong on my side; nothing you typed was lost."
+    assert payload["text"] == "Something went wrong on my side, so this was not done."
     log = (lab_home / "labmate.log").read_text()
     assert error_id in log and "Traceback" in log  # the traceback is in the log, under the id
     assert "Traceback" not in said.stdout and "Traceback" not in said.stderr
@@ -157,3 +165,36 @@ def test_corrupt_database_file_exits_2_with_an_error_id(say, lab_home):
     assert "Error id `E-" in json.dumps(said.payloads)
     assert "could not open its knowledge base" in said.payloads[0]["text"]
     assert "Traceback" not in said.stdout + said.stderr
+
+
+def test_the_terminal_user_is_the_login_and_the_audit_says_so(say, lab_home):
+    import getpass
+
+    assert say("decide ship it").code == 0
+    with sqlite3.connect(db_path(lab_home)) as conn:
+        assert conn.execute('SELECT "user", actor FROM audit_events').fetchall() == [(getpass.getuser(), getpass.getuser())]
+        assert conn.execute("SELECT author FROM decisions").fetchall() == [(getpass.getuser(),)]
+
+
+def test_acting_as_someone_else_is_refused_without_the_setting(say, lab_home):
+    said = say("supersede 1 ship it", "--user", "U0ADMIN")
+    assert said.code == 1
+    text = said.payloads[0]["text"]
+    assert "so you can't run commands as `U0ADMIN`" in text
+    with sqlite3.connect(db_path(lab_home)) as conn:
+        import getpass
+
+        rows = conn.execute('SELECT "user", actor, outcome FROM audit_events').fetchall()
+        assert rows == [("U0ADMIN", getpass.getuser(), "refused")]
+
+
+def test_acting_as_someone_else_with_the_setting_records_both(say, lab_home, tmp_path):
+    import getpass
+
+    me = getpass.getuser()
+    (tmp_path / "labmate.toml").write_text(f'[terminal]\nallow_acting_as = ["{me}"]\n')
+    said = say("decide ship it", "--user", "U0ADMIN")
+    assert said.code == 0, said.stderr
+    with sqlite3.connect(db_path(lab_home)) as conn:
+        assert conn.execute('SELECT "user", actor FROM audit_events').fetchall() == [("U0ADMIN", me)]
+        assert conn.execute("SELECT author FROM decisions").fetchall() == [("U0ADMIN",)]

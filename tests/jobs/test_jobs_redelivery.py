@@ -1,26 +1,34 @@
-"""A job enqueued straight from the ack path claims its command's key when it starts: a repeat of
-an answered command stays silent, a redelivery after a dead worker answers."""
+"""The job ledger around every job, run through a real Celery task (eagerly, in this process): a
+repeat of an answered job stays silent, a redelivery after a dead worker answers on the same
+audit row, and each reply is delivered once even when the job runs again."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from labmate import outbox
-from models import audit, idempotency
+from models import audit, jobs
+from models.base import utcnow
 from models.db import session_scope
-from tasks.jobs import DUPLICATE, run_job
+from tasks.jobs import DUPLICATE, JobTask, run_job
 
 KEY = "cmd:1234.abcd"
+CALLS: list[str] = []
 
 
 class Recorder:
     def __init__(self) -> None:
-        self.delivered: list[tuple[str, dict[str, Any]]] = []
+        self.delivered: list[tuple[str, dict[str, Any], str | None]] = []
 
-    def deliver(self, reply_to: dict[str, Any], template: str, context: dict[str, Any]) -> None:
-        self.delivered.append((template, context))
+    def deliver(self, reply_to, template, context, *, key=None, final=True):
+        if key is not None and any(k == key for _, _, k in self.delivered):
+            return key
+        self.delivered.append((template, context, key))
+        return key
 
 
 @pytest.fixture
@@ -28,9 +36,25 @@ def recorder(migrated: str):
     previous = outbox.installed()
     recording = Recorder()
     outbox.install(recording)
+    CALLS.clear()
     yield recording
     if previous is not None:
         outbox.install(previous)
+
+
+@pytest.fixture(scope="module")
+def summary_job():
+    from tasks.app import celery_app
+
+    @celery_app().task(name="labmate.test.summary", base=JobTask, bind=True, shared=False)
+    def job(self, reply_to: dict[str, Any], audit_id: int | None = None) -> str:
+        def work() -> list[tuple[str, dict[str, Any]]]:
+            CALLS.append(self.request.id)
+            return [("working", {"what": "the answer"})]
+
+        return run_job(self, "summary", work, reply_to, audit_id)
+
+    return job
 
 
 def _reply_to() -> dict[str, Any]:
@@ -40,33 +64,73 @@ def _reply_to() -> dict[str, Any]:
             "session": "", "audit": command}
 
 
-def _work() -> list[tuple[str, dict[str, Any]]]:
-    return [("working", {"what": "the answer"})]
-
-
 def _rows() -> list[tuple[str, str | None]]:
     with session_scope() as session:
         return [(e.outcome, e.idempotency_key) for e in session.query(audit.AuditEvent).order_by(audit.AuditEvent.id)]
 
 
-def test_first_delivery_answers_and_audits(recorder: Recorder) -> None:
-    assert run_job("summary", _work, _reply_to(), None) == "ok"
-    assert recorder.delivered == [("working", {"what": "the answer"})]
+def test_first_run_answers_audits_and_ends_the_job(recorder: Recorder, summary_job) -> None:
+    job_id = str(uuid.uuid4())
+    assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get() == "ok"
+    assert recorder.delivered == [("working", {"what": "the answer"}, f"{job_id}/0")]
+    assert _rows() == [("ok", KEY)]
+    with session_scope() as session:
+        record = jobs.get(session, key=job_id)
+        assert record is not None and (record.state, record.attempts) == ("done", 1)
+
+
+def test_a_repeat_of_an_answered_job_is_silent(recorder: Recorder, summary_job) -> None:
+    job_id = str(uuid.uuid4())
+    summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id)
+    assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get() == DUPLICATE
+    assert len(recorder.delivered) == 1 and CALLS == [job_id]
     assert _rows() == [("ok", KEY)]
 
 
-def test_a_repeat_of_an_answered_command_is_silent(recorder: Recorder) -> None:
-    run_job("summary", _work, _reply_to(), None)
-    assert run_job("summary", _work, _reply_to(), None) == DUPLICATE
-    assert len(recorder.delivered) == 1
+def test_a_redelivery_after_a_dead_worker_answers_on_the_same_row(recorder: Recorder, summary_job) -> None:
+    job_id = str(uuid.uuid4())
+    with session_scope() as session:  # what the first worker wrote before it died: claimed, audited, silent since
+        claim = jobs.claim(session, key=job_id, task="labmate.test.summary", kwargs={}, worker="dead:1")
+        assert claim.status == "owned"
+        audit_id = audit.record(session, user="U1", channel="C1", source="slack", verb="summary", text="summary x",
+                                outcome="running", duration_ms=0.4, idempotency_key=KEY)
+        jobs.set_audit(session, key=job_id, audit_id=audit_id)
+        session.execute(jobs.JobRecord.__table__.update().values(heartbeat_at=utcnow() - timedelta(minutes=1)))
+    assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get() == "ok"
+    assert recorder.delivered == [("working", {"what": "the answer"}, f"{job_id}/0")]
     assert _rows() == [("ok", KEY)]
+    with session_scope() as session:
+        assert jobs.get(session, key=job_id).attempts == 2
 
 
-def test_a_redelivery_after_a_dead_worker_answers_on_the_same_row(recorder: Recorder) -> None:
-    with session_scope() as session:  # what the first worker wrote before it died
-        idempotency.claim(session, key=KEY)
-        audit.record(session, user="U1", channel="C1", source="slack", verb="summary", text="summary x",
-                     outcome="running", duration_ms=0.4, idempotency_key=KEY)
-    assert run_job("summary", _work, _reply_to(), None) == "ok"
-    assert recorder.delivered == [("working", {"what": "the answer"})]
-    assert _rows() == [("ok", KEY)]
+def test_a_job_another_live_worker_runs_is_left_to_it(recorder: Recorder, summary_job) -> None:
+    job_id = str(uuid.uuid4())
+    with session_scope() as session:
+        jobs.claim(session, key=job_id, task="labmate.test.summary", kwargs={}, worker="alive:1")
+    with session_scope() as session:
+        again = jobs.claim(session, key=job_id, task="labmate.test.summary", kwargs={}, worker="other:2")
+    assert again.status == "busy"
+    assert CALLS == [] and recorder.delivered == []
+
+
+def test_replies_computed_once_are_reused_after_a_failed_delivery(recorder: Recorder, summary_job) -> None:
+    """A retry after Slack refused the reply delivers the stored answer: the work isn't done twice."""
+    job_id = str(uuid.uuid4())
+
+    class Flaky(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refusals = 1
+
+        def deliver(self, reply_to, template, context, *, key=None, final=True):
+            if self.refusals:
+                self.refusals -= 1
+                raise outbox.TransientDeliveryError("Slack answered 500")
+            return super().deliver(reply_to, template, context, key=key, final=final)
+
+    flaky = Flaky()
+    outbox.install(flaky)
+    result = summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id)  # eager: retried at once
+    assert result.get() == "ok"
+    assert CALLS == [job_id]
+    assert [t for t, _, _ in flaky.delivered] == ["working"]

@@ -17,6 +17,13 @@ Web API methods labmate uses, the way Slack answers them, and records every call
   `invalid_auth` (the token is fixed at construction, default `xoxb-test`).
 - `rate_limit(method, times)`: the next `times` calls of `method` answer HTTP 429 with
   `Retry-After` (seconds) and `{"ok": false, "error": "ratelimited"}`.
+- `fail(method, times, status=500, after=False)`: the next `times` calls answer that HTTP status;
+  with `after=True` the call is carried out first (Slack acted, then its answer was lost).
+- `stall(method, seconds, times, carried_out=True)`: the next `times` calls are carried out (or, with
+  `carried_out=False`, not), then answered only after `seconds` (slower than the client's timeout).
+  `wait_in_flight(method)` blocks until such a call has arrived and is being held.
+- chat.postMessage and chat.update keep `metadata`; conversations.history/replies return it only
+  with `include_all_metadata`, as Slack does.
 - `add_message(channel, message)`: canned messages served by conversations.history/replies;
   chat.postMessage adds what the bot posts to the channel too, as Slack does.
 - `/response/...` stands in for response_url (recorded as method `response_url`).
@@ -74,6 +81,15 @@ class _RateLimit:
     where: Callable[[dict[str, Any]], bool] | None
 
 
+@dataclass
+class _Fault:
+    method: str
+    left: int
+    status: int = 500
+    after: bool = False
+    stall_s: float = 0.0
+
+
 class FakeSlack:
     def __init__(self, *, token: str = "xoxb-test", retry_after: int = 1) -> None:
         self.token = token
@@ -81,11 +97,12 @@ class FakeSlack:
         self._lock = threading.Condition()
         self._calls: list[Call] = []
         self._rate_limits: list[_RateLimit] = []
+        self._faults: list[_Fault] = []
+        self._held: dict[str, int] = {}
         self._messages: dict[str, list[dict[str, Any]]] = {}
         self._uploads: dict[str, dict[str, Any]] = {}
         self._usergroups: dict[str, list[str]] = {}
         self._not_member: set[str] = set()
-        self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -141,6 +158,44 @@ class FakeSlack:
         with self._lock:
             self._rate_limits.append(_RateLimit(method, times, where))
 
+    def fail(self, method: str, times: int = 1, *, status: int = 500, after: bool = False) -> None:
+        """The next `times` calls of `method` answer HTTP `status`; `after`: carry them out first."""
+        with self._lock:
+            self._faults.append(_Fault(method, times, status=status, after=after))
+
+    def stall(self, method: str, seconds: float, times: int = 1, *, carried_out: bool = True) -> None:
+        """The next `times` calls of `method` are carried out (or not), then answered after `seconds`."""
+        status = 200 if carried_out else 504
+        with self._lock:
+            self._faults.append(_Fault(method, times, status=status, after=carried_out, stall_s=seconds))
+
+    def wait_in_flight(self, method: str, *, timeout: float = 30.0) -> None:
+        """Block until a stalled call of `method` is being held."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._held.get(method, 0) == 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no {method} call arrived within {timeout}s")
+                self._lock.wait(remaining)
+
+    def _hold(self, method: str, delta: int) -> None:
+        with self._lock:
+            self._held[method] = self._held.get(method, 0) + delta
+            self._lock.notify_all()
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.method == method and fault.left > 0:
+                    fault.left -= 1
+                    return fault
+            return None
+
+    def messages(self, channel: str) -> list[dict[str, Any]]:
+        """What the channel holds now (posts and edits applied), oldest first."""
+        return sorted(self._channel_messages(channel), key=lambda m: float(m["ts"]))
+
     def add_message(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
         """A message conversations.history/replies will serve (needs at least `ts`)."""
         stored = {"type": "message", **message}
@@ -158,7 +213,7 @@ class FakeSlack:
             self._usergroups[usergroup] = list(users)
 
     def next_ts(self) -> str:
-        return f"{1_700_000_000 + next(self._ts)}.{next(self._ids):06d}"
+        return f"{int(time.time())}.{next(self._ids):06d}"
 
     # -- what arrived ---------------------------------------------------------------------
 
@@ -259,9 +314,22 @@ class FakeSlack:
         }
         if params.get("thread_ts"):
             message["thread_ts"] = params["thread_ts"]
+        if isinstance(params.get("metadata"), dict):
+            message["metadata"] = params["metadata"]
         with self._lock:
             self._messages.setdefault(channel, []).append(message)
         return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
+
+    def _api_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = params.get("channel", ""), params.get("ts", "")
+        with self._lock:
+            for message in self._messages.get(channel, []):
+                if message["ts"] == ts:
+                    message.update(text=params.get("text", ""), blocks=params.get("blocks", []), edited={"ts": self.next_ts()})
+                    if isinstance(params.get("metadata"), dict):
+                        message["metadata"] = params["metadata"]
+                    return {"ok": True, "channel": channel, "ts": ts, "text": message["text"]}
+        return {"ok": False, "error": "message_not_found"}
 
     def _api_chat_getPermalink(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, ts = params.get("channel"), params.get("message_ts")
@@ -286,7 +354,7 @@ class FakeSlack:
             messages = [m for m in messages if float(m["ts"]) > float(oldest) or (inclusive and m["ts"] == oldest)]
         messages.sort(key=lambda m: float(m["ts"]), reverse=True)
         limit = int(params.get("limit") or 100)
-        return {"ok": True, "messages": messages[:limit], "has_more": len(messages) > limit}
+        return {"ok": True, "messages": _metadata_if_asked(messages[:limit], params), "has_more": len(messages) > limit}
 
     def _api_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, ts = params.get("channel", ""), params.get("ts", "")
@@ -295,9 +363,11 @@ class FakeSlack:
         thread = [m for m in self._channel_messages(channel) if m["ts"] == ts or m.get("thread_ts") == ts]
         if not thread:
             return {"ok": False, "error": "thread_not_found"}
+        if params.get("oldest"):
+            thread = [m for m in thread if m["ts"] == ts or float(m["ts"]) > float(params["oldest"])]
         thread.sort(key=lambda m: float(m["ts"]))
         limit = int(params.get("limit") or 1000)
-        return {"ok": True, "messages": thread[:limit], "has_more": len(thread) > limit}
+        return {"ok": True, "messages": _metadata_if_asked(thread[:limit], params), "has_more": len(thread) > limit}
 
     def _api_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
         view = params.get("view")
@@ -348,6 +418,12 @@ class FakeSlack:
                 return False
             upload["data"] = data
             return True
+
+
+def _metadata_if_asked(messages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+    if str(params.get("include_all_metadata", "")).lower() in ("1", "true"):
+        return messages
+    return [{k: v for k, v in m.items() if k != "metadata"} for m in messages]
 
 
 def permalink(channel: str, ts: str) -> str:
@@ -413,6 +489,21 @@ def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
             except (ValueError, UnicodeDecodeError):
                 params = {}
             call = Call(method, http_method, params, headers, body)
+            fault = fake._take_fault(method)
+            if fault is not None:
+                answer = fake.answer(method, params, call) if fault.after else {}
+                if fault.stall_s:
+                    fake._hold(method, 1)
+                    time.sleep(fault.stall_s)
+                    fake._hold(method, -1)
+                call.status = fault.status
+                call.response = answer if fault.status == 200 else {"ok": False, "error": "fatal_error"}
+                fake._record(call)
+                try:
+                    self._send(call.status, json.dumps(call.response).encode(), "application/json")
+                except OSError:
+                    pass  # the client gave up waiting
+                return
             if fake._take_rate_limit(method, params):
                 call.status = 429
                 call.response = {"ok": False, "error": "ratelimited"}

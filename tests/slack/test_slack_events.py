@@ -154,7 +154,8 @@ def test_the_web_client_retries_429s(slack_env: FakeSlack, times: int) -> None:
     assert len(slack_env.posted(channel)) == 1
 
 
-def test_the_web_client_gives_up_after_three_retries(slack_env: FakeSlack) -> None:
+def test_the_web_client_gives_up_after_two_retries(slack_env: FakeSlack) -> None:
+    """Past two 429s in one call the SDK stops waiting inline; the job's Celery retry takes over."""
     from slack_sdk.errors import SlackApiError
 
     from bot.slack_client import web_client
@@ -165,5 +166,5 @@ def test_the_web_client_gives_up_after_three_retries(slack_env: FakeSlack) -> No
     with pytest.raises(SlackApiError) as caught:
         web_client(get_settings()).chat_postMessage(channel=unique("C"), text="hello")
     assert caught.value.response.status_code == 429
-    assert [c.status for c in slack_env.calls("chat.postMessage")] == [429] * 4
+    assert [c.status for c in slack_env.calls("chat.postMessage")] == [429] * 3
     assert slack_env.posted() == []

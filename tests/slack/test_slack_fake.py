@@ -53,7 +53,7 @@ def test_history_serves_canned_messages(slack_env: FakeSlack, client: WebClient)
 
 
 def test_files_upload_v2_goes_through_the_three_steps(slack_env: FakeSlack, tmp_path: Path) -> None:
-    """What bot.post.SlackPoster does for a reply with files: post, then files_upload_v2 in the thread."""
+    """What the Slack delivery does for a reply with files: post, then files_upload_v2 in the thread."""
     from bot.messages.render import Message
     from bot.post import router
 
@@ -63,9 +63,12 @@ def test_files_upload_v2_goes_through_the_three_steps(slack_env: FakeSlack, tmp_
     poster = router().slack
     assert poster is not None
 
-    poster.post(
+    poster.deliver(
         {"channel": channel, "thread_ts": "123.000001"},
         Message(text="chart", files=[{"path": str(chart), "title": "val_f1 by run"}]),
+        key=None,
+        final=True,
+        digest="d",
     )
 
     assert [c.method for c in slack_env.calls()] == [

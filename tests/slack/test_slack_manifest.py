@@ -18,6 +18,7 @@ HISTORY = {"channels:history", "groups:history", "im:history", "mpim:history"}
 METHOD_SCOPES: dict[str, set[str]] = {
     "auth_test": set(),
     "chat_postMessage": {"chat:write"},
+    "chat_update": {"chat:write"},
     "chat_getPermalink": set(),
     "conversations_history": HISTORY,
     "conversations_replies": HISTORY,

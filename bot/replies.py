@@ -1,0 +1,57 @@
+"""Replies the bot process owes (a mention's answer, a logged reaction's confirmation) go out through
+a worker job (tasks.replies), so they get the same retries and once-only delivery as job replies.
+If the broker won't take the job, the reply is posted from here, once, as a last resort."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.messages.mrkdwn import Mrkdwn
+
+log = logging.getLogger(__name__)
+
+REPLY_TASK = "labmate.reply"
+MARKUP = "__mrkdwn__"
+PACKED = "__packed__"
+
+
+def pack(value: Any) -> Any:
+    """Trusted markup (Mrkdwn) survives the trip through the broker's JSON as a marked value."""
+    if isinstance(value, Mrkdwn):
+        return {MARKUP: str(value)}
+    if isinstance(value, dict):
+        return {k: pack(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [pack(v) for v in value]
+    return value
+
+
+def unpacked(context: dict[str, Any]) -> dict[str, Any]:
+    """The context as `send` had it (the Router calls this on what comes back from a worker)."""
+    if not context.get(PACKED):
+        return context
+    return {k: unpack(v) for k, v in context.items() if k != PACKED}
+
+
+def unpack(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {MARKUP}:
+            return Mrkdwn(value[MARKUP])
+        return {k: unpack(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unpack(v) for v in value]
+    return value
+
+
+def send(reply_to: dict[str, Any], template: str, context: dict[str, Any], *, key: str | None) -> None:
+    from tasks.client import enqueue, task_id
+
+    kwargs = {"template": template, "context": {**pack(context), PACKED: True}, "reply_to": reply_to, "audit_id": None}
+    try:
+        enqueue(REPLY_TASK, kwargs, job_id=task_id(key, REPLY_TASK))
+    except Exception as exc:
+        log.warning("could not hand the %s reply to a worker (%s); posting it from here", template, exc)
+        from bot.post import router
+
+        router().deliver(reply_to, template, context)

@@ -1,0 +1,249 @@
+"""Posting and editing Slack messages exactly once per key.
+
+Retries of a single call are the Slack SDK's (its RateLimitErrorRetryHandler honours Retry-After;
+see bot/slack_client.py). What this module adds is what the SDK can't know:
+- which Slack errors are worth retrying later (they raise TransientDeliveryError, and the job's
+  Celery retry comes back with backoff) and which are final (PermanentDeliveryError);
+- the delivery ledger (models.deliveries): a key is posted once; a known key is edited in place
+  (chat.update), throttled unless the state is final;
+- a post whose answer never came (the worker died, Slack timed out or said 500) is looked up in
+  the channel by the message metadata carrying its key before it is posted again.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
+
+from bot.messages.render import Message
+from labmate.outbox import PermanentDeliveryError, TransientDeliveryError
+
+log = logging.getLogger(__name__)
+
+FALLBACK_ERRORS = ("not_in_channel", "channel_not_found", "is_archived")
+TRANSIENT_ERRORS = ("ratelimited", "service_unavailable", "internal_error", "fatal_error", "request_timeout")
+EDIT_AGAIN_ERRORS = ("message_not_found", "cant_update_message", "edit_window_closed")
+METADATA_EVENT = "labmate_reply"
+EDIT_INTERVAL_S = 2.0
+"""The least time between two edits of one message that aren't final (chat.update is rate limited)."""
+LOOKBACK_S = 120
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    urllib.error.URLError,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+    OSError,
+)
+
+
+def classify(exc: BaseException, what: str) -> Exception:
+    """A Slack or network error -> TransientDeliveryError (try later) or PermanentDeliveryError."""
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        status = getattr(response, "status_code", 200) if response is not None else 0
+        error = str(response.get("error", "")) if response is not None else ""
+        if status == 429 or error == "ratelimited":
+            headers = getattr(response, "headers", {}) or {}
+            retry_after = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+            value = retry_after[0] if isinstance(retry_after, list) else retry_after
+            return TransientDeliveryError(f"Slack rate-limited {what}", retry_after=float(value or 1))
+        if status >= 500 or error in TRANSIENT_ERRORS:
+            return TransientDeliveryError(f"Slack answered {status} {error or ''} to {what}".strip())
+        return PermanentDeliveryError(f"Slack refused {what}: {error or status}")
+    if isinstance(exc, NETWORK_ERRORS):
+        return TransientDeliveryError(f"Slack did not answer {what}: {type(exc).__name__}: {exc}")
+    return PermanentDeliveryError(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def _metadata(key: str, digest: str) -> dict[str, Any]:
+    return {"event_type": METADATA_EVENT, "event_payload": {"key": key, "digest": digest}}
+
+
+class SlackPoster:
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+
+    # -- the public entry ------------------------------------------------------------------
+
+    def deliver(
+        self, reply_to: dict[str, Any], message: Message, *, key: str | None, final: bool, digest: str
+    ) -> str | None:
+        if key is None:
+            return self._post(reply_to, message, None, digest)
+        from models import deliveries as ledger
+        from models.db import session_scope
+
+        with session_scope() as session:
+            record = ledger.get(session, key=key)
+            known = None if record is None else (record.state, record.channel, record.ts, record.digest,
+                                                  record.updated_at, record.created_at, record.files_done)
+        if known is None:
+            with session_scope() as session:
+                started = ledger.start(
+                    session, key=key, channel=reply_to["channel"], thread_ts=reply_to.get("thread_ts"), digest=digest
+                )
+            if started:
+                return self._post_recorded(reply_to, message, key, digest, files_done=0)
+            return self.deliver(reply_to, message, key=key, final=final, digest=digest)  # another process raced us
+        state, channel, ts, posted_digest, updated_at, created_at, files_done = known
+        if state == ledger.POSTED:
+            if ts and posted_digest != digest:
+                self._edit(key, channel, ts, message, digest, final, updated_at)
+            if files_done < len(message.files):
+                self._upload(key, reply_to, message, thread_ts=reply_to.get("thread_ts") or ts, start=files_done)
+            return ts
+        found = self._find_posted(channel, reply_to.get("thread_ts"), key, since=created_at)
+        if found is not None:
+            found_ts, found_digest = found
+            log.info("reply %s was posted before its worker heard back (ts %s); not posting it again", key, found_ts)
+            with session_scope() as session:
+                ledger.posted(session, key=key, ts=found_ts, digest=found_digest)
+            return self.deliver(reply_to, message, key=key, final=final, digest=digest)
+        return self._post_recorded(reply_to, message, key, digest, files_done=files_done)
+
+    # -- posting ---------------------------------------------------------------------------
+
+    def _post_recorded(self, reply_to: dict[str, Any], message: Message, key: str, digest: str, *, files_done: int) -> str | None:
+        from models import deliveries as ledger
+        from models.db import session_scope
+
+        try:
+            ts = self._post(reply_to, message, key, digest, upload=False)
+        except PermanentDeliveryError as exc:
+            with session_scope() as session:
+                ledger.failed(session, key=key, error=str(exc))
+            raise
+        with session_scope() as session:
+            ledger.posted(session, key=key, ts=ts, digest=digest)
+        self._upload(key, reply_to, message, thread_ts=reply_to.get("thread_ts") or ts, start=files_done)
+        return ts
+
+    def _post(
+        self, reply_to: dict[str, Any], message: Message, key: str | None, digest: str, *, upload: bool = True
+    ) -> str | None:
+        kwargs: dict[str, Any] = {"channel": reply_to["channel"], "text": message.text, "blocks": message.blocks}
+        if reply_to.get("thread_ts"):
+            kwargs["thread_ts"] = reply_to["thread_ts"]
+        if key is not None:
+            kwargs["metadata"] = _metadata(key, digest)
+        try:
+            posted = self.client.chat_postMessage(**kwargs)
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else None
+            if error in FALLBACK_ERRORS and reply_to.get("response_url"):
+                self._respond(reply_to["response_url"], message)
+                return None
+            raise classify(exc, "chat.postMessage") from exc
+        except Exception as exc:
+            raise classify(exc, "chat.postMessage") from exc
+        ts = posted.get("ts")
+        if upload:
+            self._upload(None, reply_to, message, thread_ts=reply_to.get("thread_ts") or ts, start=0)
+        return str(ts) if ts else None
+
+    def _respond(self, response_url: str, message: Message) -> None:
+        """The bot isn't in the channel: answer the person privately through the command's response_url."""
+        try:
+            response = WebhookClient(response_url).send(text=message.text, blocks=message.blocks, response_type="ephemeral")
+        except Exception as exc:
+            raise classify(exc, "the response_url") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientDeliveryError(f"Slack answered {response.status_code} to the response_url")
+        if response.status_code >= 400:
+            raise PermanentDeliveryError(f"Slack refused the response_url: {response.status_code} {response.body}")
+
+    def _edit(
+        self, key: str, channel: str, ts: str, message: Message, digest: str, final: bool, updated_at: Any
+    ) -> None:
+        from models import deliveries as ledger
+        from models.db import session_scope
+
+        if not final and updated_at is not None and _age_s(updated_at) < EDIT_INTERVAL_S:
+            return  # a newer state follows; the final one is never skipped
+        try:
+            self.client.chat_update(
+                channel=channel, ts=ts, text=message.text, blocks=message.blocks, metadata=_metadata(key, digest)
+            )
+        except SlackApiError as exc:
+            if exc.response is not None and exc.response.get("error") in EDIT_AGAIN_ERRORS:
+                log.warning("message %s can't be edited (%s); posting it anew", key, exc.response.get("error"))
+                new_ts = self._post({"channel": channel}, message, key, digest, upload=False)
+                with session_scope() as session:
+                    ledger.posted(session, key=key, ts=new_ts, digest=digest)
+                return
+            raise classify(exc, "chat.update") from exc
+        except Exception as exc:
+            raise classify(exc, "chat.update") from exc
+        with session_scope() as session:
+            ledger.edited(session, key=key, digest=digest)
+
+    def _upload(self, key: str | None, reply_to: dict[str, Any], message: Message, *, thread_ts: str | None, start: int) -> None:
+        """Charts go in the thread of the answer they belong to (a slash command has no thread of its own)."""
+        from models import deliveries as ledger
+        from models.db import session_scope
+
+        for index, item in enumerate(message.files[start:], start=start):
+            path = Path(item["path"])
+            if not path.is_file():
+                log.warning("chart %s is gone (another worker made it?); not uploaded", path)
+                continue
+            try:
+                self.client.files_upload_v2(
+                    channel=reply_to["channel"],
+                    thread_ts=thread_ts,
+                    file=str(path),
+                    filename=path.name,
+                    title=item.get("title", path.name),
+                )
+            except Exception as exc:
+                raise classify(exc, "files.upload") from exc
+            if key is not None:
+                with session_scope() as session:
+                    ledger.files_done(session, key=key, count=index + 1)
+
+    # -- finding a post whose answer was lost ------------------------------------------------
+
+    def _find_posted(self, channel: str, thread_ts: str | None, key: str, *, since: Any) -> tuple[str, str] | None:
+        """(ts, digest) of the message carrying `key` in its metadata, if Slack has it."""
+        oldest = f"{max(0.0, _epoch(since) - LOOKBACK_S):.6f}"
+        try:
+            if thread_ts:
+                page = self.client.conversations_replies(
+                    channel=channel, ts=thread_ts, oldest=oldest, include_all_metadata=True, limit=200
+                )
+            else:
+                page = self.client.conversations_history(
+                    channel=channel, oldest=oldest, include_all_metadata=True, limit=200
+                )
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else ""
+            log.warning("could not look for reply %s in %s (%s); posting it", key, channel, error)
+            return None
+        except Exception as exc:
+            raise classify(exc, "conversations.history") from exc
+        for item in page.get("messages", []):
+            payload = (item.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("key") == key:
+                return str(item["ts"]), str(payload.get("digest", ""))
+        return None
+
+
+def _epoch(value: Any) -> float:
+    from datetime import UTC
+
+    if value is None:
+        return time.time()
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return float(aware.timestamp())
+
+
+def _age_s(value: Any) -> float:
+    return time.time() - _epoch(value)

@@ -1,0 +1,277 @@
+"""The fault harness: real labmate processes (serve, worker, beat) started by the test, with the
+faults a test injects itself: a TCP proxy in front of Redis or PostgreSQL that it stops (an outage)
+or black-holes (packets dropped, with an iptables DROP on the proxy's port), processes it kills or
+pauses, and the fake Slack answering 429/500 or stalling."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+SLACK = Path(__file__).resolve().parents[1] / "slack"
+if str(SLACK) not in sys.path:
+    sys.path.insert(0, str(SLACK))
+
+from fakeslack import FakeSlack  # noqa: E402
+from slackreq import BOT_TOKEN, SIGNING_SECRET  # noqa: E402
+
+LABMATE = Path(sys.executable).with_name("labmate")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- a TCP proxy the test controls -----------------------------------------------------------
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target. `stop()` refuses new connections and cuts the open ones
+    (the service is down); `start()` brings it back on the same port; `blackhole()` drops every packet
+    sent to the port (iptables), so clients wait for answers that never come."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._dropping = False
+
+    def start(self) -> TcpProxy:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(128)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+        return self
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        if self._server is not None:
+            try:
+                self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
+            except OSError:
+                pass
+            self._server.close()
+            self._server = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def blackhole(self) -> None:
+        rule(["-I", "INPUT", "-p", "tcp", "--dport", str(self.port), "-j", "DROP"])
+        self._dropping = True
+
+    def restore(self) -> None:
+        if self._dropping:
+            rule(["-D", "INPUT", "-p", "tcp", "--dport", str(self.port), "-j", "DROP"])
+            self._dropping = False
+
+    def url(self, url: str) -> str:
+        """`url` with its host and port replaced by this proxy's."""
+        parts = urlsplit(url)
+        netloc = parts.netloc.rsplit("@", 1)
+        auth = netloc[0] + "@" if len(netloc) == 2 else ""
+        return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{self.port}"))
+
+    def close(self) -> None:
+        self.restore()
+        self.stop()
+
+
+def iptables_available() -> bool:
+    return os.geteuid() == 0 and shutil.which("iptables") is not None and subprocess.run(
+        ["iptables", "-L", "INPUT", "-n"], capture_output=True
+    ).returncode == 0
+
+
+def rule(args: list[str]) -> None:
+    subprocess.run(["iptables", *args], check=True, capture_output=True)
+
+
+# -- labmate processes ------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a worker's pool children too): no cleanup runs."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def pause(self) -> None:
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGCONT)
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=15)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            self.kill()
+
+
+@dataclass
+class Lab:
+    """One deployment under test: its environment, the fake Slack, and the processes it runs."""
+
+    home: Path
+    fake: FakeSlack
+    env: dict[str, str]
+    procs: list[Proc] = field(default_factory=list)
+    port: int = 0
+
+    def spawn(self, name: str, *args: str, **extra_env: str) -> Proc:
+        log = self.home / f"{name}-{len(self.procs)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [str(LABMATE), *args],
+                env={**self.env, **extra_env},
+                cwd=str(self.home),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = Proc(name, process, log)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, *, concurrency: int = 1, queues: str = "default,launch,regress") -> Proc:
+        proc = self.spawn("worker", "worker", "--concurrency", str(concurrency), "--queues", queues, "--loglevel", "INFO")
+        wait_until(
+            lambda: "labmate worker ready" in proc.output() or proc.process.poll() is not None, timeout=60, what="the worker"
+        )
+        assert proc.process.poll() is None, proc.output()[-3000:]
+        return proc
+
+    def beat(self) -> Proc:
+        proc = self.spawn("beat", "beat", "--loglevel", "INFO")
+        wait_until(lambda: "Configuration ->" in proc.output() or proc.process.poll() is not None, timeout=60, what="beat")
+        assert proc.process.poll() is None, proc.output()[-3000:]
+        return proc
+
+    def serve(self, *, threads: int = 8) -> Proc:
+        self.port = free_port()
+        proc = self.spawn("serve", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--threads", str(threads))
+        wait_until(lambda: healthy(self.port) or proc.process.poll() is not None, timeout=60, what="labmate serve")
+        assert proc.process.poll() is None, proc.output()[-3000:]
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.output()[-4000:]}" for p in self.procs)
+
+
+def healthy(port: int) -> bool:
+    import http.client
+
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        connection.request("GET", "/healthz")
+        ok = connection.getresponse().status == 200
+        connection.close()
+        return ok
+    except OSError:
+        return False
+
+
+def lab_env(home: Path, fake: FakeSlack, *, broker_url: str, database_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "SLACK_", "MLFLOW_"))}
+    env.update(
+        LABMATE_HOME=str(home),
+        LABMATE_CONFIG=str(home / "labmate.toml"),
+        LABMATE_BROKER_URL=broker_url,
+        LABMATE_BROKER_KEY_PREFIX=prefix,
+        LABMATE_DATABASE_URL=database_url,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        LABMATE_SLACK_API_URL=fake.api_url,
+        LABMATE_SLACK_TIMEOUT="1",
+        LABMATE_DELIVERY_BACKOFF="0.25",
+        LABMATE_JOB_STALE_AFTER="3",
+        LABMATE_REAP_EVERY="1",
+        **extra,
+    )
+    return env
+
+
+def unique_prefix() -> str:
+    return f"labmate-test-{uuid.uuid4().hex[:10]}:"

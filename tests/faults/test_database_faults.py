@@ -1,0 +1,97 @@
+"""PostgreSQL goes away behind a proxy the test controls: connections refused (the proxy stopped) or
+packets dropped (an iptables DROP on the proxy's port). Commands say the truth at once, jobs retry
+and answer when the database is back, and nothing waits past Slack's three seconds."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from harness import wait_until
+from slackreq import OverHTTP, Slack, unique
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+
+
+def _slack(setup) -> Slack:
+    return Slack(OverHTTP(setup.lab.port), setup.db_url, response_base=setup.lab.fake.base_url + "response/")
+
+
+def _text(answer) -> str:
+    payload = json.loads(answer.body)
+    return payload["text"] + " " + json.dumps(payload.get("blocks", []))
+
+
+def test_refused_connections_say_nothing_was_saved_and_nothing_is(make_lab) -> None:
+    setup = make_lab(postgres=True, proxy_db=True)
+    setup.lab.serve()
+    setup.db_proxy.stop()
+    answer = _slack(setup).command("decide ship the candidate #release", user="U0ALICE", channel=unique("C"))
+    text = _text(answer)
+    assert answer.status == 200
+    assert "couldn't reach the knowledge base, so nothing was saved" in text
+    assert "Error id" in text
+    assert "nothing you typed was lost" not in text
+    setup.db_proxy.start()
+    assert setup.decisions() == []
+
+
+def test_a_job_whose_database_is_down_retries_and_answers_when_it_is_back(make_lab) -> None:
+    setup = make_lab(postgres=True, proxy_db=True)
+    setup.lab.serve()
+    setup.lab.worker()
+    channel = unique("C")
+    setup.db_proxy.stop()
+    answer = _slack(setup).command("summary no-such-experiment", user="U0ALICE", channel=channel)
+    assert "Working on it" in _text(answer)  # a job-only command: the bot needed no database
+    time.sleep(2)  # the job meets the outage and retries with backoff
+    assert not setup.lab.fake.posted(channel)
+    setup.db_proxy.start()
+    [reply] = wait_until(lambda: setup.lab.fake.posted(channel), timeout=60, what="the job's answer")
+    assert "no-such-experiment" in reply.params["text"]
+    (row,) = wait_until(
+        lambda: [r for r in setup.audit(verb="summary") if r.outcome != "running"], timeout=10, what="the audit row"
+    )
+    assert row.outcome == "user_error"
+
+
+def test_a_job_gives_up_telling_the_user_when_the_database_stays_down(make_lab) -> None:
+    setup = make_lab(postgres=True, proxy_db=True, LABMATE_DELIVERY_RETRIES="2")
+    setup.lab.serve()
+    setup.lab.worker()
+    channel = unique("C")
+    setup.db_proxy.stop()
+    _slack(setup).command("summary no-such-experiment", user="U0ALICE", channel=channel)
+    [reply] = wait_until(lambda: setup.lab.fake.posted(channel), timeout=60, what="the give-up message")
+    assert "couldn't reach the knowledge base, so this was not done" in reply.params["text"]
+
+
+def test_a_black_holed_database_fails_commands_within_slacks_three_seconds(make_lab, blackholes) -> None:
+    setup = make_lab(postgres=True, proxy_db=True)
+    setup.lab.serve()
+    slack = _slack(setup)
+    assert slack.command("decide warm the pool", user="U0ALICE", channel=unique("C")).status == 200
+    setup.db_proxy.blackhole()
+    try:
+        def decide(i: int) -> tuple[float, str]:
+            started = time.perf_counter()
+            answer = slack.command(f"decide ship it {i}", user="U0ALICE", channel=unique("C"))
+            return time.perf_counter() - started, _text(answer)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(decide, range(4)))
+            started = time.perf_counter()
+            connection = http.client.HTTPConnection("127.0.0.1", setup.lab.port, timeout=5)
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().status == 200
+            health = time.perf_counter() - started
+        for took, text in results:
+            assert took < 3.0, (took, text)
+            assert "couldn't reach the knowledge base, so nothing was saved" in text
+        assert health < 3.0
+    finally:
+        setup.db_proxy.restore()
+    assert [d.text for d in setup.decisions()] == ["warm the pool"]

@@ -1,0 +1,137 @@
+"""A job's reply against a Slack that fails: a real `labmate serve`, a real worker (and beat) on Redis,
+the fake Slack answering 500, 429, stalling past the client's timeout, or never answering while the
+worker is killed. The reply arrives exactly once, or the command's audit row says `undelivered`."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from harness import wait_until
+from slackreq import OverHTTP, Slack, unique
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+COMMAND = "summary no-such-experiment"  # a job-only command: the worker audits it and answers
+
+
+def _slack(setup) -> Slack:
+    return Slack(OverHTTP(setup.lab.port), setup.db_url, response_base=setup.lab.fake.base_url + "response/")
+
+
+def _ask(setup, channel: str, text: str = COMMAND) -> None:
+    answer = _slack(setup).command(text, user="U0ALICE", channel=channel)
+    assert answer.status == 200 and "Working on it" in answer.body, answer.body
+
+
+def _replies(setup, channel: str) -> list[dict]:
+    return [m for m in setup.lab.fake.messages(channel) if "no-such-experiment" in m.get("text", "")]
+
+
+def _settled(setup, channel: str, *, wait: float = 60.0) -> list:
+    """Once the command's audit row is closed (not running), the replies Slack holds."""
+    def closed():
+        rows = setup.audit(verb="summary", channel=channel)
+        return rows if rows and rows[0].outcome not in ("running", "queued") else None
+
+    rows = wait_until(closed, timeout=wait, what="the command's audit row to close")
+    return rows
+
+
+@pytest.fixture
+def deployment(make_lab):
+    setup = make_lab()
+    setup.lab.serve()
+    setup.lab.worker()
+    return setup
+
+
+def test_one_500_is_retried_and_the_reply_posted_once(deployment) -> None:
+    channel = unique("C")
+    deployment.lab.fake.fail("chat.postMessage", 1, status=500)
+    _ask(deployment, channel)
+    (row,) = _settled(deployment, channel)
+    assert row.outcome == "user_error", deployment.lab.logs()  # the job's answer: no such experiment
+    assert len(_replies(deployment, channel)) == 1
+    statuses = [c.status for c in deployment.lab.fake.calls("chat.postMessage") if c.params.get("channel") == channel]
+    assert statuses == [500, 200]
+
+
+def test_ten_429s_are_waited_out_and_the_reply_posted_once(deployment) -> None:
+    channel = unique("C")
+    deployment.lab.fake.rate_limit("chat.postMessage", 10)
+    _ask(deployment, channel)
+    (row,) = _settled(deployment, channel, wait=90)
+    assert row.outcome == "user_error", deployment.lab.logs()
+    assert len(_replies(deployment, channel)) == 1
+    calls = [c for c in deployment.lab.fake.calls("chat.postMessage") if c.params.get("channel") == channel]
+    assert [c.status for c in calls] == [429] * 10 + [200]
+
+
+def test_a_slack_slower_than_the_client_timeout_gets_the_reply_once(deployment) -> None:
+    """Slack took the post but answered after the client gave up: the retry finds the message by its
+    metadata instead of posting it again."""
+    channel = unique("C")
+    deployment.lab.fake.stall("chat.postMessage", 3)  # the client waits 1 s (LABMATE_SLACK_TIMEOUT)
+    _ask(deployment, channel)
+    (row,) = _settled(deployment, channel)
+    assert row.outcome == "user_error", deployment.lab.logs()
+    time.sleep(1)
+    assert len(_replies(deployment, channel)) == 1
+    assert deployment.lab.fake.calls("conversations.history"), "the retry should have looked before posting"
+
+
+def test_a_reply_slack_keeps_refusing_ends_undelivered_with_the_reason(make_lab) -> None:
+    setup = make_lab(LABMATE_DELIVERY_RETRIES="2")
+    setup.lab.serve()
+    setup.lab.worker()
+    channel = unique("C")
+    setup.lab.fake.fail("chat.postMessage", 100, status=500)
+    _ask(setup, channel)
+    (row,) = _settled(setup, channel)
+    assert row.outcome == "undelivered", setup.lab.logs()
+    assert "Slack answered 500" in row.detail["reason"]
+    (job,) = [j for j in setup.jobs() if j.task == "labmate.experiments.summary"]
+    assert (job.state, job.attempts) == ("undelivered", 3)
+
+
+def test_a_worker_killed_while_slack_holds_its_post_posts_once_after_redelivery(make_lab) -> None:
+    """The post reached Slack, the worker died before hearing back: the replacement worker (the
+    reaper re-sends the job when its heartbeat stops) finds the message and doesn't post again."""
+    setup = make_lab()
+    setup.lab.serve()
+    worker = setup.lab.worker()
+    setup.lab.beat()
+    channel = unique("C")
+    setup.lab.fake.stall("chat.postMessage", 30)
+    _ask(setup, channel)
+    setup.lab.fake.wait_in_flight("chat.postMessage")
+    worker.kill()
+    setup.lab.worker()
+    (row,) = _settled(setup, channel)
+    assert row.outcome == "user_error", setup.lab.logs()
+    assert len(_replies(setup, channel)) == 1
+    (job,) = [j for j in setup.jobs() if j.task == "labmate.experiments.summary"]
+    assert (job.state, job.attempts) == ("done", 2)
+
+
+def test_a_whole_worker_killed_mid_job_is_picked_up_within_a_minute(make_lab) -> None:
+    """The job's message would wait in Redis for the visibility timeout (an hour); the reaper notices
+    the stopped heartbeat and a restarted worker answers."""
+    setup = make_lab()
+    setup.lab.serve()
+    worker = setup.lab.worker()
+    setup.lab.beat()
+    channel = unique("C")
+    setup.lab.fake.stall("chat.postMessage", 30, carried_out=False)  # Slack never got it
+    _ask(setup, channel)
+    setup.lab.fake.wait_in_flight("chat.postMessage")
+    worker.kill()
+    killed = time.monotonic()
+    setup.lab.worker()
+    wait_until(lambda: _replies(setup, channel), timeout=60, what="the reply after the worker was replaced")
+    assert time.monotonic() - killed < 60
+    (row,) = _settled(setup, channel)
+    assert row.outcome == "user_error"
+    time.sleep(1)
+    assert len(_replies(setup, channel)) == 1

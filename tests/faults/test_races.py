@@ -1,0 +1,70 @@
+"""Concurrent requests to a real `labmate serve` that race for one row: the database decides (a unique
+constraint, a conditional update), not a read before the write. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from harness import wait_until
+from slackreq import OverHTTP, Slack, message_ts, unique
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def deployment(make_lab, request):
+    setup = make_lab(postgres=request.param == "postgres")
+    setup.lab.serve(threads=8)
+    setup.lab.worker(concurrency=2)
+    return setup
+
+
+def _slack(setup) -> Slack:
+    return Slack(OverHTTP(setup.lab.port), setup.db_url, response_base=setup.lab.fake.base_url + "response/")
+
+
+def test_ten_people_reacting_at_once_log_one_decision(deployment) -> None:
+    channel, ts = unique("C"), message_ts()
+    deployment.lab.fake.add_message(channel, {"ts": ts, "user": "U0AUTHOR", "text": "we ship the candidate #release"})
+    slack = _slack(deployment)
+    people = [unique("U") for _ in range(10)]
+
+    def react(user: str) -> int:
+        answer, _ = slack.reaction("reaction_added", reaction="memo", user=user, channel=channel, ts=ts, item_user="U0AUTHOR")
+        return answer.status
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert list(pool.map(react, people)) == [200] * 10
+    replies = wait_until(
+        lambda: (found := deployment.lab.fake.posted(channel)) and len(found) >= 10 and found, timeout=60,
+        what="ten replies",
+    )
+    (decision,) = deployment.decisions()
+    assert (decision.text, decision.author, decision.source_ts) == ("we ship the candidate", "U0AUTHOR", ts)
+    texts = [r.params["text"] for r in replies]
+    assert sum(f"Decision #{decision.id} logged" in t for t in texts) == 1, texts
+    assert sum(f"Decision #{decision.id} was already logged from this message" in t for t in texts) == 9, texts
+    assert len(deployment.audit(verb="decide")) == 10
+
+
+def test_eight_concurrent_supersedes_make_one_replacement(deployment) -> None:
+    channel = unique("C")
+    slack = _slack(deployment)
+    first = json.loads(slack.command("decide keep bigrams #features", user="U0AUTHOR", channel=channel).body)
+    old_id = int(first["text"].split("#")[1].split()[0])
+
+    def supersede(i: int) -> str:
+        answer = slack.command(f"supersede {old_id} drop bigrams, take {i}", user="U0AUTHOR", channel=channel)
+        return json.loads(answer.body)["text"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        texts = list(pool.map(supersede, range(8)))
+    decisions = deployment.decisions()
+    assert len(decisions) == 2, [d.text for d in decisions]
+    old, new = decisions
+    assert old.superseded_by == new.id
+    winners = [t for t in texts if f"replaces #{old_id}" in t]
+    losers = [t for t in texts if f"was just replaced by #{new.id}" in t or f"was already replaced by #{new.id}" in t]
+    assert len(winners) == 1 and len(losers) == 7, texts

@@ -1,0 +1,34 @@
+"""Passwords inside the service URLs never show in the settings' repr (logs, tracebacks, doctor)."""
+
+from __future__ import annotations
+
+import pytest
+
+from labmate.settings import Settings, mask_url
+
+
+def test_repr_masks_passwords_in_every_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABMATE_DATABASE_URL", "postgresql://labmate:db-s3cret@db:5432/labmate")
+    monkeypatch.setenv("LABMATE_BROKER_URL", "redis://:broker-s3cret@redis:6379/0")
+    monkeypatch.setenv("LABMATE_RESULT_BACKEND", "redis://default:results-s3cret@redis:6379/1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ml:mlflow-s3cret@mlflow:5000")
+    settings = Settings()
+    for shown in (repr(settings), str(settings)):
+        for secret in ("db-s3cret", "broker-s3cret", "results-s3cret", "mlflow-s3cret"):
+            assert secret not in shown
+        assert "postgresql://labmate:***@db:5432/labmate" in shown
+    assert settings.database_url.endswith("db-s3cret@db:5432/labmate")  # the value itself is intact
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u:p@h/d", "postgresql://u:***@h/d"),
+        ("redis://:p@h:6379/0", "redis://:***@h:6379/0"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+        ("postgresql://user@h/d", "postgresql://user@h/d"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
