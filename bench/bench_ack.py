@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "slack"))
 
 SECRET = "bench-signing-secret"
+PREFIX = f"bench-ack-{os.getpid()}:"
+"""This run's Redis keys (LABMATE_BROKER_KEY_PREFIX): only they are deleted afterwards."""
 
 
 def signed(text: str, i: int) -> tuple[str, dict[str, str]]:
@@ -148,6 +150,7 @@ def main() -> None:
             SLACK_SIGNING_SECRET=SECRET,
             LABMATE_SLACK_API_URL=fake.api_url,
             LABMATE_BROKER_URL=args.broker,
+            LABMATE_BROKER_KEY_PREFIX=PREFIX,
         )
         import logging
 
@@ -192,7 +195,9 @@ def main() -> None:
         if args.broker.startswith("redis://"):
             import redis
 
-            redis.Redis.from_url(args.broker).flushdb()
+            client = redis.Redis.from_url(args.broker)
+            for key in client.scan_iter(f"{PREFIX}*"):
+                client.delete(key)
 
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {per_round * rounds} requests per case")
         print(f"{'case':<10} {'median ms':>10} {'p99 ms':>10} {'median ×floor':>14} {'p99 ×floor':>11}")

@@ -8,7 +8,7 @@
   own trigger_id (wrk's Lua has no HMAC, so the requests are signed here beforehand, within
   Slack's 5-minute window). Falls back to a multi-process http.client keep-alive client.
 - Afterwards: LLEN of the `default` queue must equal the acknowledged commands (each enqueued
-  exactly once), then that Redis DB is flushed. Reports the serve tree's RSS and PSS, the Slack
+  exactly once), then the run's own keys (its LABMATE_BROKER_KEY_PREFIX) are deleted. Reports the serve tree's RSS and PSS, the Slack
   app's import time, and whether mlflow gets imported.
 """
 
@@ -37,6 +37,8 @@ sys.path.insert(0, str(REPO / "tests" / "slack"))
 
 SECRET = "bench-signing-secret"
 REDIS_URL = "redis://127.0.0.1:6379/14"
+PREFIX = f"bench-http-{os.getpid()}:"
+"""Every key this run makes in Redis starts with this (LABMATE_BROKER_KEY_PREFIX); only those are deleted."""
 RUN_ID = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 # summary: a job command (no database work on the ack path, the worker audits it);
 # decide: a decision written to the knowledge base before the ack, plus its link-check job.
@@ -117,7 +119,7 @@ def queued_keys(queue: Any) -> list[str]:
     import base64
 
     keys = []
-    for raw in queue.lrange("default", 0, -1):
+    for raw in queue.lrange(f"{PREFIX}default", 0, -1):
         message = json.loads(raw)
         body = base64.b64decode(message["body"]) if message.get("properties", {}).get("body_encoding") == "base64" else message["body"]
         _args, kwargs, _embed = json.loads(body)
@@ -289,7 +291,6 @@ def main() -> None:
     from fakeslack import FakeSlack
 
     queue = redis.Redis.from_url(REDIS_URL)
-    queue.flushdb()
     with FakeSlack() as fake, tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "SLACK_", "MLFLOW_"))}
@@ -297,6 +298,7 @@ def main() -> None:
             LABMATE_HOME=str(home),
             LABMATE_CONFIG=str(Path(tmp) / "labmate.toml"),
             LABMATE_BROKER_URL=REDIS_URL,
+            LABMATE_BROKER_KEY_PREFIX=PREFIX,
             SLACK_BOT_TOKEN="xoxb-test",
             SLACK_SIGNING_SECRET=SECRET,
             LABMATE_SLACK_API_URL=fake.api_url,
@@ -328,7 +330,8 @@ def main() -> None:
             log.close()
         keys = queued_keys(queue)
         queued = len(keys)
-        queue.flushdb()
+        for key in queue.scan_iter(f"{PREFIX}*"):
+            queue.delete(key)
         queue.close()
 
     rate = result["acked"] / result["duration_s"]

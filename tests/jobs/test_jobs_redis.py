@@ -21,12 +21,19 @@ from models.decision import Decision
 RUN_ID = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
 
+pytestmark = [pytest.mark.redis]
+
+
 @pytest.fixture
 def redis_worker(redis_url: str, lab_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A `labmate worker` on Redis under a key prefix of this test's own (other runs share the Redis)."""
+    import uuid
+
     import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
+    prefix = f"labmate-test-{uuid.uuid4().hex[:10]}:"
     monkeypatch.setenv("LABMATE_BROKER_URL", redis_url)
+    monkeypatch.setenv("LABMATE_BROKER_KEY_PREFIX", prefix)
     reset_settings()
     from tasks.app import reset
 
@@ -34,7 +41,7 @@ def redis_worker(redis_url: str, lab_home: Path, monkeypatch: pytest.MonkeyPatch
     from labmate.bootstrap import prepare
 
     prepare()
-    env = {**os.environ, "LABMATE_BROKER_URL": redis_url, "LABMATE_HOME": str(lab_home)}
+    env = {**os.environ, "LABMATE_BROKER_URL": redis_url, "LABMATE_BROKER_KEY_PREFIX": prefix, "LABMATE_HOME": str(lab_home)}
     log = lab_home / "worker.log"
     with log.open("w") as out:
         worker = subprocess.Popen(
@@ -43,19 +50,20 @@ def redis_worker(redis_url: str, lab_home: Path, monkeypatch: pytest.MonkeyPatch
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    from tasks.app import celery_app
-
     try:
         deadline = time.monotonic() + 60
-        while not celery_app().control.ping(timeout=0.5):
+        while "labmate worker ready" not in log.read_text():
             assert worker.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "worker did not start:\n" + log.read_text()
+            time.sleep(0.05)
         yield redis_url
     finally:
         worker.terminate()
         worker.wait(timeout=30)
         reset()
-        redis.Redis.from_url(redis_url).flushdb()
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
 
 
 def _link_statuses() -> list[str]:
