@@ -105,7 +105,7 @@ async def client(port: int, index: int, period: float, until: float, stats: Stat
                 writer.write(request)
                 await writer.drain()
                 status, body = await asyncio.wait_for(read_response(reader), timeout=10)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 stats.errors += 1
                 writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
