@@ -79,9 +79,18 @@ def block(block: dict[str, Any]) -> RenderableType | None:
     if kind == "image":
         return Text(f"[chart: {block.get('alt_text', '')}] {block.get('image_url', '')}", style="dim")
     if kind == "actions":
-        labels = [e.get("text", {}).get("text", "") for e in block.get("elements", [])]
-        return Text("buttons: " + " | ".join(f"[{label}]" for label in labels), style="dim")
+        return Text("buttons: " + " | ".join(_button(e) for e in block.get("elements", [])), style="dim")
     return None
+
+
+def _button(element: dict[str, Any]) -> str:
+    """A button with the command that does the same here: `[Stop] → cancel L12`."""
+    label = element.get("text", {}).get("text", "")
+    action = element.get("action_id", "")
+    if not action.startswith("lab:"):
+        return f"[{label}]"
+    command = f"{action.split(':')[1]} {element.get('value', '')}".strip()
+    return f"[{label}] → type `{command}`"
 
 
 def renderable(message: Message) -> RenderableType:

@@ -20,6 +20,8 @@ class Origin:
     user_groups: tuple[str, ...] = field(default=())
     actor: str | None = None
     """Who really typed it, when the command runs as someone else (the terminal's `--user`)."""
+    ephemeral: bool = False
+    """Answers are for this person only (a button's): Slack shows them to nobody else."""
 
     def reply_to(self) -> dict[str, Any]:
         return {
@@ -29,6 +31,7 @@ class Origin:
             "thread_ts": self.thread_ts,
             "response_url": self.response_url,
             "session": self.session,
+            **({"ephemeral": True} if self.ephemeral else {}),
         }
 
 

@@ -76,6 +76,8 @@ class SlackPoster:
     def deliver(
         self, reply_to: dict[str, Any], message: Message, *, key: str | None, final: bool, digest: str
     ) -> str | None:
+        if reply_to.get("ephemeral"):
+            return self._ephemeral(reply_to, message, key, digest)
         if key is None:
             return self._post(reply_to, message, None, digest)
         from models import deliveries as ledger
@@ -149,10 +151,39 @@ class SlackPoster:
             self._upload(None, reply_to, message, thread_ts=reply_to.get("thread_ts") or ts, start=0)
         return str(ts) if ts else None
 
+    def _ephemeral(self, reply_to: dict[str, Any], message: Message, key: str | None, digest: str) -> None:
+        """A message for one person: through the interaction's response_url, else chat.postEphemeral.
+        Slack keeps no trace of it to look up, so a retry after a lost answer may show it twice."""
+        from models import deliveries as ledger
+        from models.db import session_scope
+
+        if key is not None:
+            with session_scope() as session:
+                record = ledger.get(session, key=key)
+                if record is not None and record.state == ledger.POSTED:
+                    return None
+                if record is None:
+                    ledger.start(session, key=key, channel=reply_to["channel"], thread_ts=None, digest=digest)
+        if reply_to.get("response_url"):
+            self._respond(reply_to["response_url"], message)
+        else:
+            try:
+                self.client.chat_postEphemeral(
+                    channel=reply_to["channel"], user=reply_to["user"], text=message.text, blocks=message.blocks
+                )
+            except Exception as exc:
+                raise classify(exc, "chat.postEphemeral") from exc
+        if key is not None:
+            with session_scope() as session:
+                ledger.posted(session, key=key, ts=None, digest=digest)
+        return None
+
     def _respond(self, response_url: str, message: Message) -> None:
         """The bot isn't in the channel: answer the person privately through the command's response_url."""
         try:
-            response = WebhookClient(response_url).send(text=message.text, blocks=message.blocks, response_type="ephemeral")
+            response = WebhookClient(response_url).send(
+                text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False
+            )
         except Exception as exc:
             raise classify(exc, "the response_url") from exc
         if response.status_code == 429 or response.status_code >= 500:

@@ -71,7 +71,7 @@ def _rows() -> list[tuple[str, str | None]]:
 
 def test_first_run_answers_audits_and_ends_the_job(recorder: Recorder, summary_job) -> None:
     job_id = str(uuid.uuid4())
-    assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get() == "ok"
+    assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get(disable_sync_subtasks=False) == "ok"
     assert recorder.delivered == [("working", {"what": "the answer"}, f"{job_id}/0")]
     assert _rows() == [("ok", KEY)]
     with session_scope() as session:
@@ -82,7 +82,7 @@ def test_first_run_answers_audits_and_ends_the_job(recorder: Recorder, summary_j
 def test_a_repeat_of_an_answered_job_is_silent(recorder: Recorder, summary_job) -> None:
     job_id = str(uuid.uuid4())
     summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id)
-    assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get() == DUPLICATE
+    assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get(disable_sync_subtasks=False) == DUPLICATE
     assert len(recorder.delivered) == 1 and CALLS == [job_id]
     assert _rows() == [("ok", KEY)]
 
@@ -96,7 +96,7 @@ def test_a_redelivery_after_a_dead_worker_answers_on_the_same_row(recorder: Reco
                                 outcome="running", duration_ms=0.4, idempotency_key=KEY)
         jobs.set_audit(session, key=job_id, audit_id=audit_id)
         session.execute(jobs.JobRecord.__table__.update().values(heartbeat_at=utcnow() - timedelta(minutes=1)))
-    assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get() == "ok"
+    assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get(disable_sync_subtasks=False) == "ok"
     assert recorder.delivered == [("working", {"what": "the answer"}, f"{job_id}/0")]
     assert _rows() == [("ok", KEY)]
     with session_scope() as session:
@@ -131,6 +131,6 @@ def test_replies_computed_once_are_reused_after_a_failed_delivery(recorder: Reco
     flaky = Flaky()
     outbox.install(flaky)
     result = summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id)  # eager: retried at once
-    assert result.get() == "ok"
+    assert result.get(disable_sync_subtasks=False) == "ok"
     assert CALLS == [job_id]
     assert [t for t, _, _ in flaky.delivered] == ["working"]

@@ -9,7 +9,7 @@ Web API methods labmate uses, the way Slack answers them, and records every call
         [post] = slack.wait_for("chat.postMessage")
         assert post.params["thread_ts"] == "1700000000.000100"
 
-- Methods: auth.test, chat.postMessage, chat.getPermalink, conversations.history,
+- Methods: auth.test, chat.postMessage, chat.update, chat.postEphemeral, chat.getPermalink, conversations.history,
   conversations.replies, views.open, files.getUploadURLExternal + the upload URL +
   files.completeUploadExternal (what `files_upload_v2` calls), usergroups.users.list.
   Anything else answers `{"ok": false, "error": "unknown_method"}` (recorded too).
@@ -319,6 +319,11 @@ class FakeSlack:
         with self._lock:
             self._messages.setdefault(channel, []).append(message)
         return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
+
+    def _api_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("channel") or not params.get("user"):
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "message_ts": self.next_ts()}
 
     def _api_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, ts = params.get("channel", ""), params.get("ts", "")

@@ -196,6 +196,36 @@ class Slack:
     def interaction(self, payload: dict[str, Any]) -> Response:
         return self.send(urlencode({"payload": json.dumps(payload)}), FORM)
 
+    def block_action(
+        self, *, action_id: str, value: str, user: str, channel: str, message: dict[str, Any] | None = None
+    ) -> Response:
+        """A click on a button of a message the bot posted."""
+        message = message or {"type": "message", "ts": message_ts(), "text": "card", "user": "UBOT"}
+        return self.interaction(
+            {
+                "type": "block_actions",
+                "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
+                "api_app_id": APP_ID,
+                "token": "legacy-verification-token",
+                "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel, "is_ephemeral": False},
+                "trigger_id": f"{next(_counter)}.{uuid.uuid4().hex}",
+                "team": {"id": TEAM_ID, "domain": "labmate-test"},
+                "channel": {"id": channel, "name": "general"},
+                "message": message,
+                "response_url": f"{self.response_base}actions/{TEAM_ID}/{uuid.uuid4().hex}",
+                "actions": [
+                    {
+                        "action_id": action_id,
+                        "block_id": "actions",
+                        "text": {"type": "plain_text", "text": "button"},
+                        "value": value,
+                        "type": "button",
+                        "action_ts": message_ts(),
+                    }
+                ],
+            }
+        )
+
     def message_shortcut(self, *, callback_id: str, user: str, channel: str, message: dict[str, Any]) -> Response:
         return self.interaction(
             {

@@ -91,3 +91,28 @@ def test_an_empty_modal_text_is_an_error_on_the_text_block(lab: Lab) -> None:
     assert answer["response_action"] == "errors"
     assert answer["errors"] == {"text": "A decision needs some text saying what was decided."}
     assert lab.decisions(channel=channel) == []
+
+
+def test_a_button_runs_its_command_as_the_clicker_and_answers_them_alone(lab: Lab) -> None:
+    user, channel = unique("U"), unique("C")
+    word = unique("w").lower()
+    lab.slack.command(f"decide {word} is the tokenizer we keep #release", user=user, channel=channel)
+
+    response = lab.slack.block_action(action_id="lab:decisions:0", value=word, user=user, channel=channel)
+
+    assert response.status == 200 and response.body == ""  # acked at once
+    [answer] = lab.fake.wait_for(
+        "response_url", where=lambda c: "actions/" in c.headers.get("host", "") or word in json.dumps(c.params)
+    )
+    assert answer.params["response_type"] == "ephemeral" and answer.params["replace_original"] is False
+    assert word in "\n".join(iter_texts(answer.params["blocks"]))
+    [event] = [e for e in lab.audit(user=user) if e.verb == "decisions"]
+    assert (event.outcome, event.channel, event.source) == ("ok", channel, "slack")
+
+
+def test_a_button_whose_command_fails_tells_the_clicker_why(lab: Lab) -> None:
+    user, channel = unique("U"), unique("C")
+    response = lab.slack.block_action(action_id="lab:supersede:0", value="424242 something else", user=user, channel=channel)
+    assert response.status == 200
+    [answer] = lab.fake.wait_for("response_url", where=lambda c: "424242" in json.dumps(c.params))
+    assert "There is no decision #424242" in answer.params["text"]

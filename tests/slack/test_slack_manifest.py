@@ -19,6 +19,7 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "auth_test": set(),
     "chat_postMessage": {"chat:write"},
     "chat_update": {"chat:write"},
+    "chat_postEphemeral": {"chat:write"},
     "chat_getPermalink": set(),
     "conversations_history": HISTORY,
     "conversations_replies": HISTORY,

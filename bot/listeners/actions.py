@@ -1,0 +1,58 @@
+"""Buttons (Slack block actions). Every labmate button is a typed command in disguise: its action id
+is `lab:<verb>:<n>` and its value the rest of the command, so a click runs exactly what typing
+`<verb> <value>` runs, through the same grammar, access check, audit row and job path, and the
+terminal offers the same choice as a command. Acked at once; the answer (or a refusal) is shown to
+the person who clicked, and whatever the command changes (a card) is edited by its job."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from slack_bolt import Ack, App
+
+from bot import dispatch
+from bot.origin import Origin
+from bot.replies import send
+from labmate.settings import Settings
+
+ACTION = re.compile(r"^lab:([a-z]+)(?::.*)?$")
+
+
+def command_of(action: dict[str, Any]) -> str:
+    """The command a button stands for: `lab:cancel:0` with value `L12` -> `cancel L12`."""
+    match = ACTION.match(action.get("action_id", ""))
+    verb = match.group(1) if match else ""
+    return f"{verb} {action.get('value', '')}".strip()
+
+
+def origin_of(body: dict[str, Any], action: dict[str, Any]) -> Origin:
+    container = body.get("container") or {}
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id", "")
+    message = body.get("message") or {}
+    return Origin(
+        user=(body.get("user") or {}).get("id", ""),
+        channel=channel,
+        source="slack",
+        thread_ts=message.get("thread_ts") or container.get("message_ts"),
+        response_url=body.get("response_url"),
+        ephemeral=True,
+        idempotency_key=f"act:{action.get('action_ts', '')}:{action.get('action_id', '')}:{(body.get('user') or {}).get('id', '')}",
+    )
+
+
+def _ack(ack: Ack) -> None:
+    ack()
+
+
+def on_action(body: dict[str, Any], action: dict[str, Any]) -> None:
+    """After the ack (a lazy listener): run the command; its answer goes to the clicker only."""
+    origin = origin_of(body, action)
+    reply = dispatch.handle(command_of(action), origin)
+    if reply.outcome == "duplicate" or (reply.jobs and not reply.failed and not reply.public):
+        return  # its job answers (and edits the card)
+    send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
+
+
+def register(app: App, settings: Settings) -> None:
+    app.action(ACTION)(ack=_ack, lazy=[on_action])
