@@ -43,18 +43,46 @@ def wsgi_app() -> Callable[..., Iterable[bytes]]:
     fail_fast()
     router()
     warm()
-    try:
-        app = build_app()
-    except SlackApiError as exc:
-        raise SystemExit(f"Slack refused the bot token ({exc.response.get('error')}): check SLACK_BOT_TOKEN.") from None
-    except OSError as exc:
-        raise SystemExit(f"Could not reach the Slack Web API to check the bot token: {exc}") from None
+    app = build_app(token_verification=False)  # `labmate serve` checked the token before starting us
     from bot.http_guard import guard
     from labmate.settings import get_settings
 
     secret = get_settings().slack_signing_secret
     assert secret is not None  # build_app refused to start without it
     return guard(SlackRequestHandler(app, path=EVENTS_PATH), secret.get_secret_value())
+
+
+AUTH_ERRORS = ("invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "not_allowed_token_type")
+
+
+def preflight() -> None:
+    """Before serving: refuse in one line what can't work (no credentials, a token Slack rejects);
+    serve anyway, with one warning line, when Slack's Web API can't be reached yet (its calls are
+    retried with backoff as they happen)."""
+    from bot.slack_app import missing_credentials
+    from bot.slack_client import web_client
+    from labmate.settings import get_settings
+
+    settings = get_settings()
+    missing = missing_credentials(settings)
+    if missing:
+        raise SystemExit(missing)
+    assert settings.slack_bot_token is not None
+    try:
+        web_client(settings).auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else ""
+        if error in AUTH_ERRORS:
+            raise SystemExit(
+                f"Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token (xoxb-…) from your app's "
+                "OAuth & Permissions page, or reinstall the app."
+            ) from None
+        log.warning("Slack's Web API answered auth.test with %s; serving anyway", error)
+    except Exception as exc:
+        log.warning(
+            "Slack's Web API at %s can't be reached (%s); serving anyway: replies wait and are retried until it answers",
+            settings.slack_api_url, exc,
+        )
 
 
 def uwsgi_argv(*, host: str, port: int, workers: int, threads: int) -> list[str]:
@@ -93,6 +121,7 @@ def uwsgi_argv(*, host: str, port: int, workers: int, threads: int) -> list[str]
 
 def run_http(*, host: str, port: int, workers: int, threads: int) -> None:
     """Replace this process with uWSGI: the CLI's own memory (typer, migrations) goes with it."""
+    preflight()
     argv = uwsgi_argv(host=host, port=port, workers=workers, threads=threads)
     sys.stdout.flush()
     os.execv(argv[0], argv)
@@ -108,5 +137,6 @@ def run_socket_mode() -> None:
     settings = get_settings()
     if not settings.slack_app_token:
         raise SystemExit("Socket Mode needs SLACK_APP_TOKEN (xapp-…): App settings → Basic Information → App-Level Tokens.")
+    preflight()
     router()
-    SocketModeHandler(build_app(), settings.slack_app_token.get_secret_value()).start()
+    SocketModeHandler(build_app(token_verification=False), settings.slack_app_token.get_secret_value()).start()

@@ -42,13 +42,25 @@ class StrictRequestVerification(RequestVerification):
         return super().process(req=req, resp=resp, next=next)
 
 
+def missing_credentials(settings: Settings) -> str:
+    """What's missing to talk to Slack, in one line with where to get it; "" when nothing is."""
+    missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
+                                        ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)) if not value]
+    if not missing:
+        return ""
+    return (
+        f"labmate serve needs {' and '.join(missing)} in the environment: create the Slack app from "
+        "slack/manifest.yml, install it, then copy the Bot User OAuth Token (OAuth & Permissions) and the "
+        "Signing Secret (Basic Information). Without Slack, use `labmate shell`."
+    )
+
+
 def build_app(settings: Settings | None = None, *, token_verification: bool = True) -> App:
     settings = settings or get_settings()
-    if not settings.slack_bot_token or not settings.slack_signing_secret:
-        raise MissingSlackSettings(
-            "Slack needs SLACK_BOT_TOKEN (xoxb-…) and SLACK_SIGNING_SECRET in the environment. "
-            "Create the app from slack/manifest.yml, install it, and copy both from its settings pages."
-        )
+    missing = missing_credentials(settings)
+    if missing:
+        raise MissingSlackSettings(missing)
+    assert settings.slack_bot_token is not None and settings.slack_signing_secret is not None
     signing_secret = settings.slack_signing_secret.get_secret_value()
     app = App(
         client=web_client(settings),
