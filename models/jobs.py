@@ -34,7 +34,7 @@ LOST_GRACE = timedelta(minutes=15)
 """A job sent but never started after this long: its message was lost (e.g. a broker restart)."""
 RETRY_GRACE = timedelta(seconds=60)
 """A retry that hasn't come back this long after its time: its worker held it (an ETA) and died."""
-MAX_ATTEMPTS = 3
+MAX_RESCUES = 3
 
 
 class BrokerJSON(TypeDecorator[Any]):
@@ -58,6 +58,9 @@ class JobRecord(Base):
     kwargs: Mapped[dict[str, Any]] = mapped_column(BrokerJSON, default=dict)
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """Executions started (a delivery retry is one too)."""
+    rescues: Mapped[int] = mapped_column(Integer, default=0)
+    """Times the reaper handed the job on because its worker died."""
     worker: Mapped[str] = mapped_column(String(128), default="")
     audit_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -90,7 +93,7 @@ def add_queued(session: Session, *, key: str, task: str, kwargs: dict[str, Any],
     """The outbox row: written in the same transaction as the command that needs the job."""
     session.execute(
         insert(_T),
-        {"key": key, "task": task, "kwargs": kwargs, "state": QUEUED, "attempts": 0, "worker": "",
+        {"key": key, "task": task, "kwargs": kwargs, "state": QUEUED, "attempts": 0, "rescues": 0, "worker": "",
          "audit_id": audit_id, "created_at": utcnow(), "error": ""},
     )
 
@@ -108,17 +111,24 @@ def claim(
     worker: str,
     audit_id: int | None = None,
     stale: timedelta = STALE,
+    retry: bool = False,
 ) -> Claim:
     """Start the job if nobody else runs it. One conditional UPDATE (or INSERT for a job that has
-    no row yet), so two executions racing for one job can't both win."""
+    no row yet), so two executions racing for one job can't both win.
+
+    `retry`: this execution is the job's own Celery retry. Only an execution that is ending sends
+    one, so a row still `running` (its last execution couldn't record more: the database was down)
+    is this job's to take over."""
     now = utcnow()
+    running = _T.c.state == RUNNING
     owned = session.execute(
         update(_T)
         .where(
             _T.c.key == key,
             or_(
                 _T.c.state.in_((QUEUED, RETRYING)),
-                and_(_T.c.state == RUNNING, _T.c.heartbeat_at < now - stale),
+                and_(running, _T.c.heartbeat_at < now - stale),
+                and_(running, retry),
             ),
         )
         .values(state=RUNNING, attempts=_T.c.attempts + 1, worker=worker, heartbeat_at=now, retry_at=None)
@@ -130,7 +140,7 @@ def claim(
         with session.begin_nested():
             session.execute(
                 insert(_T),
-                {"key": key, "task": task, "kwargs": kwargs, "state": RUNNING, "attempts": 1, "worker": worker,
+                {"key": key, "task": task, "kwargs": kwargs, "state": RUNNING, "attempts": 1, "rescues": 0, "worker": worker,
                  "audit_id": audit_id, "created_at": now, "enqueued_at": now, "heartbeat_at": now, "error": ""},
             )
         return Claim("owned", 1, RUNNING, audit_id)
@@ -196,7 +206,7 @@ def requeue(session: Session, *, job: JobRecord) -> bool:
     result = session.execute(
         update(_T)
         .where(_T.c.key == job.key, _T.c.state == job.state, _T.c.attempts == job.attempts)
-        .values(state=QUEUED, enqueued_at=None, heartbeat_at=None)
+        .values(state=QUEUED, enqueued_at=None, heartbeat_at=None, rescues=_T.c.rescues + 1)
     )
     return bool(result.rowcount)
 

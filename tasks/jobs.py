@@ -23,7 +23,7 @@ from time import perf_counter
 from typing import Any
 
 from celery import Task
-from celery.exceptions import MaxRetriesExceededError
+from celery.exceptions import MaxRetriesExceededError, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from kombu.utils.json import dumps, loads
 
@@ -66,6 +66,13 @@ def backoff(task: Task, retry_after: float | None = None) -> float:
     first = get_settings().delivery_backoff
     countdown = get_exponential_backoff_interval(factor=1, retries=task.request.retries, maximum=BACKOFF_MAX_S) * first
     return max(min(countdown, BACKOFF_MAX_S), (retry_after or 0) + 0.5)
+
+
+def current_soft_limit() -> str:
+    from celery import current_task
+
+    limit = getattr(current_task, "soft_time_limit", None) if current_task else None
+    return f"{limit:.0f} s" if limit else "its time limit"
 
 
 def max_retries() -> int:
@@ -111,7 +118,14 @@ def _claim(task: Task, key: str, reply_to: dict[str, Any], audit_id: int | None)
     kwargs = dict(task.request.kwargs or {})
     with session_scope() as session:
         return jobs.claim(
-            session, key=key, task=str(task.name), kwargs=kwargs, worker=worker_name(), audit_id=audit_id, stale=stale_after()
+            session,
+            key=key,
+            task=str(task.name),
+            kwargs=kwargs,
+            worker=worker_name(),
+            audit_id=audit_id,
+            stale=stale_after(),
+            retry=bool(task.request.retries),
         )
 
 
@@ -151,6 +165,12 @@ def _answer(key: str, name: str, work: Callable[[], Replies]) -> tuple[Replies, 
         replies, outcome = [("error", {"message": exc.message, "hint": exc.hint, "error_id": None})], exc.outcome
     except Unavailable:
         raise
+    except SoftTimeLimitExceeded:
+        limit = current_soft_limit()
+        replies = [("error", {"message": f"The job `{name}` took longer than {limit} and was stopped.",
+                              "hint": "Ask for less (a shorter time window, fewer runs), or try again later.",
+                              "error_id": None})]
+        outcome = "error"
     except Exception:
         error_id = new_error_id()
         log.exception("job %s failed [%s]", name, error_id)

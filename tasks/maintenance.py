@@ -3,7 +3,7 @@
 The reaper runs every `reap_every` seconds (beat), and once when a worker starts. It sends the jobs
 a command stored but could not enqueue (the broker was down), re-sends the jobs a dead worker left
 running (their heartbeat stopped), and gives up, telling the user, on a job whose workers keep
-dying. A job is never left `running`.
+dying (MAX_RESCUES). A job is never left `running`.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def reap() -> Reaped:
                     jobs.mark_sent(session, keys=[job.key])
                 done.sent.append(job.key)
             continue
-        if job.attempts >= jobs.MAX_ATTEMPTS:
-            why = f"its worker stopped {job.attempts} times while running it"
+        if job.rescues >= jobs.MAX_RESCUES:
+            why = f"its worker stopped {job.rescues + 1} times while running it"
             if _give_up(job, why):
                 done.given_up.append(job.key)
             continue

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("kwargs", sa.Text, nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("rescues", sa.Integer, nullable=False, server_default="0"),
         sa.Column("worker", sa.String(128), nullable=False, server_default=""),
         sa.Column("audit_id", sa.Integer),
         sa.Column("created_at", TS, nullable=False),

@@ -1,0 +1,106 @@
+"""The reaper on a real knowledge base: what it sends, re-sends and gives up, and the claim rules it
+relies on. (The reaper against killed worker processes is in tests/faults/.)"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from labmate import outbox
+from models import audit, jobs
+from models.base import utcnow
+from models.db import session_scope
+from tasks.maintenance import reap
+
+REPLY_TO = {"user": "U1", "channel": "C1", "source": "slack", "thread_ts": None, "response_url": None, "session": ""}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, dict[str, Any], str | None]] = []
+
+    def deliver(self, reply_to, template, context, *, key=None, final=True):
+        self.delivered.append((template, context, key))
+        return None
+
+
+@pytest.fixture
+def told(migrated: str):
+    previous = outbox.installed()
+    recorder = Recorder()
+    outbox.install(recorder)
+    yield recorder
+    if previous is not None:
+        outbox.install(previous)
+
+
+def _job(key: str, *, state: str, heartbeat_age_s: float | None = None, rescues: int = 0, audit_id: int | None = None,
+         sent: bool = True, age_s: float = 60.0, source: str = "slack") -> None:
+    now = utcnow()
+    with session_scope() as session:
+        jobs.add_queued(session, key=key, task="labmate.decisions.check_links",
+                        kwargs={"decision_id": 1, "reply_to": {**REPLY_TO, "source": source}, "audit_id": audit_id},
+                        audit_id=audit_id)
+        values: dict[str, Any] = {"state": state, "rescues": rescues, "created_at": now - timedelta(seconds=age_s),
+                                  "enqueued_at": now - timedelta(seconds=age_s) if sent else None}
+        if heartbeat_age_s is not None:
+            values["heartbeat_at"] = now - timedelta(seconds=heartbeat_age_s)
+        session.execute(jobs.JobRecord.__table__.update().where(jobs.JobRecord.key == key).values(**values))
+
+
+def _state(key: str) -> tuple[str, int, bool]:
+    with session_scope() as session:
+        record = jobs.get(session, key=key)
+        assert record is not None
+        return record.state, record.rescues, record.enqueued_at is not None
+
+
+def test_a_stored_job_that_was_never_sent_is_sent(told: Recorder) -> None:
+    _job("unsent", state="queued", sent=False, age_s=30)
+    _job("fresh", state="queued", sent=False, age_s=1)  # its command may still be sending it
+    done = reap()
+    assert done.sent == ["unsent"]
+    assert _state("unsent") == ("queued", 0, True)
+    assert _state("fresh") == ("queued", 0, False)
+
+
+def test_a_job_whose_heartbeat_stopped_is_handed_on(told: Recorder) -> None:
+    _job("dead", state="running", heartbeat_age_s=60)
+    _job("alive", state="running", heartbeat_age_s=1)
+    done = reap()
+    assert done.resent == ["dead"]
+    assert _state("dead") == ("queued", 1, True)
+    assert _state("alive")[:2] == ("running", 0)
+
+
+def test_a_job_that_keeps_dying_is_given_up_and_the_user_told(told: Recorder) -> None:
+    with session_scope() as session:
+        audit_id = audit.record(session, user="U1", channel="C1", source="slack", verb="decide", text="decide x",
+                                outcome="queued", duration_ms=1.0)
+    _job("doomed", state="running", heartbeat_age_s=60, rescues=jobs.MAX_RESCUES, audit_id=audit_id)
+    done = reap()
+    assert done.given_up == ["doomed"]
+    assert _state("doomed")[0] == "failed"
+    ((template, context, key),) = told.delivered
+    assert template == "error" and "its worker stopped 4 times" in context["message"]
+    with session_scope() as session:
+        row = session.get(audit.AuditEvent, audit_id)
+        assert (row.outcome, row.error_id) == ("error", context["error_id"])
+
+
+def test_a_terminal_job_from_a_process_that_is_gone_is_closed_not_rerun(told: Recorder) -> None:
+    _job("orphan", state="running", heartbeat_age_s=60, source="shell")
+    assert reap().given_up == ["orphan"]
+    assert told.delivered == []  # nobody to tell: the terminal went with its process
+
+
+def test_claim_rules(migrated: str) -> None:
+    with session_scope() as session:
+        assert jobs.claim(session, key="k", task="t", kwargs={}, worker="a").status == "owned"
+        assert jobs.claim(session, key="k", task="t", kwargs={}, worker="b").status == "busy"
+        # the job's own Celery retry takes over a row its last execution left running
+        assert jobs.claim(session, key="k", task="t", kwargs={}, worker="c", retry=True).status == "owned"
+        jobs.finish(session, key="k", state="done")
+        assert jobs.claim(session, key="k", task="t", kwargs={}, worker="d", retry=True).status == "ended"
