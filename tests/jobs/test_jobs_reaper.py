@@ -84,6 +84,7 @@ def test_a_job_that_keeps_dying_is_given_up_and_the_user_told(told: Recorder) ->
     assert done.given_up == ["doomed"]
     assert _state("doomed")[0] == "failed"
     ((template, context, key),) = told.delivered
+    assert key == "doomed/given-up"
     assert template == "error" and "its worker stopped 4 times" in context["message"]
     with session_scope() as session:
         row = session.get(audit.AuditEvent, audit_id)
