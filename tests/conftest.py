@@ -35,6 +35,22 @@ CLEARED = (
 )
 
 
+SERVICE_FIXTURES = {"redis_url": "redis", "make_lab": "redis", "postgres_url": "postgres"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses a service's fixture carries its marker, so `-m "not redis"` and
+    `-m "not postgres"` select what a machine without them can run."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in SERVICE_FIXTURES.items():
+            if fixture in names:
+                item.add_marker(getattr(pytest.mark, marker))
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgres" in callspec.params.values():
+            item.add_marker(pytest.mark.postgres)
+
+
 def require_services() -> bool:
     return os.environ.get("LABMATE_REQUIRE_SERVICES") == "1"
 
