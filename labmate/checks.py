@@ -157,7 +157,7 @@ def slack() -> Verdict:
     from labmate.settings import get_settings
 
     settings = get_settings()
-    if settings.slack_bot_token is None:
+    if settings.slack_bot_token is None or not settings.slack_bot_token.get_secret_value():
         return Verdict("slack", SKIPPED, "no SLACK_BOT_TOKEN (the terminal needs none; `labmate serve` does)")
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError

@@ -90,7 +90,7 @@ def settings_in_effect() -> list[tuple[str, str, str]]:
         else:
             source = "default"
         if isinstance(value, SecretStr):
-            shown = "set (hidden)"
+            shown = "set (hidden)" if value.get_secret_value() else "empty"
         elif value is None:
             shown = "not set"
         elif name in ("database_url", "broker_url", "result_backend", "mlflow_tracking_uri"):
