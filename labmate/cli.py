@@ -123,11 +123,13 @@ def demo() -> None:
 
     settings = get_settings()
     console = Console()
+    console.print(f"Store: [bold]{settings.home.resolve()}[/bold] (LABMATE_HOME; MLflow at {settings.mlflow_tracking_uri})")
+    console.print("[dim]loading MLflow and scikit-learn…[/dim]")
     try:
         report = run_demo(
             settings.mlflow_tracking_uri,
             artifact_location=str(settings.mlflow_artifact_root),
-            progress=lambda line: console.print(f"[dim]{line}[/dim]"),
+            progress=lambda line: console.print(f"[dim]{line}[/dim]", highlight=False),
         )
     except DemoError as exc:
         console.print(f"[red]The demo could not be set up:[/red] {exc}")
