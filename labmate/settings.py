@@ -279,6 +279,15 @@ def describe() -> list[dict[str, Any]]:
     for name, field in Settings.model_fields.items():
         alias = field.validation_alias
         env = next((str(c) for c in alias.choices if str(c).isupper()), "") if isinstance(alias, AliasChoices) else ""
-        default = field.get_default(call_default_factory=True)
-        rows.append({"field": name, "env": env, "default": default, "description": field.description or ""})
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = None if extra.get("shown_default") else field.get_default(call_default_factory=True)
+        rows.append(
+            {
+                "field": name,
+                "env": env,
+                "default": default,
+                "shown_default": extra.get("shown_default", ""),
+                "description": field.description or "",
+            }
+        )
     return rows
