@@ -93,6 +93,11 @@ def database() -> Verdict:
 
     url = get_settings().database_url
     shown = masked_url(url)
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        from pathlib import Path
+
+        if not Path(url.removeprefix("sqlite:///").split("?", 1)[0]).is_file():
+            return Verdict("database", FAILED, f"{shown} does not exist yet: run `labmate db upgrade`")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     connect_args = {"connect_timeout": 3} if url.startswith("postgresql") else {}
