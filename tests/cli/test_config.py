@@ -108,12 +108,14 @@ def test_doctor_shows_sources_masks_secrets_and_checks_services(tmp_path):
     assert "/mate" in rows["command"] and "environment (LABMATE_COMMAND)" in rows["command"]
     assert "pushpin" in rows["decision_emoji"] and str(tmp_path / "labmate.toml") in rows["decision_emoji"]
     assert rows["job_timeout"].split()[-1] == "default"
+    verdicts = {
+        line.split()[1].rstrip(":"): line for line in out.splitlines() if line.split(" ", 1)[0] in ("ok", "FAILED", "skipped")
+    }
+    assert list(verdicts) == ["database", "broker", "mlflow", "slack"]
     # labmate doctor doesn't migrate: the fresh home's knowledge base is reported, not created
-    assert rows["FAILED"].startswith("FAILED  database:") and "labmate db upgrade" in rows["FAILED"]
-    assert rows["ok"].startswith("ok      broker: memory://")
-    verdicts = [line for line in out.splitlines() if line.split(" ", 1)[0] in ("ok", "FAILED", "skipped")]
-    assert [v.split()[1] for v in verdicts] == ["database:", "broker:", "mlflow:", "slack:"]
-    assert "slack: bot @" in out
+    assert verdicts["database"].startswith("FAILED") and "run `labmate db upgrade`" in verdicts["database"]
+    assert verdicts["broker"].startswith("ok      broker: memory://")
+    assert verdicts["slack"].startswith("ok      slack: bot @")
     assert result.returncode == 1  # a check failed
 
 
