@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,12 +40,13 @@ def test_the_image_install_step_gives_working_services(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_", "VIRTUAL_ENV"))}
     env.update(LABMATE_HOME=str(tmp_path / "home"), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
 
-    def run(*argv: str) -> str:
-        result = subprocess.run(argv, cwd=app, env=env, capture_output=True, text=True, timeout=600)
+    def run(*argv: str, cwd: Path = app) -> str:
+        result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{argv}: {result.stdout}\n{result.stderr}"
         return result.stdout
 
-    site = run(str(venv / "bin" / "python"), "-c", "import labmate, pathlib; print(pathlib.Path(labmate.__file__))")
+    # From outside /app: `python -c` puts the working directory first on sys.path (console scripts don't).
+    site = run(str(venv / "bin" / "python"), "-c", "import labmate; print(labmate.__file__)", cwd=tmp_path)
     assert str(venv) in site  # the installed copy, not this checkout
     for argv in (["mlflow", "server", "--help"], ["labmate", "serve", "--help"], ["labmate", "worker", "--help"],
                  ["labmate", "beat", "--help"], ["labmate", "health", "--help"]):

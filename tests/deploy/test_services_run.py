@@ -179,3 +179,35 @@ def test_worker_and_beat_start_together_and_answer_their_health_checks(stack_env
         worker_log, beat_log = _stop(worker), _stop(beat)
     assert "Traceback" not in worker_log, worker_log
     assert "Traceback" not in beat_log, beat_log
+
+
+def test_the_bot_serves_with_compose_flags_and_answers_its_health_check(stack_env, tmp_path):
+    """`serve --port 3000 --workers 2` as compose runs it (port swapped), Slack pointed at the fake
+    Web API with its token (the real Slack can't be reached from here)."""
+    import signal
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
+    from fakeslack import FakeSlack
+    from slackreq import BOT_TOKEN, SIGNING_SECRET
+
+    command = list(COMPOSE["services"]["bot"]["command"])
+    port = _free_port()
+    command[command.index("--port") + 1] = str(port)
+    with FakeSlack(token=BOT_TOKEN) as fake:
+        env = {**stack_env, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "LABMATE_SLACK_API_URL": fake.api_url}
+        bot = subprocess.Popen(
+            [str(BIN / "labmate"), *command, "--host", "127.0.0.1"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        try:
+            _wait_healthy("bot", "--port", str(port), env=env, proc=bot, seconds=90)
+        finally:
+            if bot.poll() is None:
+                bot.send_signal(signal.SIGTERM)
+                try:
+                    bot.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(bot.pid, signal.SIGKILL)
+                    bot.communicate()
+    refused = _health("bot", "--port", str(port), "--timeout", "1", env=env)
+    assert refused.returncode == 1 and "did not answer" in refused.stderr  # the check can fail
