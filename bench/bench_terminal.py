@@ -67,10 +67,12 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<22} {r['mean']:8.3f} {r['stddev']:8.3f} {r['min']:8.3f}")
     print()
+    # Means show what a user waits; minimums are steadier on a shared machine (load only adds time).
     for name, floor, target in RATIOS:
         ratio = results[name]["mean"] / results[floor]["mean"]
+        low = results[name]["min"] / results[floor]["min"]
         verdict = "met" if ratio <= target else "NOT met"
-        print(f"{name:<22} {ratio:5.2f}x {floor} (target {target}x: {verdict})")
+        print(f"{name:<22} {ratio:5.2f}x {floor} by mean, {low:5.2f}x by min (target {target}x: {verdict})")
     load = os.getloadavg()[0]
     print(f"\nload average (1 min) at the end: {load:.2f} on {os.cpu_count()} CPUs")
 
