@@ -54,7 +54,10 @@ def doctor(
     from labmate import checks
 
     console = Console()
-    table = Table("setting", "value", "from", box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("from")
     for name, value, source in settings_in_effect():
         table.add_row(name, value, source)
     console.print(table)
@@ -93,8 +96,12 @@ def settings_in_effect() -> list[tuple[str, str, str]]:
             shown = "set (hidden)" if value.get_secret_value() else "empty"
         elif value is None:
             shown = "not set"
+        elif name == "result_backend" and not value:
+            shown = "in-process (embedded broker)" if settings.embedded_broker else "the broker's Redis"
         elif name in ("database_url", "broker_url", "result_backend", "mlflow_tracking_uri"):
-            shown = masked_url(str(value)) if value else "(derived)"
+            shown = masked_url(str(value))
+        elif value in ("", {}, []):
+            shown = "not set"
         elif hasattr(value, "model_dump"):
             shown = str(value.model_dump())
         else:
