@@ -17,7 +17,7 @@ from bot.post import router
 from labmate.settings import get_settings
 
 BANNER = (
-    "[bold]labmate[/bold] on embedded defaults (state in {home}).\n"
+    "[bold]labmate[/bold], store: [bold]{home}[/bold] (LABMATE_HOME; MLflow at {mlflow}).\n"
     "Type [cyan]help[/cyan] for the commands, [cyan]exit[/cyan] to leave. The {command} prefix is optional.\n"
     "With the demo loaded (`labmate demo`), try [cyan]summary sales-agent[/cyan], "
     "[cyan]ask show failed runs in sales-agent[/cyan] or [cyan]decide ship the candidate #release[/cyan]."
@@ -52,7 +52,7 @@ def run_shell(*, user: str, channel: str, actor: str | None = None) -> None:
 
     session = uuid.uuid4().hex
     router().add_console(session, show)
-    console.print(BANNER.format(home=settings.home.resolve(), command=settings.command))
+    console.print(BANNER.format(home=settings.home.resolve(), mlflow=settings.mlflow_tracking_uri, command=settings.command), highlight=False)
     origin = Origin(user=user, channel=channel, source="shell", session=session, actor=actor)
     pending: list[str] = []
     try:

@@ -45,8 +45,6 @@ def run_one(
     actor: str | None = None,
 ) -> Outcome:
     """Run one command as `user`, wait for every reply (jobs too), return them in arrival order."""
-    from tasks.client import wait
-
     settings = get_settings()
     outcome = Outcome()
     lock = threading.Lock()
@@ -65,6 +63,8 @@ def run_one(
         sink({}, render_reply(reply))
         codes = [_reply_code(reply)]
         if reply.task_ids:
+            from tasks.client import wait  # Celery: only commands that run a job pay its import
+
             results = wait(reply.task_ids, settings.job_timeout)
             for result in results:
                 codes.append(FAILED_OUTCOMES.get(result, EXIT_OK) if result != "timeout" else EXIT_INTERNAL)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from labmate import regress_cli
+from labmate import ops_cli, regress_cli
 from labmate.settings import EMBEDDED_BROKER, reset_settings
 
 app = typer.Typer(
@@ -122,11 +123,13 @@ def demo() -> None:
 
     settings = get_settings()
     console = Console()
+    console.print(f"Store: [bold]{settings.home.resolve()}[/bold] (LABMATE_HOME; MLflow at {settings.mlflow_tracking_uri})")
+    console.print("[dim]loading MLflow and scikit-learn…[/dim]")
     try:
         report = run_demo(
             settings.mlflow_tracking_uri,
             artifact_location=str(settings.mlflow_artifact_root),
-            progress=lambda line: console.print(f"[dim]{line}[/dim]"),
+            progress=lambda line: console.print(f"[dim]{line}[/dim]", highlight=False),
         )
     except DemoError as exc:
         console.print(f"[red]The demo could not be set up:[/red] {exc}")
@@ -238,13 +241,53 @@ def _terminal_jobs_in_process() -> None:
 
 
 regress_cli.register(app)
+ops_cli.register(app)
+
+
+def _flags_show_no_type() -> None:
+    """typer 0.29 prints a type beside every flag (`--json <bool>`, `--help <bool>`), though a flag
+    takes no value; show none for flags, as click does, and keep `<int>`/`<str>` for real values."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "labmate_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else original(self, ctx)
+
+    display_type_rich.labmate_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
 def main() -> None:
+    """Exit codes: 0 ok, 1 wrong input (a usage error, unreadable configuration), 2 internal error.
+    Click's own convention is 2 for usage errors; labmate's README promises 1."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
+
+    from labmate.settings import ConfigError
+
+    _flags_show_no_type()
     try:
-        app()
+        code = app(standalone_mode=False)
     except KeyboardInterrupt:
         sys.exit(130)
+    except ConfigError as exc:
+        print(f"labmate: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(0)
+    except UsageError as exc:
+        exc.show()
+        sys.exit(1)
+    except ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ def settings_markdown() -> str:
         shown = "" if default in (None, "", {}, []) or not isinstance(default, (str, int, float)) else f"`{default}`"
         if row["field"] == "access":
             shown = "everyone reads and decides"
+        if row.get("shown_default"):
+            shown = row["shown_default"]
         env = f"`{row['env']}`" if row["env"] else ""
         lines.append(f"| {env} | `{row['field']}` | {shown} | {row['description']} |")
     return "\n".join(lines)

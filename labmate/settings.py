@@ -63,13 +63,30 @@ def _config_path() -> Path:
     return Path(os.environ.get("LABMATE_CONFIG", "labmate.toml"))
 
 
+HOME_SHOWN_DEFAULT = "your user data directory: `~/.local/share/labmate` on Linux, `~/Library/Application Support/labmate` on macOS"
+
+
+def default_home() -> Path:
+    """A per-user data directory (platformdirs), not the working directory: the same command from
+    another directory must find the same store."""
+    from platformdirs import user_data_path
+
+    return user_data_path("labmate", appauthor=False)
+
+
+class ConfigError(Exception):
+    """The configuration can't be read: one line naming the file (or variable), the line and what was expected."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=True)
 
     home: Path = Field(
-        Path(".labmate"),
+        default_factory=default_home,
         validation_alias=_env("LABMATE_HOME"),
-        description="Where embedded state lives: the SQLite knowledge base, the MLflow store, charts, shell history.",
+        description="Where embedded state lives: the SQLite knowledge base, the MLflow store, charts, shell history. "
+        "The same store whatever directory you run labmate from.",
+        json_schema_extra={"shown_default": HOME_SHOWN_DEFAULT},
     )
     database_url: str = Field(
         "",
@@ -226,7 +243,20 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    import tomllib
+
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except tomllib.TOMLDecodeError as exc:
+        from labmate.config_errors import toml_syntax_message
+
+        raise ConfigError(toml_syntax_message(_config_path(), exc)) from None
+    except ValidationError as exc:
+        from labmate.config_errors import validation_message
+
+        raise ConfigError(validation_message(exc, _config_path())) from None
 
 
 def reset_settings() -> None:
@@ -249,6 +279,15 @@ def describe() -> list[dict[str, Any]]:
     for name, field in Settings.model_fields.items():
         alias = field.validation_alias
         env = next((str(c) for c in alias.choices if str(c).isupper()), "") if isinstance(alias, AliasChoices) else ""
-        default = field.get_default(call_default_factory=True)
-        rows.append({"field": name, "env": env, "default": default, "description": field.description or ""})
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = None if extra.get("shown_default") else field.get_default(call_default_factory=True)
+        rows.append(
+            {
+                "field": name,
+                "env": env,
+                "default": default,
+                "shown_default": extra.get("shown_default", ""),
+                "description": field.description or "",
+            }
+        )
     return rows

@@ -84,6 +84,9 @@ def make_app(settings: Settings) -> Celery:
             },
             **BEAT_SCHEDULE,
         },
+        # Beat answers `celery inspect ping` as celerybeat@<host> while its scheduler ticks:
+        # `labmate health beat` (the compose health check) relies on it.
+        beat_enable_remote_control=True,
     )
     return app
 

@@ -93,23 +93,35 @@ def log_agent(pipeline: Pipeline, reply_version: int) -> None:
         )
 
 
+def fit_and_log(args: argparse.Namespace, *, log_model: bool = True) -> None:
+    """Into the active run: the params not logged yet, a metric step per epoch, then the agent.
+
+    `labmate demo` calls this in its own process (one import of MLflow and scikit-learn for all
+    eight runs) and logs the agent only for the runs it registers.
+    """
+    run = mlflow.active_run()
+    assert run is not None, "fit_and_log needs an active MLflow run"
+    params = {
+        "alpha": args.alpha,
+        "epochs": args.epochs,
+        "ngram_max": args.ngram_max,
+        "seed": args.seed,
+        "fail_at_epoch": args.fail_at_epoch,
+        "reply_version": args.reply_version,
+    }
+    # MLflow Projects already logged the MLproject parameters (maybe spelled differently,
+    # e.g. "1e-4"); re-logging a different spelling would be rejected.
+    logged = mlflow.get_run(run.info.run_id).data.params
+    mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+    pipeline = train(args)
+    if log_model:
+        log_agent(pipeline, args.reply_version)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with mlflow.start_run() as run:
-        params = {
-            "alpha": args.alpha,
-            "epochs": args.epochs,
-            "ngram_max": args.ngram_max,
-            "seed": args.seed,
-            "fail_at_epoch": args.fail_at_epoch,
-            "reply_version": args.reply_version,
-        }
-        # MLflow Projects already logged the MLproject parameters (maybe spelled differently,
-        # e.g. "1e-4"); re-logging a different spelling would be rejected.
-        logged = mlflow.get_run(run.info.run_id).data.params
-        mlflow.log_params({k: v for k, v in params.items() if k not in logged})
-        pipeline = train(args)
-        log_agent(pipeline, args.reply_version)
+    with mlflow.start_run():
+        fit_and_log(args)
 
 
 if __name__ == "__main__":

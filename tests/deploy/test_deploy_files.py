@@ -1,21 +1,25 @@
-"""docker-compose.yml and the Dockerfile can't be run here (no Docker engine), so check what they say."""
+"""docker-compose.yml and the Dockerfile can't be run here (no Docker engine), so check what they
+say against the real CLIs; tests/deploy/test_services_run.py runs each service's command."""
 
 from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
+import tomllib
 
 import click
+import pytest
 import typer.main
 import yaml
 
 from labmate.cli import app
 from labmate.settings import settings_env_names
+from tests.deploy.compose import COMPOSE_FILE, DOCKERFILE, ROOT, rendered
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
+COMPOSE = rendered()
+DOCKER = DOCKERFILE.read_text()
+LABMATE_SERVICES = {"bot": "serve", "worker": "worker", "beat": "beat"}
+BUILT = ("mlflow", *LABMATE_SERVICES)
 
 
 def _cli():
@@ -32,29 +36,36 @@ def _resolve(argv: list[str]):
         command, args = sub, args[1:]
     ctx = command.make_context("labmate", args, resilient_parsing=False)
     assert ctx is not None
-    return command
+    return command, ctx
 
 
 def test_compose_has_the_whole_stack():
     assert {"redis", "postgres", "mlflow", "bot", "worker", "beat"} <= set(COMPOSE["services"])
 
 
+def test_compose_requires_the_slack_secrets():
+    from tests.deploy.compose import interpolate
+
+    with pytest.raises(ValueError, match="SLACK_BOT_TOKEN"):
+        interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), {})
+
+
 def test_labmate_services_run_real_subcommands():
-    entry = shlex.split(re.search(r'ENTRYPOINT \["(\w+)"\]', DOCKERFILE).group(1))
+    entry = shlex.split(re.search(r'ENTRYPOINT \["(\w+)"\]', DOCKER).group(1))
     assert entry == ["labmate"]
-    for name in ("bot", "worker", "beat"):
-        command = _resolve(COMPOSE["services"][name]["command"])
-        assert command.name == {"bot": "serve", "worker": "worker", "beat": "beat"}[name]
+    for name, subcommand in LABMATE_SERVICES.items():
+        command, _ = _resolve(COMPOSE["services"][name]["command"])
+        assert command.name == subcommand
 
 
 def test_dockerfile_default_command_is_serve():
-    default = re.search(r"^CMD (\[.*\])$", DOCKERFILE, re.M).group(1)
-    assert _resolve(yaml.safe_load(default)).name == "serve"
+    default = re.search(r"^CMD (\[.*\])$", DOCKER, re.M).group(1)
+    assert _resolve(yaml.safe_load(default))[0].name == "serve"
 
 
 def test_environment_names_match_the_settings_class():
     names = settings_env_names()
-    for service in ("bot", "worker", "beat"):
+    for service in LABMATE_SERVICES:
         env = COMPOSE["services"][service]["environment"]
         unknown = set(env) - names
         assert not unknown, f"{service} sets variables the settings class doesn't read: {unknown}"
@@ -72,14 +83,55 @@ def test_services_point_at_hosts_the_compose_file_defines():
             assert match.group(1) in services, f"{value} names a host that isn't a service"
 
 
-def test_mlflow_server_command_is_real():
+def _mlflow_options() -> dict[str, str]:
     from mlflow.cli import cli as mlflow_cli
 
     service = COMPOSE["services"]["mlflow"]
     assert service["entrypoint"] == ["mlflow"]
     server = mlflow_cli.get_command(click.Context(mlflow_cli), service["command"][0])
     assert server is not None
-    server.make_context("mlflow server", service["command"][1:])
+    ctx = server.make_context("mlflow server", list(service["command"][1:]))
+    return ctx.params
+
+
+def test_mlflow_server_accepts_the_service_name_as_host():
+    """Bot and worker send `Host: mlflow:5000`; MLflow's DNS-rebinding check refuses any host it
+    wasn't told about, so the service name must be allowed (and the published localhost port)."""
+    from mlflow.server.security_utils import get_default_allowed_hosts, is_allowed_host_header
+
+    assert not is_allowed_host_header(get_default_allowed_hosts(), "mlflow:5000")  # why the flag is needed
+    params = _mlflow_options()
+    allowed = [h.strip() for h in params["allowed_hosts"].split(",")]
+    tracking = COMPOSE["services"]["worker"]["environment"]["MLFLOW_TRACKING_URI"]
+    host = tracking.split("://", 1)[1].rstrip("/")
+    assert host == "mlflow:5000"
+    assert is_allowed_host_header(allowed, host)
+    assert is_allowed_host_header(allowed, "localhost:5000")
+    assert not is_allowed_host_header(allowed, "evil.example:5000")
+    ui = COMPOSE["services"]["bot"]["environment"]["LABMATE_MLFLOW_UI_URL"]
+    assert ui in params["cors_allowed_origins"].split(",")
+
+
+def test_every_service_has_a_health_check_that_fits_it():
+    for name, service in COMPOSE["services"].items():
+        test = service.get("healthcheck", {}).get("test")
+        assert test, f"{name} has no health check"
+        if name in BUILT:
+            assert test[0] == "CMD" and test[1] == "labmate", test
+            command, ctx = _resolve(test[2:])
+            assert command.name == "health" and ctx.params["service"] == name, f"{name} checks {test}"
+
+
+def test_restart_policies_and_start_order_on_health():
+    services = COMPOSE["services"]
+    for name, service in services.items():
+        assert service.get("restart") == "unless-stopped", name
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert condition["condition"] == "service_healthy", f"{name} starts before {dependency} is healthy"
+            assert "healthcheck" in services[dependency]
+    assert set(services["worker"]["depends_on"]) == {"redis", "postgres", "mlflow"}
+    assert {"redis", "postgres"} <= set(services["bot"]["depends_on"])
+    assert {"redis", "postgres"} <= set(services["beat"]["depends_on"])
 
 
 def test_one_beat_only():
@@ -88,4 +140,14 @@ def test_one_beat_only():
 
 def test_dockerfile_copies_every_package():
     for package in ("labmate", "bot", "tasks", "models"):
-        assert f"COPY {package} ./{package}" in DOCKERFILE
+        assert f"COPY {package} ./{package}" in DOCKER
+
+
+def test_the_image_installs_what_pyproject_declares_plus_the_server():
+    """The image runs `mlflow server`, so it installs the project with its `server` extra, and
+    nothing beside it: the same requirements `pip install` would take from pyproject.toml."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installs = re.findall(r"pip install ([^\n\\&]+)", DOCKER)
+    assert [shlex.split(i) for i in installs] == [[".[server]"]]
+    assert any(req.startswith("mlflow>=") for req in project["optional-dependencies"]["server"])
+    assert any(req.startswith("mlflow-skinny") for req in project["dependencies"])

@@ -1,0 +1,178 @@
+"""Checks of the services labmate is configured to use, each with a one-line verdict.
+
+`labmate health <service>` (the compose health checks) and `labmate doctor` both use them. Nothing
+here prints a secret: URLs are shown with their passwords masked, tokens never.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+OK, SKIPPED, FAILED = "ok", "skipped", "FAILED"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    status: str
+    detail: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    def line(self) -> str:
+        return f"{self.status:<7} {self.name}: {self.detail}"
+
+
+def masked_url(url: str) -> str:
+    """The URL with any password replaced by `***` (database and broker URLs may carry one)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def http_get(name: str, url: str, *, timeout: float = 3.0, host_header: str | None = None) -> Verdict:
+    request = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Verdict(name, OK, f"{url} answered {response.status}")
+    except urllib.error.HTTPError as exc:
+        body = exc.read(200).decode("utf-8", "replace").strip()
+        return Verdict(name, FAILED, f"{url} answered {exc.code} {body or exc.reason}")
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Verdict(name, FAILED, f"{url} did not answer ({reason})")
+
+
+def celery_node(name: str, nodename: str, *, timeout: float = 3.0) -> Verdict:
+    """Ping one Celery node over the broker (what `celery inspect ping -d <node>` does)."""
+    from labmate.settings import get_settings
+    from tasks.app import celery_app
+
+    settings = get_settings()
+    if settings.embedded_broker:
+        return Verdict(name, FAILED, "no shared broker: set LABMATE_BROKER_URL=redis://… (the embedded one can't be pinged)")
+    try:
+        replies = celery_app().control.ping(destination=[nodename], timeout=timeout)
+    except Exception as exc:  # the broker itself is unreachable: kombu/redis raise many kinds
+        return Verdict(name, FAILED, f"broker {masked_url(settings.broker_url)} unreachable ({exc})")
+    for reply in replies:
+        if nodename in reply:
+            return Verdict(name, OK, f"{nodename} answered ping")
+    return Verdict(name, FAILED, f"{nodename} did not answer ping within {timeout:g} s")
+
+
+def worker_nodename(hostname: str | None = None) -> str:
+    """The node name `labmate worker` runs as (Celery's default, `celery@<host>`)."""
+    return f"celery@{hostname or socket.gethostname()}"
+
+
+def beat_nodename(hostname: str | None = None) -> str:
+    """The node name beat answers ping on (Celery 5.7's beat remote control)."""
+    from celery.beat import beat_nodename as nodename
+
+    return nodename(hostname)
+
+
+def database() -> Verdict:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from labmate.settings import get_settings
+    from models.db import script_heads
+
+    url = get_settings().database_url
+    shown = masked_url(url)
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        from pathlib import Path
+
+        if not Path(url.removeprefix("sqlite:///").split("?", 1)[0]).is_file():
+            return Verdict("database", FAILED, f"{shown} does not exist yet: run `labmate db upgrade`")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    connect_args = {"connect_timeout": 3} if url.startswith("postgresql") else {}
+    engine = create_engine(url, connect_args=connect_args)
+    try:
+        with engine.connect() as connection:
+            try:
+                revisions = {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
+            except SQLAlchemyError:
+                return Verdict("database", FAILED, f"{shown} is reachable but not migrated: run `labmate db upgrade`")
+    except SQLAlchemyError as exc:
+        return Verdict("database", FAILED, f"{shown} unreachable ({str(getattr(exc, 'orig', exc)).strip()})")
+    finally:
+        engine.dispose()
+    heads = script_heads()
+    if revisions != heads:
+        return Verdict("database", FAILED, f"{shown} at revision {sorted(revisions)}, code expects {sorted(heads)}: run `labmate db upgrade`")
+    return Verdict("database", OK, f"{shown} at revision {', '.join(sorted(revisions))} (current)")
+
+
+def broker() -> Verdict:
+    from labmate.settings import get_settings
+
+    settings = get_settings()
+    if settings.embedded_broker:
+        return Verdict("broker", OK, "memory:// (embedded: each labmate process runs its own worker)")
+    url = settings.broker_url
+    if not url.startswith(("redis://", "rediss://")):
+        return Verdict("broker", SKIPPED, f"{masked_url(url)}: only Redis brokers are checked")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
+    except redis.RedisError as exc:
+        return Verdict("broker", FAILED, f"{masked_url(url)} unreachable ({exc})")
+    return Verdict("broker", OK, f"{masked_url(url)} answered PING")
+
+
+def mlflow() -> Verdict:
+    """An HTTP tracking server is asked for one experiment through its API (which, unlike /health,
+    checks the Host header); an embedded SQLite store is looked for on disk."""
+    from labmate.settings import get_settings
+
+    uri = get_settings().mlflow_tracking_uri
+    if uri.startswith(("http://", "https://")):
+        base = uri.rstrip("/")
+        verdict = http_get("mlflow", f"{base}/api/2.0/mlflow/experiments/search?max_results=1")
+        if verdict.failed and "403" in verdict.detail:
+            return Verdict("mlflow", FAILED, verdict.detail + " (add this host to the server's --allowed-hosts)")
+        return verdict
+    if uri.startswith("sqlite:///"):
+        from pathlib import Path
+
+        path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        if path.is_file():
+            return Verdict("mlflow", OK, f"embedded store {path} ({path.stat().st_size // 1024} KiB)")
+        return Verdict("mlflow", OK, f"embedded store {path} not created yet (`labmate demo` fills it)")
+    return Verdict("mlflow", SKIPPED, f"{masked_url(uri)}: only HTTP servers and SQLite stores are checked")
+
+
+def slack() -> Verdict:
+    from labmate.settings import get_settings
+
+    settings = get_settings()
+    if settings.slack_bot_token is None or not settings.slack_bot_token.get_secret_value():
+        return Verdict("slack", SKIPPED, "no SLACK_BOT_TOKEN (the terminal needs none; `labmate serve` does)")
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
+
+    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=5)
+    try:
+        auth = client.auth_test()
+    except SlackApiError as exc:
+        return Verdict("slack", FAILED, f"Slack refused the bot token ({exc.response.get('error')}): check SLACK_BOT_TOKEN")
+    except OSError as exc:
+        return Verdict("slack", FAILED, f"could not reach {settings.slack_api_url} ({exc})")
+    missing = "" if settings.slack_signing_secret is not None else "; SLACK_SIGNING_SECRET is not set (HTTP needs it)"
+    return Verdict("slack", FAILED if missing else OK, f"bot @{auth.get('user')} in team {auth.get('team')}{missing}")

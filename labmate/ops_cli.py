@@ -1,0 +1,120 @@
+"""`labmate health <service>` (container health checks) and `labmate doctor` (settings in effect,
+where each came from, and a one-line verdict per configured service)."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from typing import Any
+
+import typer
+
+
+class Service(StrEnum):
+    bot = "bot"
+    worker = "worker"
+    beat = "beat"
+    mlflow = "mlflow"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("health")(health)
+    app.command("doctor")(doctor)
+
+
+def health(
+    service: Service = typer.Argument(..., help="Which process of this container to check."),
+    port: int = typer.Option(0, help="The bot's or the MLflow server's port (default 3000 / 5000)."),
+    timeout: float = typer.Option(3.0, help="Seconds to wait for the answer."),
+) -> None:
+    """Exit 0 when this container's process answers: the bot's /healthz, the MLflow server's /health,
+    or a Celery ping to this host's worker or beat. One line either way."""
+    from labmate import checks
+
+    if service is Service.bot:
+        verdict = checks.http_get("bot", f"http://127.0.0.1:{port or 3000}/healthz", timeout=timeout)
+    elif service is Service.mlflow:
+        verdict = checks.http_get("mlflow", f"http://127.0.0.1:{port or 5000}/health", timeout=timeout)
+    elif service is Service.worker:
+        verdict = checks.celery_node("worker", checks.worker_nodename(), timeout=timeout)
+    else:
+        verdict = checks.celery_node("beat", checks.beat_nodename(), timeout=timeout)
+    typer.echo(verdict.line(), err=verdict.failed)
+    raise typer.Exit(1 if verdict.failed else 0)
+
+
+def doctor(
+    check: bool = typer.Option(True, "--check/--no-check", help="Also check each configured service."),
+) -> None:
+    """Show the settings in effect and where each comes from (default, labmate.toml, environment),
+    secrets masked; then check the database, broker, MLflow and Slack. Exit 1 if a check failed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from labmate import checks
+
+    console = Console()
+    table = Table(box=None, pad_edge=False)
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("from")
+    for name, value, source in settings_in_effect():
+        table.add_row(name, value, source)
+    console.print(table)
+    if not check:
+        return
+    console.print()
+    verdicts = [checks.database(), checks.broker(), checks.mlflow(), checks.slack()]
+    for verdict in verdicts:
+        style = "red" if verdict.failed else ("dim" if verdict.status == checks.SKIPPED else "green")
+        console.print(f"[{style}]{verdict.status:<7}[/{style}] {verdict.name}: {verdict.detail}", highlight=False)
+    raise typer.Exit(1 if any(v.failed for v in verdicts) else 0)
+
+
+def settings_in_effect() -> list[tuple[str, str, str]]:
+    """(name, value as shown, source) for every setting; secrets show only whether they are set."""
+    from pydantic import SecretStr
+
+    from labmate.checks import masked_url
+    from labmate.settings import Settings, _config_path, get_settings
+
+    settings = get_settings()
+    path = _config_path()
+    toml = _toml_keys(path)
+    rows = []
+    for name, field in Settings.model_fields.items():
+        choices = [str(c) for c in getattr(field.validation_alias, "choices", [])]
+        env = next((c for c in choices if c.isupper() and c in os.environ), None)
+        value: Any = getattr(settings, name)
+        if env:
+            source = f"environment ({env})"
+        elif name in toml:
+            source = f"{path}"
+        else:
+            source = "default"
+        if isinstance(value, SecretStr):
+            shown = "set (hidden)" if value.get_secret_value() else "empty"
+        elif value is None:
+            shown = "not set"
+        elif name == "result_backend" and not value:
+            shown = "in-process (embedded broker)" if settings.embedded_broker else "the broker's Redis"
+        elif name in ("database_url", "broker_url", "result_backend", "mlflow_tracking_uri"):
+            shown = masked_url(str(value))
+        elif value in ("", {}, []):
+            shown = "not set"
+        elif hasattr(value, "model_dump"):
+            shown = str(value.model_dump())
+        else:
+            shown = str(value)
+        rows.append((name, shown, source))
+    return rows
+
+
+def _toml_keys(path: Any) -> set[str]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            return set(tomllib.load(handle))
+    except (OSError, tomllib.TOMLDecodeError):
+        return set()

@@ -1,0 +1,126 @@
+"""Configuration as a user meets it: malformed labmate.toml, usage errors, --help, `labmate doctor`,
+and where state lives by default. Real `labmate` processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LABMATE = str(Path(sys.executable).with_name("labmate"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+    env.update(LABMATE_HOME=str(tmp_path / "home"), LABMATE_CONFIG=str(tmp_path / "labmate.toml"), **extra)
+    return env
+
+
+def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LABMATE, *args], cwd=tmp_path, env=_env(tmp_path, **extra), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[access]\nadmins = ["U1"\nverbs = {}\n', ":3:1: invalid TOML: "),
+        ('command = "/lab"\n[access]\nadmins = "U1"\n', ":3: access.admins: expected a valid list, got 'U1'"),
+        ('[access.verbs]\nsupersede = "S0LEADS"\n', ":2: access.verbs.supersede: expected a valid list"),
+        ('job_timeout = "soon"\n', ":1: job_timeout: expected a valid number"),
+    ],
+)
+def test_a_malformed_labmate_toml_is_one_line_and_exit_1(tmp_path, toml, expected):
+    (tmp_path / "labmate.toml").write_text(toml)
+    result = _labmate(tmp_path, "say", "help")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"labmate: {tmp_path / 'labmate.toml'}{expected}"), lines[0]
+
+
+def test_a_wrong_environment_value_names_the_variable(tmp_path):
+    result = _labmate(tmp_path, "say", "help", LABMATE_JOB_TIMEOUT="soon")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "labmate: environment variable LABMATE_JOB_TIMEOUT: expected a valid number, "
+        "unable to parse string as a number, got 'soon'"
+    )
+
+
+@pytest.mark.parametrize("args", [["say"], ["say", "--bogus", "help"], ["nope"]])
+def test_usage_errors_exit_1_as_the_readme_says(tmp_path, args):
+    result = _labmate(tmp_path, *args)
+    assert result.returncode == 1, result
+    assert "Usage: labmate" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_shows_no_type_for_flags(tmp_path):
+    shown = _labmate(tmp_path, "say", "--help", COLUMNS="120").stdout
+    json_line = next(line for line in shown.splitlines() if "--json" in line)
+    help_line = next(line for line in shown.splitlines() if "--help" in line)
+    assert "<bool>" not in shown
+    assert "Print the Block Kit payloads" in json_line and "Show this message" in help_line
+    assert "<str>" in next(line for line in shown.splitlines() if "--user" in line)  # value options keep theirs
+
+
+def test_the_default_home_is_the_user_data_directory(tmp_path, monkeypatch):
+    """Not the working directory: the same command from elsewhere finds the same store."""
+    from labmate.settings import Settings
+
+    monkeypatch.delenv("LABMATE_HOME")
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    if sys.platform == "darwin":
+        expected = tmp_path / "user" / "Library" / "Application Support" / "labmate"
+    else:
+        expected = tmp_path / "user" / ".local" / "share" / "labmate"
+    assert Settings().home == expected
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert Settings().home == expected
+
+
+def test_doctor_shows_sources_masks_secrets_and_checks_services(tmp_path):
+    from fakeslack import FakeSlack
+
+    (tmp_path / "labmate.toml").write_text('decision_emoji = "pushpin"\n[access]\nadmins = ["U0ADMIN"]\n')
+    with FakeSlack(token="xoxb-doctor-secret-token") as slack:
+        result = _labmate(
+            tmp_path,
+            "doctor",
+            COLUMNS="200",
+            SLACK_BOT_TOKEN="xoxb-doctor-secret-token",
+            SLACK_SIGNING_SECRET="doctor-signing-secret",
+            LABMATE_SLACK_API_URL=slack.api_url,
+            LABMATE_COMMAND="/mate",
+        )
+        assert [c.method for c in slack.calls()] == ["auth.test"]
+    out = result.stdout
+    assert "xoxb-doctor-secret-token" not in out + result.stderr and "doctor-signing-secret" not in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "set (hidden)" in rows["slack_bot_token"] and "environment (SLACK_BOT_TOKEN)" in rows["slack_bot_token"]
+    assert "/mate" in rows["command"] and "environment (LABMATE_COMMAND)" in rows["command"]
+    assert "pushpin" in rows["decision_emoji"] and str(tmp_path / "labmate.toml") in rows["decision_emoji"]
+    assert rows["job_timeout"].split()[-1] == "default"
+    verdicts = {
+        line.split()[1].rstrip(":"): line for line in out.splitlines() if line.split(" ", 1)[0] in ("ok", "FAILED", "skipped")
+    }
+    assert list(verdicts) == ["database", "broker", "mlflow", "slack"]
+    # labmate doctor doesn't migrate: the fresh home's knowledge base is reported, not created
+    assert verdicts["database"].startswith("FAILED") and "run `labmate db upgrade`" in verdicts["database"]
+    assert verdicts["broker"].startswith("ok      broker: memory://")
+    assert verdicts["slack"].startswith("ok      slack: bot @")
+    assert result.returncode == 1  # a check failed
+
+
+def test_doctor_passes_on_a_migrated_embedded_setup(tmp_path):
+    assert _labmate(tmp_path, "db", "upgrade").returncode == 0
+    result = _labmate(tmp_path, "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped slack: no SLACK_BOT_TOKEN" in result.stdout

@@ -1,0 +1,60 @@
+"""docker-compose.yml as compose would render it: `docker compose config` where the client has the
+compose plugin, else the YAML with compose's `${VAR:-default}` / `${VAR:?error}` interpolation."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+# What a .env would hold: the secrets compose requires (placeholders, never real ones).
+ENV = {"SLACK_BOT_TOKEN": "xoxb-compose-test", "SLACK_SIGNING_SECRET": "compose-test-secret"}
+_VAR = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        current = env.get(name)
+        if op in (":-", "-") and not current:
+            return arg
+        if op in (":?", "?") and not current:
+            raise ValueError(f"{name}: {arg}")
+        return current or ""
+
+    return _VAR.sub(sub, value)
+
+
+def compose_cli() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+
+
+def rendered(env: dict[str, str] | None = None) -> dict[str, Any]:
+    env = {**ENV, **(env or {})}
+    if compose_cli():
+        out = subprocess.run(
+            ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+            env={"PATH": "/usr/bin:/bin", **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return json.loads(out)
+    return interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), env)

@@ -1,0 +1,213 @@
+"""Each compose service's command, run here with the same flags and environment (only host names,
+ports and paths swapped for local ones), and each service's health check command against it.
+
+No Docker engine on this machine, so this is the nearest thing to `docker compose up`: the MLflow
+server with compose's flags answering `Host: mlflow:5000`, a worker and a beat on Redis answering
+the health checks compose runs in their containers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import POSTGRES_URL, service_or_skip
+from tests.deploy.compose import rendered
+
+COMPOSE = rendered()
+BIN = Path(sys.executable).parent
+# A Redis database of its own (the tests' LABMATE_TEST_REDIS_URL database is flushed by other tests).
+SPARE_REDIS = os.environ.get("LABMATE_TEST_REDIS_SPARE_URL", "redis://127.0.0.1:6379/10")
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _localised(value: str, swaps: dict[str, str]) -> str:
+    for old, new in swaps.items():
+        value = value.replace(old, new)
+    return value
+
+
+def _health(service: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The service's compose health check command, as compose runs it (`CMD labmate health …`)."""
+    test = COMPOSE["services"][service]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "labmate"]
+    argv = [str(BIN / "labmate"), *test[2:], *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+def _wait_healthy(service: str, *args: str, env: dict[str, str], proc: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    result = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{service} exited with {proc.returncode}"
+        result = _health(service, *args, "--timeout", "2", env=env)
+        if result.returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{service} never became healthy: {result and (result.stdout + result.stderr)}")
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
+@pytest.fixture(scope="module")
+def databases() -> Iterator[dict[str, str]]:
+    """Fresh `labmate` and `mlflow` databases, as deploy/postgres-init.sql makes them."""
+    base = service_or_skip("PostgreSQL", POSTGRES_URL)
+    suffix = uuid.uuid4().hex[:8]
+    names = {"labmate": f"compose_kb_{suffix}", "mlflow": f"compose_mlflow_{suffix}"}
+    admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in names.values():
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    server = base.rsplit("/", 1)[0]
+    yield {role: f"{server}/{name}" for role, name in names.items()}
+    with admin.connect() as conn:
+        for name in names.values():
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """`mlflow server` with compose's flags: the PostgreSQL backend, proxied artifacts, and the
+    allowed hosts and CORS origins exactly as written in docker-compose.yml."""
+    service = COMPOSE["services"]["mlflow"]
+    port = _free_port()
+    artifacts = tmp_path_factory.mktemp("mlartifacts")
+    mlflow_db = databases["mlflow"].replace("postgresql://", "postgresql+psycopg://")
+    argv = [str(BIN / service["entrypoint"][0])]
+    for arg in service["command"]:
+        if arg.startswith("--backend-store-uri="):
+            arg = f"--backend-store-uri={mlflow_db}"
+        elif arg.startswith("--artifacts-destination="):
+            arg = f"--artifacts-destination={artifacts}"
+        elif arg.startswith("--host="):
+            arg = "--host=127.0.0.1"
+        elif arg.startswith("--port="):
+            arg = f"--port={port}"
+        argv.append(arg)
+    argv.append("--workers=1")  # one process is enough here; compose keeps MLflow's default
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ}
+    try:
+        _wait_healthy("mlflow", "--port", str(port), env=env, proc=proc, seconds=180)
+        yield port
+    finally:
+        _stop(proc)
+
+
+def _get(port: int, path: str, host: str) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_mlflow_server_answers_its_service_name(mlflow_server):
+    api = "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert _get(mlflow_server, api, "mlflow:5000") == 200
+    assert _get(mlflow_server, api, f"localhost:{mlflow_server}") == 200
+    assert _get(mlflow_server, api, "evil.example:5000") == 403  # the check is on, not disabled
+
+
+@pytest.fixture(scope="module")
+def stack_env(databases: dict[str, str], mlflow_server: int, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The labmate services' compose environment, with the hosts swapped for local ones."""
+    swaps = {
+        "postgresql://labmate:labmate@postgres:5432/labmate": databases["labmate"],
+        "redis://redis:6379/0": SPARE_REDIS,
+        "redis://redis:6379/1": SPARE_REDIS,
+        "http://mlflow:5000": f"http://127.0.0.1:{mlflow_server}",
+        "/var/lib/labmate": str(tmp_path_factory.mktemp("labmate-home")),
+    }
+    service_or_skip("Redis", SPARE_REDIS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+    for name, value in COMPOSE["services"]["worker"]["environment"].items():
+        env[name] = _localised(str(value), swaps)
+    return env
+
+
+def _start(service: str, env: dict[str, str]) -> subprocess.Popen:
+    command = COMPOSE["services"][service]["command"]
+    return subprocess.Popen(
+        [str(BIN / "labmate"), *command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_worker_and_beat_start_together_and_answer_their_health_checks(stack_env):
+    assert _health("worker", "--timeout", "1", env=stack_env).returncode == 1  # nothing answers yet
+    worker, beat = _start("worker", stack_env), _start("beat", stack_env)
+    try:
+        _wait_healthy("worker", env=stack_env, proc=worker, seconds=90)
+        _wait_healthy("beat", env=stack_env, proc=beat, seconds=90)
+        no_slack = {k: v for k, v in stack_env.items() if not k.startswith("SLACK_")}
+        doctor = subprocess.run([str(BIN / "labmate"), "doctor"], env=no_slack, capture_output=True, text=True, timeout=60)
+        lines = {line.split(":")[0].split()[-1]: line for line in doctor.stdout.splitlines() if ":" in line}
+        assert lines["database"].startswith("ok"), doctor.stdout
+        assert lines["broker"].startswith("ok"), doctor.stdout
+        assert lines["mlflow"].startswith("ok"), doctor.stdout
+        assert "labmate:labmate" not in doctor.stdout  # the database password is masked
+    finally:
+        worker_log, beat_log = _stop(worker), _stop(beat)
+    assert "Traceback" not in worker_log, worker_log
+    assert "Traceback" not in beat_log, beat_log
+
+
+def test_the_bot_serves_with_compose_flags_and_answers_its_health_check(stack_env, tmp_path):
+    """`serve --port 3000 --workers 2` as compose runs it (port swapped), Slack pointed at the fake
+    Web API with its token (the real Slack can't be reached from here)."""
+    import signal
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
+    from fakeslack import FakeSlack
+    from slackreq import BOT_TOKEN, SIGNING_SECRET
+
+    command = list(COMPOSE["services"]["bot"]["command"])
+    port = _free_port()
+    command[command.index("--port") + 1] = str(port)
+    with FakeSlack(token=BOT_TOKEN) as fake:
+        env = {**stack_env, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "LABMATE_SLACK_API_URL": fake.api_url}
+        bot = subprocess.Popen(
+            [str(BIN / "labmate"), *command, "--host", "127.0.0.1"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        try:
+            _wait_healthy("bot", "--port", str(port), env=env, proc=bot, seconds=90)
+        finally:
+            if bot.poll() is None:
+                bot.send_signal(signal.SIGTERM)
+                try:
+                    bot.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(bot.pid, signal.SIGKILL)
+                    bot.communicate()
+    refused = _health("bot", "--port", str(port), "--timeout", "1", env=env)
+    assert refused.returncode == 1 and "did not answer" in refused.stderr  # the check can fail
