@@ -7,12 +7,12 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
-
-from slack_sdk import WebClient
+from typing import TYPE_CHECKING, Any
 
 from bot.messages.render import Message, render
-from bot.slack_delivery import SlackPoster
+
+if TYPE_CHECKING:
+    from bot.slack_delivery import SlackPoster
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,17 @@ def router() -> Router:
     """The process's delivery, installed into `labmate.outbox` on first use."""
     global _router
     if _router is None:
-        from bot.slack_client import web_client
         from labmate import outbox
         from labmate.settings import get_settings
 
         settings = get_settings()
-        client: WebClient | None = web_client(settings) if settings.slack_bot_token else None
-        _router = Router(SlackPoster(client) if client is not None else None)
+        slack = None
+        if settings.slack_bot_token:  # the terminal never needs the Slack SDK: it isn't imported there
+            from bot.slack_client import web_client
+            from bot.slack_delivery import SlackPoster
+
+            slack = SlackPoster(web_client(settings))
+        _router = Router(slack)
         outbox.install(_router)
     return _router
 

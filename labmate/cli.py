@@ -65,7 +65,7 @@ def serve(
     port: int = typer.Option(3000, help="HTTP port for /slack/events and /healthz."),
     host: str = typer.Option("0.0.0.0", help="Interface to listen on."),
     workers: int = typer.Option(1, help="WSGI worker processes."),
-    threads: int = typer.Option(4, help="Threads per worker process (more contend for the GIL; fewer let keep-alive connections wait)."),
+    threads: int = typer.Option(4, help="Threads per worker process: requests handled at once (idle keep-alive connections wait in the HTTP router, not in a thread)."),
     socket_mode: bool = typer.Option(False, "--socket-mode", help="Connect to Slack over Socket Mode instead of HTTP."),
 ) -> None:
     """Serve the Slack app: HTTP (signed requests, production WSGI server) or Socket Mode."""
