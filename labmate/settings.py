@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per experiment name, the metric that ranks its runs (labmate.toml `[primary_metrics]`).",
     )
+    metric_directions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per metric name, `lower` or `higher` is better (labmate.toml `[metric_directions]`); "
+        "beats the name rule, loses to the experiment's tag `labmate.direction.<metric>` and to `asc`/`desc`.",
+    )
     access: AccessRules = Field(default_factory=AccessRules, description="labmate.toml `[access]`.")
 
     @model_validator(mode="after")

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from labmate.errors import UsageError
+from labmate.quoting import QUOTES, TAG_MARKS, quote
 
-TAG_MARKS = ("#", "＃")
+__all__ = ["QUOTES", "TAG_MARKS", "Split", "Word", "head", "quote", "since", "split", "tag", "user_ref", "words"]
 MAX_TAG = 64
 SLACK_USER = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 PLAIN_USER = re.compile(r"^@?([\w.-]{1,64})$")
@@ -23,8 +24,6 @@ DURATION = re.compile(r"^(\d{1,4})([mhdw])$")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 SINCE_HELP = "`since:7d`, `since:12h`, `since:2w`, `since:yesterday`, `since:monday` or `since:2026-11-01`"
-QUOTES = {'"': '"”“', "'": "'’‘", "“": "”“\"", "”": "”“\"", "‘": "’‘'", "’": "’‘'", "«": "»", "„": "“”\""}
-"""Opening quote -> the characters that close it (Slack clients mix straight and curly quotes)."""
 
 
 @dataclass(frozen=True)
@@ -145,17 +144,6 @@ def split(text: str, keys: tuple[str, ...], *, unquote: bool = True) -> Split:
             quoted.add(len(result))
         result.append(token)
     return Split(result, tags, options, frozenset(quoted))
-
-
-def quote(name: str) -> str:
-    """A name as it must be typed to parse as one word: quoted when it has spaces or quotes."""
-    if name and not any(ch.isspace() for ch in name) and name[0] not in QUOTES and name[0] not in TAG_MARKS:
-        return name
-    if '"' not in name:
-        return f'"{name}"'
-    if "'" not in name:
-        return f"'{name}'"
-    return f"“{name}”"
 
 
 def _example(key: str) -> str:
