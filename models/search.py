@@ -114,15 +114,46 @@ def latest(session: Session, *, filters: Filters = Filters(), limit: int = 10) -
     return list(session.scalars(stmt))
 
 
-def search(session: Session, *, query: str, filters: Filters = Filters(), limit: int = 10) -> list[Hit]:
-    """Best matches first, newest first on ties; a superseded hit carries its replacement."""
+def known_tags(session: Session, words: list[str]) -> list[str]:
+    """The query words that are tags of some decision (`decisions release` finds `#release`)."""
+    lowered = list(dict.fromkeys(w.lower() for w in words))
+    if not lowered:
+        return []
+    found = set(session.scalars(select(DecisionTag.tag).where(DecisionTag.tag.in_(lowered)).distinct()))
+    return [w for w in lowered if w in found]
+
+
+def search(
+    session: Session, *, query: str, filters: Filters = Filters(), limit: int = 10, any_word: bool = True
+) -> list[Hit]:
+    """Best matches first, newest first on ties; a superseded hit carries its replacement.
+
+    A query word that is a tag also matches the decisions with that tag: those that have the tag
+    and match the other words come first, then the text matches."""
     words = _words(query)
     if not words:
         return [Hit(d, 0.0) for d in latest(session, filters=filters, limit=limit)]
+    tagged = [t for t in known_tags(session, words) if t not in filters.tags]
+    if tagged:
+        rest = [w for w in words if w.lower() not in tagged]
+        by_tag = Filters(tags=(*filters.tags, *tagged), author=filters.author, since=filters.since)
+        hits = _search(session, " ".join(rest), by_tag, limit, any_word) if rest else [
+            Hit(d, 0.0) for d in latest(session, filters=by_tag, limit=limit)
+        ]
+        seen = {h.decision.id for h in hits}
+        hits += [h for h in _search(session, query, filters, limit, any_word) if h.decision.id not in seen]
+        return _with_replacements(session, [h.decision for h in hits[:limit]], {h.decision.id: h.score for h in hits})
+    return _search(session, query, filters, limit, any_word)
+
+
+def _search(session: Session, query: str, filters: Filters, limit: int, any_word_fallback: bool = True) -> list[Hit]:
+    words = _words(query)
+    if not words:
+        return []
     postgres = session.get_bind().dialect.name == "postgresql"
     ranked: list[tuple[int, float]] = []
     for any_word in (False, True):
-        if any_word and len(words) < 2:
+        if any_word and (len(words) < 2 or not any_word_fallback):
             break
         if postgres:
             ranked = _postgres_ids(session, " ".join(words), filters, limit, any_word)
@@ -130,8 +161,10 @@ def search(session: Session, *, query: str, filters: Filters = Filters(), limit:
             ranked = _sqlite_ids(session, words, filters, limit, any_word)
         if ranked:
             break
-    decisions = get_many(session, ids=[i for i, _ in ranked])
-    scores = dict(ranked)
+    return _with_replacements(session, get_many(session, ids=[i for i, _ in ranked]), dict(ranked))
+
+
+def _with_replacements(session: Session, decisions: list[Decision], scores: dict[int, float]) -> list[Hit]:
     replacement_ids = [d.superseded_by for d in decisions if d.superseded_by]
     replacements = {d.id: d for d in get_many(session, ids=[i for i in replacement_ids if i is not None])}
     return [
