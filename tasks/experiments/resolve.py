@@ -97,7 +97,7 @@ def _lookup(name: str) -> Experiment:
         return _as_experiment(starts[0])
     names = [e["name"] for e in everything]
     if len(starts) > 1:
-        shown = ", ".join(f"`{quote(e['name'])}`" for e in starts[:5])
+        shown = ", ".join(f"`{quote(n)}`" for n in sorted(e['name'] for e in starts)[:5])
         raise NotFoundError(f"`{name}` starts {len(starts)} experiment names: {shown}. Type more of the name.")
     suggestion = _suggest(closest(name, names), quoted=True)
     listing = ""

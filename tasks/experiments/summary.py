@@ -35,9 +35,18 @@ def primary_metric(experiment: Experiment, keys: dict[str, tuple[int, int | None
     if configured:
         return configured
     children = {k: v[1] for k, v in keys.items() if v[1] is not None}
-    if children:
-        return min(children, key=lambda k: (children[k], k))
-    return min(keys, key=lambda k: (keys[k][0], k))
+    first = children or {k: v[0] for k, v in keys.items()}
+    return min(first, key=lambda k: (first[k], *_preference(k)))
+
+
+EVAL_WORDS = frozenset({"val", "valid", "validation", "test", "eval", "holdout"})
+
+
+def _preference(metric: str) -> tuple[bool, bool, str]:
+    """Among metrics first logged together (autolog logs a batch): held-out scores before training
+    ones, and scores before costs (`mean_test_score` before `mean_fit_time`)."""
+    words = {w.lower() for w in resolve.WORD.findall(metric)}
+    return (not words & EVAL_WORDS, resolve.name_rule(metric) is not None, metric)
 
 
 def varying_params(params: dict[str, dict[str, str]]) -> list[str]:
