@@ -141,7 +141,8 @@ def search(
             Hit(d, 0.0) for d in latest(session, filters=by_tag, limit=limit)
         ]
         seen = {h.decision.id for h in hits}
-        hits += [h for h in _search(session, query, filters, limit, any_word) if h.decision.id not in seen]
+        text_hits = _search(session, query, filters, limit, any_word and not hits)
+        hits += [h for h in text_hits if h.decision.id not in seen]
         return _with_replacements(session, [h.decision for h in hits[:limit]], {h.decision.id: h.score for h in hits})
     return _search(session, query, filters, limit, any_word)
 
