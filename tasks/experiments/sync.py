@@ -128,21 +128,26 @@ def build(
             state.build_started_ms = _ms(datetime.now(UTC))
             state.build_read = 0
             state.build_expected = reader.count(eid)
-        cursor, started_ms = _cursor(state.build_cursor), state.build_started_ms
+        cursor, started_ms, first = _cursor(state.build_cursor), state.build_started_ms, not state.ready
     try:
         while True:
             page = reader.page(eid, cursor, PAGE)
             now_ms = _ms(datetime.now(UTC))
-            with session_scope() as session:
-                run_index.upsert(session, store, page, now_ms=started_ms)
-                state = run_index.sync_state(session, store, eid)
-                assert state is not None
-                if page:
-                    cursor = (page[-1].start_time, page[-1].run_id)
-                    state.build_cursor = f"{cursor[0]}:{cursor[1]}"
-                    state.build_read += len(page)
-                state.lease_until = now_ms + LEASE_MS
-                read, expected = state.build_read, state.build_expected
+            try:
+                with session_scope() as session:
+                    state = run_index.sync_state(session, store, eid)
+                    assert state is not None
+                    if state.lease_owner != owner:
+                        return None  # stalled past the lease: another worker took the build over
+                    run_index.upsert(session, store, page, now_ms=started_ms, new=first)
+                    if page:
+                        cursor = (page[-1].start_time, page[-1].run_id)
+                        state.build_cursor = f"{cursor[0]}:{cursor[1]}"
+                        state.build_read += len(page)
+                    state.lease_until = now_ms + LEASE_MS
+                    read, expected = state.build_read, state.build_expected
+            except Conflict:
+                return None  # the worker that took the lease over wrote this page first
             if on_chunk:
                 on_chunk(Progress(False, read, expected, True))
             if len(page) < PAGE:
@@ -176,6 +181,7 @@ def _finish_build(experiment: Experiment, reader: object, started_ms: int) -> No
         state.name = experiment.name
         state.ready = True
         state.build_cursor = None
+        run_index.analyze(session)
 
 
 def wait_until_ready(

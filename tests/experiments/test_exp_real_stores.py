@@ -116,7 +116,7 @@ def test_decide_with_a_run_prefix_stores_the_full_id_and_answers_show_it(wine: S
     with session_scope() as session:
         [link] = decisions.get(session, decision_id=1).links
         assert (link.kind, link.ref, link.status) == ("run", child, "ok")
-    said = run_one(f'summary "{WINE}" mean_test_score', user="U1", channel="C1")
+    said = run_one(f'summary "{WINE}" mean_test_score top:10', user="U1", channel="C1")
     payload = json.dumps([m.payload() for m in said.messages])
     assert child in payload  # the full id, in the answer as posted (and so in `--json`)
 
