@@ -262,7 +262,7 @@ def table(results: list[dict[str, Any]], timeout: float) -> str:
     ]
     for r in results:
         ratio = (r["mlflow_s"] * 1000 / r["summary_ms"]) if r["mlflow_s"] else None
-        ratio_text = f"{ratio:,.0f}×" if ratio else f"> {timeout * 1000 / r['summary_ms']:,.0f}×"
+        ratio_text = f"{ratio:,.1f}×" if ratio else f"> {timeout * 1000 / r['summary_ms']:,.0f}×"
         lines.append(
             f"| {r['kind']} | {r['size']:,} | {fmt_s(r['mlflow_s'], timeout)} | {fmt_s(r['first_s'])} ({r['first_kind']}) | "
             f"{fmt_s(r['final_s'])} | {fmt_s(r['built_s'])} | {r['worker_peak_mb']:.0f} MB (idle {r['worker_idle_mb']:.0f}) | "

@@ -2,9 +2,9 @@
 
 User text never reaches the query language as syntax: on SQLite every word becomes a quoted
 FTS5 string, on PostgreSQL it goes through `websearch_to_tsquery`, which accepts any input.
-All words must match; when that finds nothing, any word may (still ranked). Only the newest
-CANDIDATES matches are ranked, so a very common word costs the same as a rare one
-(docs/perf/search.md has the figures).
+All words must match; when that finds nothing, any word may (still ranked). Every match is
+ranked: the answer is the top ten of the whole log (docs/perf/search.md has the figures). Setting
+CANDIDATES ranks only the newest that-many matches instead (cheaper for very common words).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from models.decision import Decision, DecisionTag, get_many
 
 WORD = re.compile(r"\w+", re.UNICODE)
 MAX_WORDS = 16
-CANDIDATES = 1000
-"""Ranking looks at the newest this-many matches: a word in half the log is ranked in milliseconds."""
+CANDIDATES: int | None = None
+"""None: rank every match. A number: rank only the newest this-many matches (filters still apply first)."""
 
 
 @dataclass(frozen=True)
@@ -71,22 +71,29 @@ def _filter_sql(filters: Filters, params: dict[str, object]) -> str:
 def _sqlite_ids(session: Session, words: list[str], filters: Filters, limit: int, any_word: bool) -> list[tuple[int, float]]:
     joiner = " OR " if any_word else " "
     match = joiner.join('"' + w.replace('"', '""') + '"' for w in words)
-    params: dict[str, object] = {"match": match, "limit": limit, "candidates": max(CANDIDATES, limit)}
+    params: dict[str, object] = {"match": match, "limit": limit}
+    cap = ""
+    if CANDIDATES is not None:
+        params["candidates"] = max(CANDIDATES, limit)
+        cap = " ORDER BY decisions_fts.rowid DESC LIMIT :candidates"
     # FTS5 walks a term's postings in rowid order, so "the newest N matches" stops early and
     # bm25() runs on N rows, not on every row that contains a common word.
     sql = (
         "SELECT c.id, c.score FROM ("
         "SELECT d.id AS id, d.created_at AS created_at, bm25(decisions_fts) AS score FROM decisions_fts "
         "JOIN decisions d ON d.id = decisions_fts.rowid "
-        "WHERE decisions_fts MATCH :match" + _filter_sql(filters, params) +
-        " ORDER BY decisions_fts.rowid DESC LIMIT :candidates"
+        "WHERE decisions_fts MATCH :match" + _filter_sql(filters, params) + cap +
         ") AS c ORDER BY c.score, c.created_at DESC, c.id DESC LIMIT :limit"
     )
     return [(int(r[0]), -float(r[1])) for r in session.execute(_statement(sql, params), params)]
 
 
 def _postgres_ids(session: Session, query: str, filters: Filters, limit: int, any_word: bool) -> list[tuple[int, float]]:
-    params: dict[str, object] = {"q": query, "limit": limit, "candidates": max(CANDIDATES, limit)}
+    params: dict[str, object] = {"q": query, "limit": limit}
+    cap = ""
+    if CANDIDATES is not None:
+        params["candidates"] = max(CANDIDATES, limit)
+        cap = " ORDER BY d.id DESC LIMIT :candidates"
     tsquery = "websearch_to_tsquery('english', :q)"
     if any_word:
         # A cast can't stand as a FROM item on its own; it goes in a subselect below.
@@ -96,8 +103,7 @@ def _postgres_ids(session: Session, query: str, filters: Filters, limit: int, an
     sql = (
         "SELECT c.id, ts_rank_cd(c.search, c.q) AS score FROM ("
         f"SELECT d.id, d.created_at, d.search, query.q FROM decisions d, (SELECT {tsquery} AS q) AS query "
-        "WHERE d.search @@ query.q" + _filter_sql(filters, params) +
-        " ORDER BY d.id DESC LIMIT :candidates"
+        "WHERE d.search @@ query.q" + _filter_sql(filters, params) + cap +
         ") AS c ORDER BY score DESC, c.created_at DESC, c.id DESC LIMIT :limit"
     )
     return [(int(r[0]), float(r[1])) for r in session.execute(_statement(sql, params), params)]
