@@ -124,14 +124,17 @@ def ask_worker(name: str, kwargs: dict[str, Any], timeout: float = 900) -> list[
     from tasks.app import celery_app
 
     session = uuid.uuid4().hex
-    client = redis.Redis.from_url(REDIS)
+    client = redis.Redis.from_url(REDIS, socket_timeout=30)
     reply_to = {"user": "Ubench", "channel": "Cbench", "source": "bench", "session": session}
     sent = time.time()
     celery_app().send_task(name, kwargs={**kwargs, "reply_to": reply_to}, ignore_result=True)
     replies: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        item = client.blpop(f"bench:replies:{session}", timeout=5)
+        try:
+            item = client.blpop([f"bench:replies:{session}"], timeout=2)
+        except redis.exceptions.TimeoutError:
+            continue
         if item is None:
             continue
         reply = json.loads(item[1])

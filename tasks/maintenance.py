@@ -1,4 +1,4 @@
-"""Housekeeping the beat schedules: forget idempotency keys older than Slack's retry window."""
+"""Housekeeping the beat schedules: forget idempotency keys older than Slack's retry window, prune old charts."""
 
 from __future__ import annotations
 
@@ -16,3 +16,11 @@ def prune_idempotency_keys() -> int:
 @shared_task(name="labmate.maintenance.prune_idempotency_keys", acks_late=True, reject_on_worker_lost=True)
 def prune_idempotency_keys_task() -> int:
     return prune_idempotency_keys()
+
+
+@shared_task(name="labmate.maintenance.prune_charts", acks_late=True, reject_on_worker_lost=True)
+def prune_charts_task() -> int:
+    """Charts older than a day go (answers reuse a chart while its content is the same)."""
+    from tasks.experiments import charts
+
+    return charts.prune()
