@@ -115,6 +115,16 @@ class Settings(BaseSettings):
     access: AccessRules = Field(default_factory=AccessRules, description="labmate.toml `[access]`.")
 
     @model_validator(mode="after")
+    def _directions_are_known(self) -> Settings:
+        allowed = ("lower", "higher", "asc", "desc", "min", "max")
+        for metric, value in self.metric_directions.items():
+            if value.strip().lower() not in allowed:
+                raise ValueError(
+                    f"[metric_directions] {metric} = {value!r}: say \"lower\" or \"higher\" (or asc, desc, min, max)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:
         self.command = "/" + self.command.lstrip("/")
         if not self.database_url:

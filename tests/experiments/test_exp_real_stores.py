@@ -468,3 +468,15 @@ def test_memory_is_flat_over_1000_warm_commands(sales: Store) -> None:
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert grown < 512 * 1024, f"the heap grew {grown / 1024:.0f} KiB over 1,000 warm commands"
+
+
+def test_a_misspelt_direction_in_labmate_toml_is_refused_by_name(lab_home: Path) -> None:
+    import os
+
+    from pydantic import ValidationError
+
+    from labmate.settings import Settings
+
+    Path(os.environ["LABMATE_CONFIG"]).write_text('[metric_directions]\nrank_test_score = "lowest"\n')
+    with pytest.raises(ValidationError, match=r"rank_test_score = 'lowest': say \"lower\" or \"higher\""):
+        Settings()
