@@ -12,7 +12,7 @@ from typing import Any
 
 from labmate.errors import NotFoundError, UsageError
 from models import run_index
-from models.db import session_scope
+from models.db import reading, session_scope
 from tasks.experiments import first, resolve, views
 from tasks.experiments.sync import Experiment, counts, ensure_fresh
 from tasks.jobs import Replies
@@ -142,6 +142,18 @@ def find_final(
     understood: str = "",
 ) -> Replies:
     ensure_fresh(experiment)
+    with reading():
+        return _find(experiment, conditions, order_by, ascending, limit, understood)
+
+
+def _find(
+    experiment: Experiment,
+    conditions: list[dict[str, Any]],
+    order_by: str | None,
+    ascending: bool | None,
+    limit: int,
+    understood: str,
+) -> Replies:
     known = names(experiment)
     resolved = [resolve_condition(c, known, experiment.name) for c in conditions]
     order = ""
@@ -218,6 +230,18 @@ def runs_final(
     understood: str = "",
 ) -> Replies:
     ensure_fresh(experiment)
+    with reading():
+        return _runs(experiment, status, since_ms, user, tags, understood)
+
+
+def _runs(
+    experiment: Experiment,
+    status: str | None,
+    since_ms: int | None,
+    user: str | None,
+    tags: list[list[str]],
+    understood: str,
+) -> Replies:
     if not counts(experiment):
         raise NotFoundError(f"Experiment `{experiment.name}` has no runs yet.")
     with session_scope() as session:

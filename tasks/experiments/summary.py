@@ -14,7 +14,7 @@ from typing import Any
 from labmate.errors import NotFoundError
 from labmate.settings import get_settings
 from models import run_index
-from models.db import session_scope
+from models.db import reading, session_scope
 from models.run_index import RunRecord
 from tasks import mlflow_io
 from tasks.experiments import charts, first, resolve, views
@@ -66,7 +66,6 @@ def _direction_context(direction: resolve.Direction) -> dict[str, Any]:
 def _ranked(
     experiment: Experiment, metric_word: str | None, limit: int, since_ms: int | None, ascending: bool | None
 ) -> tuple[dict[str, int], dict[str, Any], str, resolve.Direction, list[tuple[run_index.RunRow, float]]]:
-    ensure_fresh(experiment)
     status_counts = counts(experiment)
     if not status_counts:
         raise NotFoundError(
@@ -169,6 +168,14 @@ def summary_text(
     experiment: Experiment, metric: str | None, top: int, understood: str = "", ascending: bool | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Everything of the final summary but the chart: the context and its ranked rows."""
+    ensure_fresh(experiment)
+    with reading():
+        return _summary_text(experiment, metric, top, understood, ascending)
+
+
+def _summary_text(
+    experiment: Experiment, metric: str | None, top: int, understood: str, ascending: bool | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     status_counts, keys, metric, chosen, ranked = _ranked(experiment, metric, top, None, ascending)
     total = sum(status_counts.values())
     context: dict[str, Any] = {
@@ -309,6 +316,14 @@ def summary(
 
 def best_final(
     experiment: Experiment, metric: str | None, since_ms: int | None, understood: str = "", ascending: bool | None = None
+) -> Replies:
+    ensure_fresh(experiment)
+    with reading():
+        return _best_final(experiment, metric, since_ms, understood, ascending)
+
+
+def _best_final(
+    experiment: Experiment, metric: str | None, since_ms: int | None, understood: str, ascending: bool | None
 ) -> Replies:
     _counts, keys, metric, chosen, ranked = _ranked(experiment, metric, 1, since_ms, ascending)
     if not ranked:

@@ -141,7 +141,8 @@ def build(
                         return None  # stalled past the lease: another worker took the build over
                     run_index.upsert(session, store, page, now_ms=started_ms, new=first)
                     if page:
-                        cursor = (page[-1].start_time, page[-1].run_id)
+                        last = max(page, key=lambda r: r.run_id) if reader.ordered_by_id else page[-1]
+                        cursor = (last.start_time, last.run_id)
                         state.build_cursor = f"{cursor[0]}:{cursor[1]}"
                         state.build_read += len(page)
                     state.lease_until = now_ms + LEASE_MS
@@ -174,7 +175,9 @@ def _finish_build(experiment: Experiment, reader: object, started_ms: int) -> No
         state = run_index.sync_state(session, store, eid)
         assert state is not None
         state.counts = run_index.count_by_status(session, store, eid)
-        state.max_start_time = run_index.max_start(session, store, eid)
+        # the first sync re-reads every run started since the build began: a run created while it
+        # ran may sort before its cursor
+        state.max_start_time = min(run_index.max_start(session, store, eid), started_ms)
         state.synced_ms = started_ms
         state.synced_at = now
         state.full_sync_at = now

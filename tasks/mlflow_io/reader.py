@@ -8,9 +8,11 @@
   knows, the client reader is used instead.
 * `ClientReader`, for everything else (an `mlflow server` over HTTP, Databricks): MLflow's client.
 
-Pages are keyset pages on (start_time, run_id), oldest first: a build can stop after any page and
-resume from its cursor, and runs created while it runs land after the cursor, not in pages
-already read.
+Pages are keyset pages: a build can stop after any page and resume from its cursor. The SQL
+reader walks MLflow's primary key (`run_uuid`), so each page costs the same however far the build
+is (ordering by start time made every page scan and sort the whole experiment: 149 s for 200k
+runs); the client reader pages on (start_time, run_id). Runs created while a build runs may fall
+before its cursor; the build's first sync reads every run started since the build began.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class Mark:
 class Reader:
     """The interface the sync uses. `running_marks` returns None when the store can't tell cheaply
     which running runs changed (the sync then refreshes a bounded batch per pass)."""
+
+    ordered_by_id = False
+    """Whether `page` walks run ids (the cursor's run id is the key) or (start_time, run_id)."""
 
     def count(self, experiment_id: str) -> int | None:
         return None
@@ -133,14 +138,16 @@ class SqlReader(Reader):
         return int(rows[0][0])
 
     def page(self, experiment_id: str, after: Cursor | None, size: int) -> list[RunRecord]:
-        start, run_id = after or (-1, "")
+        """The next `size` runs by run id after the cursor's run id (its start time is ignored)."""
+        _start, run_id = after or (-1, "")
         runs = self._query(
-            f"SELECT {self.RUN_COLUMNS} FROM runs WHERE experiment_id = :e AND lifecycle_stage = 'active' "
-            "AND (COALESCE(start_time, 0) > :t OR (COALESCE(start_time, 0) = :t AND run_uuid > :r)) "
-            "ORDER BY COALESCE(start_time, 0), run_uuid LIMIT :n",
-            {"e": int(experiment_id), "t": start, "r": run_id, "n": size},
+            f"SELECT {self.RUN_COLUMNS} FROM runs WHERE run_uuid > :r AND experiment_id = :e "
+            "AND lifecycle_stage = 'active' ORDER BY run_uuid LIMIT :n",
+            {"e": int(experiment_id), "r": run_id, "n": size},
         )
         return self._with_data(runs)
+
+    ordered_by_id = True
 
     def changed(self, experiment_id: str, started_since: int, ended_since: int) -> list[RunRecord]:
         runs = self._query(
