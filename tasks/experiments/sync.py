@@ -241,10 +241,11 @@ def refresh(experiment: Experiment, *, now: datetime | None = None) -> SyncStats
         since_start = state.max_start_time - CLOCK_SLACK_MS
         since_end = state.synced_ms - CLOCK_SLACK_MS
         running = run_index.running_marks(session, store, eid)
-        stalest = run_index.stalest_running(session, store, eid, ROTATE)
     records = {r.run_id: r for r in reader.changed(eid, since_start, since_end)}
     marks = reader.running_marks(eid, list(running)) if running else {}
     if marks is None:
+        with session_scope() as session:
+            stalest = run_index.stalest_running(session, store, eid, ROTATE)
         reread = [r for r in stalest if r not in records]
     else:
         reread = [

@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.Column("last_ts", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("refreshed_ms", sa.BigInteger, nullable=False, server_default="0"),
     )
-    op.create_index("ix_run_index_runs_exp_status", "run_index_runs", ["store", "experiment_id", "status"])
+    op.create_index("ix_run_index_runs_exp_status", "run_index_runs", ["store", "experiment_id", "deleted", "status"])
     op.create_index("ix_run_index_runs_exp_start", "run_index_runs", ["store", "experiment_id", "start_time"])
     op.create_index("ix_run_index_runs_exp_name", "run_index_runs", ["store", "experiment_id", "name"])
     op.create_index("ix_run_index_runs_parent", "run_index_runs", ["store", "parent_run_id"])
