@@ -167,6 +167,7 @@ def _finish_build(experiment: Experiment, reader: object, started_ms: int) -> No
     deleted = reader.deleted_ids(eid)  # type: ignore[attr-defined]
     now = datetime.now(UTC)
     with session_scope() as session:
+        run_index.analyze(session)  # first: the queries below plan on the tables' real sizes
         restored = run_index.set_deleted(session, store, experiment_id=eid, run_ids=deleted)
         if restored:
             run_index.upsert(session, store, reader.records(eid, restored), now_ms=started_ms)  # type: ignore[attr-defined]
@@ -184,7 +185,6 @@ def _finish_build(experiment: Experiment, reader: object, started_ms: int) -> No
         state.name = experiment.name
         state.ready = True
         state.build_cursor = None
-        run_index.analyze(session)
 
 
 def wait_until_ready(
