@@ -254,8 +254,13 @@ def upsert(
     ids = [r.run_id for r in records]
     if not new:
         for chunk in _chunks(ids):
+            known = list(
+                session.scalars(select(IndexedRun.run_id).where(IndexedRun.store == store, IndexedRun.run_id.in_(chunk)))
+            )
+            if not known:
+                continue  # new runs (most of a sync): nothing to delete
             for model in (IndexedMetric, IndexedParam, IndexedTag, IndexedRun):
-                session.execute(delete(model).where(model.store == store, model.run_id.in_(chunk)))
+                session.execute(delete(model).where(model.store == store, model.run_id.in_(known)))
     runs = (
         [
             {
@@ -414,19 +419,6 @@ def drop_stale(session: Session, store: str, *, experiment_id: str, before_ms: i
 
 def sync_state(session: Session, store: str, experiment_id: str) -> SyncState | None:
     return session.get(SyncState, (store, experiment_id))
-
-
-def running_marks(session: Session, store: str, experiment_id: str) -> dict[str, int]:
-    """Runs the index has as running -> the newest metric timestamp it has for each."""
-    rows = session.execute(
-        select(IndexedRun.run_id, IndexedRun.last_ts).where(
-            IndexedRun.store == store,
-            IndexedRun.experiment_id == experiment_id,
-            IndexedRun.status.in_(RUNNING_STATUSES),
-            IndexedRun.deleted.is_(False),
-        )
-    ).all()
-    return {run_id: int(ts) for run_id, ts in rows}
 
 
 def stalest_running(session: Session, store: str, experiment_id: str, limit: int) -> list[str]:

@@ -240,20 +240,14 @@ def refresh(experiment: Experiment, *, now: datetime | None = None) -> SyncStats
             return SyncStats(skipped=True)
         since_start = state.max_start_time - CLOCK_SLACK_MS
         since_end = state.synced_ms - CLOCK_SLACK_MS
-        running = run_index.running_marks(session, store, eid)
     records = {r.run_id: r for r in reader.changed(eid, since_start, since_end)}
-    marks = reader.running_marks(eid, list(running)) if running else {}
-    if marks is None:
+    # running runs that logged a value since the last sync began (ended and deleted ones are caught
+    # by `changed` and `deleted_ids`); a store that can't say refreshes its stalest running runs
+    changed_running = reader.running_changed(eid, since_end)
+    if changed_running is None:
         with session_scope() as session:
-            stalest = run_index.stalest_running(session, store, eid, ROTATE)
-        reread = [r for r in stalest if r not in records]
-    else:
-        reread = [
-            run_id
-            for run_id, mark in marks.items()
-            if run_id not in records and mark.status != "DELETED" and
-            (mark.status not in run_index.RUNNING_STATUSES or mark.last_ts > running.get(run_id, 0))
-        ]  # fmt: skip
+            changed_running = run_index.stalest_running(session, store, eid, ROTATE)
+    reread = [r for r in changed_running if r not in records]
     for record in reader.records(eid, reread) if reread else []:
         records[record.run_id] = record
     deleted = reader.deleted_ids(eid)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -33,17 +32,9 @@ RUNNING = ("RUNNING", "SCHEDULED")
 Cursor = tuple[int, str]
 
 
-@dataclass(frozen=True)
-class Mark:
-    """What a running run looks like in MLflow now: enough to tell whether to re-read it."""
-
-    status: str
-    last_ts: int
-
-
 class Reader:
-    """The interface the sync uses. `running_marks` returns None when the store can't tell cheaply
-    which running runs changed (the sync then refreshes a bounded batch per pass)."""
+    """The interface the sync uses. `running_changed` returns None when the store can't tell cheaply
+    which running runs logged something new (the sync then refreshes a bounded batch per pass)."""
 
     ordered_by_id = False
     """Whether `page` walks run ids (the cursor's run id is the key) or (start_time, run_id)."""
@@ -57,7 +48,7 @@ class Reader:
     def changed(self, experiment_id: str, started_since: int, ended_since: int) -> list[RunRecord]:
         raise NotImplementedError
 
-    def running_marks(self, experiment_id: str, run_ids: Sequence[str]) -> dict[str, Mark] | None:
+    def running_changed(self, experiment_id: str, since_ms: int) -> list[str] | None:
         return None
 
     def records(self, experiment_id: str, run_ids: Sequence[str]) -> list[RunRecord]:
@@ -157,21 +148,16 @@ class SqlReader(Reader):
         )
         return self._with_data(runs)
 
-    def running_marks(self, experiment_id: str, run_ids: Sequence[str]) -> dict[str, Mark] | None:
-        from sqlalchemy import bindparam, text
-
-        statement = text(
-            "SELECT r.run_uuid, r.status, r.lifecycle_stage, MAX(m.timestamp) FROM runs r "
-            "LEFT JOIN latest_metrics m ON m.run_uuid = r.run_uuid WHERE r.run_uuid IN :ids "
-            "GROUP BY r.run_uuid, r.status, r.lifecycle_stage"
-        ).bindparams(bindparam("ids", expanding=True))
-        marks: dict[str, Mark] = {}
-        ids = list(run_ids)
-        with self.engine.connect() as conn:
-            for i in range(0, len(ids), IN_CHUNK):
-                for run_id, status, stage, ts in conn.execute(statement, {"ids": ids[i : i + IN_CHUNK]}):
-                    marks[run_id] = Mark("DELETED" if stage == "deleted" else status, int(ts or 0))
-        return marks
+    def running_changed(self, experiment_id: str, since_ms: int) -> list[str] | None:
+        """Running runs of the experiment with a metric value logged at or after `since_ms`: one
+        grouped query, whatever the number of running runs."""
+        rows = self._query(
+            "SELECT r.run_uuid FROM runs r JOIN latest_metrics m ON m.run_uuid = r.run_uuid "
+            "WHERE r.experiment_id = :e AND r.status IN ('RUNNING', 'SCHEDULED') AND r.lifecycle_stage = 'active' "
+            "GROUP BY r.run_uuid HAVING MAX(m.timestamp) >= :s",
+            {"e": int(experiment_id), "s": since_ms},
+        )
+        return [r[0] for r in rows]
 
     def records(self, experiment_id: str, run_ids: Sequence[str]) -> list[RunRecord]:
         from sqlalchemy import bindparam, text
