@@ -151,7 +151,9 @@ def build(
                 return None  # the worker that took the lease over wrote this page first
             if on_chunk:
                 on_chunk(Progress(False, read, expected, True))
-            if len(page) < PAGE:
+            # a short page ends a walk of run ids; pages on start time overlap at their boundary
+            # (a run already read is dropped), so only an empty one ends those
+            if not page or (reader.ordered_by_id and len(page) < PAGE):
                 _finish_build(experiment, reader, started_ms)
                 return True
             if time.monotonic() > deadline:

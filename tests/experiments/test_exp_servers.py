@@ -101,14 +101,17 @@ def test_compare_over_http_batches_its_requests(remote: Store, monkeypatch: pyte
 
 
 def test_summary_find_and_sync_over_http(remote: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.experiments import resolve
+    from tasks.experiments import resolve, sync
     from tasks.experiments.query import find
     from tasks.experiments.summary import summary
     from tasks.experiments.sync import refresh
 
+    monkeypatch.setattr(sync, "PAGE", 2)  # pages on start time overlap at their boundary: none may be lost
+    add_run(remote, "run-3", user="sam", params={"alpha": 1.0, "seed": 1}, f1s=[0.1], start_hour=3)
+
     name = remote.runs["__name__"]
     [(_t, ctx)] = summary(name, "val_f1", 3)
-    assert [r["name"] for r in ctx["runs"]] == ["run-1", "run-0", "run-2"] and ctx["total"] == 3
+    assert [r["name"] for r in ctx["runs"]] == ["run-1", "run-0", "run-2"] and ctx["total"] == 4
     [(_t, found)] = find(name, [{"name": "alpha", "op": "<", "value": "0.5", "numeric": True}], "val_f1", None, 5)
     assert [r["name"] for r in found["runs"]] == ["run-1", "run-2"]
     live = remote.client.create_run(remote.experiment_id, run_name="live")
