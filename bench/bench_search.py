@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200, help="queries in the mix (default 200)")
     parser.add_argument("--like-queries", type=int, default=200, help="how many of them also run as LIKE (slow)")
     parser.add_argument("--only", choices=("sqlite", "postgres"), help="benchmark one database")
-    parser.add_argument("--candidates", type=int, help="override models.search.CANDIDATES (e.g. 1000000000: rank every match)")
+    parser.add_argument("--candidates", type=int, help="rank only the newest N matches (default: every match, a top-10 of the whole log)")
     parser.add_argument("--keep", action="store_true", help="keep the SQLite file and the PostgreSQL schema")
     args = parser.parse_args(argv)
     size = 50_000 if args.quick else args.size
@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(SEED)
     corpus = make_corpus(rng)
     queries = make_queries(corpus, args.queries)
-    print(f"ranking the newest {search_service.CANDIDATES:,} matches")
+    cap = search_service.CANDIDATES
+    print("ranking every match (top 10 of the whole log)" if cap is None else f"ranking the newest {cap:,} matches")
     print(f"{size:,} decisions, {len(corpus.jargon):,} jargon words + {len(MODELS) + len(METRICS) + len(FEATURES)} "
           f"model/metric/feature names, {len(queries)} queries")
 

@@ -153,6 +153,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per experiment name, the metric that ranks its runs (labmate.toml `[primary_metrics]`).",
     )
+    metric_directions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per metric name, `lower` or `higher` is better (labmate.toml `[metric_directions]`); "
+        "beats the name rule, loses to the experiment's tag `labmate.direction.<metric>` and to `asc`/`desc`.",
+    )
     access: AccessRules = Field(default_factory=AccessRules, description="labmate.toml `[access]`.")
     terminal: TerminalIdentity = Field(default_factory=TerminalIdentity, description="labmate.toml `[terminal]`.")
     database_connect_timeout: float = Field(
@@ -200,6 +205,16 @@ class Settings(BaseSettings):
         description="How many times a reply Slack refused for a while (429, 5xx, timeouts) is retried, with "
         "exponential backoff, before its command is marked `undelivered`.",
     )
+
+    @model_validator(mode="after")
+    def _directions_are_known(self) -> Settings:
+        allowed = ("lower", "higher", "asc", "desc", "min", "max")
+        for metric, value in self.metric_directions.items():
+            if value.strip().lower() not in allowed:
+                raise ValueError(
+                    f"[metric_directions] {metric} = {value!r}: say \"lower\" or \"higher\" (or asc, desc, min, max)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

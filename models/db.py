@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -121,9 +122,30 @@ def default_url() -> str:
     return get_settings().database_url
 
 
+_reading: ContextVar[Session | None] = ContextVar("labmate_reading_session", default=None)
+
+
+@contextmanager
+def reading() -> Iterator[Session]:
+    """One session for a run of reads: every `session_scope()` inside it (default database) reuses
+    it, so an answer made of ten small queries pays for one transaction, not ten (on PostgreSQL each
+    BEGIN/COMMIT is a round trip). For reads only: writes keep their own `session_scope`."""
+    with session_scope() as session:
+        token = _reading.set(session)
+        try:
+            yield session
+        finally:
+            _reading.reset(token)
+
+
 @contextmanager
 def session_scope(url: str | None = None, *, write: bool = False) -> Iterator[Session]:
-    """`write=True` for a transaction that reads and then writes rows others may write too."""
+    """`write=True` for a transaction that reads and then writes rows others may write too (never
+    the shared session of `reading()`)."""
+    shared = _reading.get()
+    if shared is not None and url is None and not write:
+        yield shared
+        return
     session = _sessions(url or default_url(), write)()
     with _translated(session):
         try:

@@ -192,9 +192,14 @@ def linked_to(session: Session, *, kind: str, refs: list[str]) -> dict[str, list
     return found
 
 
-def set_link_result(session: Session, *, link_id: int, status: str, detail: dict[str, Any]) -> None:
+def set_link_result(
+    session: Session, *, link_id: int, status: str, detail: dict[str, Any], ref: str | None = None
+) -> None:
+    """Record the link check; `ref` replaces what was typed (a run prefix or name) by the full id."""
     link = session.get(DecisionLink, link_id)
     if link is None:
         raise NotFound(f"decision link {link_id}")
     link.status = status
-    link.detail = detail
+    link.detail = {**detail, "typed": link.ref} if ref and ref != link.ref else detail
+    if ref:
+        link.ref = ref

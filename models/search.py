@@ -2,9 +2,9 @@
 
 User text never reaches the query language as syntax: on SQLite every word becomes a quoted
 FTS5 string, on PostgreSQL it goes through `websearch_to_tsquery`, which accepts any input.
-All words must match; when that finds nothing, any word may (still ranked). Only the newest
-CANDIDATES matches are ranked, so a very common word costs the same as a rare one
-(docs/perf/search.md has the figures).
+All words must match; when that finds nothing, any word may (still ranked). Every match is
+ranked: the answer is the top ten of the whole log (docs/perf/search.md has the figures). Setting
+CANDIDATES ranks only the newest that-many matches instead (cheaper for very common words).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from models.decision import Decision, DecisionTag, get_many
 
 WORD = re.compile(r"\w+", re.UNICODE)
 MAX_WORDS = 16
-CANDIDATES = 1000
-"""Ranking looks at the newest this-many matches: a word in half the log is ranked in milliseconds."""
+CANDIDATES: int | None = None
+"""None: rank every match. A number: rank only the newest this-many matches (filters still apply first)."""
 
 
 @dataclass(frozen=True)
@@ -71,22 +71,29 @@ def _filter_sql(filters: Filters, params: dict[str, object]) -> str:
 def _sqlite_ids(session: Session, words: list[str], filters: Filters, limit: int, any_word: bool) -> list[tuple[int, float]]:
     joiner = " OR " if any_word else " "
     match = joiner.join('"' + w.replace('"', '""') + '"' for w in words)
-    params: dict[str, object] = {"match": match, "limit": limit, "candidates": max(CANDIDATES, limit)}
+    params: dict[str, object] = {"match": match, "limit": limit}
+    cap = ""
+    if CANDIDATES is not None:
+        params["candidates"] = max(CANDIDATES, limit)
+        cap = " ORDER BY decisions_fts.rowid DESC LIMIT :candidates"
     # FTS5 walks a term's postings in rowid order, so "the newest N matches" stops early and
     # bm25() runs on N rows, not on every row that contains a common word.
     sql = (
         "SELECT c.id, c.score FROM ("
         "SELECT d.id AS id, d.created_at AS created_at, bm25(decisions_fts) AS score FROM decisions_fts "
         "JOIN decisions d ON d.id = decisions_fts.rowid "
-        "WHERE decisions_fts MATCH :match" + _filter_sql(filters, params) +
-        " ORDER BY decisions_fts.rowid DESC LIMIT :candidates"
+        "WHERE decisions_fts MATCH :match" + _filter_sql(filters, params) + cap +
         ") AS c ORDER BY c.score, c.created_at DESC, c.id DESC LIMIT :limit"
     )
     return [(int(r[0]), -float(r[1])) for r in session.execute(_statement(sql, params), params)]
 
 
 def _postgres_ids(session: Session, query: str, filters: Filters, limit: int, any_word: bool) -> list[tuple[int, float]]:
-    params: dict[str, object] = {"q": query, "limit": limit, "candidates": max(CANDIDATES, limit)}
+    params: dict[str, object] = {"q": query, "limit": limit}
+    cap = ""
+    if CANDIDATES is not None:
+        params["candidates"] = max(CANDIDATES, limit)
+        cap = " ORDER BY d.id DESC LIMIT :candidates"
     tsquery = "websearch_to_tsquery('english', :q)"
     if any_word:
         # A cast can't stand as a FROM item on its own; it goes in a subselect below.
@@ -96,8 +103,7 @@ def _postgres_ids(session: Session, query: str, filters: Filters, limit: int, an
     sql = (
         "SELECT c.id, ts_rank_cd(c.search, c.q) AS score FROM ("
         f"SELECT d.id, d.created_at, d.search, query.q FROM decisions d, (SELECT {tsquery} AS q) AS query "
-        "WHERE d.search @@ query.q" + _filter_sql(filters, params) +
-        " ORDER BY d.id DESC LIMIT :candidates"
+        "WHERE d.search @@ query.q" + _filter_sql(filters, params) + cap +
         ") AS c ORDER BY score DESC, c.created_at DESC, c.id DESC LIMIT :limit"
     )
     return [(int(r[0]), float(r[1])) for r in session.execute(_statement(sql, params), params)]
@@ -114,15 +120,47 @@ def latest(session: Session, *, filters: Filters = Filters(), limit: int = 10) -
     return list(session.scalars(stmt))
 
 
-def search(session: Session, *, query: str, filters: Filters = Filters(), limit: int = 10) -> list[Hit]:
-    """Best matches first, newest first on ties; a superseded hit carries its replacement."""
+def known_tags(session: Session, words: list[str]) -> list[str]:
+    """The query words that are tags of some decision (`decisions release` finds `#release`)."""
+    lowered = list(dict.fromkeys(w.lower() for w in words))
+    if not lowered:
+        return []
+    found = set(session.scalars(select(DecisionTag.tag).where(DecisionTag.tag.in_(lowered)).distinct()))
+    return [w for w in lowered if w in found]
+
+
+def search(
+    session: Session, *, query: str, filters: Filters = Filters(), limit: int = 10, any_word: bool = True
+) -> list[Hit]:
+    """Best matches first, newest first on ties; a superseded hit carries its replacement.
+
+    A query word that is a tag also matches the decisions with that tag: those that have the tag
+    and match the other words come first, then the text matches."""
     words = _words(query)
     if not words:
         return [Hit(d, 0.0) for d in latest(session, filters=filters, limit=limit)]
+    tagged = [t for t in known_tags(session, words) if t not in filters.tags]
+    if tagged:
+        rest = [w for w in words if w.lower() not in tagged]
+        by_tag = Filters(tags=(*filters.tags, *tagged), author=filters.author, since=filters.since)
+        hits = _search(session, " ".join(rest), by_tag, limit, any_word) if rest else [
+            Hit(d, 0.0) for d in latest(session, filters=by_tag, limit=limit)
+        ]
+        seen = {h.decision.id for h in hits}
+        text_hits = _search(session, query, filters, limit, any_word and not hits)
+        hits += [h for h in text_hits if h.decision.id not in seen]
+        return _with_replacements(session, [h.decision for h in hits[:limit]], {h.decision.id: h.score for h in hits})
+    return _search(session, query, filters, limit, any_word)
+
+
+def _search(session: Session, query: str, filters: Filters, limit: int, any_word_fallback: bool = True) -> list[Hit]:
+    words = _words(query)
+    if not words:
+        return []
     postgres = session.get_bind().dialect.name == "postgresql"
     ranked: list[tuple[int, float]] = []
     for any_word in (False, True):
-        if any_word and len(words) < 2:
+        if any_word and (len(words) < 2 or not any_word_fallback):
             break
         if postgres:
             ranked = _postgres_ids(session, " ".join(words), filters, limit, any_word)
@@ -130,8 +168,10 @@ def search(session: Session, *, query: str, filters: Filters = Filters(), limit:
             ranked = _sqlite_ids(session, words, filters, limit, any_word)
         if ranked:
             break
-    decisions = get_many(session, ids=[i for i, _ in ranked])
-    scores = dict(ranked)
+    return _with_replacements(session, get_many(session, ids=[i for i, _ in ranked]), dict(ranked))
+
+
+def _with_replacements(session: Session, decisions: list[Decision], scores: dict[int, float]) -> list[Hit]:
     replacement_ids = [d.superseded_by for d in decisions if d.superseded_by]
     replacements = {d.id: d for d in get_many(session, ids=[i for i in replacement_ids if i is not None])}
     return [

@@ -30,6 +30,10 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "labmate.maintenance.prune_idempotency_keys",
         "schedule": crontab(minute=17, hour=3),
     },
+    "prune-charts": {
+        "task": "labmate.maintenance.prune_charts",
+        "schedule": crontab(minute=47),
+    },
     "sync-run-index": {
         "task": "labmate.experiments.sync_index",
         "schedule": 60.0,

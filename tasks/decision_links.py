@@ -13,12 +13,27 @@ from tasks import mlflow_io
 from tasks.jobs import JobTask, Replies, run_job
 
 
-def _check(kind: str, ref: str, decision_id: int) -> dict[str, Any]:
+def _run_id(ref: str, experiment: str | None) -> tuple[str | None, str]:
+    """A run as the decision named it (full id, 8+ prefix, or name within `exp:`) -> its full id, or
+    None and why not."""
+    from labmate.errors import LabmateError
+    from tasks.experiments import resolve
+
+    try:
+        return resolve.run(ref, experiment).run_id, ""
+    except LabmateError as exc:
+        return None, exc.message
+
+
+def _check(kind: str, ref: str, decision_id: int, experiment: str | None = None) -> dict[str, Any]:
     try:
         if kind == "run":
-            detail = mlflow_io.describe_run(ref)
+            full, why = _run_id(ref, experiment)
+            if full is None:
+                return {"missing": True, "reason": why}
+            detail = {**mlflow_io.describe_run(full), "run_id": full}
             if not detail.get("missing"):
-                mlflow_io.tag_run(ref, decision_id)
+                mlflow_io.tag_run(full, decision_id)
         elif kind == "model":
             detail = mlflow_io.describe_model(ref)
             mlflow_io.tag_model_version(detail["name"], detail["version"], decision_id)
@@ -34,12 +49,16 @@ def _check(kind: str, ref: str, decision_id: int) -> dict[str, Any]:
 def check_links(decision_id: int) -> Replies:
     with session_scope() as session:
         links = [(link.id, link.kind, link.ref) for link in decisions.get(session, decision_id=decision_id).links]
+    experiment = next((ref for _id, kind, ref in links if kind == "experiment"), None)
     found, missing = [], []
     for link_id, kind, ref in links:
-        detail = _check(kind, ref, decision_id)
+        detail = _check(kind, ref, decision_id, experiment)
         status = "missing" if detail.get("missing") else "ok"
         with session_scope() as session:
-            decisions.set_link_result(session, link_id=link_id, status=status, detail=detail)
+            decisions.set_link_result(
+                session, link_id=link_id, status=status, detail=detail, ref=detail.get("run_id")
+            )
+        ref = detail.get("run_id") or ref
         view = {"kind": kind, "ref": ref, "summary": detail.get("summary", ""), "reason": detail.get("reason", "")}
         (missing if status == "missing" else found).append(view)
     return [("links_checked", {"decision_id": decision_id, "found": found, "missing": missing})]

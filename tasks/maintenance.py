@@ -1,4 +1,4 @@
-"""Housekeeping: the reaper that keeps every job moving, and forgetting old idempotency keys.
+"""Housekeeping: the reaper that keeps every job moving, forgetting old idempotency keys, pruning old charts.
 
 The reaper runs every `reap_every` seconds (beat), and once when a worker starts. It sends the jobs
 a command stored but could not enqueue (the broker was down), re-sends the jobs a dead worker left
@@ -120,3 +120,11 @@ def _reap_on_start(sender: Any = None, **_: Any) -> None:
         reap_task.apply_async(expires=60)
     except Exception:
         log.warning("could not schedule the start-up reap", exc_info=True)
+
+
+@shared_task(name="labmate.maintenance.prune_charts", acks_late=True, reject_on_worker_lost=True)
+def prune_charts_task() -> int:
+    """Charts older than a day go (answers reuse a chart while its content is the same)."""
+    from tasks.experiments import charts
+
+    return charts.prune()

@@ -73,6 +73,18 @@ def service_or_skip(name: str, url: str) -> str:
     pytest.skip(reason)
 
 
+def stop_embedded_worker() -> None:
+    """A test's in-process worker must not run its leftover jobs against the next test's home."""
+    import sys
+
+    if "tasks.embedded" in sys.modules:
+        from tasks import app
+        from tasks.embedded import stop_worker
+
+        stop_worker()
+        app.reset()
+
+
 def reset_process_state() -> None:
     from bot.post import reset_router
 
@@ -91,6 +103,7 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     reset_process_state()
     yield home
+    stop_embedded_worker()
     reset_process_state()
 
 

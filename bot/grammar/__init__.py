@@ -13,10 +13,15 @@ from datetime import UTC, datetime
 
 from bot.grammar import decisions, experiments
 from bot.grammar.command import Command, Verb
+from bot.grammar.decisions import AskArgs
 from labmate.errors import TooLong, UsageError
 
 MAX_INPUT = 4000
 PREFIX = re.compile(r"^\s*/[\w-]+\s*")
+QUESTION_WORDS = frozenset(
+    "what which who whom whose when where why how is are was were did do does can could should would will "
+    "has have any".split()
+)
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,20 @@ def lookup(name: str) -> Verb | None:
 
 
 def unknown_verb(name: str) -> UsageError:
-    close = difflib.get_close_matches(name.lower(), list(_BY_NAME), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name.lower(), list(_BY_NAME), n=2, cutoff=0.6)
     shown = name if len(name) <= 40 else name[:40] + "…"
-    suggestion = f" Did you mean `{close[0]}`?" if close else ""
-    return UsageError(f"I don't know the command `{shown}`.{suggestion}", hint="`help` lists every command.")
+    suggestion = " Did you mean " + " or ".join(f"`{c}`" for c in close) + "?" if close else ""
+    return UsageError(
+        f"I don't know the command `{shown}`.{suggestion}",
+        hint="`help` lists every command; a question (ending in `?`) is answered as `ask` would.",
+    )
+
+
+def is_question(text: str) -> bool:
+    """A line that asks rather than commands: it starts with a question word or ends with `?`."""
+    stripped = text.strip()
+    first = stripped.split(None, 1)[0].lower().strip(",") if stripped else ""
+    return stripped.endswith(("?", "？")) or first in QUESTION_WORDS
 
 
 def strip_prefix(text: str, command: str = "/lab") -> str:
@@ -85,5 +100,7 @@ def parse(text: str, *, now: datetime | None = None) -> Command:
             return Command("help", HelpArgs(None), text)
     verb = lookup(head)
     if verb is None:
+        if is_question(stripped):
+            return Command("ask", AskArgs(stripped), text)
         raise unknown_verb(head)
     return Command(verb.name, verb.parse(rest, now or datetime.now(UTC)), text)

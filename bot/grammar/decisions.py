@@ -11,9 +11,10 @@ from bot.grammar.command import Verb
 from labmate.errors import UsageError
 
 MAX_DECISION = 3000
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+HEX = re.compile(r"^[0-9a-fA-F]+$")
+MIN_PREFIX = 8
 MODEL_REF = re.compile(r"^(?P<name>[\w.\-]+?)(?:/(?P<version>\d+)|/?@(?P<alias>[\w\-]+))$")
-EXPERIMENT = re.compile(r"^[^\s]{1,256}$")
+MAX_REF = 256
 LINK_KEYS = ("run", "exp", "model")
 
 
@@ -44,13 +45,14 @@ class AskArgs:
 
 
 def _link(key: str, value: str) -> tuple[str, str]:
+    if len(value) > MAX_REF:
+        raise UsageError(f"`{key}:{value[:40]}…` is too long to be an MLflow reference.")
     if key == "run":
-        if not RUN_ID.match(value.lower()):
-            raise UsageError(
-                f"`run:{value}` is not an MLflow run id. Run ids are 32 hex characters, "
-                "e.g. `run:0a1b2c3d4e5f60718293a4b5c6d7e8f9` (copy it from the run's page)."
-            )
-        return ("run", value.lower())
+        # A full id, a unique id prefix (8+) or a run name: the link job resolves it against
+        # MLflow and stores the full id.
+        if HEX.match(value) and len(value) >= MIN_PREFIX:
+            return ("run", value.lower())
+        return ("run", value)
     if key == "model":
         match = MODEL_REF.match(value)
         if not match:
@@ -61,13 +63,11 @@ def _link(key: str, value: str) -> tuple[str, str]:
             )
         name, version, alias = match.group("name", "version", "alias")
         return ("model", f"{name}/{version}" if version else f"{name}@{alias}")
-    if not EXPERIMENT.match(value):
-        raise UsageError(f"`exp:{value}` is not an experiment name.")
     return ("experiment", value)
 
 
 def parse_decide(rest: str, now: datetime) -> DecideArgs:
-    parts = tokens.split(rest, LINK_KEYS)
+    parts = tokens.split(rest, LINK_KEYS, unquote=False)
     text = " ".join(parts.words).strip()
     if not text:
         raise UsageError(
@@ -84,7 +84,7 @@ def parse_decide(rest: str, now: datetime) -> DecideArgs:
 
 
 def parse_search(rest: str, now: datetime) -> SearchArgs:
-    parts = tokens.split(rest, ("by", "since"))
+    parts = tokens.split(rest, ("by", "since"), unquote=False)
     author: str | None = None
     since: datetime | None = None
     for key, value in parts.options:
@@ -116,15 +116,18 @@ VERBS = (
     Verb(
         name="decide",
         summary="Log a team decision, with tags and links to MLflow runs, experiments and models.",
-        usage="decide <text> [#tag …] [run:<run id>] [exp:<experiment>] [model:<name>/<version> | model:<name>@<alias>]",
+        usage="decide <text> [#tag …] [run:<run>] [exp:<experiment>] [model:<name>/<version> | model:<name>@<alias>]",
         examples=(
             "decide ship sales-agent v3: +4 pts val_f1, no new p0 failures #release model:sales-agent/3",
             "decide drop the bigram features, they overfit #features run:0a1b2c3d4e5f60718293a4b5c6d7e8f9",
         ),
         access="write",
         parse=parse_decide,
-        details="Stored at once and answered with its id. Runs and model versions are checked against "
-        "MLflow in the background; a missing one is reported in the thread and the decision is kept.",
+        details="Stored at once and answered with its id. A run is a full id, a unique id prefix (8 characters "
+        "or more) or a run name (within `exp:` when given); quote names with spaces (`exp:\"wine quality\"`). "
+        "Runs and model versions are checked against MLflow in the background and a run is stored by its "
+        "full id; a missing one is reported in the thread and the decision is kept. Tags are `#words` in "
+        "any script (`#リリース`).",
     ),
     Verb(
         name="decisions",

@@ -14,7 +14,8 @@ from labmate.errors import UsageError
 MAX_TOP = 20
 MAX_LIMIT = 50
 MAX_COMPARE = 6
-NAME = re.compile(r"^[^\s:]{1,256}$")
+MAX_NAME = 500
+DIRECTIONS = {"asc": True, "ascending": True, "desc": False, "descending": False}
 STATUSES = ("running", "scheduled", "finished", "failed", "killed")
 OPS = ("!=", ">=", "<=", "=", ">", "<")
 COND_EXAMPLE = "`where val_f1 > 0.8 and alpha < 0.01`"
@@ -30,11 +31,15 @@ class SummaryArgs:
     experiment: str
     metric: str | None = None
     top: int = 5
+    ascending: bool | None = None
+    """From `asc`/`desc` in the command; None: the declared or inferred direction."""
 
 
 @dataclass(frozen=True)
 class CompareArgs:
     runs: tuple[str, ...]
+    experiment: str | None = None
+    """`compare a b in <experiment>`: run names are looked up in that experiment only."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class BestArgs:
     experiment: str
     metric: str | None = None
     since: datetime | None = None
+    ascending: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,24 @@ class RunsArgs:
 def _experiment(word: str | None, usage: str) -> str:
     if not word:
         raise UsageError("Which experiment? Name it first.", hint=f"e.g. `{usage}`")
-    if not NAME.match(word):
-        raise UsageError(f"`{word}` is not an experiment name.", hint=f"e.g. `{usage}`")
+    if len(word) > MAX_NAME:
+        raise UsageError(f"`{word[:40]}…` is longer than any experiment name ({MAX_NAME} characters at most).")
     return word
+
+
+def _metric_and_direction(parts: tokens.Split, usage: str) -> tuple[str | None, bool | None]:
+    """The words after the experiment: an optional metric and an optional `asc`/`desc`."""
+    metric: str | None = None
+    ascending: bool | None = None
+    for index, word in enumerate(parts.words[1:], 1):
+        direction = None if index in parts.quoted else DIRECTIONS.get(word.lower())
+        if direction is not None and ascending is None:
+            ascending = direction
+        elif metric is None and direction is None:
+            metric = word
+        else:
+            raise UsageError(f"I read `{word}` as an extra word.", hint=f"Usage: `{usage}`")
+    return metric, ascending
 
 
 def _count(key: str, value: str, most: int) -> int:
@@ -84,30 +105,35 @@ def _count(key: str, value: str, most: int) -> int:
     return int(value)
 
 
+SUMMARY_USAGE = "summary <experiment> [metric] [asc|desc] [top:N]"
+
+
 def parse_summary(rest: str, now: datetime) -> SummaryArgs:
     parts = tokens.split(rest, ("top",))
-    if len(parts.words) > 2:
-        raise UsageError(
-            f"I read `{' '.join(parts.words[2:])}` as extra words.",
-            hint="Usage: `summary <experiment> [metric] [top:N]`, e.g. `summary sales-agent val_f1 top:3`",
-        )
     experiment = _experiment(parts.words[0] if parts.words else None, "summary sales-agent")
+    metric, ascending = _metric_and_direction(parts, f"{SUMMARY_USAGE}`, e.g. `summary sales-agent val_f1 top:3")
     top = 5
     for _key, value in parts.options:
         top = _count("top", value, MAX_TOP)
-    return SummaryArgs(experiment, parts.words[1] if len(parts.words) > 1 else None, top)
+    return SummaryArgs(experiment, metric, top, ascending)
 
 
 def parse_compare(rest: str, now: datetime) -> CompareArgs:
-    refs = tuple(dict.fromkeys(w.removeprefix("run:") for w in rest.replace(",", " ").split() if w.lower() != "and"))
+    parts = tokens.split(rest.replace(",", " "), ("exp",))
+    experiment = next((value for _key, value in parts.options), None)
+    words = [(w, i in parts.quoted) for i, w in enumerate(parts.words)]
+    if len(words) >= 3 and words[-2][0].lower() == "in" and not words[-2][1]:
+        experiment = words[-1][0]
+        words = words[:-2]
+    refs = tuple(dict.fromkeys(w.removeprefix("run:") for w, quoted in words if quoted or w.lower() != "and"))
     if len(refs) < 2:
         raise UsageError(
-            "Compare needs at least two runs: full run ids, unique id prefixes or run names.",
-            hint="e.g. `compare 3f9a2c1d 7be04a11` or `compare demo-baseline demo-unigram-v2`",
+            "Compare needs at least two runs: full run ids, unique id prefixes (8 characters or more) or run names.",
+            hint='e.g. `compare 3f9a2c1d 7be04a11` or `compare demo-baseline "demo unigram v2" in sales-agent`',
         )
     if len(refs) > MAX_COMPARE:
         raise UsageError(f"I compare at most {MAX_COMPARE} runs at once; you named {len(refs)}.")
-    return CompareArgs(refs)
+    return CompareArgs(refs, experiment)
 
 
 def parse_condition(text: str) -> Condition:
@@ -162,8 +188,8 @@ def _split_clauses(text: str) -> tuple[str, str, str]:
 
 
 def parse_find(rest: str, now: datetime) -> FindArgs:
-    head, _, tail = rest.strip().partition(" ")
-    experiment = _experiment(head or None, FIND_EXAMPLE)
+    head, tail = tokens.head(rest)
+    experiment = _experiment(head.text if head else None, FIND_EXAMPLE)
     where, order, limit_text = _split_clauses(tail)
     conditions: tuple[Condition, ...] = ()
     if where:
@@ -191,15 +217,17 @@ def parse_find(rest: str, now: datetime) -> FindArgs:
     return FindArgs(experiment, conditions, order_by, ascending, limit)
 
 
+BEST_USAGE = "best <experiment> [metric] [asc|desc] [since:7d]"
+
+
 def parse_best(rest: str, now: datetime) -> BestArgs:
     parts = tokens.split(rest, ("since",))
-    if len(parts.words) > 2:
-        raise UsageError("Usage: `best <experiment> [metric] [since:7d]`, e.g. `best sales-agent val_f1`.")
     experiment = _experiment(parts.words[0] if parts.words else None, "best sales-agent val_f1")
+    metric, ascending = _metric_and_direction(parts, f"{BEST_USAGE}`, e.g. `best sales-agent val_f1")
     since = None
     for _key, value in parts.options:
         since = tokens.since(value, now)
-    return BestArgs(experiment, parts.words[1] if len(parts.words) > 1 else None, since)
+    return BestArgs(experiment, metric, since, ascending)
 
 
 def parse_runs(rest: str, now: datetime) -> RunsArgs:
@@ -234,21 +262,26 @@ VERBS = (
     Verb(
         name="summary",
         summary="How an experiment is going: run counts, the top runs, the best run's gain, a chart.",
-        usage="summary <experiment> [metric] [top:N]",
-        examples=("summary sales-agent", "summary sales-agent val_accuracy top:3"),
+        usage=SUMMARY_USAGE,
+        examples=("summary sales-agent", 'summary "/Users/dana@example.com/wine quality" rmse asc top:3'),
         access="read",
         parse=parse_summary,
-        details="Ranks by the experiment's primary metric (labmate.toml `[primary_metrics]`), else the first "
-        "metric its runs logged. Shows only the params that differ among the top runs.",
+        details="An experiment is its name (quote it when it has spaces), its id, or an unambiguous start of "
+        "its name. Ranks by the experiment's primary metric (labmate.toml `[primary_metrics]`, or the "
+        "experiment's MLflow tag `labmate.primary_metric`), else the metric most of its runs logged. The "
+        "direction is `asc`/`desc` when given, else the experiment's tag `labmate.direction.<metric>`, "
+        "labmate.toml `[metric_directions]`, or the metric's name (`loss`, `error`, `rank`, … are lower-is-"
+        "better); the answer says which. Nested runs are ranked with their parent shown as their group.",
     ),
     Verb(
         name="compare",
         summary="Compare runs: params that differ, metrics with deltas, overlaid metric histories.",
-        usage="compare <run> <run> [<run> …]",
-        examples=("compare 3f9a2c1d 7be04a11", "compare demo-baseline demo-unigram-v2"),
+        usage="compare <run> <run> [<run> …] [in <experiment>]",
+        examples=("compare 3f9a2c1d 7be04a11", "compare demo-baseline demo-unigram-v2 in sales-agent"),
         access="read",
         parse=parse_compare,
-        details="A run is a full id, a unique id prefix or a run name.",
+        details="A run is a full id, a unique id prefix of 8 characters or more, or a run name (quoted when it "
+        "has spaces; `in <experiment>` looks names up in that experiment only).",
     ),
     Verb(
         name="find",
@@ -263,8 +296,8 @@ VERBS = (
     Verb(
         name="best",
         summary="The best run of an experiment by a metric.",
-        usage="best <experiment> [metric] [since:7d]",
-        examples=("best sales-agent", "best sales-agent val_f1 since:7d"),
+        usage=BEST_USAGE,
+        examples=("best sales-agent", "best sales-agent val_f1 since:7d", "best grid-search rank_test_score asc"),
         access="read",
         parse=parse_best,
     ),

@@ -17,8 +17,9 @@ from bot.grammar.experiments import BestArgs, CompareArgs, RunsArgs, SummaryArgs
 from labmate.errors import UsageError
 
 WHY = re.compile(r"^\s*(why|who decided|what did we decide|when did we decide)\b", re.I)
-EXPERIMENT = re.compile(r"\b(?:in|of|for|from|on)\s+(?:the\s+)?(?:experiment\s+)?([\w][\w./-]*)", re.I)
-EXP_OPTION = re.compile(r"\bexp(?:eriment)?:([\w][\w./-]*)", re.I)
+QUOTED_OR_WORD = r"(\"[^\"]+\"|“[^”“]+[”“]|'[^']+'|‘[^’‘]+[’‘]|[\w/][\w./@-]*)"
+EXPERIMENT = re.compile(r"\b(?:in|of|for|from|on)\s+(?:the\s+)?(?:experiment\s+)?" + QUOTED_OR_WORD, re.I)
+EXP_OPTION = re.compile(r"\bexp(?:eriment)?:" + QUOTED_OR_WORD, re.I)
 NOT_EXPERIMENTS = {
     "the", "a", "an", "last", "this", "past", "week", "month", "day", "days", "today", "yesterday", "mlflow",
     "it", "them", "that", "our", "my", "production", "order",
@@ -56,13 +57,19 @@ def _strip(text: str) -> str:
     return text.strip().rstrip("?!. ").strip()
 
 
+def _unquoted(word: str) -> tuple[str, bool]:
+    if len(word) >= 2 and word[0] in "\"'“‘" and word[-1] in "\"'”“’‘":
+        return word[1:-1], True
+    return word.rstrip(".,"), False
+
+
 def _experiment(text: str) -> str | None:
     option = EXP_OPTION.search(text)
     if option:
-        return option.group(1).rstrip(".,")
+        return _unquoted(option.group(1))[0]
     for match in EXPERIMENT.finditer(text):
-        word = match.group(1).rstrip(".,")
-        if word.lower() not in NOT_EXPERIMENTS and not word.isdigit():
+        word, quoted = _unquoted(match.group(1))
+        if quoted or (word.lower() not in NOT_EXPERIMENTS and not word.isdigit()):
             return word
     return None
 

@@ -1,14 +1,23 @@
-"""Pieces shared by the verbs' parsers: tags, people, time windows and MLflow references."""
+"""Pieces shared by the verbs' parsers: words (quoted or not), tags, people, time windows.
+
+Names are what MLflow users write: `/Users/dana@example.com/wine quality`, with spaces, slashes,
+`@`, quotes and any script. A name with a space is quoted, with straight quotes (`"…"`, `'…'`) or
+the curly ones Slack's clients type (`“…”`, `‘…’`); `quote()` turns a name back into the form
+that parses, so every suggestion can be pasted as it is shown.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from labmate.errors import UsageError
+from labmate.quoting import QUOTES, TAG_MARKS, quote
 
-TAG = re.compile(r"(?<!\S)#([A-Za-z0-9][\w.-]{0,63})(?!\S)")
+__all__ = ["QUOTES", "TAG_MARKS", "Split", "Word", "head", "quote", "since", "split", "tag", "user_ref", "words"]
+MAX_TAG = 64
 SLACK_USER = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 PLAIN_USER = re.compile(r"^@?([\w.-]{1,64})$")
 DURATION = re.compile(r"^(\d{1,4})([mhdw])$")
@@ -18,31 +27,123 @@ SINCE_HELP = "`since:7d`, `since:12h`, `since:2w`, `since:yesterday`, `since:mon
 
 
 @dataclass(frozen=True)
+class Word:
+    text: str
+    quoted: bool = False
+
+
+@dataclass(frozen=True)
 class Split:
     """Text split into `key:value` options, `#tags` and the remaining words (in order)."""
 
     words: list[str]
     tags: list[str]
     options: list[tuple[str, str]]
+    quoted: frozenset[int] = frozenset()
+    """Indexes into `words` of the words that were quoted (never keywords, never tags)."""
 
 
-def split(text: str, keys: tuple[str, ...]) -> Split:
-    words: list[str] = []
+def _closing(text: str, start: int) -> int:
+    """Index of the quote closing the one at `start` (followed by a space or the end), or -1."""
+    closers = QUOTES[text[start]]
+    i = start + 1
+    while i < len(text):
+        if text[i] in closers and (i + 1 == len(text) or text[i + 1].isspace()):
+            return i
+        i += 1
+    return -1
+
+
+def words(text: str, *, unquote: bool = True) -> list[Word]:
+    """Whitespace-separated words; a word that starts with a quote runs to its closing quote, and so
+    does a `key:` followed by a quote. With `unquote=False` (free text such as a decision) only
+    option values are unquoted and an unbalanced quote is just a character."""
+    found: list[Word] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        j = i
+        while j < n and not text[j].isspace():
+            j += 1
+        token = text[i:j]
+        key, colon, value = token.partition(":")
+        prefix = key + colon if colon and re.fullmatch(r"[A-Za-z_]+", key) and value[:1] in QUOTES else ""
+        opening = i + len(prefix)
+        if opening < n and text[opening] in QUOTES and (unquote or prefix):
+            end = _closing(text, opening)
+            if end == -1:
+                if unquote or prefix:
+                    raise UsageError(
+                        f"The quote `{text[opening]}` before `{text[opening + 1 : opening + 31]}` is never closed.",
+                        hint='Close it with the same kind of quote, e.g. `summary "wine quality"`.',
+                    )
+            else:
+                inner = text[opening + 1 : end]
+                if not inner.strip():
+                    raise UsageError("Those quotes hold nothing; put the name between them, e.g. `\"wine quality\"`.")
+                found.append(Word(prefix + inner, True))
+                i = end + 1
+                continue
+        found.append(Word(token))
+        i = j
+    return found
+
+
+def head(text: str) -> tuple[Word | None, str]:
+    """The first word of `text` (quoted or not) and the raw text after it."""
+    stripped = text.lstrip()
+    if not stripped:
+        return None, ""
+    if stripped[0] in QUOTES:
+        first = words(stripped)[0]
+        end = _closing(stripped, 0)
+        return first, stripped[end + 1 :]
+    parts = stripped.split(None, 1)
+    return Word(parts[0]), parts[1] if len(parts) > 1 else ""
+
+
+def tag(token: str) -> str | None:
+    """`#release` -> `release`; `#リリース` -> `リリース`. None for words that aren't tags (`#12,`, `#-x`).
+    A `#` word in any script that can't be a tag is refused rather than left in the text."""
+    if len(token) < 2 or token[0] not in TAG_MARKS:
+        return None
+    body = unicodedata.normalize("NFKC", token[1:])
+    ok = body[0].isalnum() and all(ch.isalnum() or ch in "_.-" or unicodedata.category(ch)[0] == "M" for ch in body)
+    if ok and len(body) <= MAX_TAG:
+        return body.lower()
+    if any(ord(ch) > 127 and ch.isalpha() for ch in body) or (ok and len(body) > MAX_TAG):
+        why = f"longer than {MAX_TAG} characters" if ok else "a tag is letters, digits, `_`, `.` and `-` only"
+        raise UsageError(
+            f"`{token[:70]}` looks like a tag but can't be one: {why}.",
+            hint="e.g. `#release` or `#リリース`; to keep the `#` as text, put a space after it.",
+        )
+    return None
+
+
+def split(text: str, keys: tuple[str, ...], *, unquote: bool = True) -> Split:
+    result: list[str] = []
     tags: list[str] = []
     options: list[tuple[str, str]] = []
-    for token in text.split():
-        match = TAG.fullmatch(token)
-        if match:
-            tags.append(match.group(1).lower())
-            continue
+    quoted: set[int] = set()
+    for word in words(text, unquote=unquote):
+        token = word.text
         key, sep, value = token.partition(":")
         if sep and key.lower() in keys:
             if not value:
                 raise UsageError(f"`{key}:` needs a value right after the colon, e.g. `{key}:{_example(key)}`.")
             options.append((key.lower(), value))
             continue
-        words.append(token)
-    return Split(words, tags, options)
+        if not word.quoted:
+            found = tag(token)
+            if found is not None:
+                tags.append(found)
+                continue
+        if word.quoted:
+            quoted.add(len(result))
+        result.append(token)
+    return Split(result, tags, options, frozenset(quoted))
 
 
 def _example(key: str) -> str:

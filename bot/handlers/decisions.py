@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy.orm import Session
 
 from bot import access
@@ -118,5 +120,27 @@ def search(args: SearchArgs, origin: Origin, session: Session) -> Reply:
     return Reply("decisions", {"hits": views, "query": args.query, "filters": _filters_text(args)})
 
 
+QUESTION_NOISE = frozenset(
+    "a about after all an and any are as at be been before being but by can could decide decided decision "
+    "decisions did do does for from had has have how i in is it its know labmate me my of on or our please "
+    "should tell that the their there these this those to us was we were what when where which who whom whose "
+    "why will with would you your".split()
+)
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
 def ask(args: AskArgs, origin: Origin, session: Session) -> Reply:
-    return search(SearchArgs(args.question, (), None, None), origin, session)
+    """A question that isn't about runs: the decisions that match all of its words. When none
+    does, say what labmate can answer instead of listing decisions that share a word with it."""
+    words = [w for w in WORD.findall(args.question) if w.lower() not in QUESTION_NOISE]
+    if words:
+        ui = get_settings().mlflow_ui_url
+        hits = search_service.search(session, query=" ".join(words), limit=10, any_word=False)
+        if hits:
+            views = []
+            for hit in hits:
+                view = decision_view(hit.decision, ui)
+                view["replacement"] = decision_view(hit.replacement, ui) if hit.replacement else None
+                views.append(view)
+            return Reply("decisions", {"hits": views, "query": args.question, "filters": ""})
+    return Reply("ask_unknown", {"question": args.question, "words": words})

@@ -34,12 +34,13 @@ def _working(verb: str, what: str, kwargs: dict[str, Any], understood: str) -> R
 
 def summary(args: SummaryArgs, origin: Origin, session: Session, understood: str = "") -> Reply:
     what = f"summarizing {args.experiment}" + (f" by {args.metric}" if args.metric else "")
-    kwargs = {"experiment": args.experiment, "metric": args.metric, "top": args.top}
+    kwargs = {"experiment": args.experiment, "metric": args.metric, "top": args.top, "ascending": args.ascending}
     return _working("summary", what, kwargs, understood)
 
 
 def compare(args: CompareArgs, origin: Origin, session: Session, understood: str = "") -> Reply:
-    return _working("compare", "comparing " + ", ".join(args.runs), {"runs": list(args.runs)}, understood)
+    kwargs = {"runs": list(args.runs), "experiment": args.experiment}
+    return _working("compare", "comparing " + ", ".join(args.runs), kwargs, understood)
 
 
 def find(args: FindArgs, origin: Origin, session: Session, understood: str = "") -> Reply:
@@ -54,7 +55,7 @@ def find(args: FindArgs, origin: Origin, session: Session, understood: str = "")
 
 
 def best(args: BestArgs, origin: Origin, session: Session, understood: str = "") -> Reply:
-    kwargs = {"experiment": args.experiment, "metric": args.metric, "since_ms": _ms(args.since)}
+    kwargs = {"experiment": args.experiment, "metric": args.metric, "since_ms": _ms(args.since), "ascending": args.ascending}
     return _working("best", f"finding the best run in {args.experiment}", kwargs, understood)
 
 

@@ -1,15 +1,30 @@
-"""Metric history charts (matplotlib Agg, imported here only: this module runs in workers)."""
+"""Metric charts (matplotlib Agg, imported here only: this module runs in workers).
+
+A chart's file is named by a hash of what it shows, so asking the same question again reuses it
+instead of drawing and writing another file; files older than KEEP are pruned whenever a chart is
+written (and by the periodic maintenance job), so the charts folder doesn't grow without bound.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import re
-import uuid
+import time
 from pathlib import Path
+from typing import Any
 
 from labmate.settings import get_settings
 
+log = logging.getLogger(__name__)
+
 Series = list[tuple[str, list[tuple[int, float]]]]
 MAX_POINTS = 1000
+KEEP_S = 24 * 3600
+MAX_FILES = 500
+_last_prune = 0.0
+PRUNE_EVERY_S = 300
 
 
 def _thin(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -20,27 +35,77 @@ def _thin(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return points[::step] + ([points[-1]] if (len(points) - 1) % step else [])
 
 
-def chart_path(kind: str, label: str) -> Path:
+def chart_path(kind: str, label: str, content: object = None) -> Path:
     directory = get_settings().charts_dir
     directory.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^\w.-]+", "_", label)[:60]
-    return directory / f"{kind}-{safe}-{uuid.uuid4().hex[:8]}.png"
+    digest = hashlib.sha256(json.dumps([kind, label, content], default=str).encode()).hexdigest()[:12]
+    return directory / f"{kind}-{safe}-{digest}.png"
 
 
-def history(series: Series, *, metric: str, title: str, path: Path) -> Path | None:
-    """One line per run; None when no run has a history for the metric."""
-    series = [(name, points) for name, points in series if points]
-    if not series:
-        return None
+def prune(directory: Path | None = None, *, keep_s: float = KEEP_S, max_files: int = MAX_FILES) -> int:
+    """Delete charts older than `keep_s`, and the oldest beyond `max_files`; returns how many."""
+    directory = directory or get_settings().charts_dir
+    if not directory.exists():
+        return 0
+    files = []
+    for path in directory.glob("*.png"):
+        try:
+            files.append((path.stat().st_mtime, path))
+        except OSError:
+            continue
+    files.sort(reverse=True)
+    cutoff = time.time() - keep_s
+    removed = 0
+    for index, (mtime, path) in enumerate(files):
+        if mtime < cutoff or index >= max_files:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _maybe_prune() -> None:
+    global _last_prune
+    now = time.monotonic()
+    if now - _last_prune > PRUNE_EVERY_S:
+        _last_prune = now
+        try:
+            prune()
+        except OSError:
+            log.warning("could not prune the charts folder", exc_info=True)
+
+
+def single_values(series: Series) -> bool:
+    """Every run has one value (a metric logged once, at step 0): a line would be a dot."""
+    return all(len(points) <= 1 for _name, points in series)
+
+
+def _figure() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+
+    return Figure(figsize=(8, 3.6), dpi=100)
+
+
+def history(series: Series, *, metric: str, title: str, path: Path) -> Path | None:
+    """One line per run, or one bar per run when each run has a single value; None when no run has
+    a value. An existing file for the same content is reused."""
+    series = [(name, points) for name, points in series if points]
+    if not series:
+        return None
+    if path.exists():
+        path.touch()
+        return path
+    _maybe_prune()
+    if single_values(series):
+        return bars([(name, points[-1][1]) for name, points in series], metric=metric, title=title, path=path)
     from matplotlib.ticker import MaxNLocator
 
     # Fixed margins and a legend outside the axes: tight_layout and legend(loc="best") cost more
     # than the drawing itself.
-    figure = Figure(figsize=(8, 3.6), dpi=100)
+    figure = _figure()
     axes = figure.subplots()
     for name, points in series:
         points = _thin(points)
@@ -54,5 +119,28 @@ def history(series: Series, *, metric: str, title: str, path: Path) -> Path | No
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figure.subplots_adjust(left=0.08, right=0.78, top=0.9, bottom=0.14)
-    figure.savefig(path, format="png", pil_kwargs={"compress_level": 1})
+    return _save(figure, path)
+
+
+def bars(values: list[tuple[str, float]], *, metric: str, title: str, path: Path) -> Path:
+    """One horizontal bar per run, best first as given."""
+    figure = _figure()
+    axes = figure.subplots()
+    names = [name if len(name) <= 28 else name[:27] + "…" for name, _ in values][::-1]
+    numbers = [value for _, value in values][::-1]
+    drawn = axes.barh(range(len(numbers)), numbers, color="#4c72b0")
+    axes.set_yticks(range(len(names)), labels=names, fontsize=8)
+    axes.bar_label(drawn, labels=[f"{v:.4g}" for v in numbers], fontsize=8, padding=3)
+    axes.set_title(title, fontsize=10)
+    axes.set_xlabel(metric)
+    axes.grid(True, axis="x", alpha=0.3)
+    axes.margins(x=0.15)
+    figure.subplots_adjust(left=0.25, right=0.95, top=0.9, bottom=0.14)
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    partial = path.with_suffix(".tmp")
+    figure.savefig(partial, format="png", pil_kwargs={"compress_level": 1})
+    partial.replace(path)  # another worker drawing the same chart never sees half a file
     return path

@@ -41,34 +41,31 @@ def metric_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
     return rows
 
 
-def compare(refs: list[str], understood: str = "") -> Replies:
-    records = [resolve.run(ref) for ref in refs]
+def compare(refs: list[str], understood: str = "", experiment: str | None = None) -> Replies:
+    records = resolve.runs(refs, experiment)
     if len({r.run_id for r in records}) < len(records):
         raise NotFoundError("Two of those names point at the same run; name different runs.")
-    for record in records:
-        if not record.metrics:
-            raise NotFoundError(
-                f"Run `{_label(record)}` ({record.run_id[:12]}) has no metrics to compare.",
-                hint="It may have failed before logging anything; `runs <experiment> status:failed` lists those.",
-            )
-    shared = sorted(set.intersection(*(set(r.metrics) for r in records)))
+    empty = [r for r in records if not r.metrics]
+    with_metrics = [r for r in records if r.metrics]
+    shared = sorted(set.intersection(*(set(r.metrics) for r in with_metrics))) if len(with_metrics) > 1 else []
     files = []
     for metric in shared[:MAX_CHARTS]:
-        steps = {r.run_id: r.metrics[metric][1] for r in records}
-        histories = mlflow_io.metric_histories([r.run_id for r in records], metric, steps=steps)
-        series = [(_label(r), histories[r.run_id]) for r in records]
-        if sum(len(points) for _, points in series) <= len(series):
-            continue  # single values: the table says it all
-        path = charts.chart_path("compare", metric)
-        made = charts.history(
-            series, metric=metric, title=f"{metric}: " + " vs ".join(_label(r) for r in records), path=path
-        )
+        steps = {r.run_id: r.metrics[metric][1] for r in with_metrics}
+        title = f"{metric}: " + " vs ".join(_label(r) for r in with_metrics)
+        content = [(r.run_id, r.metrics[metric]) for r in with_metrics]
+        path = charts.chart_path("compare", metric, content)
+        if all(step == 0 for step in steps.values()):
+            series = [(_label(r), [(0, r.metrics[metric][0])] if r.metrics[metric][0] is not None else [])
+                      for r in with_metrics]  # fmt: skip
+        else:
+            histories = mlflow_io.metric_histories([r.run_id for r in with_metrics], metric, steps=steps)
+            series = [(_label(r), histories[r.run_id]) for r in with_metrics]
+        made = charts.history(series, metric=metric, title=title, path=path)
         if made:
             files.append({"path": str(made), "title": metric})
-    runs = [
-        views.run_view(r, r.experiment_id)
-        for r in records
-    ]
+    runs = [views.run_view(r, r.experiment_id, {r.run_id: r.name for r in records}) for r in records]
+    for view, record in zip(runs, records, strict=True):
+        view["no_metrics"] = not record.metrics
     views.attach_decisions(runs)
     return [
         (
@@ -77,8 +74,9 @@ def compare(refs: list[str], understood: str = "") -> Replies:
                 "understood": understood,
                 "runs": runs,
                 "params": param_differences(records),
-                "metrics": metric_rows(records),
+                "metrics": metric_rows(records) if with_metrics else [],
                 "files": files,
+                "no_metrics": [_label(r) for r in empty],
             },
         )
     ]

@@ -8,19 +8,26 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Task, shared_task
+from celery.signals import worker_init
 
+from labmate import outbox
 from labmate.errors import LabmateError
+from tasks import mlflow_io
 from tasks.experiments import compare as compare_job
-from tasks.experiments import query, summary
-from tasks.experiments.sync import ensure_fresh, indexed_experiments
+from tasks.experiments import first, query, summary, sync
+from tasks.experiments.sync import Experiment, indexed_experiments
 from tasks.jobs import JobTask, Replies, run_job
 
 log = logging.getLogger(__name__)
 OPTIONS: dict[str, Any] = {"base": JobTask, "bind": True, "soft_time_limit": 120, "time_limit": 150}
+BUILD_BUDGET_S = 240.0
+"""A build task works this long, then hands the rest to a new task (well within its time limit)."""
+Interim = Callable[[str, dict[str, Any]], None]
 
 
 def _explained(work: Callable[[], Replies], understood: str) -> Callable[[], Replies]:
-    """A question's answer that fails still says how the question was read."""
+    """A question's answer that fails still says how the question was read; an MLflow failure the
+    user can act on (a refused tracking URI, a server that's down) says so instead of an error id."""
 
     def run() -> Replies:
         try:
@@ -29,8 +36,44 @@ def _explained(work: Callable[[], Replies], understood: str) -> Callable[[], Rep
             if understood:
                 exc.hint = f"I read your question as: {understood}. {exc.hint}".strip()
             raise
+        except Exception as exc:
+            explained = mlflow_io.user_error(exc)
+            if explained is None:
+                raise
+            raise explained from exc
 
     return run
+
+
+def _interim(task: Task, reply_to: dict[str, Any]) -> Interim:
+    """The interim answer goes out at once, under the key of the job's first reply: the final
+    answer, delivered under the same key by run_job, edits that message in place."""
+    key = f"{task.request.id}/0"
+
+    def show(template: str, context: dict[str, Any]) -> None:
+        outbox.deliver(reply_to, template, context, key=key, final=False)
+
+    return show
+
+
+def _continue_build(experiment: Experiment) -> None:
+    build_index_task.apply_async(
+        kwargs={"experiment_id": experiment.experiment_id, "name": experiment.name, "store": experiment.store}
+    )
+
+
+first.on_unfinished(_continue_build)
+
+
+@worker_init.connect
+def _warm_imports(**_kwargs: Any) -> None:
+    """Import MLflow's client and matplotlib once in the worker's parent, before the pool forks, so
+    no first question pays ~2 s of imports (the Slack-facing process never imports this module)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+    import mlflow.tracking  # noqa: F401
 
 
 def _run(
@@ -48,8 +91,16 @@ def summary_task(
     reply_to: dict[str, Any],
     audit_id: int | None = None,
     understood: str = "",
+    ascending: bool | None = None,
 ) -> str:
-    return _run(self, "summary", lambda: summary.summary(experiment, metric, top, understood), reply_to, audit_id, understood)
+    return _run(
+        self,
+        "summary",
+        lambda: summary.summary(experiment, metric, top, understood, ascending, _interim(self, reply_to)),
+        reply_to,
+        audit_id,
+        understood,
+    )
 
 
 @shared_task(name="labmate.experiments.best", **OPTIONS)
@@ -61,13 +112,28 @@ def best_task(
     reply_to: dict[str, Any],
     audit_id: int | None = None,
     understood: str = "",
+    ascending: bool | None = None,
 ) -> str:
-    return _run(self, "best", lambda: summary.best(experiment, metric, since_ms, understood), reply_to, audit_id, understood)
+    return _run(
+        self,
+        "best",
+        lambda: summary.best(experiment, metric, since_ms, understood, ascending, _interim(self, reply_to)),
+        reply_to,
+        audit_id,
+        understood,
+    )
 
 
 @shared_task(name="labmate.experiments.compare", **OPTIONS)
-def compare_task(self: Task, runs: list[str], reply_to: dict[str, Any], audit_id: int | None = None, understood: str = "") -> str:
-    return _run(self, "compare", lambda: compare_job.compare(runs, understood), reply_to, audit_id, understood)
+def compare_task(
+    self: Task,
+    runs: list[str],
+    reply_to: dict[str, Any],
+    audit_id: int | None = None,
+    understood: str = "",
+    experiment: str | None = None,
+) -> str:
+    return _run(self, "compare", lambda: compare_job.compare(runs, understood, experiment), reply_to, audit_id, understood)
 
 
 @shared_task(name="labmate.experiments.find", **OPTIONS)
@@ -85,7 +151,7 @@ def find_task(
     return _run(
         self,
         "find",
-        lambda: query.find(experiment, conditions, order_by, ascending, limit, understood),
+        lambda: query.find(experiment, conditions, order_by, ascending, limit, understood, _interim(self, reply_to)),
         reply_to,
         audit_id,
         understood,
@@ -107,11 +173,31 @@ def runs_task(
     return _run(
         self,
         "runs",
-        lambda: query.runs(experiment, status, since_ms, user, tags, understood),
+        lambda: query.runs(experiment, status, since_ms, user, tags, understood, _interim(self, reply_to)),
         reply_to,
         audit_id,
         understood,
     )
+
+
+@shared_task(
+    name="labmate.experiments.build_index",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=BUILD_BUDGET_S + 60,
+    time_limit=BUILD_BUDGET_S + 120,
+)
+def build_index_task(experiment_id: str, name: str, store: str) -> str:
+    """Build an experiment's run index in chunks; a build longer than BUILD_BUDGET_S continues in a
+    new task from its cursor, so no time limit can roll it back."""
+    if store != mlflow_io.store():
+        return "other-store"  # a worker pointed at another tracking store can't read this one
+    experiment = Experiment(experiment_id, name, store=store)
+    done = sync.build(experiment, budget_s=BUILD_BUDGET_S)
+    if done is False:
+        _continue_build(experiment)
+        return "continued"
+    return "done" if done else "busy"
 
 
 @shared_task(
@@ -123,11 +209,17 @@ def runs_task(
     expires=120,
 )
 def sync_index_task() -> int:
-    """Periodic: keep every experiment someone asked about current, so answers don't wait on a sync."""
+    """Periodic: keep every experiment someone asked about current, so answers don't wait on a sync;
+    finish builds nobody waits for, and refresh each index in full every FULL_EVERY."""
     synced = 0
-    for experiment in indexed_experiments():
+    for experiment, ready, full_due in indexed_experiments():
         try:
-            ensure_fresh(experiment)
+            if not ready or full_due:
+                if ready:
+                    sync.start_refresh(experiment)
+                _continue_build(experiment)
+            else:
+                sync.refresh(experiment)
             synced += 1
         except Exception:
             log.exception("could not sync the run index of %s", experiment.name)

@@ -1,17 +1,20 @@
-"""find and runs: conditions -> a validated MLflow filter; filtered listings from the run index."""
+"""find and runs: conditions checked against the experiment's names, answered from the run index.
+
+`find` shows the equivalent MLflow filter (to paste into the MLflow UI) but runs on the index, so
+a param condition is an index range scan instead of MLflow's text comparison over every run.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from labmate.errors import NotFoundError, UsageError
 from models import run_index
-from models.db import session_scope
-from models.run_index import RunRecord
-from tasks import mlflow_io
-from tasks.experiments import resolve, views
-from tasks.experiments.sync import Experiment, ensure_fresh
+from models.db import reading, session_scope
+from tasks.experiments import first, resolve, views
+from tasks.experiments.sync import Experiment, counts, ensure_fresh
 from tasks.jobs import Replies
 
 ATTRIBUTES = {
@@ -36,7 +39,7 @@ PREFIXES = {
     "attr": "attributes",
 }
 NUMERIC_ONLY = {"metrics", "start_time", "end_time"}
-SCAN_CAP = 5000
+Interim = Callable[[str, dict[str, Any]], None] | None
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,9 @@ class Resolved:
             value = f"'{self.value.upper()}'"
         return f"{self.kind}.`{self.key}` {self.op} {value}"
 
-    def keeps(self, record: RunRecord) -> bool:
-        raw = record.params.get(self.key)
-        try:
-            left, right = float(raw or ""), float(self.value)
-        except ValueError:
-            return False
-        return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[self.op]
+    @property
+    def clause(self) -> run_index.Clause:
+        return run_index.Clause(self.kind, self.key, self.op, self.value, self.numeric)
 
     def text(self) -> str:
         return f"{self.key} {self.op} {self.value}"
@@ -78,11 +77,11 @@ class Resolved:
 
 def names(experiment: Experiment) -> Names:
     with session_scope() as session:
-        eid = experiment.experiment_id
+        eid, store = experiment.experiment_id, experiment.store
         return Names(
-            set(run_index.metric_keys(session, eid)),
-            set(run_index.param_keys(session, eid)),
-            set(run_index.tag_keys(session, eid)),
+            set(run_index.metric_keys(session, store, eid)),
+            set(run_index.param_keys(session, store, eid)),
+            set(run_index.tag_keys(session, store, eid)),
         )
 
 
@@ -122,26 +121,69 @@ def find(
     ascending: bool | None,
     limit: int,
     understood: str = "",
+    interim: Interim = None,
 ) -> Replies:
     experiment = resolve.experiment(experiment_name)
+    return first.answer(
+        experiment,
+        lambda: find_final(experiment, conditions, order_by, ascending, limit, understood),
+        None,
+        interim,
+        understood,
+    )
+
+
+def find_final(
+    experiment: Experiment,
+    conditions: list[dict[str, Any]],
+    order_by: str | None,
+    ascending: bool | None,
+    limit: int,
+    understood: str = "",
+) -> Replies:
     ensure_fresh(experiment)
+    with reading():
+        return _find(experiment, conditions, order_by, ascending, limit, understood)
+
+
+def _find(
+    experiment: Experiment,
+    conditions: list[dict[str, Any]],
+    order_by: str | None,
+    ascending: bool | None,
+    limit: int,
+    understood: str,
+) -> Replies:
     known = names(experiment)
     resolved = [resolve_condition(c, known, experiment.name) for c in conditions]
-    order: list[str] = []
+    order = ""
     metric = None
+    asc = False
     if order_by:
         metric = resolve.metric(order_by.removeprefix("metrics."), known.metrics, experiment.name)
-        asc = resolve.lower_is_better(metric) if ascending is None else ascending
-        order = [f"metrics.`{metric}` {'ASC' if asc else 'DESC'}"]
+        asc = resolve.direction(experiment, metric, ascending).ascending
+        order = f"metrics.`{metric}` {'ASC' if asc else 'DESC'}"
     clauses = [r.mlflow for r in resolved if r.mlflow]
     local = [r for r in resolved if not r.mlflow]
-    filter_string = " and ".join(clauses)
-    cap = limit if not local else SCAN_CAP
-    records = mlflow_io.search_records(
-        [experiment.experiment_id], filter_string, order_by=order or None, max_results=cap
-    )
-    records = [r for r in records if all(c.keeps(r) for c in local)][:limit]
-    rows = [_row(experiment, r, metric) for r in records]
+    with session_scope() as session:
+        found = run_index.find_runs(
+            session,
+            experiment.store,
+            experiment_id=experiment.experiment_id,
+            clauses=[r.clause for r in resolved],
+            order_metric=metric,
+            ascending=asc,
+            limit=limit,
+        )
+        ids = [r.run_id for r in found]
+        metrics = run_index.metrics_of(session, experiment.store, ids)
+        groups = run_index.names_of(session, experiment.store, [r.parent_run_id or "" for r in found])
+    rows = []
+    for row in found:
+        view = views.run_view(row, experiment.experiment_id, groups)
+        keys = sorted(metrics[row.run_id], key=lambda k: (k != metric, k))[:3]
+        view["metrics"] = [{"key": k, "value": views.fmt(metrics[row.run_id][k])} for k in keys]
+        rows.append(view)
     views.attach_decisions(rows)
     return [
         (
@@ -150,21 +192,14 @@ def find(
                 "title": f"Runs in {experiment.name}",
                 "understood": understood,
                 "query": " and ".join(r.text() for r in resolved) or "all runs",
-                "mlflow_filter": filter_string,
+                "mlflow_filter": " and ".join(clauses),
                 "local_filter": " and ".join(r.text() for r in local),
-                "order": order[0] if order else "",
+                "order": order,
                 "runs": rows,
                 "total": None,
             },
         )
     ]
-
-
-def _row(experiment: Experiment, record: RunRecord, metric: str | None) -> dict[str, Any]:
-    view = views.run_view(record, experiment.experiment_id)
-    keys = sorted(record.metrics, key=lambda k: (k != metric, k))[:3]
-    view["metrics"] = [{"key": k, "value": views.fmt(record.metrics[k][0])} for k in keys]
-    return view
 
 
 def runs(
@@ -174,25 +209,57 @@ def runs(
     user: str | None,
     tags: list[list[str]],
     understood: str = "",
+    interim: Interim = None,
 ) -> Replies:
     experiment = resolve.experiment(experiment_name)
+    return first.answer(
+        experiment,
+        lambda: runs_final(experiment, status, since_ms, user, tags, understood),
+        None,
+        interim,
+        understood,
+    )
+
+
+def runs_final(
+    experiment: Experiment,
+    status: str | None,
+    since_ms: int | None,
+    user: str | None,
+    tags: list[list[str]],
+    understood: str = "",
+) -> Replies:
     ensure_fresh(experiment)
+    with reading():
+        return _runs(experiment, status, since_ms, user, tags, understood)
+
+
+def _runs(
+    experiment: Experiment,
+    status: str | None,
+    since_ms: int | None,
+    user: str | None,
+    tags: list[list[str]],
+    understood: str,
+) -> Replies:
+    if not counts(experiment):
+        raise NotFoundError(f"Experiment `{experiment.name}` has no runs yet.")
     with session_scope() as session:
-        eid = experiment.experiment_id
-        if not run_index.counts_by_status(session, eid):
-            raise NotFoundError(f"Experiment `{experiment.name}` has no runs yet.")
+        eid, store = experiment.experiment_id, experiment.store
         found, total = run_index.list_runs(
             session,
+            store,
             experiment_id=eid,
             status=status,
             since=since_ms,
             user=user,
             tags=[(k, v) for k, v in tags],
         )
-        metrics = run_index.metrics_of(session, [r.run_id for r in found])
+        metrics = run_index.metrics_of(session, store, [r.run_id for r in found])
+        groups = run_index.names_of(session, store, [r.parent_run_id or "" for r in found])
     rows = []
     for row in found:
-        view = views.run_view(row, eid)
+        view = views.run_view(row, eid, groups)
         view["metrics"] = [{"key": k, "value": views.fmt(v)} for k, v in sorted(metrics[row.run_id].items())[:3]]
         rows.append(view)
     views.attach_decisions(rows)

@@ -1,14 +1,26 @@
 """Keep the run index (models.run_index) current with MLflow, reading only what changed.
 
-A sync re-reads runs that started since the newest one indexed, runs that ended since the last
-sync, and runs the index still has as running; a full re-read every FULL_EVERY catches the rest
-(values logged to a run after it ended, runs purged by `mlflow gc`). Every query refreshes an
-index older than MAX_AGE first, and a periodic job keeps the indexed experiments warm.
+**Build** (the first question about an experiment, and a refresh every FULL_EVERY): the runs are
+read in keyset pages of PAGE runs, oldest first, and each page is written in its own transaction
+together with the cursor and the progress. Memory holds one page; a build stopped by a time limit
+or a dead worker resumes from its cursor. One builder at a time per experiment, by a lease row
+(a conditional UPDATE); whoever asks while another builds waits for it instead of building twice.
+
+**Incremental sync** (a query on an index older than MAX_AGE, and the periodic job): re-reads
+runs that started since the newest one indexed, runs that ended since the last sync started, and
+the running runs whose newest metric timestamp in MLflow is newer than the index's (one grouped
+query; stores that can't say are refreshed ROTATE runs per pass, stalest first), plus the ids of
+deleted runs. Freshness is measured from when a sync *finished*; the next sync's high-water mark
+from when it *started*, so nothing that changed during a long sync is missed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from models import run_index
@@ -16,9 +28,15 @@ from models.db import session_scope
 from models.errors import Conflict
 from tasks import mlflow_io
 
+log = logging.getLogger(__name__)
+
 MAX_AGE = timedelta(seconds=60)
 FULL_EVERY = timedelta(hours=6)
 CLOCK_SLACK_MS = 5 * 60 * 1000
+PAGE = 2000
+LEASE_MS = 60_000
+ROTATE = 500
+WAIT_POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,13 @@ class Experiment:
     name: str
     primary_metric: str | None = None
     """From the experiment's MLflow tag `labmate.primary_metric`, if it has one."""
+    directions: tuple[tuple[str, str], ...] = ()
+    """From its MLflow tags `labmate.direction.<metric>`."""
+    store: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.store:
+            object.__setattr__(self, "store", mlflow_io.store())
 
 
 @dataclass
@@ -36,53 +61,241 @@ class SyncStats:
     skipped: bool = False
 
 
+@dataclass(frozen=True)
+class Progress:
+    ready: bool
+    read: int = 0
+    expected: int | None = None
+    building: bool = False
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _cursor(text: str | None) -> tuple[int, str] | None:
+    if not text:
+        return None
+    start, _, run_id = text.partition(":")
+    return int(start), run_id
+
+
+def progress(experiment: Experiment) -> Progress:
+    with session_scope() as session:
+        state = run_index.sync_state(session, experiment.store, experiment.experiment_id)
+        if state is None:
+            return Progress(ready=False)
+        return Progress(state.ready, state.build_read, state.build_expected, state.build_cursor is not None)
+
+
+def _ensure_state(experiment: Experiment, now: datetime) -> None:
+    try:
+        with session_scope() as session:
+            run_index.remember_store(session, store=experiment.store, uri=mlflow_io.tracking_uri())
+            if run_index.sync_state(session, experiment.store, experiment.experiment_id) is None:
+                run_index.new_state(
+                    session, experiment.store, experiment_id=experiment.experiment_id, name=experiment.name, now=now
+                )
+    except Conflict:
+        pass  # another worker made it first
+
+
+def build(
+    experiment: Experiment,
+    *,
+    owner: str | None = None,
+    budget_s: float = 90.0,
+    on_chunk: Callable[[Progress], None] | None = None,
+) -> bool | None:
+    """Build (or refresh) the experiment's index in chunks until done or `budget_s` is spent.
+    True: done; False: stopped by the budget (resumable); None: another worker holds the lease."""
+    owner = owner or uuid.uuid4().hex
+    deadline = time.monotonic() + budget_s
+    store, eid = experiment.store, experiment.experiment_id
+    _ensure_state(experiment, datetime.now(UTC))
+    reader = mlflow_io.run_reader()
+    with session_scope() as session:
+        if not run_index.take_lease(session, store, eid, owner=owner, now_ms=_ms(datetime.now(UTC)), for_ms=LEASE_MS):
+            return None
+        state = run_index.sync_state(session, store, eid)
+        assert state is not None
+        if state.build_cursor is None:
+            state.build_cursor = ""
+            state.build_started_ms = _ms(datetime.now(UTC))
+            state.build_read = 0
+            state.build_expected = reader.count(eid)
+        cursor, started_ms, first = _cursor(state.build_cursor), state.build_started_ms, not state.ready
+    try:
+        while True:
+            page = reader.page(eid, cursor, PAGE)
+            now_ms = _ms(datetime.now(UTC))
+            try:
+                with session_scope() as session:
+                    state = run_index.sync_state(session, store, eid)
+                    assert state is not None
+                    if state.lease_owner != owner:
+                        return None  # stalled past the lease: another worker took the build over
+                    run_index.upsert(session, store, page, now_ms=started_ms, new=first)
+                    if page:
+                        last = max(page, key=lambda r: r.run_id) if reader.ordered_by_id else page[-1]
+                        cursor = (last.start_time, last.run_id)
+                        state.build_cursor = f"{cursor[0]}:{cursor[1]}"
+                        state.build_read += len(page)
+                    state.lease_until = now_ms + LEASE_MS
+                    read, expected = state.build_read, state.build_expected
+            except Conflict:
+                return None  # the worker that took the lease over wrote this page first
+            if on_chunk:
+                on_chunk(Progress(False, read, expected, True))
+            # a short page ends a walk of run ids; pages on start time overlap at their boundary
+            # (a run already read is dropped), so only an empty one ends those
+            if not page or (reader.ordered_by_id and len(page) < PAGE):
+                _finish_build(experiment, reader, started_ms)
+                return True
+            if time.monotonic() > deadline:
+                log.info("index of %s: %s runs so far; continuing later", experiment.name, read)
+                return False
+    finally:
+        with session_scope() as session:
+            run_index.release_lease(session, store, eid, owner=owner)
+
+
+def _finish_build(experiment: Experiment, reader: object, started_ms: int) -> None:
+    store, eid = experiment.store, experiment.experiment_id
+    deleted = reader.deleted_ids(eid)  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        run_index.analyze(session)  # first: the queries below plan on the tables' real sizes
+        restored = run_index.set_deleted(session, store, experiment_id=eid, run_ids=deleted)
+        if restored:
+            run_index.upsert(session, store, reader.records(eid, restored), now_ms=started_ms)  # type: ignore[attr-defined]
+        run_index.drop_stale(session, store, experiment_id=eid, before_ms=started_ms)
+        run_index.rebuild_keys(session, store, eid)
+        state = run_index.sync_state(session, store, eid)
+        assert state is not None
+        state.counts = run_index.count_by_status(session, store, eid)
+        # the first sync re-reads every run started since the build began: a run created while it
+        # ran may sort before its cursor
+        state.max_start_time = min(run_index.max_start(session, store, eid), started_ms)
+        state.synced_ms = started_ms
+        state.synced_at = now
+        state.full_sync_at = now
+        state.name = experiment.name
+        state.ready = True
+        state.build_cursor = None
+
+
+def wait_until_ready(
+    experiment: Experiment, *, budget_s: float, on_chunk: Callable[[Progress], None] | None = None
+) -> bool:
+    """Build the index here, or wait for the worker that holds the build, for up to `budget_s`.
+    Helping rather than only waiting means a question never waits on a build stuck in a queue."""
+    owner = uuid.uuid4().hex
+    deadline = time.monotonic() + budget_s
+    while time.monotonic() < deadline:
+        done = build(experiment, owner=owner, budget_s=max(0.0, deadline - time.monotonic()), on_chunk=on_chunk)
+        if done:
+            return True
+        if done is False:
+            return False
+        if progress(experiment).ready:
+            return True
+        time.sleep(WAIT_POLL_S)
+    return progress(experiment).ready
 
 
 def ensure_fresh(
     experiment: Experiment, *, max_age: timedelta = MAX_AGE, now: datetime | None = None, full: bool = False
 ) -> SyncStats:
+    """For a query: an index built at least once and synced within `max_age`. An index never built
+    is built here (callers that must answer fast use `progress` and `wait_until_ready` first)."""
     now = now or datetime.now(UTC)
     with session_scope() as session:
-        state = run_index.sync_state(session, experiment.experiment_id)
-        if state is not None and not full and now - _aware(state.synced_at) < max_age:
+        state = run_index.sync_state(session, experiment.store, experiment.experiment_id)
+        ready = state is not None and state.ready
+        fresh = ready and state is not None and now - _aware(state.synced_at) < max_age
+    if not ready or full:
+        if full and ready:
+            start_refresh(experiment)
+            build(experiment, budget_s=3600)
+        else:
+            wait_until_ready(experiment, budget_s=3600)
+        return SyncStats(full=True)
+    if fresh:
+        return SyncStats(skipped=True)
+    return refresh(experiment, now=now)
+
+
+def refresh(experiment: Experiment, *, now: datetime | None = None) -> SyncStats:
+    """The incremental sync of an index that has been built."""
+    now = now or datetime.now(UTC)
+    started = time.perf_counter()
+    store, eid = experiment.store, experiment.experiment_id
+    reader = mlflow_io.run_reader()
+    with session_scope() as session:
+        state = run_index.sync_state(session, store, eid)
+        if state is None or not state.ready:
             return SyncStats(skipped=True)
-        full = full or state is None or now - _aware(state.full_sync_at) >= FULL_EVERY
-        running = [] if full else run_index.running_ids(session, experiment.experiment_id)
-        since_start = 0 if state is None else state.max_start_time - CLOCK_SLACK_MS
-        since_end = 0 if state is None else state.synced_ms - CLOCK_SLACK_MS
-    eid = experiment.experiment_id
-    if full:
-        records = mlflow_io.search_records([eid])
-    else:
-        fresh = {
-            r.run_id: r
-            for r in mlflow_io.search_records([eid], f"attributes.start_time >= {since_start}")
-            + mlflow_io.search_records([eid], f"attributes.end_time >= {since_end}")
-            + mlflow_io.records_by_ids(eid, running)
-        }
-        records = list(fresh.values())
-    deleted = mlflow_io.deleted_run_ids(eid)
+        since_start = state.max_start_time - CLOCK_SLACK_MS
+        since_end = state.synced_ms - CLOCK_SLACK_MS
+    records = {r.run_id: r for r in reader.changed(eid, since_start, since_end)}
+    # running runs that logged a value since the last sync began (ended and deleted ones are caught
+    # by `changed` and `deleted_ids`); a store that can't say refreshes its stalest running runs
+    changed_running = reader.running_changed(eid, since_end)
+    if changed_running is None:
+        with session_scope() as session:
+            changed_running = run_index.stalest_running(session, store, eid, ROTATE)
+    reread = [r for r in changed_running if r not in records]
+    for record in reader.records(eid, reread) if reread else []:
+        records[record.run_id] = record
+    deleted = reader.deleted_ids(eid)
+    now_ms = _ms(now)
     try:
         with session_scope() as session:
-            if full:
-                run_index.reset_keys(session, eid)
-            run_index.upsert(session, records)
-            restored = run_index.set_deleted(session, experiment_id=eid, run_ids=deleted)
+            run_index.upsert(session, store, list(records.values()), now_ms=now_ms)
+            restored = run_index.set_deleted(session, store, experiment_id=eid, run_ids=deleted)
             if restored:
-                run_index.upsert(session, mlflow_io.records_by_ids(eid, restored))
-            if full:
-                run_index.drop_missing(session, experiment_id=eid, keep={r.run_id for r in records} | deleted)
-            run_index.save_state(session, experiment_id=eid, name=experiment.name, now=now, full=full)
+                run_index.upsert(session, store, reader.records(eid, restored), now_ms=now_ms)
+            state = run_index.sync_state(session, store, eid)
+            assert state is not None
+            state.counts = run_index.count_by_status(session, store, eid)
+            state.max_start_time = max(state.max_start_time, run_index.max_start(session, store, eid))
+            state.synced_ms = now_ms
+            state.synced_at = now + timedelta(seconds=time.perf_counter() - started)
+            state.name = experiment.name
     except Conflict:
-        return SyncStats(full=full, read=len(records), skipped=True)  # a concurrent sync wrote the same runs
-    return SyncStats(full=full, read=len(records))
+        return SyncStats(read=len(records), skipped=True)  # a concurrent sync wrote the same runs
+    return SyncStats(read=len(records))
 
 
-def indexed_experiments() -> list[Experiment]:
-    from sqlalchemy import select
-
+def counts(experiment: Experiment) -> dict[str, int]:
     with session_scope() as session:
-        rows = session.execute(select(run_index.SyncState.experiment_id, run_index.SyncState.name)).all()
-    return [Experiment(eid, name) for eid, name in rows]
+        state = run_index.sync_state(session, experiment.store, experiment.experiment_id)
+        return dict(state.counts) if state is not None else {}
+
+
+def indexed_experiments(store: str | None = None) -> list[tuple[Experiment, bool, bool]]:
+    """(experiment, ready, full refresh due) for every experiment of this store someone asked about."""
+    store = store or mlflow_io.store()
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        rows = [
+            (s.experiment_id, s.name, s.ready and s.build_cursor is None, now - _aware(s.full_sync_at) >= FULL_EVERY)
+            for s in run_index.states(session)
+            if s.store == store
+        ]
+    return [(Experiment(eid, name, store=store), ready, due) for eid, name, ready, due in rows]
+
+
+def start_refresh(experiment: Experiment) -> None:
+    """Mark a full re-read of a built index (answers keep coming from it meanwhile)."""
+    with session_scope() as session:
+        state = run_index.sync_state(session, experiment.store, experiment.experiment_id)
+        if state is not None and state.build_cursor is None:
+            state.build_cursor = ""
+            state.build_started_ms = _ms(datetime.now(UTC))
+            state.build_read = 0

@@ -1,4 +1,4 @@
-"""Runs -> plain dicts for the exp_* templates: names, owners, links, linked decisions."""
+"""Runs -> plain dicts for the exp_* templates: names, owners, groups, links, linked decisions."""
 
 from __future__ import annotations
 
@@ -36,8 +36,10 @@ def signed(value: float) -> str:
     return f"{value:+.4g}"
 
 
-def run_view(run: Any, experiment_id: str) -> dict[str, Any]:
-    """A run for templates, from an index row or a run record (both have these attributes)."""
+def run_view(run: Any, experiment_id: str, groups: dict[str, str] | None = None) -> dict[str, Any]:
+    """A run for templates, from an index row or a run record (both have these attributes). The
+    full id is in `run_id` (shown in the answer and its link); `group` is its parent run's name."""
+    parent = getattr(run, "parent_run_id", None)
     return {
         "run_id": run.run_id,
         "short": run.run_id[:8],
@@ -46,6 +48,7 @@ def run_view(run: Any, experiment_id: str) -> dict[str, Any]:
         "user": run.user,
         "started": when(run.start_time),
         "url": run_url(experiment_id, run.run_id),
+        "group": ((groups or {}).get(parent) or parent[:8]) if parent else "",
         "decisions": [],
     }
 

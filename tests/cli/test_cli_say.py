@@ -111,7 +111,7 @@ def test_lab_prefix_is_optional(say):
     [
         ("decied ship it", "I don't know the command `decied`. Did you mean `decide`?"),
         ("decide #release", "A decision needs some text saying what was decided."),
-        ("decide x run:123", "`run:123` is not an MLflow run id."),
+        ('decide x exp:"wine quality', "The quote `\"` before `wine quality` is never closed."),
         ("supersede 5 x", "There is no decision #5."),
     ],
 )

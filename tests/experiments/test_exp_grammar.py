@@ -117,3 +117,56 @@ def test_question_arguments() -> None:
 )
 def test_other_questions_stay_with_the_decision_log(question: str) -> None:
     assert interpret(question, NOW) is None
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        '"/Users/dana@example.com/wine quality"',
+        "'/Users/dana@example.com/wine quality'",
+        "“/Users/dana@example.com/wine quality”",
+        "‘/Users/dana@example.com/wine quality’",
+    ],
+)
+def test_experiment_names_as_mlflow_users_write_them(typed: str) -> None:
+    name = "/Users/dana@example.com/wine quality"
+    assert args(f"summary {typed} rmse asc top:3") == SummaryArgs(name, "rmse", 3, True)
+    assert args(f"best {typed} since:7d") == BestArgs(name, None, datetime(2026, 11, 22, 10, tzinfo=UTC))
+    assert args(f"runs {typed} status:failed").experiment == name
+    assert args(f"find {typed} where alpha > 0.1 order by rmse").experiment == name
+
+
+def test_names_with_quotes_and_unicode() -> None:
+    assert args("""summary "it's “quoted”" """).experiment == "it's “quoted”"
+    assert args("summary ワイン品質").experiment == "ワイン品質"
+    assert args("summary 12").experiment == "12"  # an experiment id is tried as a name, then as an id
+    with pytest.raises(UsageError, match="is never closed"):
+        args('summary "wine quality')
+
+
+def test_direction_on_best_and_summary() -> None:
+    assert args("best grid rank_test_score asc") == BestArgs("grid", "rank_test_score", None, True)
+    assert args("best grid desc") == BestArgs("grid", None, None, False)
+    assert args("summary grid uptime_ratio DESC") == SummaryArgs("grid", "uptime_ratio", 5, False)
+    assert args('summary grid "desc"') == SummaryArgs("grid", "desc", 5, None)  # quoted: a metric named desc
+    with pytest.raises(UsageError, match="I read `extra` as an extra word"):
+        args("best grid rank_test_score asc extra")
+
+
+def test_compare_run_names_within_an_experiment() -> None:
+    assert args('compare baseline "grid child 3" in "wine quality"') == CompareArgs(
+        ("baseline", "grid child 3"), "wine quality"
+    )
+    assert args("compare a b exp:sales-agent") == CompareArgs(("a", "b"), "sales-agent")
+
+
+def test_questions_name_quoted_experiments() -> None:
+    reading = interpret('which run is best in "/Users/dana@example.com/wine quality"?', NOW)
+    assert reading is not None and reading.args.experiment == "/Users/dana@example.com/wine quality"
+
+
+def test_quote_makes_names_typeable() -> None:
+    from bot.grammar import tokens
+
+    for name in ("sales-agent", "/Users/dana@example.com/wine quality", 'say "hi"', """it's "x" """.strip()):
+        assert args(f"summary {tokens.quote(name)}").experiment == name

@@ -174,31 +174,36 @@ def test_compare_bad_references(sales: Store) -> None:
     add_run(sales, "twin", user="x", params={}, f1s=[0.1], start_hour=30)
     add_run(sales, "twin", user="y", params={}, f1s=[0.2], start_hour=31)
     err = _error(lambda: compare(["baseline", "twin"]))
-    assert err.message.startswith("`twin` matches 2 runs: `") and err.message.endswith("Use a longer id prefix.")
+    assert err.message.startswith("`twin` matches 2 runs: `")
+    assert err.message.endswith("Use a longer id prefix, or name the experiment: `… in <experiment>`.")
     gone = sales.runs["deleted-one"]
     err = _error(lambda: compare(["baseline", gone]))
     assert err.message == f"Run `deleted-one` ({gone[:12]}) was deleted in MLflow; restore it to use it."
+
+
+def test_compare_with_a_run_that_logged_no_metrics_compares_params_and_status(sales: Store) -> None:
+    from tasks.experiments.compare import compare
+
     empty = add_run(sales, "no-metrics", user="x", params={"alpha": 1}, f1s=[], start_hour=32, status="FAILED")
-    err = _error(lambda: compare(["baseline", empty]))
-    assert err.message == f"Run `no-metrics` ({empty[:12]}) has no metrics to compare."
+    [(template, ctx)] = compare(["baseline", empty[:8]])
+    assert ctx["no_metrics"] == ["no-metrics"]
+    assert all(row["cells"][1]["value"] == "–" for row in ctx["metrics"])
+    assert [p["key"] for p in ctx["params"]] == ["alpha", "epochs", "ngram_max", "seed"]
+    blocks = _text(template, ctx)
+    assert "No metrics logged by no-metrics" in blocks and "baseline finished · no-metrics failed" in blocks
 
 
-def test_ambiguous_prefix_lists_candidates(sales: Store) -> None:
+def test_short_prefixes_are_names_and_say_how_long_a_prefix_must_be(sales: Store) -> None:
     from tasks.experiments import resolve
 
-    by_first: dict[str, list[str]] = {}
-    for name, run_id in sales.runs.items():
-        if name != "deleted-one":
-            by_first.setdefault(run_id[0], []).append(run_id)
-    hour = 40
-    while max(len(v) for v in by_first.values()) < 2:  # 16 first characters: a few runs make a pair
-        run_id = add_run(sales, f"extra-{hour}", user="x", params={}, f1s=[0.1], start_hour=hour)
-        by_first.setdefault(run_id[0], []).append(run_id)
-        hour += 1
-    prefix, ids = next((k, v) for k, v in by_first.items() if len(v) >= 2)
-    err = _error(lambda: resolve.run(prefix))
-    assert err.message.startswith(f"`{prefix}` matches {len(ids)} runs: ")
-    assert err.message.endswith("Use a longer id prefix.") and all(f"`{i[:12]}`" in err.message for i in ids)
+    run_id = sales.runs["baseline"]
+    assert resolve.run(run_id[:8]).run_id == run_id
+    err = _error(lambda: resolve.run(run_id[:5]))
+    assert err.message == f"No run has the id, id prefix or name `{run_id[:5]}`."
+    assert err.hint.startswith("An id prefix needs 8 characters or more.")
+    assert resolve.run("baseline", "sales-agent").run_id == run_id
+    err = _error(lambda: resolve.run("baseline", "sales-agent-old"))
+    assert err.message == "No run in `sales-agent-old` has the id, id prefix or name `baseline`."
 
 
 def test_deleted_run_by_prefix_says_deleted(sales: Store) -> None:

@@ -206,5 +206,36 @@ def test_ranking_looks_at_the_newest_candidates_after_filters(kb_url, monkeypatc
     assert _ids(kb_url, "quantize", Filters(tags=("serving",))) == [tagged_old]
     assert _ids(kb_url, "quantize", limit=2) == [newer[3], newer[2]]
     assert len(_ids(kb_url, "quantize", limit=10)) == 5  # never fewer candidates than asked for
-    monkeypatch.setattr(search, "CANDIDATES", 1000)
+    monkeypatch.setattr(search, "CANDIDATES", None)
     assert _ids(kb_url, "quantize", limit=2) == [tagged_old, newer[3]]  # uncapped, the best match wins
+
+
+def test_the_default_ranks_the_whole_log(kb_url):
+    """The best match is found however many newer decisions also match."""
+    assert search.CANDIDATES is None
+    best = _create(kb_url, "quantize quantize quantize the encoder", created_at=T0)
+    for i in range(30):
+        _create(kb_url, f"quantize the decoder, round {i}, and more words to make it longer", created_at=T0 + timedelta(hours=i + 1))
+    assert _ids(kb_url, "quantize", limit=1) == [best]
+
+
+def test_a_tag_is_found_as_a_word_with_tagged_decisions_first(kb_url):
+    tagged = _create(kb_url, "ship the candidate", tags=("release",), created_at=T0)
+    mentioned = _create(kb_url, "the release train leaves on friday", created_at=T0 + timedelta(days=1))
+    _create(kb_url, "unrelated note", created_at=T0 + timedelta(days=2))
+    assert _ids(kb_url, "release") == [tagged, mentioned]
+    assert _ids(kb_url, "", Filters(tags=("release",))) == [tagged]
+    assert _ids(kb_url, "candidate release") == [tagged]
+
+
+def test_unicode_tags_and_words(kb_url):
+    tagged = _create(kb_url, "候補モデルを出荷する", tags=("リリース",), created_at=T0)
+    assert _ids(kb_url, "リリース") == [tagged]
+    assert _ids(kb_url, "", Filters(tags=("リリース",))) == [tagged]
+
+
+def test_asking_without_the_any_word_fallback_lists_nothing_unrelated(kb_url):
+    _create(kb_url, "drop the bigram features, they overfit", created_at=T0)
+    with session_scope(kb_url) as s:
+        assert search.search(s, query="weather bigram", any_word=False) == []
+        assert len(search.search(s, query="weather bigram")) == 1

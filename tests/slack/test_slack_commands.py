@@ -84,7 +84,7 @@ def test_unknown_verb_names_the_closest(lab: Lab, typed: str, closest: str) -> N
     [
         ("decide", "A decision needs some text saying what was decided."),
         ("decide #release", "A decision needs some text saying what was decided."),
-        ("decide ship it run:xyz", "`run:xyz` is not an MLflow run id. Run ids are 32 hex characters"),
+        ("decide ship it model:xyz", "`model:xyz` is not a registered model version."),
         ("decide ship it model:", "`model:` needs a value right after the colon"),
         ("decide ship it model:sales agent", "`model:sales` is not a registered model version"),
         ("decisions since:someday", "`since:someday` is not a time I understand"),

@@ -60,20 +60,20 @@ def test_shortcut_opens_a_prefilled_modal_and_its_submission_stores_the_decision
     assert len(lab.fake.posted(channel)) == 1
 
 
-def test_a_bad_run_link_in_the_modal_is_an_error_on_the_links_block(lab: Lab) -> None:
+def test_a_bad_model_link_in_the_modal_is_an_error_on_the_links_block(lab: Lab) -> None:
     from bot.listeners.shortcuts import modal
 
     user, channel = unique("U"), unique("C")
     ts = message_ts()
     view = {**modal("ship it", {"channel": channel, "ts": ts, "author": user}), "id": unique("V"), "hash": "1.abc"}
 
-    response = lab.slack.view_submission(view, user=user, values={"text": "ship it", "tags": "", "links": "run:nothex"})
+    response = lab.slack.view_submission(view, user=user, values={"text": "ship it", "tags": "", "links": "model:nothex"})
 
     assert response.status == 200
     answer = response.json()
     assert answer["response_action"] == "errors"
     assert list(answer["errors"]) == ["links"]
-    assert answer["errors"]["links"].startswith("`run:nothex` is not an MLflow run id.")
+    assert answer["errors"]["links"].startswith("`model:nothex` is not a registered model version.")
     assert len(answer["errors"]["links"]) <= 150
     assert lab.decisions(channel=channel) == []
     assert lab.fake.posted(channel) == []

@@ -65,11 +65,25 @@ def test_decide_needs_text():
     assert usage_error("decide").message == "A decision needs some text saying what was decided."
 
 
-def test_decide_bad_run_id():
-    assert usage_error("decide ship it run:3f9a2c1d").message == (
-        "`run:3f9a2c1d` is not an MLflow run id. Run ids are 32 hex characters, "
-        "e.g. `run:0a1b2c3d4e5f60718293a4b5c6d7e8f9` (copy it from the run's page)."
+def test_decide_runs_by_prefix_or_name_are_kept_for_the_link_job_to_resolve():
+    assert p("decide ship it run:3F9A2C1D").args.links == (("run", "3f9a2c1d"),)
+    assert p('decide ship it run:"grid search child 3" exp:"wine quality"').args.links == (
+        ("run", "grid search child 3"),
+        ("experiment", "wine quality"),
     )
+    assert usage_error("decide ship it run:" + "a" * 300).message.endswith("is too long to be an MLflow reference.")
+
+
+def test_decide_prose_quotes_stay_as_typed():
+    assert p('decide we said "ship it and don\'t look back').args.text == 'we said "ship it and don\'t look back'
+
+
+def test_unicode_tags_are_tags_or_refused():
+    cmd = p("decide ship it #リリース #Qualität ＃release")
+    assert cmd.args.tags == ("リリース", "qualität", "release") and cmd.args.text == "ship it"
+    err = usage_error("decide ship it #リリース!")
+    assert err.message == "`#リリース!` looks like a tag but can't be one: a tag is letters, digits, `_`, `.` and `-` only."
+    assert p("decisions #リリース").args.tags == ("リリース",)
 
 
 def test_decide_bad_model_ref():
@@ -185,7 +199,7 @@ def test_help_and_empty_text():
     assert p("help /supersede").args == HelpArgs("supersede")
     err = usage_error("help frobnicate")
     assert err.message == "I don't know the command `frobnicate`."
-    assert err.hint == "`help` lists every command."
+    assert err.hint.startswith("`help` lists every command")
 
 
 def test_slash_prefix_is_optional():
@@ -202,8 +216,16 @@ def test_verbs_are_case_insensitive():
 def test_unknown_verb_suggests_the_closest():
     err = usage_error("decied ship it")
     assert err.message == "I don't know the command `decied`. Did you mean `decide`?"
-    assert err.hint == "`help` lists every command."
+    assert err.hint == "`help` lists every command; a question (ending in `?`) is answered as `ask` would."
     assert usage_error("zzzz").message == "I don't know the command `zzzz`."
+    assert usage_error("decison x").message == "I don't know the command `decison`. Did you mean `decisions` or `decide`?"
+
+
+def test_a_question_without_ask_is_asked():
+    assert p("which run had the best val_f1 in sales-agent?").args == AskArgs("which run had the best val_f1 in sales-agent?")
+    assert p("why did we drop bigrams").args == AskArgs("why did we drop bigrams")
+    assert p("weather tomorrow?").verb == "ask"
+    assert usage_error("frobnicate the runs").message == "I don't know the command `frobnicate`."
 
 
 def test_unknown_long_verb_is_shortened():

@@ -159,6 +159,11 @@ def contexts(text: str = HOSTILE) -> dict[str, list[dict[str, Any]]]:
             {"decision_id": 7, "found": [{"kind": "run", "ref": "r", "summary": ""}], "missing": []},
         ],
         "working": [{"what": text}],
+        "ask_unknown": [{"question": text, "words": [text, "weather"]}, {"question": text, "words": []}],
+        "exp_indexing": [
+            {"experiment": text, "understood": text, "indexed": 12000, "expected": 100000},
+            {"experiment": text, "understood": "", "indexed": 0, "expected": None},
+        ],
     }
 
 

@@ -1,4 +1,8 @@
-"""The one place that talks to MLflow. Imported by workers only."""
+"""The one place that talks to MLflow. Imported by workers only.
+
+`run_reader()` gives the run index its pages (`reader.py`: plain SELECTs on MLflow's own tables for
+SQLite/PostgreSQL stores, the client otherwise); everything else goes through `MlflowClient`.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ if TYPE_CHECKING:
 
 DECISIONS_TAG = "labmate.decisions"
 PRIMARY_METRIC_TAG = "labmate.primary_metric"
+DIRECTION_TAG = "labmate.direction."
+"""Experiment tag `labmate.direction.<metric>` = `lower` or `higher` (also asc/desc, min/max)."""
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -130,39 +136,99 @@ def describe_experiment(name: str) -> dict[str, Any]:
 
 # --- Experiments in chat: plain records out, so nothing above this module sees mlflow types. ---
 
-SEARCH_PAGE = 50_000
+SEARCH_PAGE = 1_000
 SKIPPED_TAGS = ("mlflow.log-model.history",)
 
 
-def experiment_by_name(name: str) -> dict[str, Any] | None:
-    experiment = client().get_experiment_by_name(name)
+def _experiment(experiment: Any) -> dict[str, Any] | None:
     if experiment is None or experiment.lifecycle_stage == "deleted":
         return None
+    tags = dict(experiment.tags or {})
     return {
         "experiment_id": experiment.experiment_id,
         "name": experiment.name,
-        "primary_metric": experiment.tags.get(PRIMARY_METRIC_TAG),
+        "primary_metric": tags.get(PRIMARY_METRIC_TAG),
+        "directions": {k[len(DIRECTION_TAG) :]: v for k, v in tags.items() if k.startswith(DIRECTION_TAG)},
     }
 
 
-def experiment_names() -> list[str]:
+def experiment_by_name(name: str) -> dict[str, Any] | None:
+    return _experiment(client().get_experiment_by_name(name))
+
+
+def experiment_by_id(experiment_id: str) -> dict[str, Any] | None:
+    try:
+        return _experiment(client().get_experiment(experiment_id))
+    except Exception as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
+def experiments() -> list[dict[str, Any]]:
+    """Every active experiment (id, name, tags), for prefixes and suggestions."""
     from mlflow.entities import ViewType
 
     c = client()
-    names: list[str] = []
+    found: list[dict[str, Any]] = []
     token = None
     while True:
         page = c.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
-        names.extend(e.name for e in page)
+        found.extend(e for e in (_experiment(x) for x in page) if e)
         token = page.token
         if not token:
-            return names
+            return found
+
+
+def experiment_names() -> list[str]:
+    return [e["name"] for e in experiments()]
 
 
 def experiment_ids() -> list[str]:
-    from mlflow.entities import ViewType
+    return [e["experiment_id"] for e in experiments()]
 
-    return [e.experiment_id for e in client().search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000)]
+
+def tracking_uri() -> str:
+    return get_settings().mlflow_tracking_uri
+
+
+def store() -> str:
+    """The key the run index files this tracking store's runs under."""
+    from models.run_index import store_key
+
+    return store_key(tracking_uri())
+
+
+def run_reader() -> Any:
+    from tasks.mlflow_io.reader import ClientReader, SqlReader, sql_engine
+
+    engine = sql_engine(tracking_uri())
+    return SqlReader(engine) if engine is not None else ClientReader(client(), run_record)
+
+
+FILE_STORE_FIX = (
+    "Point MLFLOW_TRACKING_URI at a database store (run `mlflow migrate-filestore` to move the runs, then use "
+    "`sqlite:///mlflow.db` or your server), or set MLFLOW_ALLOW_FILE_STORE=true where labmate's workers run."
+)
+
+
+def user_error(exc: BaseException) -> Any:
+    """An MLflow failure the person asking can act on, as a LabmateError (MLflow's reason and the
+    fix in one line); None for anything else."""
+    from labmate.errors import LabmateError
+
+    text = str(exc).strip()
+    uri = tracking_uri()
+    if "filesystem tracking backend" in text or (uri.startswith("file:") and "Mlflow" in type(exc).__name__):
+        reason = text.split(". ")[0].rstrip(".")
+        return LabmateError(f"MLflow refuses the tracking store `{uri}`: {reason}.", hint=FILE_STORE_FIX)
+    lowered = text.lower()
+    if any(s in lowered for s in ("max retries exceeded", "connection refused", "failed to establish")):
+        return LabmateError(
+            f"MLflow at `{uri}` can't be reached right now ({type(exc).__name__}).",
+            hint="Check that the tracking server is up and MLFLOW_TRACKING_URI is right, then ask again.",
+        )
+    return None
 
 
 def _value(value: float) -> float | None:
@@ -200,13 +266,13 @@ def search_records(
     *,
     order_by: list[str] | None = None,
     max_results: int | None = None,
-    deleted: bool = False,
+    view: Any = None,
 ) -> list[RunRecord]:
     """Runs matching an MLflow filter, as plain records (all pages unless `max_results`)."""
     from mlflow.entities import ViewType
 
     c = client()
-    view = ViewType.DELETED_ONLY if deleted else ViewType.ACTIVE_ONLY
+    view = ViewType.ACTIVE_ONLY if view is None else view
     records: list[RunRecord] = []
     token = None
     while True:
@@ -220,18 +286,6 @@ def search_records(
             return records
 
 
-def records_by_ids(experiment_id: str, run_ids: list[str]) -> list[RunRecord]:
-    records: list[RunRecord] = []
-    for i in range(0, len(run_ids), 100):
-        quoted = ", ".join(f"'{r}'" for r in run_ids[i : i + 100])
-        records.extend(search_records([experiment_id], f"attributes.run_id IN ({quoted})"))
-    return records
-
-
-def deleted_run_ids(experiment_id: str) -> set[str]:
-    return {r.run_id for r in search_records([experiment_id], deleted=True)}
-
-
 def get_record(run_id: str) -> RunRecord | None:
     try:
         return run_record(client().get_run(run_id))
@@ -241,22 +295,40 @@ def get_record(run_id: str) -> RunRecord | None:
         raise
 
 
-def find_records(ref: str) -> list[RunRecord]:
-    """Runs in any active experiment whose id starts with `ref` or whose name is `ref`."""
-    ids = experiment_ids()
+def find_records(prefix: str, name: str, experiment_ids: list[str] | None = None) -> list[RunRecord]:
+    """Runs whose id starts with `prefix` (when given) or whose name is `name`, in these experiments
+    (all active ones when None), deleted runs included so the answer can say so."""
+    from mlflow.entities import ViewType
+
+    from tasks.mlflow_io.reader import SqlReader
+
+    source = run_reader()
+    if isinstance(source, SqlReader):
+        return source.find(prefix, name, experiment_ids)
+    ids = experiment_ids if experiment_ids is not None else globals()["experiment_ids"]()
     if not ids:
         return []
-    quoted = ref.replace("'", "")
-    found = {}
-    if all(ch in "0123456789abcdef" for ch in quoted.lower()):
-        for r in search_records(ids, f"attributes.run_id LIKE '{quoted.lower()}%'", max_results=20):
+    found: dict[str, RunRecord] = {}
+    quoted = name.replace("'", "\\'")
+    searches = [f"attributes.run_name = '{quoted}'"] if name else []
+    if prefix:
+        searches.insert(0, f"attributes.run_id LIKE '{prefix}%'")
+    for filter_string in searches:
+        for r in search_records(ids, filter_string, max_results=20, view=ViewType.ALL):
             found[r.run_id] = r
-    for r in search_records(ids, f"attributes.run_name = '{quoted}'", max_results=20):
-        found[r.run_id] = r
-    if not found and all(ch in "0123456789abcdef" for ch in quoted.lower()):
-        # only deleted runs match: return them so the answer can say so
-        found = {r.run_id: r for r in search_records(ids, f"attributes.run_id LIKE '{quoted.lower()}%'", max_results=20, deleted=True)}
     return list(found.values())
+
+
+def records_by_ids(run_ids: list[str]) -> list[RunRecord]:
+    """Full records of runs by id, across experiments, in one search per 100 ids."""
+    ids = experiment_ids()
+    records: list[RunRecord] = []
+    from mlflow.entities import ViewType
+
+    for i in range(0, len(run_ids), 100):
+        quoted = ", ".join(f"'{r}'" for r in run_ids[i : i + 100])
+        records.extend(search_records(ids, f"attributes.run_id IN ({quoted})", view=ViewType.ALL))
+    return records
 
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
@@ -278,6 +350,11 @@ def metric_histories(
     """
     found: dict[str, list[tuple[int, float]]] = {run_id: [] for run_id in run_ids}
     store = getattr(getattr(client(), "_tracking_client", None), "store", None)
+    if type(store).__name__ == "RestStore":
+        remote = _rest_histories(store, run_ids, key, max_points)
+        if remote is not None:
+            return remote
+        return {run_id: _thin(metric_history(run_id, key), max_points) for run_id in run_ids}
     bulk = getattr(store, "get_metric_history_bulk", None)
     sample = getattr(store, "get_metric_history_bulk_interval", None)
     short = steps is not None and all(steps.get(r, max_points) < max_points for r in run_ids)
@@ -297,3 +374,42 @@ def metric_histories(
     for points in found.values():
         points.sort()
     return found
+
+
+REST_BULK_RUNS = 100  # what the server's get-history-bulk-interval accepts per request
+
+
+def _rest_histories(
+    store: Any, run_ids: list[str], key: str, max_points: int
+) -> dict[str, list[tuple[int, float]]] | None:
+    """All runs' histories of one metric in one request per 100 runs, sampled by the server (the
+    endpoint MLflow's UI charts use). The client's own `get_metric_history_bulk_interval` reads
+    every run's history twice over REST, one request per run each time. None if the server
+    doesn't offer the endpoint."""
+    from mlflow.utils.rest_utils import http_request
+
+    found: dict[str, list[tuple[int, float]]] = {run_id: [] for run_id in run_ids}
+    for i in range(0, len(run_ids), REST_BULK_RUNS):
+        params = {"run_ids": run_ids[i : i + REST_BULK_RUNS], "metric_key": key, "max_results": min(max_points, 2500)}
+        try:
+            response = http_request(
+                store.get_host_creds(), "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval", "GET", params=params
+            )
+        except Exception:
+            return None
+        if response.status_code != 200:
+            return None
+        for metric in response.json().get("metrics", []):
+            value = metric.get("value")
+            if isinstance(value, int | float) and value == value and metric.get("run_id") in found:
+                found[metric["run_id"]].append((int(metric.get("step", 0)), float(value)))
+    for points in found.values():
+        points.sort()
+    return found
+
+
+def _thin(points: list[tuple[int, float]], most: int) -> list[tuple[int, float]]:
+    if len(points) <= most:
+        return points
+    step = -(-len(points) // most)
+    return points[::step]

@@ -1,0 +1,19 @@
+"""Names as they must be typed: shared by the grammar (which reads them) and the jobs (which
+suggest them), so every suggestion parses back to the same name."""
+
+from __future__ import annotations
+
+QUOTES = {'"': '"”“', "'": "'’‘", "“": "”“\"", "”": "”“\"", "‘": "’‘'", "’": "’‘'", "«": "»", "„": "“”\""}
+"""Opening quote -> the characters that close it (Slack clients mix straight and curly quotes)."""
+TAG_MARKS = ("#", "＃")
+
+
+def quote(name: str) -> str:
+    """A name as it must be typed to parse as one word: quoted when it has spaces or quotes."""
+    if name and not any(ch.isspace() for ch in name) and name[0] not in QUOTES and name[0] not in TAG_MARKS:
+        return name
+    if '"' not in name:
+        return f'"{name}"'
+    if "'" not in name:
+        return f"'{name}'"
+    return f"“{name}”"
