@@ -87,6 +87,12 @@ def stale_after() -> timedelta:
     return timedelta(seconds=get_settings().job_stale_after)
 
 
+def first_key(task: Task) -> str:
+    """The delivery key of a job's first reply: its own, or the message it was asked to edit
+    (`answer_key`: a follow-up that finishes an answer an earlier job started)."""
+    return str((task.request.kwargs or {}).get("answer_key") or f"{task.request.id}/0")
+
+
 def run_job(task: Task, name: str, work: Callable[[], Replies], reply_to: dict[str, Any], audit_id: int | None) -> str:
     """Run `work` once per job and deliver what it answers; returns the outcome (ok, user_error,
     error, undelivered, duplicate)."""
@@ -186,7 +192,7 @@ def _deliver_all(
 ) -> str:
     try:
         for index, (template, context) in enumerate(replies):
-            outbox.deliver(reply_to, template, context, key=f"{key}/{index}")
+            outbox.deliver(reply_to, template, context, key=first_key(task) if index == 0 else f"{key}/{index}")
     except TransientDeliveryError as exc:
         countdown = backoff(task, exc.retry_after)
         try:

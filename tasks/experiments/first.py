@@ -6,14 +6,17 @@ answer (a preview from one bounded MLflow read, saying the counts are still bein
 for up to WAIT_S, and then returns the final answer; if the build needs longer, it returns where
 the build is, and the build goes on in `labmate.experiments.build_index`.
 
-Edit-in-place: `interim` posts the preview; the final answer this returns should replace that
-same message (chat.update) once the delivery path can edit. Until then it is a second message.
+`interim` posts the preview under the key of the job's first reply, so the final answer (or where
+the build is) replaces it in place. When the build needs longer than the question can wait, the
+job's `follow_up` asks the same question again later, and that answer edits the same message.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from tasks.experiments import sync
@@ -29,6 +32,19 @@ QUICK_S = 1.5
 
 Preview = Callable[[], tuple[str, dict[str, Any]]]
 _continue: Callable[[Experiment], None] | None = None
+
+
+_follow_up: ContextVar[Callable[[], None] | None] = ContextVar("labmate_follow_up", default=None)
+
+
+@contextmanager
+def follow_up(later: Callable[[], None]) -> Iterator[None]:
+    """While a job answers, what to do when its answer has to wait for the index: ask again later."""
+    token = _follow_up.set(later)
+    try:
+        yield
+    finally:
+        _follow_up.reset(token)
 
 
 def on_unfinished(handler: Callable[[Experiment], None]) -> None:
@@ -71,4 +87,7 @@ def answer(
         return final()
     if _continue is not None:
         _continue(experiment)
+    later = _follow_up.get()
+    if later is not None:
+        later()
     return [indexing_reply(experiment, understood)]

@@ -16,7 +16,7 @@ from tasks import mlflow_io
 from tasks.experiments import compare as compare_job
 from tasks.experiments import first, query, summary, sync
 from tasks.experiments.sync import Experiment, indexed_experiments
-from tasks.jobs import JobTask, Replies, run_job
+from tasks.jobs import JobTask, Replies, first_key, run_job
 
 log = logging.getLogger(__name__)
 OPTIONS: dict[str, Any] = {"base": JobTask, "bind": True, "soft_time_limit": 120, "time_limit": 150}
@@ -48,12 +48,32 @@ def _explained(work: Callable[[], Replies], understood: str) -> Callable[[], Rep
 def _interim(task: Task, reply_to: dict[str, Any]) -> Interim:
     """The interim answer goes out at once, under the key of the job's first reply: the final
     answer, delivered under the same key by run_job, edits that message in place."""
-    key = f"{task.request.id}/0"
+    key = first_key(task)
 
     def show(template: str, context: dict[str, Any]) -> None:
         outbox.deliver(reply_to, template, context, key=key, final=False)
 
     return show
+
+
+FOLLOW_UP_AFTER_S = 30
+MAX_FOLLOW_UPS = 20
+
+
+def _ask_again_later(task: Task) -> Callable[[], None]:
+    """When a question stopped waiting for a long index build, the same question is asked again
+    later, to edit its answer in place once the index is ready (the user doesn't have to ask)."""
+
+    def later() -> None:
+        kwargs = dict(task.request.kwargs or {})
+        round_ = int(kwargs.get("follow_up", 0)) + 1
+        if round_ > MAX_FOLLOW_UPS:
+            return
+        reply_to = {k: v for k, v in kwargs.get("reply_to", {}).items() if k != "audit"}
+        kwargs.update(answer_key=first_key(task), follow_up=round_, reply_to=reply_to, audit_id=None)
+        task.apply_async(kwargs=kwargs, countdown=FOLLOW_UP_AFTER_S)
+
+    return later
 
 
 def _continue_build(experiment: Experiment) -> None:
@@ -79,7 +99,8 @@ def _warm_imports(**_kwargs: Any) -> None:
 def _run(
     task: Task, name: str, work: Callable[[], Replies], reply_to: dict[str, Any], audit_id: int | None, understood: str
 ) -> str:
-    return run_job(task, name, _explained(work, understood), reply_to, audit_id)
+    with first.follow_up(_ask_again_later(task)):
+        return run_job(task, name, _explained(work, understood), reply_to, audit_id)
 
 
 @shared_task(name="labmate.experiments.summary", **OPTIONS)
@@ -92,6 +113,8 @@ def summary_task(
     audit_id: int | None = None,
     understood: str = "",
     ascending: bool | None = None,
+    answer_key: str | None = None,
+    follow_up: int = 0,
 ) -> str:
     return _run(
         self,
@@ -113,6 +136,8 @@ def best_task(
     audit_id: int | None = None,
     understood: str = "",
     ascending: bool | None = None,
+    answer_key: str | None = None,
+    follow_up: int = 0,
 ) -> str:
     return _run(
         self,
@@ -132,6 +157,8 @@ def compare_task(
     audit_id: int | None = None,
     understood: str = "",
     experiment: str | None = None,
+    answer_key: str | None = None,
+    follow_up: int = 0,
 ) -> str:
     return _run(self, "compare", lambda: compare_job.compare(runs, understood, experiment), reply_to, audit_id, understood)
 
@@ -147,6 +174,8 @@ def find_task(
     reply_to: dict[str, Any],
     audit_id: int | None = None,
     understood: str = "",
+    answer_key: str | None = None,
+    follow_up: int = 0,
 ) -> str:
     return _run(
         self,
@@ -169,6 +198,8 @@ def runs_task(
     reply_to: dict[str, Any],
     audit_id: int | None = None,
     understood: str = "",
+    answer_key: str | None = None,
+    follow_up: int = 0,
 ) -> str:
     return _run(
         self,

@@ -481,3 +481,41 @@ def test_a_misspelt_direction_in_labmate_toml_is_refused_by_name(lab_home: Path)
     Path(os.environ["LABMATE_CONFIG"]).write_text('[metric_directions]\nrank_test_score = "lowest"\n')
     with pytest.raises(ValidationError, match=r"rank_test_score = 'lowest': say \"lower\" or \"higher\""):
         Settings()
+
+
+def test_an_answer_that_outwaits_its_question_edits_itself_when_the_index_is_ready(sales: Store, monkeypatch) -> None:
+    """The question stops waiting for a long build and says where it is; a follow-up asks again and
+    replaces that same message with the full answer, without the user asking again."""
+    import threading
+
+    from bot.post import router
+    from tasks.client import enqueue
+    from tasks.experiments import first, sync
+    from tasks.experiments import jobs as experiment_jobs
+
+    _many_runs(sales, 300)
+    monkeypatch.setattr(first, "QUICK_S", 0.0)
+    monkeypatch.setattr(first, "WAIT_S", 0.0)
+    monkeypatch.setattr(sync, "PAGE", 100)
+    monkeypatch.setattr(experiment_jobs, "FOLLOW_UP_AFTER_S", 0)
+    shown: list[tuple[str, dict]] = []
+    done = threading.Event()
+
+    def sink(_reply_to: dict, message) -> None:
+        import json
+
+        everything = message.text + json.dumps(message.blocks)
+        shown.append((message.template, everything))
+        if message.template == "exp_summary" and "still being gathered" not in everything:
+            done.set()
+
+    router().add_console("follow-up", sink)
+    reply_to = {"user": "U1", "channel": "C1", "source": "shell", "thread_ts": None, "response_url": None,
+                "session": "follow-up"}
+    enqueue("labmate.experiments.summary",
+            {"experiment": "sales-agent", "metric": "val_f1", "top": 3, "reply_to": reply_to, "audit_id": None})
+    assert done.wait(60), shown
+    templates = [t for t, _ in shown]
+    assert templates[0] == "exp_summary" and "still being gathered" in shown[0][1]  # the preview
+    assert "exp_indexing" in templates  # where the build was when the question stopped waiting
+    assert templates[-1] == "exp_summary" and "305" in shown[-1][1]  # the same message, now the full answer
