@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,26 +24,26 @@ if str(SLACK) not in sys.path:
     sys.path.insert(0, str(SLACK))
 
 from fakeslack import FakeSlack  # noqa: E402
-from slackreq import BOT_TOKEN, SIGNING_SECRET  # noqa: E402
+from slackreq import BOT_TOKEN, SIGNING_SECRET, OverHTTP, Response, Slack, free_port, healthy, poll  # noqa: E402
 
 LABMATE = Path(sys.executable).with_name("labmate")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    return poll(check, timeout=timeout, interval=interval, what=what)
+
+
+def slack_for(lab: Lab, db_url: str = "") -> Slack:
+    """Signed requests to this lab's served app, its response_urls pointing at its fake Slack."""
+    return Slack(OverHTTP(lab.port), db_url, response_base=lab.fake.base_url + "response/")
+
+
+def answer_text(answer: Response) -> str:
+    """A command's immediate answer: its text and its blocks, as one string to search."""
+    import json
+
+    payload = json.loads(answer.body)
+    return payload["text"] + " " + json.dumps(payload.get("blocks", []))
 
 
 # -- a TCP proxy the test controls -----------------------------------------------------------
@@ -238,19 +237,6 @@ class Lab:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.output()[-4000:]}" for p in self.procs)
-
-
-def healthy(port: int) -> bool:
-    import http.client
-
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        connection.request("GET", "/healthz")
-        ok = connection.getresponse().status == 200
-        connection.close()
-        return ok
-    except OSError:
-        return False
 
 
 def lab_env(home: Path, fake: FakeSlack, *, broker_url: str, database_url: str, prefix: str, **extra: str) -> dict[str, str]:

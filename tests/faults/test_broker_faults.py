@@ -6,12 +6,11 @@ and the same command after the outage is answered normally (no reply is cached f
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
-from harness import wait_until
-from slackreq import OverHTTP, Slack, unique
+from harness import answer_text, slack_for, wait_until
+from slackreq import Slack, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -26,12 +25,8 @@ def deployment(make_lab):
 
 
 def _slack(setup) -> Slack:
-    return Slack(OverHTTP(setup.lab.port), setup.db_url, response_base=setup.lab.fake.base_url + "response/")
+    return slack_for(setup.lab, setup.db_url)
 
-
-def _text(answer) -> str:
-    payload = json.loads(answer.body)
-    return payload["text"] + " " + json.dumps(payload.get("blocks", []))
 
 
 def test_a_decision_during_an_outage_is_stored_and_its_link_check_runs_after(deployment) -> None:
@@ -40,7 +35,7 @@ def test_a_decision_during_an_outage_is_stored_and_its_link_check_runs_after(dep
     started = time.perf_counter()
     answer = _slack(deployment).command(f"decide ship it run:{RUN} #release", user="U0ALICE", channel=channel)
     took = time.perf_counter() - started
-    text = _text(answer)
+    text = answer_text(answer)
     assert answer.status == 200
     assert "Decision #1" in text and "logged" in text
     assert "job queue is unreachable" in text and "will start when it is back" in text
@@ -83,17 +78,17 @@ def test_a_retried_decide_after_the_outage_creates_no_duplicate(deployment) -> N
 def test_a_job_command_during_an_outage_says_not_started_and_nothing_is_cached(deployment) -> None:
     channel = unique("C")
     slack = _slack(deployment)
-    before = _text(slack.command("summary sales-agent", user="U0CAROL", channel=channel))
+    before = answer_text(slack.command("summary sales-agent", user="U0CAROL", channel=channel))
     assert "Working on it" in before
 
     deployment.redis_proxy.stop()
-    during = _text(slack.command("summary sales-agent", user="U0CAROL", channel=channel))
+    during = answer_text(slack.command("summary sales-agent", user="U0CAROL", channel=channel))
     assert "couldn't reach the job queue" in during and "not started" in during
     assert "Working on it" not in during
     (row,) = [r for r in deployment.audit(verb="summary") if r.outcome == "error"]
     assert row.error_id
 
     deployment.redis_proxy.start()
-    after = _text(slack.command("summary sales-agent", user="U0CAROL", channel=channel))
+    after = answer_text(slack.command("summary sales-agent", user="U0CAROL", channel=channel))
     assert "Working on it" in after, after
     assert row.error_id not in after

@@ -5,24 +5,19 @@ and answer when the database is back, and nothing waits past Slack's three secon
 from __future__ import annotations
 
 import http.client
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from harness import wait_until
-from slackreq import OverHTTP, Slack, unique
+from harness import answer_text, slack_for, wait_until
+from slackreq import Slack, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 
 def _slack(setup) -> Slack:
-    return Slack(OverHTTP(setup.lab.port), setup.db_url, response_base=setup.lab.fake.base_url + "response/")
+    return slack_for(setup.lab, setup.db_url)
 
-
-def _text(answer) -> str:
-    payload = json.loads(answer.body)
-    return payload["text"] + " " + json.dumps(payload.get("blocks", []))
 
 
 def test_refused_connections_say_nothing_was_saved_and_nothing_is(make_lab) -> None:
@@ -30,7 +25,7 @@ def test_refused_connections_say_nothing_was_saved_and_nothing_is(make_lab) -> N
     setup.lab.serve()
     setup.db_proxy.stop()
     answer = _slack(setup).command("decide ship the candidate #release", user="U0ALICE", channel=unique("C"))
-    text = _text(answer)
+    text = answer_text(answer)
     assert answer.status == 200
     assert "couldn't reach the knowledge base, so nothing was saved" in text
     assert "Error id" in text
@@ -46,7 +41,7 @@ def test_a_job_whose_database_is_down_retries_and_answers_when_it_is_back(make_l
     channel = unique("C")
     setup.db_proxy.stop()
     answer = _slack(setup).command("summary no-such-experiment", user="U0ALICE", channel=channel)
-    assert "Working on it" in _text(answer)  # a job-only command: the bot needed no database
+    assert "Working on it" in answer_text(answer)  # a job-only command: the bot needed no database
     time.sleep(2)  # the job meets the outage and retries with backoff
     assert not setup.lab.fake.posted(channel)
     setup.db_proxy.start()
@@ -79,7 +74,7 @@ def test_a_black_holed_database_fails_commands_within_slacks_three_seconds(make_
         def decide(i: int) -> tuple[float, str]:
             started = time.perf_counter()
             answer = slack.command(f"decide ship it {i}", user="U0ALICE", channel=unique("C"))
-            return time.perf_counter() - started, _text(answer)
+            return time.perf_counter() - started, answer_text(answer)
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             results = list(pool.map(decide, range(4)))

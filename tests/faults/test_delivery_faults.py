@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import wait_until
-from slackreq import OverHTTP, Slack, unique
+from harness import slack_for, wait_until
+from slackreq import Slack, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -16,7 +16,7 @@ COMMAND = "summary no-such-experiment"  # a job-only command: the worker audits 
 
 
 def _slack(setup) -> Slack:
-    return Slack(OverHTTP(setup.lab.port), setup.db_url, response_base=setup.lab.fake.base_url + "response/")
+    return slack_for(setup.lab, setup.db_url)
 
 
 def _ask(setup, channel: str, text: str = COMMAND) -> None:

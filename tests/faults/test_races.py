@@ -7,8 +7,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from harness import wait_until
-from slackreq import OverHTTP, Slack, message_ts, unique
+from harness import slack_for, wait_until
+from slackreq import Slack, message_ts, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -22,7 +22,7 @@ def deployment(make_lab, request):
 
 
 def _slack(setup) -> Slack:
-    return Slack(OverHTTP(setup.lab.port), setup.db_url, response_base=setup.lab.fake.base_url + "response/")
+    return slack_for(setup.lab, setup.db_url)
 
 
 def test_ten_people_reacting_at_once_log_one_decision(deployment) -> None:

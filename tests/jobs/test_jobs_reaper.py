@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from labmate import outbox
 from models import audit, jobs
 from models.base import utcnow
 from models.db import session_scope
@@ -17,23 +16,9 @@ from tasks.maintenance import reap
 REPLY_TO = {"user": "U1", "channel": "C1", "source": "slack", "thread_ts": None, "response_url": None, "session": ""}
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.delivered: list[tuple[str, dict[str, Any], str | None]] = []
-
-    def deliver(self, reply_to, template, context, *, key=None, final=True):
-        self.delivered.append((template, context, key))
-        return None
-
-
 @pytest.fixture
-def told(migrated: str):
-    previous = outbox.installed()
-    recorder = Recorder()
-    outbox.install(recorder)
-    yield recorder
-    if previous is not None:
-        outbox.install(previous)
+def told(recorder):
+    return recorder
 
 
 def _job(key: str, *, state: str, heartbeat_age_s: float | None = None, rescues: int = 0, audit_id: int | None = None,
@@ -57,7 +42,7 @@ def _state(key: str) -> tuple[str, int, bool]:
         return record.state, record.rescues, record.enqueued_at is not None
 
 
-def test_a_stored_job_that_was_never_sent_is_sent(told: Recorder) -> None:
+def test_a_stored_job_that_was_never_sent_is_sent(told) -> None:
     _job("unsent", state="queued", sent=False, age_s=30)
     _job("fresh", state="queued", sent=False, age_s=1)  # its command may still be sending it
     done = reap()
@@ -66,7 +51,7 @@ def test_a_stored_job_that_was_never_sent_is_sent(told: Recorder) -> None:
     assert _state("fresh") == ("queued", 0, False)
 
 
-def test_a_job_whose_heartbeat_stopped_is_handed_on(told: Recorder) -> None:
+def test_a_job_whose_heartbeat_stopped_is_handed_on(told) -> None:
     _job("dead", state="running", heartbeat_age_s=60)
     _job("alive", state="running", heartbeat_age_s=1)
     done = reap()
@@ -75,7 +60,7 @@ def test_a_job_whose_heartbeat_stopped_is_handed_on(told: Recorder) -> None:
     assert _state("alive")[:2] == ("running", 0)
 
 
-def test_a_job_that_keeps_dying_is_given_up_and_the_user_told(told: Recorder) -> None:
+def test_a_job_that_keeps_dying_is_given_up_and_the_user_told(told) -> None:
     with session_scope() as session:
         audit_id = audit.record(session, user="U1", channel="C1", source="slack", verb="decide", text="decide x",
                                 outcome="queued", duration_ms=1.0)
@@ -91,7 +76,7 @@ def test_a_job_that_keeps_dying_is_given_up_and_the_user_told(told: Recorder) ->
         assert (row.outcome, row.error_id) == ("error", context["error_id"])
 
 
-def test_a_terminal_job_from_a_process_that_is_gone_is_closed_not_rerun(told: Recorder) -> None:
+def test_a_terminal_job_from_a_process_that_is_gone_is_closed_not_rerun(told) -> None:
     _job("orphan", state="running", heartbeat_age_s=60, source="shell")
     assert reap().given_up == ["orphan"]
     assert told.delivered == []  # nobody to tell: the terminal went with its process

@@ -20,26 +20,9 @@ KEY = "cmd:1234.abcd"
 CALLS: list[str] = []
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.delivered: list[tuple[str, dict[str, Any], str | None]] = []
-
-    def deliver(self, reply_to, template, context, *, key=None, final=True):
-        if key is not None and any(k == key for _, _, k in self.delivered):
-            return key
-        self.delivered.append((template, context, key))
-        return key
-
-
-@pytest.fixture
-def recorder(migrated: str):
-    previous = outbox.installed()
-    recording = Recorder()
-    outbox.install(recording)
+@pytest.fixture(autouse=True)
+def _no_calls_yet() -> None:
     CALLS.clear()
-    yield recording
-    if previous is not None:
-        outbox.install(previous)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +52,7 @@ def _rows() -> list[tuple[str, str | None]]:
         return [(e.outcome, e.idempotency_key) for e in session.query(audit.AuditEvent).order_by(audit.AuditEvent.id)]
 
 
-def test_first_run_answers_audits_and_ends_the_job(recorder: Recorder, summary_job) -> None:
+def test_first_run_answers_audits_and_ends_the_job(recorder, summary_job) -> None:
     job_id = str(uuid.uuid4())
     assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get(disable_sync_subtasks=False) == "ok"
     assert recorder.delivered == [("working", {"what": "the answer"}, f"{job_id}/0")]
@@ -79,7 +62,7 @@ def test_first_run_answers_audits_and_ends_the_job(recorder: Recorder, summary_j
         assert record is not None and (record.state, record.attempts) == ("done", 1)
 
 
-def test_a_repeat_of_an_answered_job_is_silent(recorder: Recorder, summary_job) -> None:
+def test_a_repeat_of_an_answered_job_is_silent(recorder, summary_job) -> None:
     job_id = str(uuid.uuid4())
     summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id)
     assert summary_job.apply(kwargs={"reply_to": _reply_to()}, task_id=job_id).get(disable_sync_subtasks=False) == DUPLICATE
@@ -87,7 +70,7 @@ def test_a_repeat_of_an_answered_job_is_silent(recorder: Recorder, summary_job) 
     assert _rows() == [("ok", KEY)]
 
 
-def test_a_redelivery_after_a_dead_worker_answers_on_the_same_row(recorder: Recorder, summary_job) -> None:
+def test_a_redelivery_after_a_dead_worker_answers_on_the_same_row(recorder, summary_job) -> None:
     job_id = str(uuid.uuid4())
     with session_scope() as session:  # what the first worker wrote before it died: claimed, audited, silent since
         claim = jobs.claim(session, key=job_id, task="labmate.test.summary", kwargs={}, worker="dead:1")
@@ -103,7 +86,7 @@ def test_a_redelivery_after_a_dead_worker_answers_on_the_same_row(recorder: Reco
         assert jobs.get(session, key=job_id).attempts == 2
 
 
-def test_a_job_another_live_worker_runs_is_left_to_it(recorder: Recorder, summary_job) -> None:
+def test_a_job_another_live_worker_runs_is_left_to_it(recorder, summary_job) -> None:
     job_id = str(uuid.uuid4())
     with session_scope() as session:
         jobs.claim(session, key=job_id, task="labmate.test.summary", kwargs={}, worker="alive:1")
@@ -113,11 +96,11 @@ def test_a_job_another_live_worker_runs_is_left_to_it(recorder: Recorder, summar
     assert CALLS == [] and recorder.delivered == []
 
 
-def test_replies_computed_once_are_reused_after_a_failed_delivery(recorder: Recorder, summary_job) -> None:
+def test_replies_computed_once_are_reused_after_a_failed_delivery(recorder, summary_job) -> None:
     """A retry after Slack refused the reply delivers the stored answer: the work isn't done twice."""
     job_id = str(uuid.uuid4())
 
-    class Flaky(Recorder):
+    class Flaky(type(recorder)):  # the conftest's Recorder, refusing its first delivery
         def __init__(self) -> None:
             super().__init__()
             self.refusals = 1

@@ -9,7 +9,6 @@ server's records never cross between tests.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fakeslack import FakeSlack
-from slackreq import BOT_TOKEN, SIGNING_SECRET, InProcess, Lab, OverHTTP, Slack
+from slackreq import BOT_TOKEN, SIGNING_SECRET, InProcess, Lab, OverHTTP, Slack, free_port, healthy
 
 REPO = Path(__file__).resolve().parents[2]
 LABMATE = Path(sys.executable).with_name("labmate")
@@ -91,25 +90,6 @@ def inprocess(bolt_app: Any, slack_env: FakeSlack) -> Lab:
         db_url=get_settings().database_url,
         drain=lambda: _swap_executor(bolt_app),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def healthy(port: int) -> bool:
-    import http.client
-
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        connection.request("GET", "/healthz")
-        ok = connection.getresponse().status == 200
-        connection.close()
-        return ok
-    except OSError:
-        return False
 
 
 @dataclass
