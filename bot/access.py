@@ -1,8 +1,10 @@
 """Who may use which verb: `labmate.toml` `[access]` over the verbs' defaults.
 
 Defaults: everyone may read and decide; admin verbs are for admins; `author_or_admin`
-verbs for the author of the thing changed and for admins. A verb listed under
-`[access.verbs]` is limited to those users, user groups and channels (plus admins).
+verbs for the author of the thing changed and for admins; `owner_or_admin` verbs (cancel) for
+whoever started the thing and for admins. A verb listed under `[access.verbs]` is limited to
+those users, user groups and channels (plus admins). Launching a project is also limited by the
+project's own `launchers` list in labmate.toml, checked on every launch and cancel.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from bot.grammar.command import Verb
 from bot.origin import Origin
 from labmate.errors import AccessDenied
-from labmate.settings import AccessRules
+from labmate.settings import AccessRules, ProjectConfig
 
 
 def _names(entries: list[str]) -> str:
@@ -55,4 +57,25 @@ def check_author(verb: str, author: str, origin: Origin, rules: AccessRules) -> 
         return
     raise AccessDenied(
         f"Only its author (<@{author}>) or an admin ({_names(rules.admins)}) can `{verb}` that decision."
+    )
+
+
+def check_owner(verb: str, owner: str, what: str, origin: Origin, rules: AccessRules) -> None:
+    """Whoever started it may act on their own; admins, and whoever labmate.toml names for the verb, on anyone's."""
+    listed = rules.verbs.get(verb)
+    if origin.user == owner or origin.user in rules.admins or (listed is not None and _matches(listed, origin)):
+        return
+    raise AccessDenied(f"Only whoever launched {what} (<@{owner}>) or an admin ({_names(rules.admins)}) can `{verb}` it.")
+
+
+def may_launch(project_name: str, project: ProjectConfig, origin: Origin, rules: AccessRules) -> bool:
+    return origin.user in rules.admins or "*" in project.launchers or _matches(project.launchers, origin)
+
+
+def check_launch(project_name: str, project: ProjectConfig, origin: Origin, rules: AccessRules) -> None:
+    if may_launch(project_name, project, origin, rules):
+        return
+    raise AccessDenied(
+        f"You can't launch `{project_name}`. It is limited to {_names(project.launchers)} and the admins "
+        f"({_names(rules.admins)})."
     )

@@ -22,6 +22,7 @@ from bot import access, grammar
 from bot.grammar import HelpArgs
 from bot.handlers import decisions as decision_handlers
 from bot.handlers import experiments as experiment_handlers
+from bot.handlers import launches as launch_handlers
 from bot.origin import JobRequest, Origin, Reply
 from labmate.errors import LabmateError, new_error_id
 from labmate.settings import get_settings
@@ -53,6 +54,10 @@ HANDLERS: dict[str, Handler] = {
     "find": experiment_handlers.find,
     "best": experiment_handlers.best,
     "runs": experiment_handlers.runs,
+    "run": launch_handlers.run,
+    "sweep": launch_handlers.sweep,
+    "status": launch_handlers.status,
+    "cancel": launch_handlers.cancel,
 }
 
 
@@ -206,7 +211,7 @@ def _store_jobs(session: Session, requests: list[JobRequest], origin: Origin, au
     ids = []
     reply_to = origin.reply_to()
     for index, job in enumerate(requests):
-        key = task_id(origin.idempotency_key, job.name, index)
+        key = job.key or task_id(origin.idempotency_key, job.name, index)
         jobs.add_queued(session, key=key, task=job.name, kwargs=_job_kwargs(job, reply_to, audit_id), audit_id=audit_id)
         ids.append(key)
     return ids
@@ -230,15 +235,18 @@ def _send_stored(reply: Reply, origin: Origin, job_ids: list[str], audit_id: int
     from tasks.client import enqueue
 
     sent = []
+    delayed = []
     for job, job_id in zip(reply.jobs, job_ids, strict=True):
         try:
             enqueue(job.name, _job_kwargs(job, origin.reply_to(), audit_id), track=origin.source == "shell", job_id=job_id)
         except Exception as exc:
             log.warning("could not enqueue %s (%s) now; the reaper sends it when the broker is back: %s", job.name, job_id, exc)
-            reply.notes.append(f"The job queue is unreachable, so {job.what or job.name} will start when it is back.")
+            delayed.append(job.what or job.name)
             continue
         reply.task_ids.append(job_id)
         sent.append(job_id)
+    if delayed:
+        reply.notes.append(f"The job queue is unreachable, so {' and '.join(delayed)} will start when it is back.")
     if sent:
         try:
             with session_scope() as session:

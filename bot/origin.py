@@ -40,6 +40,9 @@ class JobRequest:
     name: str
     kwargs: dict[str, Any]
     what: str = ""
+    key: str | None = None
+    """The job's id, when the handler must know it before the commit (a launch records its task id to
+    revoke it); otherwise derived from the request's idempotency key."""
 
 
 @dataclass

@@ -32,17 +32,20 @@ class Router:
         self.slack = slack
         self._sinks: dict[str, ConsoleSink] = {}
         self._shown: dict[str, dict[str, str]] = {}
+        self._final: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def add_console(self, session: str, sink: ConsoleSink) -> None:
         with self._lock:
             self._sinks[session] = sink
             self._shown[session] = {}
+            self._final[session] = set()
 
     def remove_console(self, session: str) -> None:
         with self._lock:
             self._sinks.pop(session, None)
             self._shown.pop(session, None)
+            self._final.pop(session, None)
 
     def deliver(
         self,
@@ -57,20 +60,26 @@ class Router:
 
         message = render(template, unpacked(context))
         if reply_to.get("source") == "shell":
-            return self._show(reply_to, message, key)
+            return self._show(reply_to, message, key, final)
         if self.slack is None:
             log.warning("no Slack token configured; dropped %s for %s", template, reply_to.get("channel"))
             return None
         return self.slack.deliver(reply_to, message, key=key, final=final, digest=digest(message))
 
-    def _show(self, reply_to: dict[str, Any], message: Message, key: str | None) -> str | None:
+    def _show(self, reply_to: dict[str, Any], message: Message, key: str | None, final: bool = True) -> str | None:
         """The terminal session that asked shows it; a keyed message shown before is shown again only
-        when it changed (a refreshed card), never twice the same."""
+        when it changed (a refreshed card), never twice the same, and never back in an intermediate
+        state once its final one was shown."""
         session = reply_to.get("session", "")
         with self._lock:
             sink = self._sinks.get(session)
             shown = self._shown.get(session)
-            if sink is not None and shown is not None and key is not None:
+            finals = self._final.get(session)
+            if sink is not None and shown is not None and finals is not None and key is not None:
+                if key in finals and not final:
+                    return key
+                if final:
+                    finals.add(key)
                 seen = digest(message)
                 if shown.get(key) == seen:
                     return key

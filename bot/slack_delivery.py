@@ -7,7 +7,11 @@ see bot/slack_client.py). What this module adds is what the SDK can't know:
 - the delivery ledger (models.deliveries): a key is posted once; a known key is edited in place
   (chat.update), throttled unless the state is final;
 - a post whose answer never came (the worker died, Slack timed out or said 500) is looked up in
-  the channel by the message metadata carrying its key before it is posted again.
+  the channel by the message metadata carrying its key before it is posted again;
+- two jobs delivering one key at once (a card's first post) post it once: a post another process
+  has in flight right now is waited for (final) or left to it (intermediate), not made twice;
+- a card whose final state was delivered is never edited back to an intermediate one (a late
+  progress update can't overwrite the result).
 """
 
 from __future__ import annotations
@@ -71,6 +75,11 @@ class SlackPoster:
     def __init__(self, client: WebClient) -> None:
         self.client = client
 
+    def _in_flight_s(self) -> float:
+        """How long a post may be under way in another process (one call, its timeout, one retry)."""
+        timeout = self.client.timeout if isinstance(self.client.timeout, int | float) else 10
+        return 2 * float(timeout) + 1
+
     # -- the public entry ------------------------------------------------------------------
 
     def deliver(
@@ -87,13 +96,22 @@ class SlackPoster:
             record = ledger.get(session, key=key)
             known = None if record is None else (record.state, record.channel, record.ts, record.digest,
                                                   record.updated_at, record.created_at, record.files_done)
+            ended = record is not None and bool((record.detail or {}).get(ledger.FINAL))
+            detail = (record.detail or {}) if record is not None else {}
+            in_flight = bool(detail.get(ledger.IN_FLIGHT, True)) and detail.get(ledger.POSTER) != _job_id()
+        if ended and not final:
+            return known[2] if known else None  # the card already shows its final state
         if known is None:
             with session_scope() as session:
                 started = ledger.start(
-                    session, key=key, channel=reply_to["channel"], thread_ts=reply_to.get("thread_ts"), digest=digest
+                    session, key=key, channel=reply_to["channel"], thread_ts=reply_to.get("thread_ts"), digest=digest,
+                    by=_job_id(),
                 )
             if started:
-                return self._post_recorded(reply_to, message, key, digest, files_done=0)
+                ts = self._post_recorded(reply_to, message, key, digest, files_done=0)
+                if final:
+                    self._post_final(key)
+                return ts
             return self.deliver(reply_to, message, key=key, final=final, digest=digest)  # another process raced us
         state, channel, ts, posted_digest, updated_at, created_at, files_done = known
         if state == ledger.POSTED:
@@ -101,7 +119,14 @@ class SlackPoster:
                 self._edit(key, channel, ts, message, digest, final, updated_at)
             if files_done < len(message.files):
                 self._upload(key, reply_to, message, thread_ts=reply_to.get("thread_ts") or ts, start=files_done)
+            if final and not ended:
+                with session_scope() as session:
+                    ledger.mark_final(session, key=key)
             return ts
+        if state == ledger.POSTING and in_flight and _age_s(created_at) < self._in_flight_s():
+            if not final:
+                return None  # another job is posting this message now; a later update follows
+            raise TransientDeliveryError(f"reply {key} is being posted by another job; trying again shortly", retry_after=1)
         found = self._find_posted(channel, reply_to.get("thread_ts"), key, since=created_at)
         if found is not None:
             found_ts, found_digest = found
@@ -109,7 +134,12 @@ class SlackPoster:
             with session_scope() as session:
                 ledger.posted(session, key=key, ts=found_ts, digest=found_digest)
             return self.deliver(reply_to, message, key=key, final=final, digest=digest)
-        return self._post_recorded(reply_to, message, key, digest, files_done=files_done)
+        with session_scope() as session:
+            ledger.not_in_flight(session, key=key, value=True)  # an attempt is under way again: others wait for it
+        ts = self._post_recorded(reply_to, message, key, digest, files_done=files_done)
+        if final:
+            self._post_final(key)
+        return ts
 
     # -- posting ---------------------------------------------------------------------------
 
@@ -123,10 +153,21 @@ class SlackPoster:
             with session_scope() as session:
                 ledger.failed(session, key=key, error=str(exc))
             raise
+        except TransientDeliveryError:
+            with session_scope() as session:  # nobody is posting it now; the retry looks, then posts
+                ledger.not_in_flight(session, key=key)
+            raise
         with session_scope() as session:
             ledger.posted(session, key=key, ts=ts, digest=digest)
         self._upload(key, reply_to, message, thread_ts=reply_to.get("thread_ts") or ts, start=files_done)
         return ts
+
+    def _post_final(self, key: str) -> None:
+        from models import deliveries as ledger
+        from models.db import session_scope
+
+        with session_scope() as session:
+            ledger.mark_final(session, key=key)
 
     def _post(
         self, reply_to: dict[str, Any], message: Message, key: str | None, digest: str, *, upload: bool = True
@@ -265,6 +306,15 @@ class SlackPoster:
             if payload.get("key") == key:
                 return str(item["ts"]), str(payload.get("digest", ""))
         return None
+
+
+def _job_id() -> str | None:
+    """The Celery job delivering in this thread, if any: a post left in flight by this same job (its
+    worker died) is taken over at once; one another job has in flight is waited for."""
+    from celery import current_task
+
+    request = getattr(current_task, "request", None) if current_task else None
+    return str(request.id) if request is not None and getattr(request, "id", None) else None
 
 
 def _epoch(value: Any) -> float:

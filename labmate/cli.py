@@ -103,9 +103,12 @@ def worker(
     from tasks.app import celery_app
 
     router()
-    celery_app().worker_main(
-        ["worker", f"--queues={queues}", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
-    )
+    argv = ["worker", f"--queues={queues}", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
+    if "launch" in (q.strip() for q in queues.split(",")):
+        # A training run holds its process for minutes or hours: a worker that runs them takes the next
+        # job only when a process is free, so a waiting launch goes to another (idle) worker instead.
+        argv.append("--disable-prefetch")
+    celery_app().worker_main(argv)
 
 
 @app.command()

@@ -37,6 +37,8 @@ def settings_markdown() -> str:
             shown = "everyone reads and decides"
         if row.get("shown_default"):
             shown = row["shown_default"]
+        if row["field"] == "projects":
+            shown = "the demo's `sales-agent`"
         env = f"`{row['env']}`" if row["env"] else ""
         lines.append(f"| {env} | `{row['field']}` | {shown} | {row['description']} |")
     return "\n".join(lines)

@@ -10,9 +10,9 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -57,6 +57,99 @@ class TerminalIdentity(BaseModel):
         description="Operating-system users who may run commands as someone else (`labmate say --user`); "
         "the audit row records both.",
     )
+
+
+ParameterType = Literal["float", "int", "string", "path", "uri"]
+
+
+class ParameterDeclaration(BaseModel):
+    """One parameter of an entry point, as an MLproject file declares it."""
+
+    type: ParameterType = Field("string", description="float, int, string, path or uri (MLflow's types).")
+    default: str | int | float | None = Field(None, description="Its default; none means the parameter is required.")
+
+
+class ProjectConfig(BaseModel):
+    """One launchable MLflow Project (labmate.toml `[projects.<name>]`). Nothing else can be launched from chat."""
+
+    uri: str = Field(
+        description="Where the MLflow Project is: a local directory (relative to the working directory of the bot "
+        "and the workers) or a git URI (`https://…/repo.git`, `git@…`, with `#subdirectory` if needed), which "
+        "the worker that runs it fetches with MLflow Projects."
+    )
+    version: str | None = Field(None, description="For a git URI: the commit, branch or tag to run.")
+    entry_points: list[str] = Field(
+        default_factory=lambda: ["main"],
+        description="The entry points that may be launched; the first is the default.",
+        min_length=1,
+    )
+    experiment: str = Field(description="The MLflow experiment its runs log to (created if missing).")
+    launchers: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Who may launch it: `*` for anyone, or Slack user ids (U…), user group ids (S…) and "
+        "channel ids (C…). Admins always may.",
+    )
+    max_sweep_size: int = Field(16, ge=1, description="The most runs one sweep may have.")
+    max_parallel_runs: int = Field(2, ge=1, description="The most runs of one sweep that run at once (`parallel:N`).")
+    time_limit: float = Field(
+        3600.0, gt=0, description="Seconds a run may take; then it is stopped and marked KILLED."
+    )
+    progress_param: str = Field(
+        "epochs", description="The parameter that says how many steps a run logs (the card's progress bar)."
+    )
+    on_worker_lost: Literal["fail", "retry"] = Field(
+        "fail",
+        description="When the worker running a launch dies: `fail` marks the launch and its MLflow run FAILED; "
+        "`retry` starts it again in a new MLflow run (up to 3 attempts).",
+    )
+    parameters: dict[str, dict[str, ParameterDeclaration]] = Field(
+        default_factory=dict,
+        description="Per entry point, its parameters. Needed for a git URI (the bot has no copy of the "
+        "MLproject to check values against); the worker checks they match the fetched MLproject. For a "
+        "local directory they are read from its MLproject.",
+    )
+
+    @field_validator("entry_points")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _version_needs_git(self) -> ProjectConfig:
+        if self.version is not None and not self.remote:
+            raise ValueError("`version` is for a git URI; a local directory runs as it is")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        """A git URI: only the worker that runs it has a copy."""
+        return "://" in self.uri or self.uri.startswith("git@")
+
+    def local_path(self) -> Path:
+        directory, _, subdirectory = self.uri.partition("#")
+        path = Path(directory).expanduser()
+        return (path / subdirectory if subdirectory else path).resolve()
+
+
+def _demo_project_uri() -> str:
+    """The checkout's examples/sales_agent (editable installs), else the working directory's (the
+    Docker image keeps examples/ in its WORKDIR)."""
+    checkout = Path(__file__).resolve().parent.parent / "examples" / "sales_agent"
+    return str(checkout) if (checkout / "MLproject").is_file() else "examples/sales_agent"
+
+
+def default_projects() -> dict[str, ProjectConfig]:
+    """The demo's project, launchable out of the box (`labmate demo` fills its experiment)."""
+    return {
+        "sales-agent": ProjectConfig(
+            uri=_demo_project_uri(),
+            entry_points=["train"],
+            experiment="sales-agent",
+            max_sweep_size=16,
+            max_parallel_runs=2,
+            time_limit=1800.0,
+        )
+    }
 
 
 def _config_path() -> Path:
@@ -159,6 +252,19 @@ class Settings(BaseSettings):
         "beats the name rule, loses to the experiment's tag `labmate.direction.<metric>` and to `asc`/`desc`.",
     )
     access: AccessRules = Field(default_factory=AccessRules, description="labmate.toml `[access]`.")
+    projects: dict[str, ProjectConfig] = Field(
+        default_factory=default_projects,
+        description="labmate.toml `[projects.<name>]`: the MLflow Projects that may be launched from chat, "
+        "who may launch them and their limits. Default: the demo's `sales-agent` (replaced when you "
+        "configure your own).",
+    )
+    launch_progress_every: float = Field(
+        2.0,
+        gt=0,
+        validation_alias=_env("LABMATE_LAUNCH_PROGRESS_EVERY"),
+        description="Seconds between two reads of a running launch's progress from MLflow (its card is "
+        "edited at most that often, and never more than once per 2 s).",
+    )
     terminal: TerminalIdentity = Field(default_factory=TerminalIdentity, description="labmate.toml `[terminal]`.")
     database_connect_timeout: float = Field(
         2.0,

@@ -18,6 +18,12 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from models.base import Base, utcnow
 
 POSTING, POSTED, UNDELIVERED = "posting", "posted", "undelivered"
+IN_FLIGHT = "in_flight"
+"""detail flag: False once a post attempt has failed (nobody is posting it now), until the next attempt."""
+POSTER = "by"
+"""detail: the job posting the message (a redelivery of that job takes over; another job waits for it)."""
+FINAL = "final"
+"""detail flag: the message shows its final state; intermediate ones delivered late are not applied."""
 
 
 class DeliveryRecord(Base):
@@ -43,15 +49,18 @@ def get(session: Session, *, key: str) -> DeliveryRecord | None:
     return session.get(DeliveryRecord, key)
 
 
-def start(session: Session, *, key: str, channel: str, thread_ts: str | None, digest: str) -> bool:
-    """Record that a post is about to be made; False if the key already has a row."""
+def start(
+    session: Session, *, key: str, channel: str, thread_ts: str | None, digest: str, by: str | None = None
+) -> bool:
+    """Record that a post is about to be made (by which job); False if the key already has a row."""
     now = utcnow()
     try:
         with session.begin_nested():
             session.execute(
                 insert(_T),
                 {"key": key, "channel": channel, "thread_ts": thread_ts, "state": POSTING, "digest": digest,
-                 "files_done": 0, "error": "", "created_at": now, "updated_at": now, "detail": {}},
+                 "files_done": 0, "error": "", "created_at": now, "updated_at": now,
+                 "detail": {POSTER: by} if by else {}},
             )
         return True
     except IntegrityError:
@@ -67,6 +76,20 @@ def posted(session: Session, *, key: str, ts: str | None, digest: str, detail: d
 
 def edited(session: Session, *, key: str, digest: str) -> None:
     session.execute(update(_T).where(_T.c.key == key).values(digest=digest, updated_at=utcnow()))
+
+
+def not_in_flight(session: Session, *, key: str, value: bool = False) -> None:
+    """A post attempt failed: nobody is posting the message now (`value=True`: an attempt starts again)."""
+    record = session.get(DeliveryRecord, key)
+    if record is not None:
+        session.execute(update(_T).where(_T.c.key == key).values(detail={**(record.detail or {}), IN_FLIGHT: value}))
+
+
+def mark_final(session: Session, *, key: str) -> None:
+    """The message shows its final state: intermediate ones delivered late are not applied any more."""
+    record = session.get(DeliveryRecord, key)
+    if record is not None and not (record.detail or {}).get(FINAL):
+        session.execute(update(_T).where(_T.c.key == key).values(detail={**(record.detail or {}), FINAL: True}))
 
 
 def files_done(session: Session, *, key: str, count: int) -> None:

@@ -168,10 +168,14 @@ def save_replies(session: Session, *, key: str, replies: str) -> None:
     session.execute(update(_T).where(_T.c.key == key).values(replies=replies))
 
 
-def finish(session: Session, *, key: str, state: str, error: str = "") -> None:
-    session.execute(
-        update(_T).where(_T.c.key == key).values(state=state, finished_at=utcnow(), error=error[:2000], heartbeat_at=None)
-    )
+def finish(session: Session, *, key: str, state: str, error: str = "", attempt: int | None = None) -> bool:
+    """End the job; False when it is no longer this execution's to end: it already ended, or (given
+    `attempt`) a later execution took it over while this one was frozen."""
+    query = update(_T).where(_T.c.key == key, _T.c.state.not_in(ENDED))
+    if attempt is not None:
+        query = query.where(_T.c.attempts == attempt)
+    result = session.execute(query.values(state=state, finished_at=utcnow(), error=error[:2000], heartbeat_at=None))
+    return bool(result.rowcount)
 
 
 def get(session: Session, *, key: str) -> JobRecord | None:

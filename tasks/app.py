@@ -23,7 +23,13 @@ from kombu import Queue
 
 from labmate.settings import Settings, get_settings
 
-TASK_MODULES = ["tasks.decision_links", "tasks.maintenance", "tasks.replies", "tasks.experiments.jobs"]
+TASK_MODULES = [
+    "tasks.decision_links",
+    "tasks.maintenance",
+    "tasks.replies",
+    "tasks.experiments.jobs",
+    "tasks.launches.jobs",
+]
 QUEUES = ("default", "launch", "regress")
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "prune-idempotency-keys": {

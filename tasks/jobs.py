@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 Replies = list[tuple[str, dict[str, Any]]]
 DUPLICATE = "duplicate"
+DELIVERY = "__delivery__"
+"""A reply's own delivery (`keyed`): the message it edits, where it goes, whether it is final."""
 BACKOFF_MAX_S = 300
 BUSY_CHECKS = 30
 """How often a duplicate delivery of a job that another live worker runs looks again (every `job_stale_after`)."""
@@ -52,6 +54,15 @@ class JobTask(Task):
     acks_late = True
     reject_on_worker_lost = True
     max_retries = 8
+
+
+def keyed(
+    template: str, context: dict[str, Any], *, key: str, reply_to: dict[str, Any] | None = None, final: bool = True
+) -> tuple[str, dict[str, Any]]:
+    """A reply that is a card: delivered under `key` (edited in place, not posted anew), to `reply_to`
+    (the card's channel, which may not be the command's: a Stop button answers its clicker) and, when not
+    `final`, subject to the edit throttle."""
+    return template, {**context, DELIVERY: {"key": key, "reply_to": reply_to, "final": final}}
 
 
 def worker_name() -> str:
@@ -117,7 +128,7 @@ def run_job(task: Task, name: str, work: Callable[[], Replies], reply_to: dict[s
             replies, outcome = _answer(key, name, work)
         except Unavailable as exc:
             return _database_down(task, name, reply_to, exc, key=key)
-        return _deliver_all(task, key, replies, outcome, reply_to, audit_id, started)
+        return _deliver_all(task, key, replies, outcome, reply_to, audit_id, started, claim.attempt)
 
 
 def _claim(task: Task, key: str, reply_to: dict[str, Any], audit_id: int | None) -> jobs.Claim:
@@ -188,11 +199,24 @@ def _answer(key: str, name: str, work: Callable[[], Replies]) -> tuple[Replies, 
 
 
 def _deliver_all(
-    task: Task, key: str, replies: Replies, outcome: str, reply_to: dict[str, Any], audit_id: int | None, started: float
+    task: Task,
+    key: str,
+    replies: Replies,
+    outcome: str,
+    reply_to: dict[str, Any],
+    audit_id: int | None,
+    started: float,
+    attempt: int,
 ) -> str:
     try:
         for index, (template, context) in enumerate(replies):
-            outbox.deliver(reply_to, template, context, key=first_key(task) if index == 0 else f"{key}/{index}")
+            own = context.get(DELIVERY)
+            if own is None:
+                outbox.deliver(reply_to, template, context, key=first_key(task) if index == 0 else f"{key}/{index}")
+                continue
+            shown = {k: v for k, v in context.items() if k != DELIVERY}
+            to = own.get("reply_to") or reply_to
+            outbox.deliver(to, template, shown, key=str(own["key"]), final=bool(own.get("final", True)))
     except TransientDeliveryError as exc:
         countdown = backoff(task, exc.retry_after)
         try:
@@ -200,30 +224,51 @@ def _deliver_all(
                 jobs.set_retrying(session, key=key, retry_at=utcnow() + timedelta(seconds=countdown), error=str(exc))
             raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries())
         except MaxRetriesExceededError:
-            return _undelivered(key, audit_id, str(exc), started)
+            return _undelivered(key, audit_id, str(exc), started, attempt)
         except TransientDeliveryError:  # Celery re-raises `exc` itself once the retries are used up
-            return _undelivered(key, audit_id, str(exc), started)
+            return _undelivered(key, audit_id, str(exc), started, attempt)
     except PermanentDeliveryError as exc:
-        return _undelivered(key, audit_id, str(exc), started)
+        return _undelivered(key, audit_id, str(exc), started, attempt)
     except Unavailable as exc:
         return _database_down(task, key, reply_to, exc, key=key)
-    _close(key, audit_id, outcome, started=started)
+    except Exception:  # a reply that can't even be rendered: our bug, never a job left running
+        error_id = new_error_id()
+        log.exception("job %s: could not deliver its reply [%s]", key, error_id)
+        try:
+            outbox.deliver(reply_to, "error", {"message": "Something went wrong on my side while answering.",
+                                               "hint": "", "error_id": error_id}, key=f"{key}/failed")
+        except Exception:
+            log.exception("could not tell the user either [%s]", error_id)
+        _close(key, audit_id, "error", started=started, state=jobs.FAILED, error_id=error_id, attempt=attempt)
+        return "error"
+    _close(key, audit_id, outcome, started=started, attempt=attempt)
     return outcome
 
 
-def _undelivered(key: str, audit_id: int | None, reason: str, started: float) -> str:
+def _undelivered(key: str, audit_id: int | None, reason: str, started: float, attempt: int) -> str:
     log.error("job %s: reply undelivered: %s", key, reason)
-    _close(key, audit_id, "undelivered", started=started, reason=reason, state=jobs.UNDELIVERED)
+    _close(key, audit_id, "undelivered", started=started, reason=reason, state=jobs.UNDELIVERED, attempt=attempt)
     return "undelivered"
 
 
 def _close(
-    key: str, audit_id: int | None, outcome: str, *, started: float, reason: str = "", state: str = jobs.DONE,
+    key: str,
+    audit_id: int | None,
+    outcome: str,
+    *,
+    started: float,
+    reason: str = "",
+    state: str = jobs.DONE,
     error_id: str | None = None,
+    attempt: int | None = None,
 ) -> None:
+    """End the job and its command's audit row, unless a later execution owns the job now (this one
+    was frozen past its heartbeat and the job was handed on): then that one ends it."""
     try:
         with session_scope() as session:
-            jobs.finish(session, key=key, state=state, error=reason)
+            if not jobs.finish(session, key=key, state=state, error=reason, attempt=attempt):
+                log.warning("job %s: a later execution owns it now; not closing it as %s", key, outcome)
+                return
             if audit_id is not None:
                 audit.set_outcome(
                     session,

@@ -4,16 +4,23 @@ The reaper runs every `reap_every` seconds (beat), and once when a worker starts
 a command stored but could not enqueue (the broker was down), re-sends the jobs a dead worker left
 running (their heartbeat stopped), and gives up, telling the user, on a job whose workers keep
 dying (MAX_RESCUES). A job is never left `running`.
+
+Re-sending is right for a job that is safe to run again (most are: they read, or their writes are
+idempotent). A job that isn't (a training launch) registers its own policy with `on_worker_lost`:
+whether a job its worker left mid-run is re-sent or failed, and a hook that settles what the job
+owned (the launch, its MLflow run, its card) in the transaction that gives the job up.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from celery import shared_task
 from celery.signals import worker_ready
+from sqlalchemy.orm import Session
 
 from labmate import outbox
 from labmate.errors import new_error_id
@@ -21,6 +28,39 @@ from models import audit, idempotency, jobs
 from models.db import session_scope
 
 log = logging.getLogger(__name__)
+
+RESEND, FAIL = "resend", "fail"
+Decision = Literal["resend", "fail"]
+
+
+@dataclass(frozen=True)
+class LostPolicy:
+    """What happens to a task's job whose worker died while running it.
+
+    `decide(job)` says `resend` (run it again) or `fail`; `settle(session, job, why)` runs in the
+    transaction that gives the job up (for any reason: `fail`, too many deaths, a terminal that went
+    away) and returns the keys of the outbox jobs it stored, which are sent after the commit."""
+
+    decide: Callable[[jobs.JobRecord], Decision]
+    settle: Callable[[Session, jobs.JobRecord, str], list[str]]
+
+
+_policies: dict[str, LostPolicy] = {}
+
+
+def on_worker_lost(
+    task: str,
+    *,
+    settle: Callable[[Session, jobs.JobRecord, str], list[str]],
+    decide: Callable[[jobs.JobRecord], Decision] = lambda job: FAIL,
+) -> None:
+    """Register `task`'s policy (the default for unregistered tasks: re-send, and tell the user after
+    `MAX_RESCUES` rescues)."""
+    _policies[task] = LostPolicy(decide, settle)
+
+
+def policy(task: str) -> LostPolicy | None:
+    return _policies.get(task)
 
 
 @dataclass
@@ -53,14 +93,39 @@ def _tell(job: jobs.JobRecord, message: str, error_id: str) -> None:
 
 def _give_up(job: jobs.JobRecord, why: str) -> bool:
     error_id = new_error_id()
+    lost = policy(job.task)
+    follow_ups: list[str] = []
     with session_scope() as session:
         if not jobs.give_up(session, job=job, error=why):
             return False
         if job.audit_id is not None:
             audit.set_outcome(session, event_id=job.audit_id, outcome="error", error_id=error_id, detail={"reason": why})
+        if lost is not None:
+            follow_ups = lost.settle(session, job, why)
     log.error("gave up job %s (%s) [%s]: %s", job.key, job.task, error_id, why)
-    _tell(job, f"I couldn't finish this: {why}. Nothing half-done was kept; please try again.", error_id)
+    if lost is None:
+        _tell(job, f"I couldn't finish this: {why}. Nothing half-done was kept; please try again.", error_id)
+    send_stored(follow_ups)
     return True
+
+
+def send_stored(keys: list[str]) -> None:
+    """Send outbox jobs a policy stored; one the broker doesn't take now is sent by a later reap."""
+    if not keys:
+        return
+    with session_scope() as session:
+        records = [r for r in (jobs.get(session, key=k) for k in keys) if r is not None]
+        session.expunge_all()
+    sent = [r.key for r in records if _send(r)]
+    if sent:
+        with session_scope() as session:
+            jobs.mark_sent(session, keys=sent)
+
+
+def _must_not_rerun(job: jobs.JobRecord) -> bool:
+    """A job its worker left mid-work (no answer stored yet) whose policy says it must not run again."""
+    lost = policy(job.task)
+    return lost is not None and job.state == jobs.RUNNING and not job.replies and lost.decide(job) == FAIL
 
 
 def reap() -> Reaped:
@@ -80,6 +145,13 @@ def reap() -> Reaped:
                 with session_scope() as session:
                     jobs.mark_sent(session, keys=[job.key])
                 done.sent.append(job.key)
+            continue
+        if _must_not_rerun(job):
+            try:
+                if _give_up(job, "its worker stopped while running it"):
+                    done.given_up.append(job.key)
+            except Exception:  # rolled back with its settle: the next reap tries again
+                log.exception("could not give up job %s (%s); trying again at the next reap", job.key, job.task)
             continue
         if job.rescues >= jobs.MAX_RESCUES:
             why = f"its worker stopped {job.rescues + 1} times while running it"

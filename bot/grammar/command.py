@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-Access = Literal["read", "write", "admin", "author_or_admin"]
+Access = Literal["read", "write", "admin", "author_or_admin", "owner_or_admin"]
 
 
 @dataclass(frozen=True)

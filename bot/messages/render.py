@@ -35,9 +35,31 @@ class Message:
         return {"text": self.text, "blocks": self.blocks}
 
 
+class BlockJSON(str):
+    """A Block Kit element our own code built as JSON (a button): written into the template as it is."""
+
+
+def button(label: str, verb: str, args: Any, index: int = 0, style: str | None = None) -> BlockJSON:
+    """A button that is a typed command: clicking it runs `<verb> <args>` as the clicker
+    (bot/listeners/actions.py). Templates use it as `{{ button("Stop", "cancel", label) }}`."""
+    if not verb.isalpha() or not verb.islower():
+        raise ValueError(f"a button's verb is a command name, not {verb!r}")
+    element: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": limits.cut(str(label), 75)},
+        "action_id": f"lab:{verb}:{int(index)}",
+        "value": limits.cut(str(args), 2000),
+    }
+    if style in ("primary", "danger"):
+        element["style"] = style
+    return BlockJSON(json.dumps(element))
+
+
 def _finalize(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, BlockJSON):
+        return str(value)
     if isinstance(value, Mrkdwn):
         return json.dumps(str(value))[1:-1]
     return json.dumps(escape(value))[1:-1]
@@ -74,6 +96,7 @@ def environment() -> Environment:
         user=user,
         mrkdwn=lambda v: Mrkdwn(v),
     )
+    env.globals["block_button"] = button
     return env
 
 

@@ -14,6 +14,7 @@ from bot.grammar import HelpArgs
 from bot.messages import limits
 from bot.messages.render import TEMPLATES, Message, render
 from bot.origin import Origin
+from tests.units.launch_contexts import launch_contexts
 
 WHEN = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
 HOSTILE = (
@@ -164,6 +165,7 @@ def contexts(text: str = HOSTILE) -> dict[str, list[dict[str, Any]]]:
             {"experiment": text, "understood": text, "indexed": 12000, "expected": 100000},
             {"experiment": text, "understood": "", "indexed": 0, "expected": None},
         ],
+        **launch_contexts(text),
     }
 
 

@@ -1,0 +1,55 @@
+"""How launches are put into words, the same on the run card (rendered by workers) and in `status`
+(answered by the bot): elapsed times, progress bars, numbers, the order of metrics.
+
+Coarse on purpose: elapsed time in tens of seconds, then minutes, so a card changes (and is edited in
+Slack) only when something a reader would notice changed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+BAR_CELLS = 12
+SHOWN_METRICS = 4
+
+
+def elapsed(seconds: float) -> str:
+    if seconds < 10:
+        return "a few seconds"
+    if seconds < 60:
+        return f"{int(seconds // 10) * 10} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def bar(step: int | None, total: int | None) -> str:
+    if step is None:
+        return ""
+    if not total:
+        return f"step {step}"
+    done = min(step, total)
+    filled = round(BAR_CELLS * done / total)
+    return f"{'▰' * filled}{'▱' * (BAR_CELLS - filled)} {done}/{total} ({100 * done // total}%)"
+
+
+def number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def ordered_metrics(metrics: dict[str, float], primary: str | None, count: int = SHOWN_METRICS) -> list[dict[str, str]]:
+    """The primary metric first, then the others by name."""
+    names = sorted(metrics, key=lambda n: (n != primary, n))[:count]
+    return [{"key": n, "value": number(metrics[n])} for n in names]
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; the knowledge base stores UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def since(value: datetime | None, now: datetime | None = None) -> float:
+    start = aware(value)
+    return 0.0 if start is None else ((now or datetime.now(UTC)) - start).total_seconds()

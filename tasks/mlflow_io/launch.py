@@ -1,0 +1,185 @@
+"""The MLflow calls of launches: the experiment, the project's files (MLflow Projects' own fetch, so a
+git URI is cloned by the worker that runs it), the run a launch logs to, its progress, and its end.
+Imported by workers only."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labmate.settings import get_settings
+from tasks import mlflow_io
+
+log = logging.getLogger(__name__)
+
+LAUNCH_TAG = "labmate.launch"
+SWEEP_TAG = "labmate.sweep"
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+@dataclass
+class Snapshot:
+    """What MLflow says about a run now: its status, the latest step any metric reached, the latest values."""
+
+    status: str = ""
+    step: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+
+
+def ensure_experiment(name: str) -> str:
+    """The experiment's id; created if missing (a SQLite store keeps artifacts beside it, as the demo does)."""
+    client = mlflow_io.client()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return str(experiment.experiment_id)
+    settings = get_settings()
+    location = str(settings.mlflow_artifact_root) if settings.mlflow_tracking_uri.startswith("sqlite:") else None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:  # another worker created it meanwhile
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def fetch_project(
+    uri: str, version: str | None, entry_point: str, params: dict[str, str], *, remote: bool
+) -> tuple[Path, bool]:
+    """(the project's directory on this machine, whether it is a copy to delete after the run).
+
+    MLflow Projects' own fetch: a local directory is used where it is; a git URI is cloned (at `version`)
+    into a temporary directory by the worker that runs it."""
+    from mlflow.projects.utils import fetch_and_validate_project
+
+    return Path(fetch_and_validate_project(uri, version, entry_point, params)), remote
+
+
+def git_commit(directory: Path) -> str | None:
+    from mlflow.utils.git_utils import get_git_commit
+
+    try:
+        return get_git_commit(str(directory))
+    except Exception:
+        return None
+
+
+def create_run(
+    experiment_id: str,
+    *,
+    run_name: str,
+    user: str,
+    source: str,
+    entry_point: str,
+    params: dict[str, str],
+    commit: str | None,
+    launch_label: str,
+    sweep_label: str | None,
+) -> str:
+    """The run the training process logs into (it finds it through MLFLOW_RUN_ID), tagged as MLflow
+    Projects tags its runs, with the parameters as launched."""
+    from mlflow.entities import Param
+
+    tags = {
+        "mlflow.user": user,
+        "mlflow.source.name": source,
+        "mlflow.source.type": "PROJECT",
+        "mlflow.project.entryPoint": entry_point,
+        LAUNCH_TAG: launch_label,
+    }
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    if sweep_label:
+        tags[SWEEP_TAG] = sweep_label
+    client = mlflow_io.client()
+    run = client.create_run(experiment_id, tags=tags, run_name=run_name)
+    if params:
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    return str(run.info.run_id)
+
+
+def run_env(run_id: str, experiment_id: str) -> dict[str, str]:
+    """What MLflow Projects gives its run process, so `mlflow.start_run()` there continues this run."""
+    return {
+        "MLFLOW_RUN_ID": run_id,
+        "MLFLOW_EXPERIMENT_ID": experiment_id,
+        "MLFLOW_TRACKING_URI": get_settings().mlflow_tracking_uri,
+    }
+
+
+def snapshot(run_id: str) -> Snapshot:
+    """One `get_run`: the status and the latest value and step of every metric (no history read)."""
+    run = mlflow_io.client().get_run(run_id)
+    found = Snapshot(status=str(run.info.status))
+    objects = getattr(run.data, "_metric_objs", None) or []
+    if objects:
+        for metric in objects:
+            if metric.value == metric.value:
+                found.metrics[metric.key] = float(metric.value)
+                found.steps[metric.key] = int(metric.step or 0)
+    else:
+        found.metrics = {k: float(v) for k, v in run.data.metrics.items() if v == v}
+    found.step = max(found.steps.values()) if found.steps else None
+    return found
+
+
+def end_run(run_id: str, status: str) -> None:
+    """Make MLflow say what the launch says (the training process may have ended its run otherwise, or not
+    at all when it was killed)."""
+    client = mlflow_io.client()
+    current = client.get_run(run_id).info.status
+    if current != status:
+        client.set_terminated(run_id, status=status)
+
+
+def history(run_id: str, metric: str) -> list[tuple[int, float]]:
+    return mlflow_io.metric_history(run_id, metric)
+
+
+def primary_metric(experiment: str, experiment_id: str, logged: list[str]) -> str | None:
+    """labmate.toml's primary metric for the experiment, else its MLflow tag, else the first metric logged."""
+    configured = get_settings().primary_metrics.get(experiment)
+    if configured:
+        return configured
+    tagged = mlflow_io.client().get_experiment(experiment_id).tags.get(mlflow_io.PRIMARY_METRIC_TAG)
+    if tagged:
+        return str(tagged)
+    return sorted(logged)[0] if logged else None
+
+
+def previous_best(
+    experiment_id: str, metric: str, *, ascending: bool, exclude: list[str], before_ms: int | None
+) -> dict[str, Any] | None:
+    """The best FINISHED run of the experiment by `metric` that started before `before_ms`, other than `exclude`."""
+    direction = "ASC" if ascending else "DESC"
+    where = "attributes.status = 'FINISHED'"
+    if before_ms:
+        where += f" and attributes.start_time < {int(before_ms)}"
+    records = mlflow_io.search_records(
+        [experiment_id], where, order_by=[f"metrics.`{metric}` {direction}"], max_results=len(exclude) + 5
+    )
+    for record in records:
+        value = record.metrics.get(metric)
+        if record.run_id in exclude or value is None or value[0] is None:
+            continue
+        return {"run_id": record.run_id, "name": record.name or record.run_id[:8], "value": float(value[0])}
+    return None
+
+
+def final_metrics(run_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Each run's latest metric values (for a sweep's summary)."""
+    found: dict[str, dict[str, float]] = {}
+    for run_id in run_ids:
+        try:
+            found[run_id] = snapshot(run_id).metrics
+        except Exception as exc:
+            log.warning("could not read run %s: %s", run_id, exc)
+            found[run_id] = {}
+    return found

@@ -1,0 +1,45 @@
+"""A real sweep: a grid of quick runs, `parallel` at a time on the embedded worker, one summary at the end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.terminal import run_one
+from labmate.launch_text import aware
+from models import launches
+from models.db import session_scope
+
+pytestmark = [pytest.mark.slow]
+
+
+def test_a_sweep_runs_its_grid_two_at_a_time_and_posts_one_summary(configured, mlflow_uri) -> None:
+    outcome = run_one("sweep quick lr=0.05,0.2 fail=0,2 epochs=2 parallel:2", user="U0ALICE", channel="C1")
+    assert outcome.messages[0].template == "sweep_queued"
+    summaries = [m for m in outcome.messages if m.template == "sweep_summary"]
+    assert len(summaries) == 1, [m.template for m in outcome.messages]
+    summary = summaries[0].text + json.dumps(summaries[0].blocks, ensure_ascii=False)
+    assert "Sweep S1 ended: best L3 (score 0.8)" in summary  # lr=0.2, fail=0
+    assert "Best configuration: *L3* with score *0.8*" in summary
+    assert "2 finished · 2 failed of 4 runs" in summary
+    for label, params in (("L1", "lr=0.05, fail=0"), ("L2", "lr=0.05, fail=2"), ("L3", "lr=0.2, fail=0"), ("L4", "lr=0.2, fail=2")):
+        assert f"`{label}` {params}" in summary
+    assert "*Did not finish*" in summary and "It failed: the training process exited with code 1." in summary
+    assert "Last output: `RuntimeError: injected failure at epoch 2`" in summary
+    [chart] = summaries[0].files
+    assert Path(chart["path"]).is_file()
+    assert [m.template for m in outcome.messages].count("sweep_card") >= 2  # posted, then final
+
+    with session_scope() as session:
+        sweep = launches.get_sweep(session, sweep_id=1)
+        members = launches.members(session, sweep_id=1)
+        session.expunge_all()
+    assert sweep.summary == "due" and [m.status for m in members] == ["finished", "failed", "finished", "failed"]
+    assert all(not m.holds_slot for m in members)
+    spans = [(aware(m.started_at), aware(m.ended_at)) for m in members]
+    for moment, _ in spans:
+        running = sum(1 for start, end in spans if start <= moment < end)
+        assert running <= 2, "never more than `parallel` runs at once"
+    assert max(sum(1 for s, e in spans if s <= moment < e) for moment, _ in spans) == 2
