@@ -8,6 +8,7 @@ those through the job's Celery retry, after checking whether the message was pos
 
 from __future__ import annotations
 
+from http.client import RemoteDisconnected
 from typing import Any
 from urllib.error import URLError
 
@@ -26,6 +27,22 @@ class RefusedConnectionRetryHandler(ConnectionErrorRetryHandler):
 
 def retry_handlers() -> list[Any]:
     return [RefusedConnectionRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(max_retry_count=2)]
+
+
+def read_retry_handlers() -> list[Any]:
+    """For reads (history, permalinks): repeating one is harmless, so timeouts and resets are retried too."""
+    errors: list[type[Exception]] = [URLError, ConnectionResetError, RemoteDisconnected, TimeoutError]
+    return [
+        ConnectionErrorRetryHandler(max_retry_count=3, error_types=errors),
+        RateLimitErrorRetryHandler(max_retry_count=2),
+    ]
+
+
+def reader(client: WebClient) -> WebClient:
+    """The same Slack, for calls that only read: retried on timeouts as well as refusals."""
+    return WebClient(
+        token=client.token, base_url=client.base_url, timeout=client.timeout, retry_handlers=read_retry_handlers()
+    )
 
 
 def web_client(settings: Settings) -> WebClient:

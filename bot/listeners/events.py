@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -14,6 +15,8 @@ from bot.listeners.slack_origin import from_event
 from bot.replies import send
 from labmate.errors import LabmateError
 from labmate.settings import Settings
+
+log = logging.getLogger(__name__)
 
 LEADING_MENTIONS = re.compile(r"^(\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>\s*)+")
 
@@ -44,19 +47,42 @@ def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, 
         return
     channel, ts = item.get("channel", ""), item.get("ts", "")
     origin = from_event(body, event)
-    message = slack_messages.fetch(client, channel, ts)
+    try:
+        message = slack_messages.fetch(client, channel, ts)
+    except slack_messages.SlackUnanswered:
+        log.warning("Slack did not answer reading %s/%s for a decision reaction", channel, ts)
+        send(
+            origin.reply_to(),
+            "error",
+            {
+                "message": "Slack didn't answer when I read that message, so nothing was logged.",
+                "hint": "React again in a minute.",
+                "error_id": None,
+            },
+            key=origin.idempotency_key,
+        )
+        return
     if message is None:
         send(
             origin.reply_to(),
             "error",
-            {"message": "I can't read that message to log it; invite me to the channel and react again.", "hint": "", "error_id": None},
+            {
+                "message": "I can't read that message to log it; invite me to the channel and react again.",
+                "hint": "",
+                "error_id": None,
+            },
             key=origin.idempotency_key,
         )
         return
     try:
         args = logging_decisions.parse(slack_messages.typed_text(message))
     except LabmateError as exc:
-        send(origin.reply_to(), "error", {"message": exc.message, "hint": exc.hint, "error_id": None}, key=origin.idempotency_key)
+        send(
+            origin.reply_to(),
+            "error",
+            {"message": exc.message, "hint": exc.hint, "error_id": None},
+            key=origin.idempotency_key,
+        )
         return
     reply = logging_decisions.store(
         args,

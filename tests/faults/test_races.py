@@ -32,13 +32,16 @@ def test_ten_people_reacting_at_once_log_one_decision(deployment) -> None:
     people = [unique("U") for _ in range(10)]
 
     def react(user: str) -> int:
-        answer, _ = slack.reaction("reaction_added", reaction="memo", user=user, channel=channel, ts=ts, item_user="U0AUTHOR")
+        answer, _ = slack.reaction(
+            "reaction_added", reaction="memo", user=user, channel=channel, ts=ts, item_user="U0AUTHOR"
+        )
         return answer.status
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         assert list(pool.map(react, people)) == [200] * 10
     replies = wait_until(
-        lambda: (found := deployment.lab.fake.posted(channel)) and len(found) >= 10 and found, timeout=60,
+        lambda: (found := deployment.lab.fake.posted(channel)) and len(found) >= 10 and found,
+        timeout=60,
         what="ten replies",
     )
     (decision,) = deployment.decisions()
@@ -68,3 +71,34 @@ def test_eight_concurrent_supersedes_make_one_replacement(deployment) -> None:
     winners = [t for t in texts if f"replaces #{old_id}" in t]
     losers = [t for t in texts if f"was just replaced by #{new.id}" in t or f"was already replaced by #{new.id}" in t]
     assert len(winners) == 1 and len(losers) == 7, texts
+
+
+@pytest.mark.parametrize("deployment", ["sqlite"], indirect=True)
+def test_a_reaction_whose_message_read_times_out_is_read_again(deployment) -> None:
+    """Reading the message is harmless to repeat: a Slack slower than the client timeout (1 s here)
+    is asked again, and the decision is logged."""
+    channel, ts = unique("C"), message_ts()
+    deployment.lab.fake.add_message(channel, {"ts": ts, "user": "U0AUTHOR", "text": "we keep the baseline"})
+    deployment.lab.fake.stall("conversations.history", 3)
+    answer, _ = _slack(deployment).reaction(
+        "reaction_added", reaction="memo", user=unique("U"), channel=channel, ts=ts, item_user="U0AUTHOR"
+    )
+    assert answer.status == 200
+    (reply,) = wait_until(lambda: deployment.lab.fake.posted(channel), timeout=30, what="the reply")
+    (decision,) = deployment.decisions()
+    assert f"Decision #{decision.id} logged" in reply.params["text"]
+    wait_until(lambda: len(deployment.lab.fake.calls("conversations.history")) >= 2, timeout=10, what="the second read")
+
+
+@pytest.mark.parametrize("deployment", ["sqlite"], indirect=True)
+def test_a_reaction_slack_never_lets_us_read_is_answered_not_dropped(deployment) -> None:
+    channel, ts = unique("C"), message_ts()
+    deployment.lab.fake.add_message(channel, {"ts": ts, "user": "U0AUTHOR", "text": "we keep the baseline"})
+    deployment.lab.fake.stall("conversations.history", 3, times=10)
+    _slack(deployment).reaction(
+        "reaction_added", reaction="memo", user=unique("U"), channel=channel, ts=ts, item_user="U0AUTHOR"
+    )
+    (reply,) = wait_until(lambda: deployment.lab.fake.posted(channel), timeout=60, what="the reply")
+    assert "Slack didn't answer when I read that message, so nothing was logged" in reply.params["text"]
+    assert "React again in a minute" in json.dumps(reply.params.get("blocks"))
+    assert deployment.decisions() == []
