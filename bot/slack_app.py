@@ -91,6 +91,10 @@ def build_app(settings: Settings | None = None, *, token_verification: bool = Tr
                 respond(text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False)
             except Exception:
                 logger.exception("could not tell the user about [%s]", error_id)
+        if body.get("type") == "event_callback":
+            # Nobody can be told about an event that failed before it was acked; a 500 makes Slack
+            # send it again (three times, with backoff), and the handlers are idempotent per event.
+            return BoltResponse(status=500, body="")
         return BoltResponse(status=200, body="")
 
     return app

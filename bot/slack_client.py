@@ -1,7 +1,7 @@
 """The Slack Web API client: base URL and timeout from settings, and the SDK's own retry handlers.
 
-Retried inside one call, by the SDK: a 429 (after its Retry-After, twice) and a refused
-connection (the request never reached Slack). Not retried here: a 5xx, a reset connection or a
+Retried inside one call, by the SDK: a 429 (after its Retry-After, twice) and a connection that
+was refused or timed out while connecting or sending (the request never reached Slack whole). Not retried here: a 5xx, a reset connection or a
 timeout, because Slack may have acted on the request; the delivery (bot/slack_delivery.py) retries
 those through the job's Celery retry, after checking whether the message was posted after all.
 """
@@ -19,10 +19,13 @@ from labmate.settings import Settings
 
 
 class RefusedConnectionRetryHandler(ConnectionErrorRetryHandler):
-    """The SDK's connection-error handler, for refused connections only (safe to repeat)."""
+    """The SDK's connection-error handler, for requests Slack never got (safe to repeat, even a post).
+
+    urllib wraps in URLError only what fails while connecting or sending; a timeout waiting for the
+    answer comes as a bare TimeoutError and is not retried here."""
 
     def _can_retry(self, *, error: Exception | None = None, **kwargs: Any) -> bool:
-        return isinstance(error, URLError) and isinstance(error.reason, ConnectionRefusedError)
+        return isinstance(error, URLError) and isinstance(error.reason, (ConnectionRefusedError, TimeoutError))
 
 
 def retry_handlers() -> list[Any]:
