@@ -118,7 +118,7 @@ def main() -> None:
         options: dict = {}
         uri = args.agent
         if args.demo:
-            from tasks.demo import run_demo
+            from tasks.mlflow_io.demo import run_demo
 
             store = f"sqlite:///{directory}/mlflow.db"
             run_demo(store)

@@ -122,7 +122,7 @@ def demo() -> None:
 
     configure_logging("WARNING")
     prepare()
-    from tasks.demo import DemoError, run_demo
+    from tasks.mlflow_io.demo import DemoError, run_demo
 
     settings = get_settings()
     console = Console()

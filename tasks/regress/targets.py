@@ -13,8 +13,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,29 +158,13 @@ def _import_file(path: Path) -> Any:
 
 
 def _load_mlflow(uri: str, options: dict[str, Any]) -> Callable[[Messages], Any]:
+    from tasks.mlflow_io.models import load_pyfunc
+
     try:
-        import mlflow.pyfunc
-    except ImportError as exc:  # pragma: no cover - mlflow is a dependency
-        raise TargetLoadError(f"cannot load target {uri!r}: mlflow is not installed ({exc})") from None
-    try:
-        with _store_uris(options.get("tracking_uri")):
-            model = mlflow.pyfunc.load_model(uri)
+        return load_pyfunc(uri, options.get("tracking_uri"))
     except Exception as exc:  # MlflowException, OSError, import errors inside the model…
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TargetLoadError(f"cannot load target {uri!r}: {first_line}") from None
-    return model.predict
-
-
-@contextmanager
-def _store_uris(tracking_uri: str | None) -> Iterator[None]:
-    """Point MLflow at another store while loading, then restore the process-wide setting."""
-    if not tracking_uri:
-        yield
-        return
-    from tasks.mlflow_io import process_uris
-
-    with process_uris(tracking_uri):
-        yield
 
 
 def _http_agent(url: str, options: dict[str, Any]) -> Agent:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.demo import DEMO_RUNS, MODEL_NAME, PROJECT_DIR, DemoReport, run_demo
+from tasks.mlflow_io.demo import DEMO_RUNS, MODEL_NAME, PROJECT_DIR, DemoReport, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +151,7 @@ def test_runs_are_trained_by_the_project_code_by_several_users(demo: DemoResult)
 
 def test_only_the_registered_runs_log_a_model(demo: DemoResult) -> None:
     """Training more than the demo needs cost most of its time: six of eight models were never used."""
-    from tasks.demo import REGISTERED
+    from tasks.mlflow_io.demo import REGISTERED
 
     client = _client(demo)
     with_model = {

@@ -24,7 +24,7 @@ SUITE = PROJECT / "conversations" / "sales_agent.yaml"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from tasks.demo import run_demo
+    from tasks.mlflow_io.demo import run_demo
 
     root = tmp_path_factory.mktemp("demo-store")
     uri = f"sqlite:///{root}/mlflow.db"

@@ -36,14 +36,14 @@ if TYPE_CHECKING:
 def _project_dir() -> Path:
     """The checkout's examples/ (editable installs), else the working directory's (the Docker image
     installs the package into site-packages and keeps examples/ in its WORKDIR)."""
-    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
         candidate = root / "examples" / "sales_agent"
         if (candidate / "MLproject").is_file():
             return candidate
     raise DemoError("the sales_agent example is missing: run `labmate demo` from the labmate checkout")
 
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent / "examples" / "sales_agent"
+PROJECT_DIR = Path(__file__).resolve().parents[2] / "examples" / "sales_agent"
 EXPERIMENT_NAME = "sales-agent"
 MODEL_NAME = "sales-agent"
 MODEL_ARTIFACT = "agent"
