@@ -1,5 +1,6 @@
 """Serving stacks side by side: many keep-alive clients, as Slack's and most HTTP clients' pools behave.
 
+    .venv/bin/pip install -e ".[bench]"   # gunicorn, the stack we compare against; and wrk (apt)
     .venv/bin/python bench/bench_serve_stacks.py [--connections 200] [--duration 20] [--stacks a,b,c]
 
 Every stack serves the same WSGI application (`bot.wsgi:application`: the guard, Bolt, dispatch)
