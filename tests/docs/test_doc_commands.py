@@ -4,6 +4,9 @@ checked to resolve to a real entry point (and the test says which and why):
 - `labmate …` and `pytest conversations/ …` lines run for real, in one home with the demo loaded.
 - `.venv/bin/python bench/…` lines: benchmarks take minutes to hours, so the script must exist and
   accept every option the docs show (`--help` lists them); `-c` one-liners run.
+- `/lab …` lines are what a person types in Slack: each must parse with the real grammar (running
+  them would start training runs; the same commands run through `labmate say` in their own tests).
+- `docker run … labmate:latest <args>` lines: the args must resolve to a real `labmate` command.
 - Slack and Docker lines (`export SLACK_…`, the `.env` heredoc, `docker compose up`) can't run
   here: no Slack workspace, no Docker engine. The compose file must render with the `.env` they
   write (tests/deploy/ runs each service's command); the exports must name settings labmate reads.
@@ -77,6 +80,10 @@ def _kind(command: str) -> str:
         return "python-c"
     if command.startswith(("export SLACK_", "cat > .env")) or command == "docker compose up --build":
         return "slack-or-docker"
+    if command.startswith("/lab "):
+        return "slash"
+    if command.startswith("docker run ") and " labmate:latest " in command:
+        return "docker-run"
     return "unknown"
 
 
@@ -130,6 +137,30 @@ def test_slack_and_docker_commands_resolve():
         else:
             assert COMPOSE_FILE.is_file()
             assert all("build" in rendered()["services"][s] for s in ("bot", "worker", "beat", "mlflow"))
+
+
+def test_slash_commands_parse():
+    from bot import grammar
+    from labmate.errors import UsageError
+
+    checked = 0
+    for source, command in COMMANDS:
+        if _kind(command) == "slash":
+            try:
+                grammar.parse(grammar.strip_prefix(command))
+            except UsageError as exc:
+                pytest.fail(f"{source}: {command!r} does not parse: {exc}")
+            checked += 1
+    assert checked >= 5
+
+
+def test_docker_run_lines_name_real_commands():
+    from tests.deploy.test_deploy_files import _resolve
+
+    for _, command in COMMANDS:
+        if _kind(command) == "docker-run":
+            args = shlex.split(command.split(" labmate:latest ", 1)[1])
+            assert _resolve(args)[0].name == args[0], command
 
 
 @pytest.mark.slow
