@@ -131,6 +131,38 @@ class ProjectConfig(BaseModel):
         return (path / subdirectory if subdirectory else path).resolve()
 
 
+class RegressSuiteRules(BaseModel):
+    """What a suite may run against from chat (labmate.toml `[regress.suites.<name>]`)."""
+
+    allow_callables: bool = Field(
+        False, description="Targets may be Python callables (`package.module:function`) for this suite."
+    )
+    allow_http: bool = Field(
+        False, description="Targets may be HTTP endpoints for this suite (the worker calls the address named in chat)."
+    )
+
+
+class RegressConfig(BaseModel):
+    """Regression runs from chat (labmate.toml `[regress]`)."""
+
+    folders: list[str] = Field(
+        default_factory=lambda: ["conversations"],
+        description="Folders whose suite files may be run from chat (relative to the working directory); "
+        "nothing outside them can be.",
+        min_length=1,
+    )
+    workers: int = Field(2, ge=1, description="How many worker processes a run is split for when `workers:` isn't given.")
+    max_workers: int = Field(8, ge=1, description="The most `workers:` a run may ask for.")
+    promoters: list[str] = Field(
+        default_factory=list,
+        description="Who may press Promote (user, group or channel ids); admins always may. Empty: admins only.",
+    )
+    promote_alias: str = Field("production", description="The registered model alias that Promote moves to the candidate.")
+    suites: dict[str, RegressSuiteRules] = Field(
+        default_factory=dict, description="Per suite name, the target kinds allowed from chat besides MLflow models."
+    )
+
+
 def _demo_project_uri() -> str:
     """The checkout's examples/sales_agent (editable installs), else the working directory's (the
     Docker image keeps examples/ in its WORKDIR)."""
@@ -258,6 +290,7 @@ class Settings(BaseSettings):
         "who may launch them and their limits. Default: the demo's `sales-agent` (replaced when you "
         "configure your own).",
     )
+    regress: RegressConfig = Field(default_factory=RegressConfig, description="labmate.toml `[regress]`.")
     launch_progress_every: float = Field(
         2.0,
         gt=0,

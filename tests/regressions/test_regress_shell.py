@@ -1,0 +1,49 @@
+"""`regress` from the terminal, end to end: the command, the run's row, the jobs on a real (embedded)
+Celery worker, the card edited in place, the report logged to MLflow."""
+
+from __future__ import annotations
+
+import json
+
+from bot.terminal import run_one
+from models import regressions
+from models.db import session_scope
+from tests.regressions.conftest import ADMIN
+
+
+def texts(outcome) -> list[str]:
+    return [json.dumps(m.blocks) for m in outcome.messages]
+
+
+def last_run() -> regressions.RegressionRun:
+    with session_scope() as session:
+        run = session.query(regressions.RegressionRun).order_by(regressions.RegressionRun.id.desc()).first()
+        assert run is not None
+        session.expunge(run)
+        return run
+
+
+def test_regress_runs_the_suite_on_workers_and_ends_with_a_verdict(configured, mlflow_uri) -> None:
+    outcome = run_one("regress shop", user=ADMIN, channel="C0LAB")
+    shown = texts(outcome)
+    assert outcome.exit_code == 0, shown
+    assert "R1" in shown[0] and "queued" in shown[0]
+    run = last_run()
+    assert run.status == regressions.PASSED, run.reason
+    assert run.done == run.total == 8
+    assert run.resolved == {"baseline": "models:/shop/1", "candidate": "models:/shop/2"}
+    assert run.counts["candidate"]["passed"] == 3 and run.counts["baseline"]["passed"] == 3
+    assert [i["key"] for i in run.highlights["new_failures"]] == ["price"]
+    assert [i["key"] for i in run.highlights["fixes"]] == ["refund"]
+    final = shown[-1]
+    assert "passed" in final and "New failures" in final and "59 USD" in final and "49 USD" in final
+    assert "Promote candidate" in final
+    assert run.mlflow_run_id
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    logged = client.get_run(run.mlflow_run_id)
+    assert logged.data.metrics["candidate.pass_rate"] == 0.75
+    assert logged.data.metrics["new_failures"] == 1.0
+    assert logged.data.params["suite"] == "shop"
+    assert {a.path for a in client.list_artifacts(run.mlflow_run_id)} == {"report.json", "junit.xml", "report.html"}
