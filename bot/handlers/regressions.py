@@ -143,7 +143,7 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
     if newer is not None:
         raise UsageError(f"{run.label} can't be promoted: a newer run of `{run.suite}`, {newer.label}, "
                          f"{'failed its gate' if newer.status == regressions.FAILED else 'could not finish'}"
-                         f"{': ' + newer.reason if newer.reason else ''}.")
+                         f"{': ' + newer.reason.rstrip('.') if newer.reason else ''}.")
     if not regressions.claim_promotion(session, run_id=run.id, user=origin.user):
         session.refresh(run)
         raise _already(run, settings.regress.promote_alias)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bot.terminal import run_one
 from models import regressions
 from models.db import session_scope
@@ -47,3 +49,24 @@ def test_regress_runs_the_suite_on_workers_and_ends_with_a_verdict(configured, m
     assert logged.data.metrics["new_failures"] == 1.0
     assert logged.data.params["suite"] == "shop"
     assert {a.path for a in client.list_artifacts(run.mlflow_run_id)} == {"report.json", "junit.xml", "report.html"}
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("models:/nope@candidate", "`models:/nope@candidate` is not in the model registry: there is no registered model "
+         "`nope`."),
+        ("models:/shop@staging", "`models:/shop@staging` is not in the model registry: `shop` has no alias `@staging`."),
+        ("models:/shop/7", "`models:/shop/7` is not in the model registry: `shop` has no version 7."),
+        ("runs:/0123456789abcdef/model", "`runs:/0123456789abcdef/model` names no MLflow run: there is no run "
+         "`0123456789abcdef`."),
+    ],
+)
+def test_a_target_missing_from_the_registry_ends_the_run_with_that_message(configured, target: str, expected: str) -> None:
+    outcome = run_one(f"regress shop candidate:{target}", user=ADMIN, channel="C0LAB")
+    run = last_run()
+    assert run.status == regressions.ERROR
+    assert run.reason == expected
+    final = texts(outcome)[-1]
+    assert "could not finish" in final and expected.replace("`", "") in final.replace("`", "")
+    assert outcome.exit_code == 1, "the command's outcome is the user's error"
