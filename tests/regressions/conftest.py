@@ -1,4 +1,4 @@
-"""Fixtures for regression runs from chat: a registered model `shop` (v1 @production, v2 @candidate) in a
+"""Fixtures for regression runs from chat: a registered model `shop` (v1 @production, v2 @candidate, v3 @slow) in a
 real MLflow SQLite store, a suites folder with a small suite for it, and labmate.toml naming them."""
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def write_toml(path: Path, extra: str = "") -> None:
 
 @pytest.fixture(scope="session")
 def shop_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow store with `shop` v1 (@production) and v2 (@candidate), built once per session."""
+    """An MLflow store with `shop` v1 (@production), v2 (@candidate) and v3 (@slow: v2 taking 50 ms a reply),
+    built once per session."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -82,14 +83,12 @@ def shop_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     experiment = client.create_experiment("shop", artifact_location=str(root / "artifacts"))
     client.create_registered_model("shop")
     with process_uris(uri):
-        for version in (1, 2):
+        for alias, config in (("production", {"version": 1}), ("candidate", {"version": 2}),
+                              ("slow", {"version": 2, "sleep": 0.05})):
             with mlflow.start_run(experiment_id=experiment):
-                info = mlflow.pyfunc.log_model(
-                    name="model", python_model=str(HERE / "shop_model.py"), model_config={"version": version},
-                    code_paths=None,
-                )
+                info = mlflow.pyfunc.log_model(name="model", python_model=str(HERE / "shop_model.py"), model_config=config)
             made = client.create_model_version("shop", info.model_uri, run_id=info.run_id)
-            client.set_registered_model_alias("shop", "production" if version == 1 else "candidate", made.version)
+            client.set_registered_model_alias("shop", alias, made.version)
     return root
 
 
