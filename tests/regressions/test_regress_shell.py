@@ -8,9 +8,9 @@ import json
 import pytest
 
 from bot.terminal import run_one
-from models import regressions
+from models import decision, regressions
 from models.db import session_scope
-from tests.regressions.conftest import ADMIN
+from tests.regressions.conftest import ADMIN, PROMOTER
 
 
 def texts(outcome) -> list[str]:
@@ -70,3 +70,37 @@ def test_a_target_missing_from_the_registry_ends_the_run_with_that_message(confi
     final = texts(outcome)[-1]
     assert "could not finish" in final and expected.replace("`", "") in final.replace("`", "")
     assert outcome.exit_code == 1, "the command's outcome is the user's error"
+
+
+def test_promote_from_the_terminal_moves_the_alias_and_says_so_when_it_had_already_moved(configured, mlflow_uri) -> None:
+    from mlflow.tracking import MlflowClient
+
+    assert run_one("regress shop", user=ADMIN, channel="C0LAB").exit_code == 0
+    client = MlflowClient(mlflow_uri, mlflow_uri)
+    client.set_registered_model_alias("shop", "production", "2")  # someone moved it by hand meanwhile
+    outcome = run_one("promote R1", user=PROMOTER, channel="C0LAB")
+    shown = texts(outcome)
+    assert outcome.exit_code == 0, shown
+    assert any("@production of shop already pointed at v2; nothing moved." in t.replace("`", "") for t in shown), shown
+    # (the card itself is edited where the run was asked for: another `say`'s terminal, gone by now)
+    run = last_run()
+    assert run.promoted_by == PROMOTER and run.promotion["already"] is True
+    with session_scope() as session:
+        [made] = session.query(decision.Decision).all()
+        assert {(link.kind, link.ref) for link in made.links} == {
+            ("model", "shop/2"), ("model", "shop/1"), ("run", run.mlflow_run_id)}
+    again = run_one("promote R1", user=ADMIN, channel="C0LAB")
+    assert "R1 was already promoted by" in texts(again)[0] and again.exit_code == 1
+
+
+def test_a_target_that_cannot_load_ends_the_run_with_its_error(configured, mlflow_uri, tmp_path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri, mlflow_uri)
+    broken = client.create_model_version("shop", str(tmp_path / "no-such-model"))
+    client.set_registered_model_alias("shop", "broken", broken.version)
+    outcome = run_one("regress shop candidate:models:/shop@broken", user=ADMIN, channel="C0LAB")
+    run = last_run()
+    assert run.status == regressions.ERROR
+    assert run.reason.startswith(f"cannot load target 'models:/shop/{broken.version}': "), run.reason
+    assert "Traceback" not in texts(outcome)[-1]
