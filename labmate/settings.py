@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -134,6 +134,8 @@ class ProjectConfig(BaseModel):
 class RegressSuiteRules(BaseModel):
     """What a suite may run against from chat (labmate.toml `[regress.suites.<name>]`)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     allow_callables: bool = Field(
         False, description="Targets may be Python callables (`package.module:function`) for this suite."
     )
@@ -144,6 +146,8 @@ class RegressSuiteRules(BaseModel):
 
 class RegressConfig(BaseModel):
     """Regression runs from chat (labmate.toml `[regress]`)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     folders: list[str] = Field(
         default_factory=lambda: ["conversations"],
@@ -290,7 +294,11 @@ class Settings(BaseSettings):
         "who may launch them and their limits. Default: the demo's `sales-agent` (replaced when you "
         "configure your own).",
     )
-    regress: RegressConfig = Field(default_factory=RegressConfig, description="labmate.toml `[regress]`.")
+    regress: RegressConfig = Field(
+        default_factory=RegressConfig,
+        description="labmate.toml `[regress]`: the suites folders chat may run, `workers:` default and limit, who "
+        "may promote and the alias Promote moves, targets allowed per suite (docs/regression-suites.md).",
+    )
     launch_progress_every: float = Field(
         2.0,
         gt=0,
