@@ -28,6 +28,11 @@ class Found:
         return str(PurePosixPath(self.folder.name) / self.path.relative_to(self.folder).as_posix())
 
 
+def folders(config: RegressConfig) -> list[Path]:
+    """The suites folders, resolved."""
+    return _folders(config)
+
+
 def _folders(config: RegressConfig) -> list[Path]:
     return [Path(folder).expanduser().resolve() for folder in config.folders]
 

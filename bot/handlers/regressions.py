@@ -66,7 +66,7 @@ def regress(args: RegressArgs, origin: Origin, session: Session) -> Reply:
             suites.check_target(role, uri, found.name, rules)
     shown = _shown_path(found.path)
     try:
-        run_plan = plan([shown], args.candidate, args.baseline, list(args.tags) or None)
+        run_plan = plan([shown], args.candidate, args.baseline, list(args.tags) or None, within=suites.folders(config))
     except RegressError as exc:
         raise UsageError(str(exc), hint=f"`labmate regress {shown}` says the same in a terminal.") from None
     workers = args.workers or config.workers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tasks.regress.errors import RegressError, SuiteError
@@ -48,10 +49,12 @@ def plan(
     tags: list[str] | None = None,
     gate: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
+    within: list[Path] | None = None,
 ) -> Plan:
+    """`within`: the folders the suites' included files must be in (chat); None: anywhere (the CLI)."""
     if not suite_paths:
         raise SuiteError("no suite given")
-    suites: list[Suite] = [load_suite(path) for path in suite_paths]
+    suites: list[Suite] = [load_suite(path, within) for path in suite_paths]
     targets = {
         "baseline": baseline or _agreed(suites, "baseline"),
         "candidate": candidate or _agreed(suites, "candidate"),

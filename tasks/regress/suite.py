@@ -52,13 +52,14 @@ def looks_like_suite(path: Path) -> bool:
     return re.search(r"^conversations\s*:", text, re.MULTILINE) is not None
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suite(path: str | Path, within: list[Path] | None = None) -> Suite:
+    """`within`: folders every included file must be in (a suite run from chat may read nothing else)."""
     root = Path(path)
     if not root.is_file():
         raise SuiteError("suite file not found", str(path))
     doc = _read(root)
     conversations: list[dict[str, Any]] = []
-    _collect(root, doc, conversations, stack=[root.resolve()], inherited_vars={})
+    _collect(root, doc, conversations, stack=[root.resolve()], inherited_vars={}, within=within)
     if not conversations:
         raise SuiteError("empty suite: no conversations (add a 'conversations:' list)", str(root), 1)
     _check_unique_ids(conversations)
@@ -155,6 +156,7 @@ def _collect(
     out: list[dict[str, Any]],
     stack: list[Path],
     inherited_vars: dict[str, Any],
+    within: list[Path] | None = None,
 ) -> None:
     file_vars = doc.get("vars", {})
     if not isinstance(file_vars, dict):
@@ -175,9 +177,11 @@ def _collect(
         if target in stack:
             chain = " -> ".join(p.name for p in [*stack[stack.index(target) :], target])
             raise SuiteError(f"include cycle: {chain}", str(path), line)
+        if within is not None and not any(target == f or f in target.parents for f in within):
+            raise SuiteError(f"included file is outside the suites folder: {name}", str(path), line)
         if not target.is_file():
             raise SuiteError(f"included file not found: {name}", str(path), line)
-        _collect(target, _read(target), out, [*stack, target], scope_vars)
+        _collect(target, _read(target), out, [*stack, target], scope_vars, within)
     conversations = doc.get("conversations", [])
     if conversations is None:
         conversations = []

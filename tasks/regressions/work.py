@@ -52,7 +52,8 @@ def _plan(suite_file: str, mtime: float, candidate: str, baseline: str | None, t
     """The run's conversations, parsed once per worker process (and again only if the file changed)."""
     from tasks.regress.session import plan
 
-    return plan([suite_file], candidate, baseline, list(tags) or None, options=_options())
+    return plan([suite_file], candidate, baseline, list(tags) or None, options=_options(),
+                within=suites.folders(get_settings().regress))
 
 
 def plan_of(run: regressions.RegressionRun) -> Any:

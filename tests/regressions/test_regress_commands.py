@@ -189,3 +189,12 @@ def test_regressions_lists_runs_with_their_verdicts(configured) -> None:
     assert [(r["label"], r["status"]) for r in reply.context["runs"]] == [("R1", "failed")]
     assert [r["label"] for r in ask("regressions").context["runs"]] == ["R2", "R1"]
     assert message(ask("regressions since:whenever")).startswith("`since:whenever` is not a time I understand.")
+
+
+def test_a_suite_that_includes_a_file_outside_the_folder_is_refused(configured, suites_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "secret.yaml").write_text("conversations: []\n")
+    (suites_dir / "sneaky.yaml").write_text("suite: sneaky\ninclude: ../secret.yaml\nconversations:\n"
+                                            "  - id: a\n    turns:\n      - user: hi\n")
+    reply = ask("regress sneaky")
+    assert message(reply) == "suites/sneaky.yaml:2: included file is outside the suites folder: ../secret.yaml"
+    assert stored() == (0, 0)
