@@ -318,6 +318,12 @@ def promote(run_id: int) -> Replies:
             text=text, author=run.promoted_by or run.user, channel=run.channel, tags=("promotion",), links=tuple(links)))
         promotion = {"alias": alias, "before": before, "already": already, "decision_id": made.id}
         regressions.set_promotion(session, run_id=run_id, promotion=promotion)
+    try:  # the decision's links checked and tagged in MLflow, as a typed `decide` would have them
+        from tasks.decision_links import check_links
+
+        check_links(promotion["decision_id"])
+    except Exception:
+        log.warning("R%s: the links of decision #%s were not checked", run_id, promotion["decision_id"], exc_info=True)
     run = cards.load(run_id)
     return [_promoted_reply(run), cards.reply(run_id)]
 

@@ -87,8 +87,9 @@ def test_promote_from_the_terminal_moves_the_alias_and_says_so_when_it_had_alrea
     assert run.promoted_by == PROMOTER and run.promotion["already"] is True
     with session_scope() as session:
         [made] = session.query(decision.Decision).all()
-        assert {(link.kind, link.ref) for link in made.links} == {
-            ("model", "shop/2"), ("model", "shop/1"), ("run", run.mlflow_run_id)}
+        assert sorted((link.kind, link.status) for link in made.links) == [("model", "ok"), ("model", "ok"), ("run", "ok")]
+        assert "Promoted shop v2 to @production after regression run R1 of suite shop" in made.text
+    assert str(made.id) in client.get_model_version("shop", "2").tags["labmate.decisions"]
     again = run_one("promote R1", user=ADMIN, channel="C0LAB")
     assert "R1 was already promoted by" in texts(again)[0] and again.exit_code == 1
 
