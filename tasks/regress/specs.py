@@ -214,3 +214,53 @@ def validate(kind: str, value: Any, modifiers: dict[str, Any]) -> dict[str, Any]
     except ValidationError as exc:
         raise ValueError(SpecMessage.of(exc)) from None
     return spec.as_dict()
+
+
+# -- conversations and turns ----------------------------------------------------------------------
+
+CONVERSATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class ConversationSpec(BaseModel):
+    """A conversation's own keys (its turns are checked one by one, each with its line)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: str | int
+    tags: list[str] = Field(default_factory=list)
+    vars: dict[Any, Any] = Field(default_factory=dict)
+    repeat: int = Field(1, ge=1)
+    pass_rate: float = Field(1.0, ge=0, le=1)
+    min_score: float = Field(1.0, ge=0, le=1)
+    turns: list[Any] = Field(min_length=1)
+    description: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_tag(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("tags"), str):
+            return {**data, "tags": [data["tags"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _id_pattern(self) -> ConversationSpec:
+        if not CONVERSATION_ID.match(str(self.id)):
+            raise ValueError("id")
+        return self
+
+
+class TurnSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    user: str
+    expect: list[Any] | None = None
+    capture: dict[Any, Any] = Field(default_factory=dict)
+
+
+def first_problem(exc: ValidationError, order: tuple[str, ...]) -> tuple[str, str]:
+    """(the key, the kind of problem) the loader reports first: an unknown key before anything else,
+    then the keys in `order` (the order the file format documents them in)."""
+    errors = exc.errors()
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            return str(error["loc"][0]), "unknown"
+    found = [(str(e["loc"][0]) if e["loc"] else "id", str(e["type"])) for e in errors]
+    return min(found, key=lambda p: order.index(p[0]) if p[0] in order else len(order))

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
+from tasks.regress import specs
 from tasks.regress.errors import SuiteError
 from tasks.regress.expectations import ExpectationSpecError, parse_expectation
 from tasks.regress.templating import TemplateSyntaxError, referenced_variables
@@ -16,11 +18,12 @@ from tasks.regress.yaml_lines import LineDict, item_line, line_of, load_yaml_wit
 
 SUITE_KEYS = ("suite", "description", "include", "targets", "gate", "vars", "options", "conversations")
 CONVERSATION_KEYS = ("id", "tags", "vars", "turns", "repeat", "pass_rate", "min_score", "description")
+CHECK_ORDER = ("id", "tags", "vars", "repeat", "pass_rate", "min_score", "turns")
+"""Which problem of a conversation is reported first (after an unknown key)."""
 TURN_KEYS = ("user", "expect", "capture")
 TARGET_ROLES = ("baseline", "candidate")
 GATE_KEYS = ("min_pass_rate", "max_drop", "no_new_failures_tagged", "p95_latency_ms")
 OPTION_KEYS = ("timeout", "reply_path", "intent_path", "headers")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 @dataclass
@@ -196,52 +199,14 @@ def _parse_conversation(raw: Any, path: Path, line: int | None, scope_vars: dict
     file = str(path)
     if not isinstance(raw, dict):
         raise SuiteError("a conversation must be a mapping with 'id' and 'turns'", file, line)
-    unknown = [key for key in raw if key not in CONVERSATION_KEYS]
-    if unknown:
-        raise SuiteError(
-            f"unknown conversation key {unknown[0]!r}; valid keys: {', '.join(CONVERSATION_KEYS)}",
-            file,
-            line_of(raw, str(unknown[0]), line),
-        )
-    conv_id = raw.get("id")
-    if not isinstance(conv_id, str | int) or isinstance(conv_id, bool) or not _ID.match(str(conv_id)):
-        raise SuiteError(
-            "a conversation needs an 'id' (letters, digits, '_', '-', '.')", file, line_of(raw, "id", line)
-        )
-    conv_id = str(conv_id)
-    tags = raw.get("tags", [])
-    if isinstance(tags, str):
-        tags = [tags]
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise SuiteError(
-            f"conversation {conv_id!r}: 'tags' must be a list of strings", file, line_of(raw, "tags")
-        )
-    conv_vars = raw.get("vars", {})
-    if not isinstance(conv_vars, dict):
-        raise SuiteError(f"conversation {conv_id!r}: 'vars' must be a mapping", file, line_of(raw, "vars"))
-    repeat = raw.get("repeat", 1)
-    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
-        raise SuiteError(
-            f"conversation {conv_id!r}: 'repeat' must be an integer >= 1", file, line_of(raw, "repeat")
-        )
-    pass_rate = raw.get("pass_rate", 1.0)
-    if not _rate(pass_rate):
-        raise SuiteError(
-            f"conversation {conv_id!r}: 'pass_rate' must be between 0 and 1", file, line_of(raw, "pass_rate")
-        )
-    min_score = raw.get("min_score", 1.0)
-    if not _rate(min_score):
-        raise SuiteError(
-            f"conversation {conv_id!r}: 'min_score' must be between 0 and 1", file, line_of(raw, "min_score")
-        )
-    turns_raw = raw.get("turns")
-    if not isinstance(turns_raw, list) or not turns_raw:
-        raise SuiteError(
-            f"conversation {conv_id!r} has no turns (add a 'turns:' list with at least one 'user:' message)",
-            file,
-            line_of(raw, "turns", line),
-        )
-    variables = {**scope_vars, **to_plain(conv_vars)}
+    try:
+        spec = specs.ConversationSpec.model_validate(raw)
+    except ValidationError as exc:
+        key, problem = specs.first_problem(exc, CHECK_ORDER)
+        raise _conversation_error(raw, key, problem, file, line) from None
+    conv_id = str(spec.id)
+    turns_raw = raw["turns"]
+    variables = {**scope_vars, **to_plain(spec.vars)}
     known = set(variables)
     turns = []
     for index, turn_raw in enumerate(turns_raw):
@@ -249,15 +214,38 @@ def _parse_conversation(raw: Any, path: Path, line: int | None, scope_vars: dict
         turns.append(_parse_turn(turn_raw, conv_id, index + 1, file, turn_line, known))
     return {
         "id": conv_id,
-        "tags": list(tags),
+        "tags": list(spec.tags),
         "vars": variables,
-        "repeat": repeat,
-        "pass_rate": float(pass_rate),
-        "min_score": float(min_score),
+        "repeat": spec.repeat,
+        "pass_rate": float(spec.pass_rate),
+        "min_score": float(spec.min_score),
         "turns": turns,
         "file": file,
         "line": line,
     }
+
+
+def _conversation_error(raw: dict[str, Any], key: str, problem: str, file: str, line: int | None) -> SuiteError:
+    if problem == "unknown":
+        return SuiteError(f"unknown conversation key {key!r}; valid keys: {', '.join(CONVERSATION_KEYS)}", file,
+                          line_of(raw, key, line))
+    if key == "id":
+        return SuiteError("a conversation needs an 'id' (letters, digits, '_', '-', '.')", file, line_of(raw, "id", line))
+    conv_id = str(raw.get("id"))
+    if key == "turns":
+        return SuiteError(
+            f"conversation {conv_id!r} has no turns (add a 'turns:' list with at least one 'user:' message)",
+            file,
+            line_of(raw, "turns", line),
+        )
+    what = {
+        "tags": "'tags' must be a list of strings",
+        "vars": "'vars' must be a mapping",
+        "repeat": "'repeat' must be an integer >= 1",
+        "pass_rate": "'pass_rate' must be between 0 and 1",
+        "min_score": "'min_score' must be between 0 and 1",
+    }.get(key, f"{key!r} is not valid")
+    return SuiteError(f"conversation {conv_id!r}: {what}", file, line_of(raw, key))
 
 
 def _parse_turn(
@@ -266,33 +254,29 @@ def _parse_turn(
     where = f"conversation {conv_id!r}, turn {number}"
     if not isinstance(raw, dict) or not isinstance(raw.get("user"), str):
         raise SuiteError(f"{where}: a turn needs a 'user:' message", file, line)
-    unknown = [key for key in raw if key not in TURN_KEYS]
-    if unknown:
-        raise SuiteError(
-            f"{where}: unknown turn key {unknown[0]!r}; valid keys: {', '.join(TURN_KEYS)}",
-            file,
-            line_of(raw, str(unknown[0]), line),
-        )
-    _check_variables(raw["user"], known, where, file, line_of(raw, "user", line))
-    expect_raw = raw.get("expect", [])
-    if expect_raw is None:
-        expect_raw = []
-    if not isinstance(expect_raw, list):
-        raise SuiteError(f"{where}: 'expect' must be a list", file, line_of(raw, "expect", line))
+    try:
+        spec = specs.TurnSpec.model_validate(raw)
+    except ValidationError as exc:
+        key, problem = specs.first_problem(exc, TURN_KEYS)
+        if problem == "unknown":
+            raise SuiteError(f"{where}: unknown turn key {key!r}; valid keys: {', '.join(TURN_KEYS)}", file,
+                             line_of(raw, key, line)) from None
+        if key == "expect":
+            raise SuiteError(f"{where}: 'expect' must be a list", file, line_of(raw, "expect", line)) from None
+        raise SuiteError(f"{where}: 'capture' must map variable names to regexes", file,
+                         line_of(raw, "capture")) from None
+    _check_variables(spec.user, known, where, file, line_of(raw, "user", line))
+    expect_raw = raw.get("expect") or []
     expect = []
     for index, spec_raw in enumerate(expect_raw):
         spec_line = item_line(expect_raw, index, line)
         try:
-            spec = parse_expectation(to_plain(spec_raw))
+            parsed = parse_expectation(to_plain(spec_raw))
         except ExpectationSpecError as exc:
             raise SuiteError(f"{where}: {exc}", file, spec_line) from None
-        _check_variables(spec["value"], known, where, file, spec_line)
-        expect.append(spec)
+        _check_variables(parsed["value"], known, where, file, spec_line)
+        expect.append(parsed)
     capture = raw.get("capture", {})
-    if not isinstance(capture, dict):
-        raise SuiteError(
-            f"{where}: 'capture' must map variable names to regexes", file, line_of(raw, "capture")
-        )
     for name, pattern in capture.items():
         cap_line = line_of(capture, str(name), line)
         if not isinstance(name, str) or not name.isidentifier():
@@ -306,7 +290,7 @@ def _parse_turn(
                 f"{where}: bad regex {pattern!r} in capture {name!r}: {exc}", file, cap_line
             ) from None
     known.update(capture)
-    return {"user": raw["user"], "expect": expect, "capture": dict(capture)}
+    return {"user": spec.user, "expect": expect, "capture": dict(capture)}
 
 
 def _check_variables(value: Any, known: set[str], where: str, file: str, line: int | None) -> None:
