@@ -264,3 +264,35 @@ def first_problem(exc: ValidationError, order: tuple[str, ...]) -> tuple[str, st
             return str(error["loc"][0]), "unknown"
     found = [(str(e["loc"][0]) if e["loc"] else "id", str(e["type"])) for e in errors]
     return min(found, key=lambda p: order.index(p[0]) if p[0] in order else len(order))
+
+
+# -- the suite's targets, options and gate --------------------------------------------------------
+
+
+class TargetsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    baseline: str = Field("", min_length=1)  # a default is not validated: absent is fine, empty or null is not
+    candidate: str = Field("", min_length=1)
+
+
+class OptionsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    timeout: float | None = Field(None, gt=0)
+    reply_path: Any = None
+    intent_path: Any = None
+    headers: Any = None
+
+
+class GateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    min_pass_rate: float = Field(1.0, ge=0, le=1)
+    max_drop: float = Field(0.0, ge=0, le=1)
+    p95_latency_ms: float = Field(1.0, gt=0)
+    no_new_failures_tagged: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_tag(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("no_new_failures_tagged"), str):
+            return {**data, "no_new_failures_tagged": [data["no_new_failures_tagged"]]}
+        return data

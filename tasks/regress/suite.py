@@ -88,33 +88,24 @@ def validate_gate(gate: Any, known_tags: set[str]) -> dict[str, Any]:
     unknown = set(gate) - set(GATE_KEYS)
     if unknown:
         raise ValueError(f"unknown gate key {sorted(unknown)[0]!r}; valid keys: {', '.join(GATE_KEYS)}")
-    for key in ("min_pass_rate", "max_drop"):
-        if key in gate and not _rate(gate[key]):
-            raise ValueError(f"gate {key} must be a number between 0 and 1, got {gate[key]!r}")
-    if "p95_latency_ms" in gate and not (_number(gate["p95_latency_ms"]) and gate["p95_latency_ms"] > 0):
-        raise ValueError(f"gate p95_latency_ms must be a positive number, got {gate['p95_latency_ms']!r}")
+    try:
+        spec = specs.GateSpec.model_validate(gate)
+    except ValidationError as exc:
+        key, _ = specs.first_problem(exc, ("min_pass_rate", "max_drop", "p95_latency_ms", "no_new_failures_tagged"))
+        if key == "p95_latency_ms":
+            raise ValueError(f"gate p95_latency_ms must be a positive number, got {gate[key]!r}") from None
+        if key == "no_new_failures_tagged":
+            raise ValueError("gate no_new_failures_tagged must be a list of tags") from None
+        raise ValueError(f"gate {key} must be a number between 0 and 1, got {gate[key]!r}") from None
+    for tag in spec.no_new_failures_tagged:
+        if tag not in known_tags:
+            raise ValueError(
+                f"gate names unknown tag {tag!r} in no_new_failures_tagged; "
+                f"tags used in the suite: {', '.join(sorted(known_tags)) or 'none'}"
+            )
     if "no_new_failures_tagged" in gate:
-        tags = gate["no_new_failures_tagged"]
-        if isinstance(tags, str):
-            tags = [tags]
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ValueError("gate no_new_failures_tagged must be a list of tags")
-        for tag in tags:
-            if tag not in known_tags:
-                raise ValueError(
-                    f"gate names unknown tag {tag!r} in no_new_failures_tagged; "
-                    f"tags used in the suite: {', '.join(sorted(known_tags)) or 'none'}"
-                )
-        gate = {**gate, "no_new_failures_tagged": list(tags)}
+        gate = {**gate, "no_new_failures_tagged": list(spec.no_new_failures_tagged)}
     return dict(gate)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _rate(value: Any) -> bool:
-    return _number(value) and 0 <= value <= 1
 
 
 def _read(path: Path) -> LineDict:
@@ -326,15 +317,14 @@ def _parse_targets(doc: LineDict, path: Path) -> dict[str, str]:
         raise SuiteError(
             "'targets' must map baseline/candidate to target URIs", str(path), line_of(doc, "targets")
         )
-    for role, uri in targets.items():
-        if role not in TARGET_ROLES:
-            raise SuiteError(
-                f"unknown target role {role!r}; valid roles: {', '.join(TARGET_ROLES)}",
-                str(path),
-                line_of(targets, str(role)),
-            )
-        if not isinstance(uri, str) or not uri:
-            raise SuiteError(f"target {role!r} must be a URI string", str(path), line_of(targets, str(role)))
+    try:
+        specs.TargetsSpec.model_validate(targets)
+    except ValidationError as exc:
+        role, problem = specs.first_problem(exc, TARGET_ROLES)
+        if problem == "unknown":
+            raise SuiteError(f"unknown target role {role!r}; valid roles: {', '.join(TARGET_ROLES)}", str(path),
+                             line_of(targets, role)) from None
+        raise SuiteError(f"target {role!r} must be a URI string", str(path), line_of(targets, role)) from None
     return dict(targets)
 
 
@@ -342,16 +332,14 @@ def _parse_options(doc: LineDict, path: Path) -> dict[str, Any]:
     options = doc.get("options", {})
     if not isinstance(options, dict):
         raise SuiteError("'options' must be a mapping", str(path), line_of(doc, "options"))
-    unknown = [key for key in options if key not in OPTION_KEYS]
-    if unknown:
-        raise SuiteError(
-            f"unknown option {unknown[0]!r}; valid options: {', '.join(OPTION_KEYS)}",
-            str(path),
-            line_of(options, str(unknown[0])),
-        )
-    timeout = options.get("timeout")
-    if timeout is not None and not (_number(timeout) and timeout > 0):
+    try:
+        specs.OptionsSpec.model_validate(options)
+    except ValidationError as exc:
+        key, problem = specs.first_problem(exc, OPTION_KEYS)
+        if problem == "unknown":
+            raise SuiteError(f"unknown option {key!r}; valid options: {', '.join(OPTION_KEYS)}", str(path),
+                             line_of(options, key)) from None
         raise SuiteError(
             "option 'timeout' must be a positive number of seconds", str(path), line_of(options, "timeout")
-        )
+        ) from None
     return to_plain(options)

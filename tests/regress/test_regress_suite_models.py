@@ -51,3 +51,23 @@ def test_expectations_are_a_discriminated_union_of_typed_models() -> None:
     assert similar.as_dict()["value"] == {"to": "hi", "threshold": 0.8, "method": "cosine"}
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         specs.ConversationSpec.model_validate({"id": "a", "turns": [{}], "colour": 1})
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        ("targets: {baseline: a:b, judge: x}\n", "1: unknown target role 'judge'; valid roles: baseline, candidate"),
+        ("targets: {baseline: null}\n", "1: target 'baseline' must be a URI string"),
+        ("options: {timeout: true}\n", "1: option 'timeout' must be a positive number of seconds"),
+        ("options: {tiemout: 3}\n", "1: unknown option 'tiemout'; valid options: timeout, reply_path, intent_path, headers"),
+        ("gate: {min_pass_rate: null}\n", "1: gate min_pass_rate must be a number between 0 and 1, got None"),
+        ("gate: {p95_latency_ms: '3', no_new_failures_tagged: [1]}\n",
+         "1: gate p95_latency_ms must be a positive number, got '3'"),
+        ("gate: {no_new_failures_tagged: [1]}\n", "1: gate no_new_failures_tagged must be a list of tags"),
+    ],
+)
+def test_targets_options_and_gate_messages(write_suite, head: str, expected: str) -> None:
+    path = write_suite(head + "conversations:\n  - id: a\n    tags: [p0]\n    turns: [{user: x}]\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    assert str(info.value) == f"{path}:{expected}"
