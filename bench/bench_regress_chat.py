@@ -86,6 +86,7 @@ class Deployment:
         self.lab.worker(queues="default", concurrency=1)
         self.regress: Any = None
         self.runs = 0
+        self.spread = 0
 
     def workers(self, processes: int) -> None:
         if self.regress is not None:
@@ -110,6 +111,7 @@ class Deployment:
         status, reason, done, total = wait_until(ended, timeout=900, interval=0.02, what=f"run R{run_id}")
         took = time.perf_counter() - start
         assert status != "error" and done == total, reason
+        self.spread = chunk_processes(self.db, run_id)
         return took
 
     def cli(self, suite: str, candidate: str | None, workers: int) -> float:
@@ -131,6 +133,37 @@ class Deployment:
         for key in client.scan_iter(f"{self.prefix}*", count=1000):
             client.delete(key)
         client.close()
+
+
+def _burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def cpu_floor(processes: int, pieces: int = 8, each: int = 2_500_000) -> float:
+    """The same pure-CPU work in 1 or 2 processes: what this machine gives two processes right now (other
+    tenants share its 2 CPUs), the floor the chat figures are read against."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    with context.Pool(processes) as pool:
+        pool.map(_burn, [1000] * processes)  # started and warm
+        start = time.perf_counter()
+        pool.map(_burn, [each] * pieces, chunksize=1)
+        return time.perf_counter() - start
+
+
+def chunk_processes(db: str, run_id: int) -> int:
+    """How many worker processes ran the run's chunks (the ledger names each job's process)."""
+    from models import jobs, regressions
+    from models.db import session_scope
+
+    with session_scope(db) as session:
+        run = regressions.get(session, run_id=run_id)
+        keys = [f"{run.task_id}/{i}" for i in range(run.chunks)]
+        return len({session.get(jobs.JobRecord, k).worker for k in keys})
 
 
 def load() -> str:
@@ -163,9 +196,14 @@ def main() -> None:
                 deploy.workers(processes)
                 cold_big = deploy.chat(BIG.format(n=processes))
                 cold_small = deploy.chat(SMALL.format(n=processes))
-                print(f"{processes} process(es), first runs (target loads): big {cold_big:.2f} s, small {cold_small:.2f} s")
+                print(f"{processes} process(es), first runs (target loads): big {cold_big:.2f} s, small {cold_small:.2f} s",
+                      flush=True)
                 for _ in range(args.rounds):
+                    for n in (1, 2):
+                        figures.setdefault(f"floor cpu {n}", []).append(cpu_floor(n))
                     figures.setdefault(f"chat big {processes}", []).append(deploy.chat(BIG.format(n=processes)))
+                    print(f"  big run on {deploy.spread} process(es): {figures[f'chat big {processes}'][-1]:.2f} s",
+                          flush=True)
                     figures.setdefault(f"chat small {processes}", []).append(deploy.chat(SMALL.format(n=processes)))
                     if processes == 2:
                         for n in (1, 2):
@@ -176,6 +214,8 @@ def main() -> None:
             for name, values in figures.items():
                 print(f"  {name:14} {med(values)}")
             m = {name: statistics.median(values) for name, values in figures.items()}
+            print(f"floor: pure CPU in 1 process / 2 processes = {m['floor cpu 1'] / m['floor cpu 2']:.2f}x "
+                  "(what the machine gives two processes now)")
             print(f"big: chat 1 process / 2 processes = {m['chat big 1'] / m['chat big 2']:.2f}x (target >= 1.7)")
             print(f"big: chat 2 processes / CLI --workers 2 = {m['chat big 2'] / m['cli big 2']:.2f} (target <= 1.15)")
             print(f"small: chat 2 / chat 1 = {m['chat small 2'] / m['chat small 1']:.2f} (target <= 1.0 + noise); "
