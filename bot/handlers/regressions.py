@@ -49,7 +49,7 @@ def _shown_path(path: Path) -> str:
 
 
 def regress(args: RegressArgs, origin: Origin, session: Session) -> Reply:
-    from tasks.regress.errors import RegressError
+    from tasks.regress.errors import NoCandidate, RegressError
     from tasks.regress.session import plan
 
     config = get_settings().regress
@@ -67,6 +67,9 @@ def regress(args: RegressArgs, origin: Origin, session: Session) -> Reply:
     shown = _shown_path(found.path)
     try:
         run_plan = plan([shown], args.candidate, args.baseline, list(args.tags) or None, within=suites.folders(config))
+    except NoCandidate:
+        raise UsageError(f"`{found.name}` names no candidate target: say which model to test, "
+                         f"e.g. `regress {found.name} candidate:models:/<model>@candidate`.") from None
     except RegressError as exc:
         raise UsageError(str(exc), hint=f"`labmate regress {shown}` says the same in a terminal.") from None
     workers = args.workers or config.workers

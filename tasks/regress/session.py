@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.regress.errors import RegressError, SuiteError
+from tasks.regress.errors import NoCandidate, RegressError, SuiteError
 from tasks.regress.execution import Job, OnResult, run_jobs
 from tasks.regress.suite import Suite, load_suite, validate_gate
 from tasks.regress.verdict import build_report, default_gate
@@ -60,7 +60,7 @@ def plan(
         "candidate": candidate or _agreed(suites, "candidate"),
     }
     if not targets["candidate"]:
-        raise RegressError("no candidate target: pass --candidate or set targets.candidate in the suite")
+        raise NoCandidate("no candidate target: pass --candidate or set targets.candidate in the suite")
     if not targets["baseline"]:
         del targets["baseline"]
     known_tags = set().union(*(suite.tags for suite in suites))

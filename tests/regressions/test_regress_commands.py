@@ -82,6 +82,14 @@ def test_bad_regressions_are_refused_before_anything_is_stored(configured, text:
     assert outcomes() == ["user_error"]
 
 
+def test_a_suite_without_a_candidate_asks_for_one(configured, suites_dir: Path) -> None:
+    (suites_dir / "bare.yaml").write_text("suite: bare\nconversations:\n  - id: a\n    turns:\n      - user: hi\n")
+    reply = ask("regress bare")
+    assert message(reply) == ("`bare` names no candidate target: say which model to test, e.g. "
+                              "`regress bare candidate:models:/<model>@candidate`.")
+    assert stored() == (0, 0)
+
+
 def test_a_link_that_leaves_the_suites_folder_is_refused(configured, suites_dir: Path, tmp_path: Path) -> None:
     outside = tmp_path / "elsewhere.yaml"
     outside.write_text((suites_dir / "shop.yaml").read_text())
