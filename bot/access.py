@@ -79,3 +79,13 @@ def check_launch(project_name: str, project: ProjectConfig, origin: Origin, rule
         f"You can't launch `{project_name}`. It is limited to {_names(project.launchers)} and the admins "
         f"({_names(rules.admins)})."
     )
+
+
+def matches(entries: list[str], origin: Origin) -> bool:
+    """`origin`'s user, channel or one of its user groups is listed in `entries`."""
+    return _matches(entries, origin)
+
+
+def names(entries: list[str]) -> str:
+    """Entries as Slack mentions, for a message that says who may."""
+    return _names(entries)

@@ -23,6 +23,7 @@ from bot.grammar import HelpArgs
 from bot.handlers import decisions as decision_handlers
 from bot.handlers import experiments as experiment_handlers
 from bot.handlers import launches as launch_handlers
+from bot.handlers import regressions as regression_handlers
 from bot.origin import JobRequest, Origin, Reply
 from labmate.errors import LabmateError, new_error_id
 from labmate.settings import get_settings
@@ -58,6 +59,9 @@ HANDLERS: dict[str, Handler] = {
     "sweep": launch_handlers.sweep,
     "status": launch_handlers.status,
     "cancel": launch_handlers.cancel,
+    "regress": regression_handlers.regress,
+    "regressions": regression_handlers.listing,
+    "promote": regression_handlers.promote,
 }
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -129,6 +129,42 @@ class ProjectConfig(BaseModel):
         directory, _, subdirectory = self.uri.partition("#")
         path = Path(directory).expanduser()
         return (path / subdirectory if subdirectory else path).resolve()
+
+
+class RegressSuiteRules(BaseModel):
+    """What a suite may run against from chat (labmate.toml `[regress.suites.<name>]`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_callables: bool = Field(
+        False, description="Targets may be Python callables (`package.module:function`) for this suite."
+    )
+    allow_http: bool = Field(
+        False, description="Targets may be HTTP endpoints for this suite (the worker calls the address named in chat)."
+    )
+
+
+class RegressConfig(BaseModel):
+    """Regression runs from chat (labmate.toml `[regress]`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folders: list[str] = Field(
+        default_factory=lambda: ["conversations"],
+        description="Folders whose suite files may be run from chat (relative to the working directory); "
+        "nothing outside them can be.",
+        min_length=1,
+    )
+    workers: int = Field(2, ge=1, description="How many worker processes a run is split for when `workers:` isn't given.")
+    max_workers: int = Field(8, ge=1, description="The most `workers:` a run may ask for.")
+    promoters: list[str] = Field(
+        default_factory=list,
+        description="Who may press Promote (user, group or channel ids); admins always may. Empty: admins only.",
+    )
+    promote_alias: str = Field("production", description="The registered model alias that Promote moves to the candidate.")
+    suites: dict[str, RegressSuiteRules] = Field(
+        default_factory=dict, description="Per suite name, the target kinds allowed from chat besides MLflow models."
+    )
 
 
 def _demo_project_uri() -> str:
@@ -257,6 +293,11 @@ class Settings(BaseSettings):
         description="labmate.toml `[projects.<name>]`: the MLflow Projects that may be launched from chat, "
         "who may launch them and their limits. Default: the demo's `sales-agent` (replaced when you "
         "configure your own).",
+    )
+    regress: RegressConfig = Field(
+        default_factory=RegressConfig,
+        description="labmate.toml `[regress]`: the suites folders chat may run, `workers:` default and limit, who "
+        "may promote and the alias Promote moves, targets allowed per suite (docs/regression-suites.md).",
     )
     launch_progress_every: float = Field(
         2.0,

@@ -29,6 +29,7 @@ TASK_MODULES = [
     "tasks.replies",
     "tasks.experiments.jobs",
     "tasks.launches.jobs",
+    "tasks.regressions.jobs",
 ]
 QUEUES = ("default", "launch", "regress")
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {

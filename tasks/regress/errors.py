@@ -22,3 +22,7 @@ class SuiteError(RegressError):
 
 class TargetLoadError(RegressError):
     """A target URI that cannot be turned into a callable agent."""
+
+
+class NoCandidate(RegressError):
+    """Neither the command nor the suite names a candidate target."""

@@ -1,4 +1,5 @@
-"""Expectation types: parsing (validation at load time) and checking (against one turn's reply).
+"""Expectation types: parsing (validation at load time, by the pydantic models in specs.py) and checking
+(against one turn's reply).
 
 A parsed expectation is a plain dict: {"type", "value", "optional", "weight"} so it pickles.
 """
@@ -11,10 +12,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from tasks.regress.similarity import METHODS, similarity
-from tasks.regress.templating import is_template, render_value
+from tasks.regress import specs
+from tasks.regress.similarity import similarity
+from tasks.regress.templating import render_value
 
-_STRING_TYPES = ("equals", "contains", "icontains", "starts-with", "not-contains", "regex")
 _LIST_TYPES = ("contains-any", "contains-all", "icontains-any", "icontains-all")
 EXPECTATION_TYPES: tuple[str, ...] = (
     "equals",
@@ -34,7 +35,6 @@ EXPECTATION_TYPES: tuple[str, ...] = (
     "similar",
 )
 MODIFIERS = ("optional", "weight")
-DEFAULT_SIMILAR_THRESHOLD = 0.8
 
 
 class ExpectationSpecError(ValueError):
@@ -49,17 +49,6 @@ class Observation:
     intent: str | None
     latency_ms: float
     data: Any  # the agent's structured output (dict) when it returned one, else None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_regex(pattern: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ExpectationSpecError(f"bad regex {pattern!r}: {exc}") from None
 
 
 def parse_expectation(raw: Any) -> dict[str, Any]:
@@ -81,83 +70,10 @@ def parse_expectation(raw: Any) -> dict[str, Any]:
             f"(got {', '.join(map(repr, kinds)) or 'none'}); valid types: {', '.join(EXPECTATION_TYPES)}"
         )
     kind = kinds[0]
-    value = raw[kind]
-    optional = raw.get("optional", False)
-    if not isinstance(optional, bool):
-        raise ExpectationSpecError(f"'optional' must be true or false, got {optional!r}")
-    weight = raw.get("weight", 1.0)
-    if not _is_number(weight) or weight < 0:
-        raise ExpectationSpecError(f"'weight' must be a number >= 0, got {weight!r}")
-    value = _parse_value(kind, value)
-    return {"type": kind, "value": value, "optional": optional, "weight": float(weight)}
-
-
-def _parse_value(kind: str, value: Any) -> Any:
-    if kind in _STRING_TYPES:
-        if kind == "not-contains" and isinstance(value, list):
-            if not value or not all(isinstance(v, str) for v in value):
-                raise ExpectationSpecError("'not-contains' needs a string or a non-empty list of strings")
-            return list(value)
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ExpectationSpecError(f"{kind!r} needs a string, got {type(value).__name__}")
-        value = str(value)
-        if kind == "regex" and not is_template(value):
-            _check_regex(value)
-        return value
-    if kind in _LIST_TYPES:
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise ExpectationSpecError(f"{kind!r} needs a non-empty list of strings")
-        return list(value)
-    if kind in ("max-length", "latency-ms"):
-        if not _is_number(value) or value <= 0:
-            raise ExpectationSpecError(f"{kind!r} needs a positive number, got {value!r}")
-        return value
-    if kind == "intent":
-        if isinstance(value, str) and value:
-            return value
-        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise ExpectationSpecError("'intent' needs an intent name or a list of accepted names")
-    if kind == "json-path":
-        return _parse_json_path(value)
-    if kind == "similar":
-        return _parse_similar(value)
-    raise AssertionError(kind)  # pragma: no cover - EXPECTATION_TYPES and this function agree
-
-
-def _parse_json_path(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        value = {"path": value}
-    if not isinstance(value, dict) or not isinstance(value.get("path"), str):
-        raise ExpectationSpecError("'json-path' needs a mapping with 'path' (and 'equals' or 'contains')")
-    extra = set(value) - {"path", "equals", "contains"}
-    if extra:
-        raise ExpectationSpecError(
-            f"'json-path' accepts path, equals, contains; unexpected: {', '.join(sorted(extra))}"
-        )
-    if "equals" in value and "contains" in value:
-        raise ExpectationSpecError("'json-path' takes either 'equals' or 'contains', not both")
-    compile_json_path(value["path"])
-    return dict(value)
-
-
-def _parse_similar(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        value = {"to": value}
-    if not isinstance(value, dict) or not isinstance(value.get("to"), str):
-        raise ExpectationSpecError("'similar' needs a mapping with 'to' (the reference reply) and 'threshold'")
-    extra = set(value) - {"to", "threshold", "method"}
-    if extra:
-        raise ExpectationSpecError(
-            f"'similar' accepts to, threshold, method; unexpected: {', '.join(sorted(extra))}"
-        )
-    threshold = value.get("threshold", DEFAULT_SIMILAR_THRESHOLD)
-    if not _is_number(threshold) or not 0 <= threshold <= 1:
-        raise ExpectationSpecError(f"'similar' threshold must be between 0 and 1, got {threshold!r}")
-    method = value.get("method", "cosine")
-    if method not in METHODS:
-        raise ExpectationSpecError(f"'similar' method must be one of {', '.join(METHODS)}, got {method!r}")
-    return {"to": value["to"], "threshold": float(threshold), "method": method}
+    try:
+        return specs.validate(kind, raw[kind], {m: raw[m] for m in MODIFIERS if m in raw})
+    except ValueError as exc:
+        raise ExpectationSpecError(str(exc)) from None
 
 
 @lru_cache(maxsize=1024)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from tasks.regress.errors import RegressError, SuiteError
+from tasks.regress.errors import NoCandidate, RegressError, SuiteError
 from tasks.regress.execution import Job, OnResult, run_jobs
 from tasks.regress.suite import Suite, load_suite, validate_gate
 from tasks.regress.verdict import build_report, default_gate
@@ -48,16 +49,18 @@ def plan(
     tags: list[str] | None = None,
     gate: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
+    within: list[Path] | None = None,
 ) -> Plan:
+    """`within`: the folders the suites' included files must be in (chat); None: anywhere (the CLI)."""
     if not suite_paths:
         raise SuiteError("no suite given")
-    suites: list[Suite] = [load_suite(path) for path in suite_paths]
+    suites: list[Suite] = [load_suite(path, within) for path in suite_paths]
     targets = {
         "baseline": baseline or _agreed(suites, "baseline"),
         "candidate": candidate or _agreed(suites, "candidate"),
     }
     if not targets["candidate"]:
-        raise RegressError("no candidate target: pass --candidate or set targets.candidate in the suite")
+        raise NoCandidate("no candidate target: pass --candidate or set targets.candidate in the suite")
     if not targets["baseline"]:
         del targets["baseline"]
     known_tags = set().union(*(suite.tags for suite in suites))

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
+from tasks.regress import specs
 from tasks.regress.errors import SuiteError
 from tasks.regress.expectations import ExpectationSpecError, parse_expectation
 from tasks.regress.templating import TemplateSyntaxError, referenced_variables
@@ -16,11 +18,12 @@ from tasks.regress.yaml_lines import LineDict, item_line, line_of, load_yaml_wit
 
 SUITE_KEYS = ("suite", "description", "include", "targets", "gate", "vars", "options", "conversations")
 CONVERSATION_KEYS = ("id", "tags", "vars", "turns", "repeat", "pass_rate", "min_score", "description")
+CHECK_ORDER = ("id", "tags", "vars", "repeat", "pass_rate", "min_score", "turns")
+"""Which problem of a conversation is reported first (after an unknown key)."""
 TURN_KEYS = ("user", "expect", "capture")
 TARGET_ROLES = ("baseline", "candidate")
 GATE_KEYS = ("min_pass_rate", "max_drop", "no_new_failures_tagged", "p95_latency_ms")
 OPTION_KEYS = ("timeout", "reply_path", "intent_path", "headers")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 @dataclass
@@ -52,13 +55,14 @@ def looks_like_suite(path: Path) -> bool:
     return re.search(r"^conversations\s*:", text, re.MULTILINE) is not None
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suite(path: str | Path, within: list[Path] | None = None) -> Suite:
+    """`within`: folders every included file must be in (a suite run from chat may read nothing else)."""
     root = Path(path)
     if not root.is_file():
         raise SuiteError("suite file not found", str(path))
     doc = _read(root)
     conversations: list[dict[str, Any]] = []
-    _collect(root, doc, conversations, stack=[root.resolve()], inherited_vars={})
+    _collect(root, doc, conversations, stack=[root.resolve()], inherited_vars={}, within=within)
     if not conversations:
         raise SuiteError("empty suite: no conversations (add a 'conversations:' list)", str(root), 1)
     _check_unique_ids(conversations)
@@ -84,33 +88,24 @@ def validate_gate(gate: Any, known_tags: set[str]) -> dict[str, Any]:
     unknown = set(gate) - set(GATE_KEYS)
     if unknown:
         raise ValueError(f"unknown gate key {sorted(unknown)[0]!r}; valid keys: {', '.join(GATE_KEYS)}")
-    for key in ("min_pass_rate", "max_drop"):
-        if key in gate and not _rate(gate[key]):
-            raise ValueError(f"gate {key} must be a number between 0 and 1, got {gate[key]!r}")
-    if "p95_latency_ms" in gate and not (_number(gate["p95_latency_ms"]) and gate["p95_latency_ms"] > 0):
-        raise ValueError(f"gate p95_latency_ms must be a positive number, got {gate['p95_latency_ms']!r}")
+    try:
+        spec = specs.GateSpec.model_validate(gate)
+    except ValidationError as exc:
+        key, _ = specs.first_problem(exc, ("min_pass_rate", "max_drop", "p95_latency_ms", "no_new_failures_tagged"))
+        if key == "p95_latency_ms":
+            raise ValueError(f"gate p95_latency_ms must be a positive number, got {gate[key]!r}") from None
+        if key == "no_new_failures_tagged":
+            raise ValueError("gate no_new_failures_tagged must be a list of tags") from None
+        raise ValueError(f"gate {key} must be a number between 0 and 1, got {gate[key]!r}") from None
+    for tag in spec.no_new_failures_tagged:
+        if tag not in known_tags:
+            raise ValueError(
+                f"gate names unknown tag {tag!r} in no_new_failures_tagged; "
+                f"tags used in the suite: {', '.join(sorted(known_tags)) or 'none'}"
+            )
     if "no_new_failures_tagged" in gate:
-        tags = gate["no_new_failures_tagged"]
-        if isinstance(tags, str):
-            tags = [tags]
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ValueError("gate no_new_failures_tagged must be a list of tags")
-        for tag in tags:
-            if tag not in known_tags:
-                raise ValueError(
-                    f"gate names unknown tag {tag!r} in no_new_failures_tagged; "
-                    f"tags used in the suite: {', '.join(sorted(known_tags)) or 'none'}"
-                )
-        gate = {**gate, "no_new_failures_tagged": list(tags)}
+        gate = {**gate, "no_new_failures_tagged": list(spec.no_new_failures_tagged)}
     return dict(gate)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _rate(value: Any) -> bool:
-    return _number(value) and 0 <= value <= 1
 
 
 def _read(path: Path) -> LineDict:
@@ -155,6 +150,7 @@ def _collect(
     out: list[dict[str, Any]],
     stack: list[Path],
     inherited_vars: dict[str, Any],
+    within: list[Path] | None = None,
 ) -> None:
     file_vars = doc.get("vars", {})
     if not isinstance(file_vars, dict):
@@ -175,9 +171,11 @@ def _collect(
         if target in stack:
             chain = " -> ".join(p.name for p in [*stack[stack.index(target) :], target])
             raise SuiteError(f"include cycle: {chain}", str(path), line)
+        if within is not None and not any(target == f or f in target.parents for f in within):
+            raise SuiteError(f"included file is outside the suites folder: {name}", str(path), line)
         if not target.is_file():
             raise SuiteError(f"included file not found: {name}", str(path), line)
-        _collect(target, _read(target), out, [*stack, target], scope_vars)
+        _collect(target, _read(target), out, [*stack, target], scope_vars, within)
     conversations = doc.get("conversations", [])
     if conversations is None:
         conversations = []
@@ -192,52 +190,14 @@ def _parse_conversation(raw: Any, path: Path, line: int | None, scope_vars: dict
     file = str(path)
     if not isinstance(raw, dict):
         raise SuiteError("a conversation must be a mapping with 'id' and 'turns'", file, line)
-    unknown = [key for key in raw if key not in CONVERSATION_KEYS]
-    if unknown:
-        raise SuiteError(
-            f"unknown conversation key {unknown[0]!r}; valid keys: {', '.join(CONVERSATION_KEYS)}",
-            file,
-            line_of(raw, str(unknown[0]), line),
-        )
-    conv_id = raw.get("id")
-    if not isinstance(conv_id, str | int) or isinstance(conv_id, bool) or not _ID.match(str(conv_id)):
-        raise SuiteError(
-            "a conversation needs an 'id' (letters, digits, '_', '-', '.')", file, line_of(raw, "id", line)
-        )
-    conv_id = str(conv_id)
-    tags = raw.get("tags", [])
-    if isinstance(tags, str):
-        tags = [tags]
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise SuiteError(
-            f"conversation {conv_id!r}: 'tags' must be a list of strings", file, line_of(raw, "tags")
-        )
-    conv_vars = raw.get("vars", {})
-    if not isinstance(conv_vars, dict):
-        raise SuiteError(f"conversation {conv_id!r}: 'vars' must be a mapping", file, line_of(raw, "vars"))
-    repeat = raw.get("repeat", 1)
-    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
-        raise SuiteError(
-            f"conversation {conv_id!r}: 'repeat' must be an integer >= 1", file, line_of(raw, "repeat")
-        )
-    pass_rate = raw.get("pass_rate", 1.0)
-    if not _rate(pass_rate):
-        raise SuiteError(
-            f"conversation {conv_id!r}: 'pass_rate' must be between 0 and 1", file, line_of(raw, "pass_rate")
-        )
-    min_score = raw.get("min_score", 1.0)
-    if not _rate(min_score):
-        raise SuiteError(
-            f"conversation {conv_id!r}: 'min_score' must be between 0 and 1", file, line_of(raw, "min_score")
-        )
-    turns_raw = raw.get("turns")
-    if not isinstance(turns_raw, list) or not turns_raw:
-        raise SuiteError(
-            f"conversation {conv_id!r} has no turns (add a 'turns:' list with at least one 'user:' message)",
-            file,
-            line_of(raw, "turns", line),
-        )
-    variables = {**scope_vars, **to_plain(conv_vars)}
+    try:
+        spec = specs.ConversationSpec.model_validate(raw)
+    except ValidationError as exc:
+        key, problem = specs.first_problem(exc, CHECK_ORDER)
+        raise _conversation_error(raw, key, problem, file, line) from None
+    conv_id = str(spec.id)
+    turns_raw = raw["turns"]
+    variables = {**scope_vars, **to_plain(spec.vars)}
     known = set(variables)
     turns = []
     for index, turn_raw in enumerate(turns_raw):
@@ -245,15 +205,38 @@ def _parse_conversation(raw: Any, path: Path, line: int | None, scope_vars: dict
         turns.append(_parse_turn(turn_raw, conv_id, index + 1, file, turn_line, known))
     return {
         "id": conv_id,
-        "tags": list(tags),
+        "tags": list(spec.tags),
         "vars": variables,
-        "repeat": repeat,
-        "pass_rate": float(pass_rate),
-        "min_score": float(min_score),
+        "repeat": spec.repeat,
+        "pass_rate": float(spec.pass_rate),
+        "min_score": float(spec.min_score),
         "turns": turns,
         "file": file,
         "line": line,
     }
+
+
+def _conversation_error(raw: dict[str, Any], key: str, problem: str, file: str, line: int | None) -> SuiteError:
+    if problem == "unknown":
+        return SuiteError(f"unknown conversation key {key!r}; valid keys: {', '.join(CONVERSATION_KEYS)}", file,
+                          line_of(raw, key, line))
+    if key == "id":
+        return SuiteError("a conversation needs an 'id' (letters, digits, '_', '-', '.')", file, line_of(raw, "id", line))
+    conv_id = str(raw.get("id"))
+    if key == "turns":
+        return SuiteError(
+            f"conversation {conv_id!r} has no turns (add a 'turns:' list with at least one 'user:' message)",
+            file,
+            line_of(raw, "turns", line),
+        )
+    what = {
+        "tags": "'tags' must be a list of strings",
+        "vars": "'vars' must be a mapping",
+        "repeat": "'repeat' must be an integer >= 1",
+        "pass_rate": "'pass_rate' must be between 0 and 1",
+        "min_score": "'min_score' must be between 0 and 1",
+    }.get(key, f"{key!r} is not valid")
+    return SuiteError(f"conversation {conv_id!r}: {what}", file, line_of(raw, key))
 
 
 def _parse_turn(
@@ -262,33 +245,29 @@ def _parse_turn(
     where = f"conversation {conv_id!r}, turn {number}"
     if not isinstance(raw, dict) or not isinstance(raw.get("user"), str):
         raise SuiteError(f"{where}: a turn needs a 'user:' message", file, line)
-    unknown = [key for key in raw if key not in TURN_KEYS]
-    if unknown:
-        raise SuiteError(
-            f"{where}: unknown turn key {unknown[0]!r}; valid keys: {', '.join(TURN_KEYS)}",
-            file,
-            line_of(raw, str(unknown[0]), line),
-        )
-    _check_variables(raw["user"], known, where, file, line_of(raw, "user", line))
-    expect_raw = raw.get("expect", [])
-    if expect_raw is None:
-        expect_raw = []
-    if not isinstance(expect_raw, list):
-        raise SuiteError(f"{where}: 'expect' must be a list", file, line_of(raw, "expect", line))
+    try:
+        spec = specs.TurnSpec.model_validate(raw)
+    except ValidationError as exc:
+        key, problem = specs.first_problem(exc, TURN_KEYS)
+        if problem == "unknown":
+            raise SuiteError(f"{where}: unknown turn key {key!r}; valid keys: {', '.join(TURN_KEYS)}", file,
+                             line_of(raw, key, line)) from None
+        if key == "expect":
+            raise SuiteError(f"{where}: 'expect' must be a list", file, line_of(raw, "expect", line)) from None
+        raise SuiteError(f"{where}: 'capture' must map variable names to regexes", file,
+                         line_of(raw, "capture")) from None
+    _check_variables(spec.user, known, where, file, line_of(raw, "user", line))
+    expect_raw = raw.get("expect") or []
     expect = []
     for index, spec_raw in enumerate(expect_raw):
         spec_line = item_line(expect_raw, index, line)
         try:
-            spec = parse_expectation(to_plain(spec_raw))
+            parsed = parse_expectation(to_plain(spec_raw))
         except ExpectationSpecError as exc:
             raise SuiteError(f"{where}: {exc}", file, spec_line) from None
-        _check_variables(spec["value"], known, where, file, spec_line)
-        expect.append(spec)
+        _check_variables(parsed["value"], known, where, file, spec_line)
+        expect.append(parsed)
     capture = raw.get("capture", {})
-    if not isinstance(capture, dict):
-        raise SuiteError(
-            f"{where}: 'capture' must map variable names to regexes", file, line_of(raw, "capture")
-        )
     for name, pattern in capture.items():
         cap_line = line_of(capture, str(name), line)
         if not isinstance(name, str) or not name.isidentifier():
@@ -302,7 +281,7 @@ def _parse_turn(
                 f"{where}: bad regex {pattern!r} in capture {name!r}: {exc}", file, cap_line
             ) from None
     known.update(capture)
-    return {"user": raw["user"], "expect": expect, "capture": dict(capture)}
+    return {"user": spec.user, "expect": expect, "capture": dict(capture)}
 
 
 def _check_variables(value: Any, known: set[str], where: str, file: str, line: int | None) -> None:
@@ -338,15 +317,14 @@ def _parse_targets(doc: LineDict, path: Path) -> dict[str, str]:
         raise SuiteError(
             "'targets' must map baseline/candidate to target URIs", str(path), line_of(doc, "targets")
         )
-    for role, uri in targets.items():
-        if role not in TARGET_ROLES:
-            raise SuiteError(
-                f"unknown target role {role!r}; valid roles: {', '.join(TARGET_ROLES)}",
-                str(path),
-                line_of(targets, str(role)),
-            )
-        if not isinstance(uri, str) or not uri:
-            raise SuiteError(f"target {role!r} must be a URI string", str(path), line_of(targets, str(role)))
+    try:
+        specs.TargetsSpec.model_validate(targets)
+    except ValidationError as exc:
+        role, problem = specs.first_problem(exc, TARGET_ROLES)
+        if problem == "unknown":
+            raise SuiteError(f"unknown target role {role!r}; valid roles: {', '.join(TARGET_ROLES)}", str(path),
+                             line_of(targets, role)) from None
+        raise SuiteError(f"target {role!r} must be a URI string", str(path), line_of(targets, role)) from None
     return dict(targets)
 
 
@@ -354,16 +332,14 @@ def _parse_options(doc: LineDict, path: Path) -> dict[str, Any]:
     options = doc.get("options", {})
     if not isinstance(options, dict):
         raise SuiteError("'options' must be a mapping", str(path), line_of(doc, "options"))
-    unknown = [key for key in options if key not in OPTION_KEYS]
-    if unknown:
-        raise SuiteError(
-            f"unknown option {unknown[0]!r}; valid options: {', '.join(OPTION_KEYS)}",
-            str(path),
-            line_of(options, str(unknown[0])),
-        )
-    timeout = options.get("timeout")
-    if timeout is not None and not (_number(timeout) and timeout > 0):
+    try:
+        specs.OptionsSpec.model_validate(options)
+    except ValidationError as exc:
+        key, problem = specs.first_problem(exc, OPTION_KEYS)
+        if problem == "unknown":
+            raise SuiteError(f"unknown option {key!r}; valid options: {', '.join(OPTION_KEYS)}", str(path),
+                             line_of(options, key)) from None
         raise SuiteError(
             "option 'timeout' must be a positive number of seconds", str(path), line_of(options, "timeout")
-        )
+        ) from None
     return to_plain(options)

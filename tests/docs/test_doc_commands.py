@@ -82,6 +82,8 @@ def _kind(command: str) -> str:
         return "slack-or-docker"
     if command.startswith("/lab "):
         return "slash"
+    if re.fullmatch(r"""\.venv/bin/pip install -e ["']\.\[\w+\]["']""", command):
+        return "pip-extra"
     if command.startswith("docker run ") and " labmate:latest " in command:
         return "docker-run"
     return "unknown"
@@ -152,6 +154,15 @@ def test_slash_commands_parse():
                 pytest.fail(f"{source}: {command!r} does not parse: {exc}")
             checked += 1
     assert checked >= 5
+
+
+def test_pip_extras_exist():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for _, command in COMMANDS:
+        if _kind(command) == "pip-extra":
+            assert re.search(r"\[(\w+)\]", command).group(1) in extras, command
 
 
 def test_docker_run_lines_name_real_commands():

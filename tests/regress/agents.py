@@ -86,3 +86,18 @@ def slow_on_second_turn(messages):
     if sum(m["role"] == "user" for m in messages) >= 2:
         threading.Event().wait(3600)
     return _last_user(messages)
+
+
+def pid(messages):
+    """The process that answered (the pool tests tell the parent from its workers)."""
+    import os
+
+    return str(os.getpid())
+
+
+def pid_slow(messages):
+    """The process that answered, after 20 ms of work."""
+    import os
+
+    time.sleep(0.02)
+    return str(os.getpid())

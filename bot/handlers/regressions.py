@@ -1,0 +1,167 @@
+"""regress, regressions, promote: regression runs as the user sees them.
+
+Everything that can be checked without MLflow is checked here, before anything is stored: the suite
+is a file inside a configured suites folder and passes validation, targets named in chat are of an
+allowed kind, `workers:` is within the limit, the tags select something. Then the run's row and its
+jobs (the card, the start) are written in the command's own transaction; dispatch sends the jobs
+after the commit. Whether a model target exists in the registry is the worker's to find out (this
+process never imports MLflow): a missing one ends the run with that message on its card.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from bot import access
+from bot.grammar.regressions import PromoteArgs, RegressArgs, RegressionsArgs
+from bot.messages import mrkdwn
+from bot.origin import JobRequest, Origin, Reply
+from labmate import launch_text, suites
+from labmate.errors import AccessDenied, NotFoundError, UsageError
+from labmate.settings import RegressSuiteRules, get_settings
+from models import regressions
+
+START_TASK = "labmate.regress.start"
+CARD_TASK = "labmate.regressions.card"
+PROMOTE_TASK = "labmate.regressions.promote"
+MIN_CHUNK = 16
+"""Conversations (× targets) per chunk at least: a small suite is not split finer than its work pays for."""
+CHUNKS_PER_WORKER = 4
+
+
+def chunk_size(total: int, workers: int) -> int:
+    """Sized to the work: a few chunks per worker (smooth progress, even load), never tiny ones."""
+    return max(MIN_CHUNK, math.ceil(total / (workers * CHUNKS_PER_WORKER)))
+
+
+def _shown_path(path: Path) -> str:
+    """The suite's path as the CLI would be given it from here (its errors name the file that way)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def regress(args: RegressArgs, origin: Origin, session: Session) -> Reply:
+    from tasks.regress.errors import NoCandidate, RegressError
+    from tasks.regress.session import plan
+
+    config = get_settings().regress
+    if args.workers is not None and args.workers > config.max_workers:
+        raise UsageError(
+            f"`workers:{args.workers}` is more than allowed: at most {config.max_workers} "
+            "(labmate.toml `[regress] max_workers`).",
+            hint=f"e.g. `workers:{config.max_workers}`",
+        )
+    found = suites.find(args.suite, config)
+    rules = config.suites.get(found.name, RegressSuiteRules())
+    for role, uri in (("candidate", args.candidate), ("baseline", args.baseline)):
+        if uri:
+            suites.check_target(role, uri, found.name, rules)
+    shown = _shown_path(found.path)
+    try:
+        run_plan = plan([shown], args.candidate, args.baseline, list(args.tags) or None, within=suites.folders(config))
+    except NoCandidate:
+        raise UsageError(f"`{found.name}` names no candidate target: say which model to test, "
+                         f"e.g. `regress {found.name} candidate:models:/<model>@candidate`.") from None
+    except RegressError as exc:
+        raise UsageError(str(exc), hint=f"`labmate regress {shown}` says the same in a terminal.") from None
+    workers = args.workers or config.workers
+    total = len(run_plan.conversations) * len(run_plan.targets)
+    size = chunk_size(total, workers)
+    task_id = str(uuid.uuid4())
+    run = regressions.create(
+        session, user=origin.user, channel=origin.channel, suite=found.name, suite_file=str(found.path),
+        targets=dict(run_plan.targets), tags=list(args.tags), gate=run_plan.gate, workers=workers,
+        chunks=math.ceil(total / size), total=total, reply_to=_card_reply_to(origin), task_id=task_id,
+        report_job=f"{task_id}/report",
+    )
+    label = run.label
+    return Reply(
+        "regress_queued",
+        {"label": label, "suite": found.name, "file": found.shown, "conversations": len(run_plan.conversations),
+         "targets": [{"role": r, "uri": u} for r, u in run_plan.targets.items()], "tags": list(args.tags),
+         "chunks": run.chunks, "workers": workers},
+        jobs=[
+            JobRequest(CARD_TASK, {"run_id": run.id, "closes_audit": False}, what="its card"),
+            JobRequest(START_TASK, {"run_id": run.id}, what=f"regression run {label}", key=task_id),
+        ],
+        task_ids=[run.report_job],
+    )
+
+
+def _card_reply_to(origin: Origin) -> dict[str, Any]:
+    reply_to = origin.reply_to()
+    reply_to.pop("ephemeral", None)
+    return reply_to
+
+
+def listing(args: RegressionsArgs, origin: Origin, session: Session) -> Reply:
+    rows = regressions.recent(session, suite=args.suite, since=args.since)
+    shown = []
+    for run in rows:
+        candidate = run.counts.get("candidate") or {}
+        when = launch_text.elapsed(launch_text.since(run.created_at))
+        shown.append({
+            "label": run.label, "suite": run.suite, "status": run.status, "user": run.user, "ago": when,
+            "pass_rate": f"{candidate['pass_rate']:.0%}" if "pass_rate" in candidate else "",
+            "progress": f"{run.done}/{run.total}", "new_failures": len(run.highlights.get("new_failures") or []),
+            "fixes": len(run.highlights.get("fixes") or []), "reason": run.reason,
+            "candidate": run.targets.get("candidate", ""), "promoted_by": run.promoted_by or "",
+        })
+    return Reply("regressions_list", {"runs": shown, "suite": args.suite or "", "since": bool(args.since)})
+
+
+def may_promote(origin: Origin) -> bool:
+    settings = get_settings()
+    return origin.user in settings.access.admins or access.matches(settings.regress.promoters, origin)
+
+
+def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
+    settings = get_settings()
+    run = regressions.get(session, run_id=args.run_id)
+    if run is None:
+        raise NotFoundError(f"There is no regression run R{args.run_id}.", hint="`regressions` lists the runs.")
+    if not may_promote(origin):
+        raise AccessDenied(
+            f"You can't promote {run.label}: promoting is for {access.names(settings.regress.promoters)} and the admins "
+            f"({access.names(settings.access.admins)}), as labmate.toml `[regress] promoters` says. Nothing changed."
+        )
+    if run.status != regressions.PASSED:
+        why = {regressions.FAILED: f"its verdict is *failed* ({run.reason or 'the gate failed'})",
+               regressions.ERROR: f"it could not finish ({run.reason})"}.get(run.status, f"it is still {run.status}")
+        raise UsageError(f"{run.label} can't be promoted: {why}. Only a run whose gate passed can be.")
+    if not run.candidate_model or not run.candidate_version:
+        raise UsageError(f"{run.label}'s candidate `{run.targets.get('candidate', '')}` is not a registered model "
+                         "version, so there is no alias to move.")
+    if run.promoted_by:
+        raise _already(run, settings.regress.promote_alias)
+    newer = regressions.newer_failed(session, run=run)
+    if newer is not None:
+        raise UsageError(f"{run.label} can't be promoted: a newer run of `{run.suite}`, {newer.label}, "
+                         f"{'failed its gate' if newer.status == regressions.FAILED else 'could not finish'}"
+                         f"{': ' + newer.reason.rstrip('.') if newer.reason else ''}.")
+    if not regressions.claim_promotion(session, run_id=run.id, user=origin.user):
+        session.refresh(run)
+        raise _already(run, settings.regress.promote_alias)
+    return Reply(
+        "regress_promoting",
+        {"label": run.label, "model": run.candidate_model, "version": run.candidate_version,
+         "alias": settings.regress.promote_alias},
+        jobs=[JobRequest(PROMOTE_TASK, {"run_id": run.id}, what=f"promoting {run.label}")],
+    )
+
+
+def _already(run: regressions.RegressionRun, alias: str) -> UsageError:
+    model = mrkdwn.escape(f"{run.candidate_model} v{run.candidate_version}")
+    return UsageError(
+        f"{run.label} was already promoted by {mrkdwn.user(run.promoted_by or '')}: `{model}` is `@{mrkdwn.escape(alias)}`. "
+        "It was promoted once; nothing changed.",
+        markup=True,
+    )

@@ -1,0 +1,134 @@
+"""Which suites and targets may be run from chat: suite files inside the configured folders only, and
+MLflow model targets only unless labmate.toml allows more for the suite. Shared by the bot (which
+refuses before anything is stored) and the workers (which re-check the file they are given)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from labmate.errors import NotFoundError, UsageError
+from labmate.settings import RegressConfig, RegressSuiteRules
+
+SUFFIXES = (".yaml", ".yml")
+SUITE_NAME = re.compile(r"^suite:\s*['\"]?(?P<name>[^'\"#\s]+)", re.MULTILINE)
+MODEL_SCHEMES = ("models:/", "runs:/")
+MODEL_EXAMPLES = "`models:/sales-agent@candidate`, `models:/sales-agent/3` or `runs:/<run id>/model`"
+
+
+@dataclass(frozen=True)
+class Found:
+    name: str
+    path: Path
+    folder: Path
+
+    @property
+    def shown(self) -> str:
+        return str(PurePosixPath(self.folder.name) / self.path.relative_to(self.folder).as_posix())
+
+
+def folders(config: RegressConfig) -> list[Path]:
+    """The suites folders, resolved."""
+    return _folders(config)
+
+
+def _folders(config: RegressConfig) -> list[Path]:
+    return [Path(folder).expanduser().resolve() for folder in config.folders]
+
+
+def _shown_folders(config: RegressConfig) -> str:
+    return ", ".join(f"`{folder.rstrip('/')}/`" for folder in config.folders)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _name_of(path: Path) -> str:
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:4000]
+    except OSError:
+        return path.stem
+    match = SUITE_NAME.search(head)
+    return match.group("name") if match else path.stem
+
+
+def available(config: RegressConfig) -> list[Found]:
+    """Every suite file in the folders (symlinks that lead outside a folder are left out)."""
+    found: list[Found] = []
+    for folder in _folders(config):
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.suffix in SUFFIXES and p.is_file()):
+            real = path.resolve()
+            if _inside(real, folder):
+                found.append(Found(_name_of(path), path, folder))
+    return found
+
+
+def _listing(config: RegressConfig) -> str:
+    suites = available(config)
+    if not suites:
+        return f"There are no suites in {_shown_folders(config)}."
+    return "Suites you can run: " + ", ".join(f"`{s.name}` ({s.shown})" for s in suites) + "."
+
+
+def find(word: str, config: RegressConfig) -> Found:
+    """The suite named `word` (its `suite:` name, its file name, or its path inside a folder)."""
+    where = _shown_folders(config)
+    pure = PurePosixPath(word.replace("\\", "/"))
+    if pure.is_absolute() or word.startswith("~") or re.match(r"^[A-Za-z]:", word):
+        raise UsageError(f"`{word[:80]}` is an absolute path; from chat only suites in {where} can be run.",
+                         hint=_listing(config))
+    if ".." in pure.parts:
+        raise UsageError(f"`{word[:80]}` leads outside the suites folder ({where}); only suites in it can be run.",
+                         hint=_listing(config))
+    for folder in _folders(config):
+        for candidate in (folder / pure, *(folder / pure.with_name(pure.name + s) for s in SUFFIXES)):
+            if candidate.suffix not in SUFFIXES or not (candidate.is_file() or candidate.is_symlink()):
+                continue
+            if not _inside(candidate.resolve(), folder):
+                raise UsageError(
+                    f"`{word[:80]}` is a link that leads outside the suites folder ({where}); only suites in it can "
+                    "be run.", hint=_listing(config))
+            return Found(_name_of(candidate), candidate, folder)
+    matches = [s for s in available(config) if word in (s.name, s.path.stem)]
+    if matches:
+        return matches[0]
+    raise NotFoundError(f"There is no suite `{word[:80]}` in {where}.", hint=_listing(config))
+
+
+def recheck(path: str, config: RegressConfig) -> Path:
+    """A worker's check of a stored suite file: still inside a folder (a link may have changed since)."""
+    real = Path(path).resolve()
+    if not any(_inside(real, folder) for folder in _folders(config)):
+        raise UsageError(f"The suite file `{path}` is no longer inside the suites folder ({_shown_folders(config)}).")
+    return real
+
+
+def kind(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return "http"
+    if uri.startswith(MODEL_SCHEMES):
+        return "mlflow"
+    return "other"
+
+
+def check_target(role: str, uri: str, suite: str, rules: RegressSuiteRules) -> None:
+    """A target named in chat: an MLflow model, or what labmate.toml allows for this suite."""
+    found = kind(uri)
+    if found == "mlflow":
+        return
+    if found == "http":
+        if rules.allow_http:
+            return
+        raise UsageError(
+            f"`{uri[:120]}` is an HTTP endpoint; from chat the {role} must be an MLflow model ({MODEL_EXAMPLES}). "
+            f"labmate.toml can allow HTTP targets for this suite: `[regress.suites.{suite}]` `allow_http = true`."
+        )
+    if rules.allow_callables and re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", uri):
+        return
+    allowed = " or a callable (`package.module:function`)" if rules.allow_callables else ""
+    raise UsageError(f"`{uri[:120]}` is not a target I can run from chat: the {role} must be an MLflow model "
+                     f"({MODEL_EXAMPLES}){allowed}.")

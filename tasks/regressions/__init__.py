@@ -1,0 +1,1 @@
+"""Regression runs from chat: the jobs behind `/lab regress` and its card."""

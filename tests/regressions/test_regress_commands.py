@@ -1,0 +1,208 @@
+"""regress, regressions and promote through dispatch (the path every front takes): what is refused is
+refused before anything is stored, with a message that says what was wrong and what would work."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from bot import dispatch
+from bot.origin import Origin, Reply
+from labmate.regress_cli import register
+from models import audit, jobs, regressions
+from models.db import session_scope
+from tests.regressions.conftest import ADMIN, PROMOTER, write_toml
+
+
+@pytest.fixture(autouse=True)
+def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No job leaves these tests: what dispatch stored stays in the outbox."""
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise ConnectionError("the broker is down (test)")
+
+    monkeypatch.setattr("tasks.client.enqueue", refuse)
+
+
+def ask(text: str, user: str = "U0ALICE", channel: str = "C0LAB") -> Reply:
+    return dispatch.handle(text, Origin(user=user, channel=channel, source="slack"))
+
+
+def message(reply: Reply) -> str:
+    return str(reply.context.get("message", ""))
+
+
+def stored() -> tuple[int, int]:
+    with session_scope() as session:
+        return session.query(regressions.RegressionRun).count(), session.query(jobs.JobRecord).count()
+
+
+def outcomes() -> list[str]:
+    with session_scope() as session:
+        return [e.outcome for e in session.query(audit.AuditEvent).order_by(audit.AuditEvent.id)]
+
+
+LISTED = "Suites you can run: `shop` (suites/shop.yaml)."
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "hint"),
+    [
+        ("regress nope", "There is no suite `nope` in `suites/`.", LISTED),
+        ("regress ../shop.yaml", "`../shop.yaml` leads outside the suites folder (`suites/`); only suites in it can be run.",
+         LISTED),
+        ("regress suites/../../etc/x.yaml", "`suites/../../etc/x.yaml` leads outside the suites folder", LISTED),
+        ("regress /etc/passwd", "`/etc/passwd` is an absolute path; from chat only suites in `suites/` can be run.", LISTED),
+        ("regress shop workers:9", "`workers:9` is more than allowed: at most 4 (labmate.toml `[regress] max_workers`).",
+         "e.g. `workers:4`"),
+        ("regress shop workers:0", "`workers:0` needs a whole number of workers, e.g. `workers:2`.", ""),
+        ("regress shop candidate:http://10.0.0.1/agent", "`http://10.0.0.1/agent` is an HTTP endpoint; from chat the "
+         "candidate must be an MLflow model", ""),
+        ("regress shop baseline:<https://evil.example/x|evil.example/x>", "`https://evil.example/x` is an HTTP endpoint; "
+         "from chat the baseline must be an MLflow model", ""),
+        ("regress shop candidate:os:system", "`os:system` is not a target I can run from chat: the candidate must be an "
+         "MLflow model", ""),
+        ("regress shop candidate:file:///etc/model", "`file:///etc/model` is not a target I can run from chat", ""),
+        ("regress shop tag:nope", "no conversation is tagged nope; tags: p0, p1", ""),
+        ("regress shop frobnicate", "I don't understand `frobnicate`: after the suite, write `candidate:<uri>`", ""),
+        ("regress", "Which suite? Name it first", ""),
+    ],
+)
+def test_bad_regressions_are_refused_before_anything_is_stored(configured, text: str, expected: str, hint: str) -> None:
+    reply = ask(text)
+    assert reply.outcome == "user_error"
+    assert message(reply).startswith(expected), message(reply)
+    assert reply.context["hint"].startswith(hint), reply.context["hint"]
+    assert stored() == (0, 0)
+    assert outcomes() == ["user_error"]
+
+
+def test_a_suite_without_a_candidate_asks_for_one(configured, suites_dir: Path) -> None:
+    (suites_dir / "bare.yaml").write_text("suite: bare\nconversations:\n  - id: a\n    turns:\n      - user: hi\n")
+    reply = ask("regress bare")
+    assert message(reply) == ("`bare` names no candidate target: say which model to test, e.g. "
+                              "`regress bare candidate:models:/<model>@candidate`.")
+    assert stored() == (0, 0)
+
+
+def test_a_link_that_leaves_the_suites_folder_is_refused(configured, suites_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.yaml"
+    outside.write_text((suites_dir / "shop.yaml").read_text())
+    (suites_dir / "sneaky.yaml").symlink_to(outside)
+    reply = ask("regress sneaky")
+    assert message(reply).startswith("`sneaky` is a link that leads outside the suites folder (`suites/`)")
+    assert "sneaky" not in reply.context["hint"], "the listing leaves it out too"
+    assert stored() == (0, 0)
+
+
+def test_a_suite_that_fails_validation_says_file_and_line_as_the_cli_does(configured, suites_dir: Path) -> None:
+    (suites_dir / "broken.yaml").write_text(
+        "suite: broken\nconversations:\n  - id: one\n    turns:\n      - user: hi\n        expect:\n"
+        "          - contians: hello\n"
+    )
+    reply = ask("regress broken")
+    app = typer.Typer()
+    register(app)
+    app.command("other")(lambda: None)
+    cli = CliRunner().invoke(app, ["regress", "suites/broken.yaml"])
+    assert cli.exit_code == 2
+    said = " ".join(cli.output.split()).removeprefix("error: ")
+    assert message(reply) == said
+    assert message(reply).startswith("suites/broken.yaml:7: ")
+    assert reply.context["hint"] == "`labmate regress suites/broken.yaml` says the same in a terminal."
+    assert stored() == (0, 0)
+
+
+def test_http_targets_are_allowed_where_labmate_toml_says_so(configured, tmp_path: Path) -> None:
+    write_toml(tmp_path / "labmate.toml", '[regress.suites.shop]\nallow_http = true\n')
+    reply = ask("regress shop candidate:http://127.0.0.1:9/agent")
+    assert reply.outcome == "ok", message(reply)
+    with session_scope() as session:
+        [run] = session.query(regressions.RegressionRun).all()
+        assert run.targets == {"baseline": "models:/shop@production", "candidate": "http://127.0.0.1:9/agent"}
+
+
+def test_a_run_is_stored_with_its_jobs_before_they_are_sent(configured) -> None:
+    reply = ask("regress shop.yaml tag:p1 workers:2")
+    assert reply.outcome == "ok"
+    assert "The job queue is unreachable" in reply.notes[0]
+    with session_scope() as session:
+        [run] = session.query(regressions.RegressionRun).all()
+        assert (run.suite, run.status, run.total, run.chunks, run.workers, run.tags) == ("shop", "queued", 6, 1, 2, ["p1"])
+        queued = {j.task for j in session.query(jobs.JobRecord).all()}
+    assert queued == {"labmate.regress.start", "labmate.regressions.card"}
+
+
+def make_run(status: str, *, suite: str = "shop", reason: str = "", version: str | None = "2") -> int:
+    with session_scope() as session:
+        run = regressions.create(
+            session, user="U0ALICE", channel="C0LAB", suite=suite, suite_file="suites/shop.yaml",
+            targets={"candidate": "models:/shop@candidate"}, tags=[], gate={}, workers=1, chunks=1, total=1,
+            reply_to={"source": "slack", "channel": "C0LAB"}, task_id=f"t-{status}-{reason}"[:60], report_job="",
+        )
+        run.status, run.reason, run.candidate_model, run.candidate_version = status, reason, "shop", version
+        return run.id
+
+
+def test_promote_refusals(configured) -> None:
+    failed = make_run(regressions.FAILED, reason="candidate pass rate 50.0% is below min_pass_rate 75.0%")
+    reply = ask(f"promote R{failed}", user=PROMOTER)
+    assert message(reply) == (f"R{failed} can't be promoted: its verdict is *failed* (candidate pass rate 50.0% is below "
+                              "min_pass_rate 75.0%). Only a run whose gate passed can be.")
+    unregistered = make_run(regressions.PASSED, version=None)
+    assert "is not a registered model version, so there is no alias to move" in message(ask(f"promote R{unregistered}", user=PROMOTER))
+    passed = make_run(regressions.PASSED)
+    denied = ask(f"promote R{passed}", user="U0MALLORY")
+    assert denied.outcome == "refused"
+    assert message(denied).startswith(f"You can't promote R{passed}: promoting is for <@{PROMOTER}> and the admins")
+    newer = make_run(regressions.ERROR, reason="It could not finish: its worker stopped 4 times while running it.")
+    blocked = ask(f"promote R{passed}", user=PROMOTER)
+    assert message(blocked) == (f"R{passed} can't be promoted: a newer run of `shop`, R{newer}, could not finish: It could "
+                                "not finish: its worker stopped 4 times while running it.")
+    assert message(ask("promote R999", user=PROMOTER)) == "There is no regression run R999."
+    with session_scope() as session:
+        assert all(r.promoted_by is None for r in session.query(regressions.RegressionRun).all())
+
+
+def test_two_presses_at_once_promote_once(configured) -> None:
+    passed = make_run(regressions.PASSED)
+    replies: list[Reply] = []
+    barrier = threading.Barrier(2)
+
+    def press(user: str) -> None:
+        barrier.wait()
+        replies.append(ask(f"promote R{passed}", user=user))
+
+    threads = [threading.Thread(target=press, args=(u,)) for u in (PROMOTER, ADMIN)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.template for r in replies) == ["error", "regress_promoting"]
+    [loser] = [r for r in replies if r.template == "error"]
+    assert f"R{passed} was already promoted by" in message(loser) and "nothing changed" in message(loser)
+    with session_scope() as session:
+        assert session.query(jobs.JobRecord).filter_by(task="labmate.regressions.promote").count() == 1
+
+
+def test_regressions_lists_runs_with_their_verdicts(configured) -> None:
+    make_run(regressions.FAILED, reason="pass rate dropped")
+    make_run(regressions.PASSED, suite="other")
+    reply = ask("regressions shop since:7d")
+    assert [(r["label"], r["status"]) for r in reply.context["runs"]] == [("R1", "failed")]
+    assert [r["label"] for r in ask("regressions").context["runs"]] == ["R2", "R1"]
+    assert message(ask("regressions since:whenever")).startswith("`since:whenever` is not a time I understand.")
+
+
+def test_a_suite_that_includes_a_file_outside_the_folder_is_refused(configured, suites_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "secret.yaml").write_text("conversations: []\n")
+    (suites_dir / "sneaky.yaml").write_text("suite: sneaky\ninclude: ../secret.yaml\nconversations:\n"
+                                            "  - id: a\n    turns:\n      - user: hi\n")
+    reply = ask("regress sneaky")
+    assert message(reply) == "suites/sneaky.yaml:2: included file is outside the suites folder: ../secret.yaml"
+    assert stored() == (0, 0)
