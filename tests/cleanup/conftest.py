@@ -1,0 +1,1 @@
+"""Clean-up: runs, experiments and knowledge-base rows, pure where possible."""
