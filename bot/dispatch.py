@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from bot import access, grammar
 from bot.grammar import HelpArgs
+from bot.handlers import cleanup as cleanup_handlers
 from bot.handlers import decisions as decision_handlers
 from bot.handlers import experiments as experiment_handlers
 from bot.handlers import launches as launch_handlers
@@ -58,6 +59,11 @@ HANDLERS: dict[str, Handler] = {
     "sweep": launch_handlers.sweep,
     "status": launch_handlers.status,
     "cancel": launch_handlers.cancel,
+    "cleanup": cleanup_handlers.cleanup,
+    "delete": cleanup_handlers.delete,
+    "keep": cleanup_handlers.keep,
+    "snooze": cleanup_handlers.snooze,
+    "restore": cleanup_handlers.restore,
 }
 
 

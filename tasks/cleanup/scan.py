@@ -1,0 +1,187 @@
+"""The clean-up scan of one experiment, on the run index: bring the index up to date (an incremental
+sync), ask it for the runs each rule could match and for the runs that protect others, decide with the
+pure rules (rules.py), and mark the orphans FAILED. Reads only what the rules and protections name,
+never every run; MLflow is asked only for the registered model versions and for a team filter the
+index can't evaluate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from labmate.errors import UsageError
+from labmate.settings import CleanupRules
+from models import cleanup as proposals
+from models import run_index, stale_runs
+from models.base import utcnow
+from models.db import session_scope
+from tasks.cleanup.rules import DAY_MS, HOUR_MS, Protection, RunFacts, Stale, choose, top_k
+from tasks.experiments import resolve, summary
+from tasks.experiments.sync import Experiment, ensure_fresh
+from tasks.mlflow_io import cleanup as mlflow_cleanup
+
+log = logging.getLogger(__name__)
+
+KINDS = {"metric": "metrics", "parameter": "params", "tag": "tags", "attribute": "attributes"}
+INDEX_OPS = ("=", "!=", "<", "<=", ">", ">=", "LIKE")
+ATTRIBUTES = {"status", "run_name", "run_id", "user_id", "start_time", "end_time"}
+
+
+@dataclass
+class ScanResult:
+    experiment: Experiment
+    stale: list[Stale] = field(default_factory=list)
+    spared: dict[str, str] = field(default_factory=dict)
+    """Stale runs never proposed -> why (keep, decision, model, top, parent)."""
+    busy: int = 0
+    """Stale runs already in an open proposal, or snoozed."""
+    orphans: list[str] = field(default_factory=list)
+    """RUNNING runs marked FAILED by this scan (or that would be, in a dry run)."""
+
+
+def fingerprint(status: str, end_time: int | None, last_ts: int) -> str:
+    """The run as the rules saw it: a run that logs, ends or changes status since is no longer the one proposed."""
+    return f"{status}|{end_time or 0}|{last_ts}"
+
+
+def index_clauses(filter_string: str) -> list[run_index.Clause] | None:
+    """A team filter as run-index clauses, parsed by MLflow's own parser; None when the index can't
+    evaluate it (IN, ILIKE, an attribute it doesn't keep): then MLflow's search runs it."""
+    try:
+        parsed = mlflow_cleanup.parse_filter(filter_string)
+    except Exception as exc:
+        raise UsageError(f"The clean-up filter `{filter_string}` in labmate.toml isn't an MLflow filter: {exc}") from None
+    clauses = []
+    for part in parsed:
+        kind = KINDS.get(str(part.get("type")))
+        op = str(part.get("comparator", "")).upper()
+        key, value = str(part.get("key")), part.get("value")
+        if kind is None or op not in INDEX_OPS or isinstance(value, list | tuple):
+            return None
+        if kind == "attributes" and key not in ATTRIBUTES:
+            return None
+        numeric = kind == "params" and op in ("<", "<=", ">", ">=") and _is_number(str(value))
+        if kind == "params" and op in ("<", "<=", ">", ">=") and not numeric:
+            return None
+        clauses.append(run_index.Clause(kind, key, op, str(value), numeric))
+    return clauses
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _candidates(session: Any, experiment: Experiment, rules: CleanupRules, now_ms: int) -> tuple[dict[str, dict[str, Any]], dict[int, set[str]]]:
+    store, eid = experiment.store, experiment.experiment_id
+    found: dict[str, dict[str, Any]] = {}
+    on = set(rules.rules)
+    if "failed" in on:
+        for row in stale_runs.failed_without_metrics(session, store, eid, ended_before=int(now_ms - rules.failed_hours * HOUR_MS)):
+            found[row["run_id"]] = row
+    if "orphans" in on:
+        for row in stale_runs.silent_running(session, store, eid, silent_since=int(now_ms - rules.orphan_hours * HOUR_MS)):
+            found[row["run_id"]] = row
+    if "scratch" in on and rules.scratch:
+        for row in stale_runs.finished_before(session, store, eid, ended_before=int(now_ms - rules.scratch_days * DAY_MS)):
+            found[row["run_id"]] = row
+    matches: dict[int, set[str]] = {}
+    if "filters" in on:
+        for index, rule in enumerate(rules.filters):
+            started_before = int(now_ms - rule.days * DAY_MS)
+            clauses = index_clauses(rule.filter)
+            if clauses is not None:
+                rows = stale_runs.matching(session, store, eid, clauses, started_before=started_before)
+            else:
+                ids = mlflow_cleanup.filter_run_ids(eid, rule.filter)
+                rows = [
+                    row for row in stale_runs.matching(session, store, eid, [], started_before=started_before)
+                    if row["run_id"] in ids
+                ] if ids else []
+            matches[index] = {row["run_id"] for row in rows}
+            for row in rows:
+                found[row["run_id"]] = row
+    return found, matches
+
+
+def _decision_runs(session: Any, store: str, refs: Sequence[str]) -> set[str]:
+    found = set()
+    for ref in refs:
+        ref = ref.lower()
+        if len(ref) == 32:
+            found.add(ref)
+        elif len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref):
+            found.update(r.run_id for r in run_index.runs_by_prefix(session, store, ref, limit=20))
+    return found
+
+
+def _top(session: Any, experiment: Experiment, k: int) -> set[str]:
+    if k <= 0:
+        return set()
+    keys = run_index.metric_keys(session, experiment.store, experiment.experiment_id)
+    if not keys:
+        return set()
+    metric = summary.primary_metric(experiment, keys)
+    ascending = resolve.direction(experiment, metric, None).ascending
+    ranked = run_index.top_runs(
+        session, experiment.store, experiment_id=experiment.experiment_id, metric=metric, limit=k,
+        ascending=ascending, exclude_failed=False,
+    )
+    values = {row.run_id: value for row, value in ranked}
+    return set(top_k(values, k, ascending=ascending, start_times={row.run_id: row.start_time for row, _ in ranked}))
+
+
+def scan(experiment: Experiment, rules: CleanupRules, *, now_ms: int | None = None, dry_run: bool = False,
+         sync: bool = True) -> ScanResult:
+    """What to propose in this experiment now. Not a dry run: orphans are marked FAILED in MLflow."""
+    now_ms = now_ms if now_ms is not None else int(utcnow().timestamp() * 1000)
+    if sync:
+        ensure_fresh(experiment)
+    registered = mlflow_cleanup.registered_run_ids()
+    with session_scope() as session:
+        found, matches = _candidates(session, experiment, rules, now_ms)
+        store = experiment.store
+        keep = stale_runs.kept(session, store, experiment.experiment_id)
+        decided = _decision_runs(session, store, stale_runs.decision_run_refs(session))
+        top = _top(session, experiment, rules.top_k)
+        parents = stale_runs.parents_of(session, store, keep | decided | registered | top)
+        busy = proposals.excluded(session, store=store, now=utcnow())
+    protection = Protection(frozenset(keep), frozenset(decided), frozenset(registered), frozenset(top), parents)
+    facts = [RunFacts(**row) for row in found.values()]
+    chosen, spared = choose(facts, rules, protection, now_ms, matches)
+    result = ScanResult(experiment, spared=spared)
+    for item in chosen:
+        if item.run.run_id in busy:
+            result.busy += 1
+            continue
+        result.stale.append(item)
+    result.orphans = [s.run.run_id for s in result.stale if s.orphan]
+    if result.orphans and not dry_run:
+        _mark_orphans(experiment, result)
+    return result
+
+
+def _mark_orphans(experiment: Experiment, result: ScanResult) -> None:
+    """Orphans are marked FAILED with a note first; the index gets the run as MLflow now has it."""
+    for item in result.stale:
+        if item.orphan:
+            mlflow_cleanup.mark_failed(item.run.run_id, f"Marked FAILED by labmate's clean-up: {item.reason}.")
+    now = mlflow_cleanup.current(result.orphans)
+    with session_scope() as session:
+        run_index.upsert(session, experiment.store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))
+    marked = []
+    for item in result.stale:
+        record = now.get(item.run.run_id)
+        if item.orphan and record is not None:
+            last_ts = max((t for _v, _s, t in record.metrics.values()), default=0)
+            run = RunFacts(item.run.run_id, record.status, item.run.user, item.run.start_time, record.end_time,
+                           max(item.run.last_activity, last_ts), item.run.has_metrics, item.run.parent_run_id,
+                           item.run.name)
+            item = Stale(run, item.rule, f"{item.reason}; marked FAILED", orphan=True)
+        marked.append(item)
+    result.stale = marked
