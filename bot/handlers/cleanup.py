@@ -61,8 +61,7 @@ def _check(verb: str, proposal: proposals.Proposal, origin: Origin) -> None:
     who = mrkdwn.user(proposal.recipient) if proposal.recipient else f"`{mrkdwn.escape(proposal.owner)}`"
     shown = ", ".join(str(mrkdwn.user(a)) for a in admins) or "none configured"
     raise AccessDenied(
-        f"{proposal.label} is {who}'s: only they or an admin ({shown}) can `{verb}` its runs. Nothing was changed.",
-        markup=True,
+        f"{proposal.label} is {who}'s: only they or an admin ({shown}) can `{verb}` its runs. Nothing was changed."
     )
 
 

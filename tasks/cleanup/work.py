@@ -13,7 +13,7 @@ from typing import Any
 
 from labmate.errors import LabmateError, NotFoundError
 from labmate.settings import get_settings
-from models import audit, stale_runs
+from models import audit, run_index, stale_runs
 from models import cleanup as proposals
 from models import decision as decisions
 from models.base import utcnow
@@ -186,13 +186,16 @@ def _delete(proposal_id: int, by: str, done: dict[str, Any]) -> None:
 
 
 def _keep(proposal_id: int) -> None:
-    _proposal, kept = _load(proposal_id, proposals.KEPT)
+    proposal, kept = _load(proposal_id, proposals.KEPT)
     for candidate in kept:
         try:
             mlflow_cleanup.keep(candidate.run_id)
         except Exception as exc:
             if not mlflow_io.is_missing(exc):
                 raise
+    now = mlflow_cleanup.current([c.run_id for c in kept])  # the index knows the tag at once
+    with session_scope() as session:
+        run_index.upsert(session, proposal.store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))
 
 
 def _restore(proposal_id: int, by: str, done: dict[str, Any]) -> None:

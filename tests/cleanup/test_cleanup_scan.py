@@ -1,0 +1,51 @@
+"""The scan on a real MLflow store through the run index: every rule finds its run, every protection
+spares its run, a dry run changes nothing, and a real scan marks the orphan FAILED with a note."""
+
+from __future__ import annotations
+
+from labmate.settings import get_settings
+from models import cleanup as proposals
+from models.db import session_scope
+from tasks.cleanup.scan import scan
+from tasks.experiments import resolve
+from tests.cleanup.conftest import SPARED, STALE
+
+
+def names(lab, ids) -> set[str]:
+    by_id = {v: k for k, v in lab.runs.items()}
+    return {by_id[i] for i in ids}
+
+
+def test_each_rule_finds_its_run_and_each_protection_spares_its_run(lab) -> None:
+    experiment = resolve.experiment("sales-agent")
+    result = scan(experiment, get_settings().cleanup.rules_for("sales-agent"), dry_run=True)
+    assert names(lab, [s.run.run_id for s in result.stale]) == STALE
+    assert {names(lab, [r]).pop(): why for r, why in result.spared.items()} == SPARED
+    rules = {s.run.name: s.rule for s in result.stale}
+    assert rules == {"died-early": "failed", "died-early-2": "failed", "zombie": "orphans", "old-finished": "scratch",
+                     "tiny-fresh": "filters"}
+    reasons = {s.run.name: s.reason for s in result.stale}
+    assert reasons["died-early-2"].startswith("KILLED ") and reasons["died-early-2"].endswith(" ago before logging any metric")
+    assert reasons["tiny-fresh"] == "matches the team's rule `tiny models`"
+    assert lab.client.get_run(lab.runs["zombie"]).info.status == "RUNNING"  # a dry run marks nothing
+
+
+def test_a_scan_marks_orphans_failed_with_a_note_first(lab) -> None:
+    experiment = resolve.experiment("sales-agent")
+    result = scan(experiment, get_settings().cleanup.rules_for("sales-agent"))
+    zombie = lab.client.get_run(lab.runs["zombie"])
+    assert zombie.info.status == "FAILED"
+    assert "Marked FAILED by labmate's clean-up: RUNNING but nothing logged for 30 h" in zombie.data.tags["mlflow.note.content"]
+    [item] = [s for s in result.stale if s.run.name == "zombie"]
+    assert item.run.status == "FAILED" and item.reason.endswith("; marked FAILED")
+    with session_scope() as session:
+        assert proposals.open_proposals(session) == []  # the scan alone proposes nothing
+
+
+def test_rules_switched_off_find_nothing(lab, tmp_path) -> None:
+    (tmp_path / "labmate.toml").write_text("[cleanup.defaults]\nrules = []\n")
+    from labmate.settings import reset_settings
+
+    reset_settings()
+    result = scan(resolve.experiment("sales-agent"), get_settings().cleanup.rules_for("sales-agent"), dry_run=True)
+    assert result.stale == [] and result.spared == {}
