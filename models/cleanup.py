@@ -184,6 +184,12 @@ def settle(session: Session, *, candidate_id: int, from_state: str, to_state: st
     return bool(result.rowcount)
 
 
+def refresh_candidate(session: Session, *, candidate_id: int, reason: str, fingerprint: str) -> None:
+    """A run changed by the clean-up itself (an orphan marked FAILED): proposed as it is now."""
+    session.execute(update(_C).where(_C.c.id == candidate_id, _C.c.state == PENDING)
+                    .values(reason=reason, fingerprint=fingerprint))
+
+
 def close_if_answered(session: Session, *, proposal_id: int) -> bool:
     """The proposal is closed once none of its runs waits for an answer."""
     waiting = select(_C.c.id).where(_C.c.proposal_id == proposal_id, _C.c.state.in_((PENDING,))).exists()

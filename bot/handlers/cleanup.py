@@ -116,11 +116,15 @@ def answer(verb: str, args: AnswerArgs, origin: Origin, session: Session) -> Rep
     moved = proposals.answer(
         session, candidate_ids=[c.id for c in found], from_state=from_state, to_state=to_state, by=origin.user, **values
     )
-    if not moved:
+    if not moved:  # another answer won between our read and our UPDATE: say what it did
+        for candidate in found:
+            session.refresh(candidate)
         raise _already(verb, found)
     for pid in by_proposal:
         proposals.close_if_answered(session, proposal_id=pid)
     others = [c for c in found if c.id not in moved]
+    for candidate in others:
+        session.refresh(candidate)
     labels = ", ".join(p.label for p in loaded.values() if p is not None)
     return Reply(
         "cleanup_answering",

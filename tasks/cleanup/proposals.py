@@ -15,7 +15,7 @@ from models import audit, jobs
 from models import cleanup as proposals
 from models.db import session_scope
 from tasks.cleanup.rules import Stale
-from tasks.cleanup.scan import ScanResult, fingerprint
+from tasks.cleanup.scan import ScanResult, fingerprint, mark_orphans
 from tasks.jobs import keyed
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,9 @@ def destination(recipient: str, asked_from: dict[str, Any] | None) -> dict[str, 
 
 def make(result: ScanResult, *, created_by: str, job_key: str = "", asked_from: dict[str, Any] | None = None,
          outbox: bool = False) -> list[int]:
-    """One proposal per owner of the scan's stale runs; with `outbox`, each card's job is stored with it
-    (sent after the commit, or by the reaper). Returns the proposals' ids."""
+    """One proposal per owner of the scan's stale runs, then the orphans they hold marked FAILED; with
+    `outbox`, each card's job is stored with its proposal and sent after that (or by the reaper).
+    Returns the proposals' ids."""
     by_owner: dict[str, list[Stale]] = defaultdict(list)
     for item in result.stale:
         by_owner[item.run.user or "(unknown)"].append(item)
@@ -106,6 +107,10 @@ def make(result: ScanResult, *, created_by: str, job_key: str = "", asked_from: 
                 jobs.add_queued(session, key=key, task=CARD_TASK,
                                 kwargs={"proposal_id": proposal.id, "reply_to": reply_to, "audit_id": None}, audit_id=None)
                 card_jobs.append(key)
+    with session_scope() as session:
+        orphans = [(c.id, c.run_id, c.reason) for pid in made for c in proposals.candidates(session, proposal_id=pid)
+                   if c.rule == "orphans"]
+    mark_orphans(experiment.store, orphans)
     if card_jobs:
         from tasks.maintenance import send_stored
 

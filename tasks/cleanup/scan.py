@@ -17,6 +17,7 @@ from models import cleanup as proposals
 from models import run_index, stale_runs
 from models.base import utcnow
 from models.db import session_scope
+from models.errors import Conflict, Unavailable
 from tasks.cleanup.rules import DAY_MS, HOUR_MS, Protection, RunFacts, Stale, choose, top_k
 from tasks.experiments import resolve, summary
 from tasks.experiments.sync import Experiment, ensure_fresh
@@ -38,7 +39,7 @@ class ScanResult:
     busy: int = 0
     """Stale runs already in an open proposal, or snoozed."""
     orphans: list[str] = field(default_factory=list)
-    """RUNNING runs marked FAILED by this scan (or that would be, in a dry run)."""
+    """RUNNING runs to mark FAILED (once proposed)."""
 
 
 def fingerprint(status: str, end_time: int | None, last_ts: int) -> str:
@@ -136,9 +137,8 @@ def _top(session: Any, experiment: Experiment, k: int) -> set[str]:
     return set(top_k(values, k, ascending=ascending, start_times={row.run_id: row.start_time for row, _ in ranked}))
 
 
-def scan(experiment: Experiment, rules: CleanupRules, *, now_ms: int | None = None, dry_run: bool = False,
-         sync: bool = True) -> ScanResult:
-    """What to propose in this experiment now. Not a dry run: orphans are marked FAILED in MLflow."""
+def scan(experiment: Experiment, rules: CleanupRules, *, now_ms: int | None = None, sync: bool = True) -> ScanResult:
+    """What to propose in this experiment now (reads only: `mark_orphans` acts once proposals hold them)."""
     now_ms = now_ms if now_ms is not None else int(utcnow().timestamp() * 1000)
     if sync:
         ensure_fresh(experiment)
@@ -161,27 +161,28 @@ def scan(experiment: Experiment, rules: CleanupRules, *, now_ms: int | None = No
             continue
         result.stale.append(item)
     result.orphans = [s.run.run_id for s in result.stale if s.orphan]
-    if result.orphans and not dry_run:
-        _mark_orphans(experiment, result)
     return result
 
 
-def _mark_orphans(experiment: Experiment, result: ScanResult) -> None:
-    """Orphans are marked FAILED with a note first; the index gets the run as MLflow now has it."""
-    for item in result.stale:
-        if item.orphan:
-            mlflow_cleanup.mark_failed(item.run.run_id, f"Marked FAILED by labmate's clean-up: {item.reason}.")
-    now = mlflow_cleanup.current(result.orphans)
+def mark_orphans(store: str, candidates: list[tuple[int, str, str]]) -> None:
+    """Orphans (RUNNING, silent past the threshold) are marked FAILED with a note once a proposal holds
+    them (the database lets one scan's proposal hold a run, so two scans never mark one run twice); then
+    the index and the proposal get the run as MLflow now has it. `candidates`: (candidate id, run id, reason)."""
+    if not candidates:
+        return
+    for _cid, run_id, reason in candidates:
+        mlflow_cleanup.mark_failed(run_id, f"Marked FAILED by labmate's clean-up: {reason}.")
+    now = mlflow_cleanup.current([run_id for _c, run_id, _r in candidates])
+    try:
+        with session_scope(write=True) as session:
+            run_index.upsert(session, store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))
+    except (Conflict, Unavailable) as exc:  # the next sync writes the same
+        log.info("could not index the orphans marked FAILED now: %s", exc)
     with session_scope() as session:
-        run_index.upsert(session, experiment.store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))
-    marked = []
-    for item in result.stale:
-        record = now.get(item.run.run_id)
-        if item.orphan and record is not None:
+        for cid, run_id, reason in candidates:
+            record = now.get(run_id)
+            if record is None:
+                continue
             last_ts = max((t for _v, _s, t in record.metrics.values()), default=0)
-            run = RunFacts(item.run.run_id, record.status, item.run.user, item.run.start_time, record.end_time,
-                           max(item.run.last_activity, last_ts), item.run.has_metrics, item.run.parent_run_id,
-                           item.run.name)
-            item = Stale(run, item.rule, f"{item.reason}; marked FAILED", orphan=True)
-        marked.append(item)
-    result.stale = marked
+            proposals.refresh_candidate(session, candidate_id=cid, reason=f"{reason}; marked FAILED",
+                                        fingerprint=fingerprint(record.status, record.end_time, last_ts))

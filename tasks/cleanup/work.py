@@ -18,6 +18,7 @@ from models import cleanup as proposals
 from models import decision as decisions
 from models.base import utcnow
 from models.db import session_scope
+from models.errors import Conflict
 from models.run_index import RunRecord
 from tasks import mlflow_io
 from tasks.cleanup import scan as scanning
@@ -45,18 +46,32 @@ def scan_job(experiment: str | None, dry_run: bool, reply_to: dict[str, Any], jo
         already = [p.id for p in proposals.made_by_job(session, job_key=job_key)] if job_key else []
     if already:  # this job ran before and its worker died before it answered: answer with what it made
         return [_summary([], already, user, dry_run=False), *(card(pid) for pid in already)]
-    names = _experiments(experiment)
     results = []
-    for name in names:
+    made: list[int] = []
+    for name in _experiments(experiment):
         found = resolve.experiment(name)
         rules = get_settings().cleanup.rules_for(found.name)
-        results.append(scanning.scan(found, rules, dry_run=dry_run))
-    if dry_run:
-        return [_summary(results, [], user, dry_run=True)]
-    made: list[int] = []
-    for result in results:
-        made += make(result, created_by=user, job_key=job_key, asked_from=reply_to)
-    return [_summary(results, made, user, dry_run=False), *(card(pid) for pid in made)]
+        if dry_run:
+            results.append(scanning.scan(found, rules))
+            continue
+        result, ids = scan_and_propose(found, rules, created_by=user, job_key=job_key, asked_from=reply_to)
+        results.append(result)
+        made += ids
+    return [_summary(results, made, user, dry_run=dry_run), *(card(pid) for pid in made)]
+
+
+def scan_and_propose(experiment: Any, rules: Any, *, tries: int = 3, **how: Any) -> tuple[scanning.ScanResult, list[int]]:
+    """Scan, then propose; when another scan proposed some of the same runs first (the database's unique
+    index on a run's open proposal refuses the second), scan again: those runs are taken now."""
+    for attempt in range(tries):
+        result = scanning.scan(experiment, rules)
+        try:
+            return result, make(result, **how)
+        except Conflict:
+            if attempt == tries - 1:
+                raise
+            log.info("clean-up of %s: another scan proposed some of the same runs first; scanning again", experiment.name)
+    raise AssertionError("unreachable")
 
 
 def _summary(results: list[scanning.ScanResult], made: list[int], user: str, *, dry_run: bool) -> tuple[str, dict[str, Any]]:
@@ -223,14 +238,15 @@ def daily() -> list[int]:
     for name in _experiments(None):
         try:
             found = resolve.experiment(name)
-            result = scanning.scan(found, get_settings().cleanup.rules_for(found.name))
+            _result, ids = scan_and_propose(found, get_settings().cleanup.rules_for(found.name), created_by="beat",
+                                            outbox=True)
         except LabmateError as exc:
             log.warning("clean-up of %s skipped until the next beat: %s", name, exc.message)
             continue
         except Exception as exc:
             log.warning("clean-up of %s skipped until the next beat: MLflow or the index failed: %s", name, exc)
             continue
-        made += make(result, created_by="beat", outbox=True)
+        made += ids
     return made
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from labmate.settings import get_settings
 from models import cleanup as proposals
 from models.db import session_scope
+from tasks.cleanup.proposals import make
 from tasks.cleanup.scan import scan
 from tasks.experiments import resolve
 from tests.cleanup.conftest import SPARED, STALE
@@ -18,7 +19,7 @@ def names(lab, ids) -> set[str]:
 
 def test_each_rule_finds_its_run_and_each_protection_spares_its_run(lab) -> None:
     experiment = resolve.experiment("sales-agent")
-    result = scan(experiment, get_settings().cleanup.rules_for("sales-agent"), dry_run=True)
+    result = scan(experiment, get_settings().cleanup.rules_for("sales-agent"))
     assert names(lab, [s.run.run_id for s in result.stale]) == STALE
     assert {names(lab, [r]).pop(): why for r, why in result.spared.items()} == SPARED
     rules = {s.run.name: s.rule for s in result.stale}
@@ -27,19 +28,21 @@ def test_each_rule_finds_its_run_and_each_protection_spares_its_run(lab) -> None
     reasons = {s.run.name: s.reason for s in result.stale}
     assert reasons["died-early-2"].startswith("KILLED ") and reasons["died-early-2"].endswith(" ago before logging any metric")
     assert reasons["tiny-fresh"] == "matches the team's rule `tiny models`"
-    assert lab.client.get_run(lab.runs["zombie"]).info.status == "RUNNING"  # a dry run marks nothing
+    assert lab.client.get_run(lab.runs["zombie"]).info.status == "RUNNING"  # a scan alone changes nothing
+    with session_scope() as session:
+        assert proposals.open_proposals(session) == []
 
 
-def test_a_scan_marks_orphans_failed_with_a_note_first(lab) -> None:
+def test_orphans_are_marked_failed_with_a_note_once_proposed(lab) -> None:
     experiment = resolve.experiment("sales-agent")
     result = scan(experiment, get_settings().cleanup.rules_for("sales-agent"))
+    make(result, created_by="alice", asked_from={"source": "shell", "session": "s", "user": "alice"})
     zombie = lab.client.get_run(lab.runs["zombie"])
     assert zombie.info.status == "FAILED"
     assert "Marked FAILED by labmate's clean-up: RUNNING but nothing logged for 30 h" in zombie.data.tags["mlflow.note.content"]
-    [item] = [s for s in result.stale if s.run.name == "zombie"]
-    assert item.run.status == "FAILED" and item.reason.endswith("; marked FAILED")
     with session_scope() as session:
-        assert proposals.open_proposals(session) == []  # the scan alone proposes nothing
+        [candidate] = [c for c in session.query(proposals.Candidate).all() if c.run_name == "zombie"]
+        assert candidate.reason.endswith("; marked FAILED") and candidate.fingerprint.startswith("FAILED|")
 
 
 def test_rules_switched_off_find_nothing(lab, tmp_path) -> None:
@@ -47,5 +50,5 @@ def test_rules_switched_off_find_nothing(lab, tmp_path) -> None:
     from labmate.settings import reset_settings
 
     reset_settings()
-    result = scan(resolve.experiment("sales-agent"), get_settings().cleanup.rules_for("sales-agent"), dry_run=True)
+    result = scan(resolve.experiment("sales-agent"), get_settings().cleanup.rules_for("sales-agent"))
     assert result.stale == [] and result.spared == {}

@@ -14,12 +14,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
 
-from fakeslack import iter_texts  # noqa: E402
-from slackreq import APP_ID, TEAM_ID, poll  # noqa: E402
+from fakeslack import iter_texts
+from slackreq import APP_ID, TEAM_ID, poll
 
-from models import cleanup as proposals  # noqa: E402
-from models.db import session_scope  # noqa: E402
-from tests.slack.conftest import bolt_app, fake_slack, inprocess, slack_env  # noqa: E402, F401
+from models import cleanup as proposals
+from models.db import session_scope
+from tests.slack.conftest import bolt_app, fake_slack, inprocess, slack_env  # noqa: F401
 
 pytestmark = [pytest.mark.slow]
 
