@@ -78,17 +78,10 @@ def write_config(path: Path, *, filters: bool = True) -> None:
     reset_settings()
 
 
-@pytest.fixture
-def lab(lab_home: Path, monkeypatch: pytest.MonkeyPatch, migrated: str, empty_mlflow_db: Path, tmp_path: Path) -> Iterator[Lab]:  # noqa: F811
-    """sales-agent with a run for every rule and every protection (see the names)."""
+def populate(uri: str, root: Path) -> Lab:
+    """The MLflow side of `lab`: sales-agent with a run for every rule and every protection (see the names)."""
     from mlflow import MlflowClient
 
-    root = lab_home / "mlflow"
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(empty_mlflow_db, root / "mlflow.db")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    write_config(tmp_path / "labmate.toml")
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     lab = Lab(uri, root, client)
     lab.experiment_id = client.create_experiment("sales-agent", artifact_location=str(root / "artifacts"))
@@ -112,6 +105,19 @@ def lab(lab_home: Path, monkeypatch: pytest.MonkeyPatch, migrated: str, empty_ml
     lab.add("second", user="U0CAROL", age_h=300, f1=0.95)                                  # top 2
     client.create_registered_model("intent")
     client.create_model_version("intent", f"runs:/{lab.runs['registered']}/model", run_id=lab.runs["registered"])
+    return lab
+
+
+@pytest.fixture
+def lab(lab_home: Path, monkeypatch: pytest.MonkeyPatch, migrated: str, empty_mlflow_db: Path, tmp_path: Path) -> Iterator[Lab]:  # noqa: F811
+    """sales-agent with a run for every rule and every protection (see the names), and the decision."""
+    root = lab_home / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(empty_mlflow_db, root / "mlflow.db")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    write_config(tmp_path / "labmate.toml")
+    lab = populate(uri, root)
     from models import decision as decisions
     from models.db import session_scope
 
