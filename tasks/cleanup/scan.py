@@ -40,6 +40,8 @@ class ScanResult:
     """Stale runs already in an open proposal, or snoozed."""
     orphans: list[str] = field(default_factory=list)
     """RUNNING runs to mark FAILED (once proposed)."""
+    read: int = 0
+    """Runs the scan read from the index (what the rules pre-selected), of all the experiment's."""
 
 
 def fingerprint(status: str, end_time: int | None, last_ts: int) -> str:
@@ -154,7 +156,7 @@ def scan(experiment: Experiment, rules: CleanupRules, *, now_ms: int | None = No
     protection = Protection(frozenset(keep), frozenset(decided), frozenset(registered), frozenset(top), parents)
     facts = [RunFacts(**row) for row in found.values()]
     chosen, spared = choose(facts, rules, protection, now_ms, matches)
-    result = ScanResult(experiment, spared=spared)
+    result = ScanResult(experiment, spared=spared, read=len(found))
     for item in chosen:
         if item.run.run_id in busy:
             result.busy += 1
