@@ -323,7 +323,11 @@ class Settings(BaseSettings):
         description="Seconds between two reads of a running launch's progress from MLflow (its card is "
         "edited at most that often, and never more than once per 2 s).",
     )
-    cleanup: CleanupConfig = Field(default_factory=CleanupConfig, description="labmate.toml `[cleanup]`.")
+    cleanup: CleanupConfig = Field(
+        default_factory=CleanupConfig,
+        description="labmate.toml `[cleanup]`: the stale-run clean-up: where proposals go, the grace period, the "
+        "rules per experiment (docs/cleanup.md).",
+    )
     terminal: TerminalIdentity = Field(default_factory=TerminalIdentity, description="labmate.toml `[terminal]`.")
     database_connect_timeout: float = Field(
         2.0,
