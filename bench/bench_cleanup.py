@@ -65,7 +65,7 @@ def add_failed_without_metrics(db: Path, experiment_id: str, count: int) -> None
 
 
 def mlflow_same_query(uri: str, experiment_id: str, now_ms: int) -> tuple[float, int]:
-    """MLflow's own search for what the scan selects; (seconds, runs MLflow returned)."""
+    """MLflow's own search for what the scan selects; (seconds, the stale runs it finds, top 5 left out)."""
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
@@ -91,7 +91,8 @@ def mlflow_same_query(uri: str, experiment_id: str, now_ms: int) -> tuple[float,
     team = everything(f"metrics.val_f1 < 0.05 and params.alpha = '0.01' and attributes.start_time <= {now_ms - 12 * HOUR}")
     top = client.search_runs([experiment_id], "", order_by=["metrics.val_f1 DESC"], max_results=5)
     took = time.perf_counter() - started
-    return took, len(failed) + len(running) + len(team) + len(top)
+    stale = {r.info.run_id for r in [*failed, *running, *team]}
+    return took, len(stale - {r.info.run_id for r in top})
 
 
 def main() -> None:
@@ -144,7 +145,7 @@ def main() -> None:
               f"[min {min(theirs):.2f}, max {max(theirs):.2f}]")
         print(f"ratio labmate / MLflow: {mine / floor:.2f}")
         print(f"runs the scan read: {result.read:,} of {total:,}; stale: {len(result.stale):,} "
-              f"(orphans {len(result.orphans):,}); spared: {len(result.spared):,}; MLflow returned {mlflow_found:,}")
+              f"(orphans {len(result.orphans):,}); spared: {len(result.spared):,}; MLflow's search finds {mlflow_found:,}")
         print(f"target: under 10 s -> {'met' if mine < 10 else 'NOT met'}")
     finally:
         shutil.rmtree(home, ignore_errors=True)
