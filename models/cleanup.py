@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, or_, select, text, update
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, or_, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, utcnow
@@ -84,6 +84,19 @@ class Candidate(Base):
               sqlite_where=text("state IN ('pending', 'deleting')"),
               postgresql_where=text("state IN ('pending', 'deleting')")),
     )
+
+
+class Activity(Base):
+    """What a RUNNING run looked like when a scan last saw it: its parameters and tags (a digest), and since
+    when they have been so. MLflow keeps no time for a parameter or tag, so a change is dated when a scan
+    first sees it; an orphan is a run silent in metrics, parameters and tags alike."""
+
+    __tablename__ = "cleanup_activity"
+
+    store: Mapped[str] = mapped_column(String(16), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    since_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 _C = Candidate.__table__
@@ -206,3 +219,25 @@ def due_for_purge(session: Session, *, store: str, grace: timedelta, now: dateti
             .limit(limit)
         )
     )
+
+
+def activity_since(session: Session, *, store: str, seen: dict[str, tuple[str, int]], now_ms: int) -> dict[str, int]:
+    """For running runs seen now (run id -> (digest of its parameters and tags, its newest metric or start)):
+    since when each has been as it is. A digest that changed since the last scan dates from now."""
+    known = {
+        a.run_id: a
+        for a in session.scalars(select(Activity).where(Activity.store == store, Activity.run_id.in_(list(seen))))
+    } if seen else {}
+    since: dict[str, int] = {}
+    for run_id, (digest, logged) in seen.items():
+        row = known.get(run_id)
+        if row is None:
+            session.add(Activity(store=store, run_id=run_id, digest=digest, since_ms=logged))
+            since[run_id] = logged
+        elif row.digest != digest:
+            row.digest, row.since_ms = digest, now_ms
+            since[run_id] = now_ms
+        else:
+            since[run_id] = max(row.since_ms, logged)
+    session.flush()
+    return since

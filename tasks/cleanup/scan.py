@@ -6,6 +6,8 @@ index can't evaluate."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -154,6 +156,7 @@ def scan(experiment: Experiment, rules: CleanupRules, *, now_ms: int | None = No
         parents = stale_runs.parents_of(session, store, keep | decided | registered | top)
         busy = proposals.excluded(session, store=store, now=utcnow())
     protection = Protection(frozenset(keep), frozenset(decided), frozenset(registered), frozenset(top), parents)
+    _activity(experiment, found, now_ms)
     facts = [RunFacts(**row) for row in found.values()]
     chosen, spared = choose(facts, rules, protection, now_ms, matches)
     result = ScanResult(experiment, spared=spared, read=len(found))
@@ -164,6 +167,36 @@ def scan(experiment: Experiment, rules: CleanupRules, *, now_ms: int | None = No
         result.stale.append(item)
     result.orphans = [s.run.run_id for s in result.stale if s.orphan]
     return result
+
+
+IGNORED_TAGS = ("mlflow.note.content", mlflow_cleanup.CLEANUP_NOTE_TAG)
+
+
+def _digest(record: Any) -> str:
+    shown = {"p": sorted(record.params.items()),
+             "t": sorted((k, v) for k, v in record.tags.items() if k not in IGNORED_TAGS)}
+    return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()
+
+
+def _activity(experiment: Experiment, found: dict[str, dict[str, Any]], now_ms: int) -> None:
+    """The running runs the index calls silent, as MLflow has them now: their newest metric, and since when
+    their parameters and tags are as they are (a few runs, read by id)."""
+    running = [run_id for run_id, row in found.items() if row["status"] == "RUNNING"]
+    if not running:
+        return
+    records = mlflow_cleanup.current(running)
+    seen = {}
+    for run_id in running:
+        record = records.get(run_id)
+        if record is None or record.deleted or record.status != "RUNNING":
+            found.pop(run_id)  # gone, or ended since the index saw it: not an orphan
+            continue
+        logged = max([record.start_time, *(t for _v, _s, t in record.metrics.values())])
+        seen[run_id] = (_digest(record), logged)
+    with session_scope(write=True) as session:
+        since = proposals.activity_since(session, store=experiment.store, seen=seen, now_ms=now_ms)
+    for run_id, at in since.items():
+        found[run_id]["last_activity"] = max(found[run_id]["last_activity"], at)
 
 
 def mark_orphans(store: str, candidates: list[tuple[int, str, str]]) -> None:

@@ -52,3 +52,14 @@ def test_rules_switched_off_find_nothing(lab, tmp_path) -> None:
     reset_settings()
     result = scan(resolve.experiment("sales-agent"), get_settings().cleanup.rules_for("sales-agent"))
     assert result.stale == [] and result.spared == {}
+
+
+def test_a_new_tag_or_parameter_on_a_running_run_counts_as_activity(lab) -> None:
+    experiment = resolve.experiment("sales-agent")
+    rules = get_settings().cleanup.rules_for("sales-agent")
+    assert "zombie" in {s.run.name for s in scan(experiment, rules).stale}  # silent in metrics for 30 h
+    lab.client.set_tag(lab.runs["zombie"], "phase", "evaluating")  # no metric, but it is alive
+    for _ in range(2):  # seen changing now: silent for 0 h, then still less than 12 h
+        assert "zombie" not in {s.run.name for s in scan(experiment, rules).stale}
+    lab.client.log_param(lab.runs["alive"], "late", "1")
+    assert {s.run.name for s in scan(experiment, rules).stale} == STALE - {"zombie"}

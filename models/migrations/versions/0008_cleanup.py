@@ -1,4 +1,4 @@
-"""Stale-run clean-up: proposals and the runs they list.
+"""Stale-run clean-up: proposals, the runs they list, and what running runs looked like when last seen.
 
 Revision ID: 0008
 Revises: 0006
@@ -60,9 +60,17 @@ def upgrade() -> None:
     op.create_index("uq_cleanup_candidates_busy_run", "cleanup_candidates", ["store", "run_id"], unique=True,
                     sqlite_where=busy, postgresql_where=busy)
     op.create_index("ix_cleanup_proposals_job_key", "cleanup_proposals", ["job_key"])
+    op.create_table(
+        "cleanup_activity",
+        sa.Column("store", sa.String(16), primary_key=True),
+        sa.Column("run_id", sa.String(32), primary_key=True),
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("since_ms", sa.BigInteger, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("cleanup_activity")
     op.drop_index("ix_cleanup_proposals_job_key", table_name="cleanup_proposals")
     op.drop_index("uq_cleanup_candidates_busy_run", table_name="cleanup_candidates")
     op.drop_index("uq_cleanup_candidates_proposal_run", table_name="cleanup_candidates")
