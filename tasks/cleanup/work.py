@@ -46,6 +46,18 @@ def scan_job(experiment: str | None, dry_run: bool, reply_to: dict[str, Any], jo
         already = [p.id for p in proposals.made_by_job(session, job_key=job_key)] if job_key else []
     if already:  # this job ran before and its worker died before it answered: answer with what it made
         return [_summary([], already, user, dry_run=False), *(card(pid) for pid in already)]
+    try:
+        return _scan_job(experiment, dry_run, reply_to, job_key, user)
+    except LabmateError:
+        raise
+    except Exception as exc:  # MLflow unreachable or refusing: say so, in one line
+        known = mlflow_io.user_error(exc)
+        if known is None:
+            raise
+        raise known from None
+
+
+def _scan_job(experiment: str | None, dry_run: bool, reply_to: dict[str, Any], job_key: str, user: str) -> Replies:
     results = []
     made: list[int] = []
     for name in _experiments(experiment):

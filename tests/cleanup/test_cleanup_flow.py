@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -167,5 +166,13 @@ def test_bad_answers_say_what_would_work(lab) -> None:
         assert outcome.exit_code != 0 or "nope" in command
 
 
-def _ok(outcome: Any) -> bool:
-    return outcome.exit_code == 0
+def test_mlflow_unreachable_is_one_line_that_says_so(lab, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9/")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    from labmate.settings import reset_settings
+
+    reset_settings()
+    outcome = run_one("cleanup sales-agent --dry-run", user="alice", channel="C0LAB")
+    assert "MLflow at `http://127.0.0.1:9/` can't be reached right now" in text(outcome), text(outcome)
+    assert "Traceback" not in text(outcome)
