@@ -176,6 +176,11 @@ class CleanupConfig(BaseModel):
         7.0, ge=0, description="Days a deleted run can be restored (`restore <run>`); then it is removed for good."
     )
     snooze_days: float = Field(7.0, gt=0, description="Days a snoozed run is left out of proposals.")
+    gc_backend_store_uri: str = Field(
+        "",
+        description="For `mlflow gc` when MLFLOW_TRACKING_URI is an `mlflow server`: the server's database URI "
+        "(gc works on the database; the artifacts are deleted through the server). Default: the tracking URI.",
+    )
     defaults: CleanupRules = Field(default_factory=CleanupRules, description="Rules for every experiment.")
     experiments: dict[str, CleanupRules] = Field(
         default_factory=dict,

@@ -5,6 +5,7 @@ collection that removes deleted runs for good (MLflow's own `mlflow gc`, artifac
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,13 @@ def gc(run_ids: list[str]) -> None:
     """Remove deleted runs for good, artifacts included: `mlflow gc` on this tracking store."""
     if not run_ids:
         return
-    command = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", tracking_uri(), "--run-ids", ",".join(run_ids)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=GC_TIMEOUT_S, check=False)
+    from labmate.settings import get_settings
+
+    backend = get_settings().cleanup.gc_backend_store_uri or tracking_uri()
+    if backend.startswith(("http://", "https://")):
+        raise RuntimeError("mlflow gc needs the tracking server's database: set [cleanup] gc_backend_store_uri")
+    command = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", backend, "--run-ids", ",".join(run_ids)]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}  # artifacts behind a server's proxy are deleted through it
+    done = subprocess.run(command, capture_output=True, text=True, timeout=GC_TIMEOUT_S, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"mlflow gc failed ({done.returncode}): {done.stderr.strip()[-500:]}")
