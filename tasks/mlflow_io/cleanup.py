@@ -10,7 +10,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-from tasks.mlflow_io import client, records_by_ids, tracking_uri
+from tasks.mlflow_io import client, records_by_ids, run_reader, tracking_uri
 
 if TYPE_CHECKING:
     from models.run_index import RunRecord
@@ -69,8 +69,15 @@ def mark_failed(run_id: str, note: str) -> None:
 
 
 def current(run_ids: list[str]) -> dict[str, RunRecord]:
-    """The runs as MLflow has them now (deleted ones too), by id."""
-    return {r.run_id: r for r in records_by_ids(run_ids)}
+    """The runs as MLflow has them now (deleted ones too), by id: plain SELECTs by primary key on a SQL
+    store (the run index's reader), searches of 100 ids through the client otherwise."""
+    from tasks.mlflow_io.reader import SqlReader
+
+    if not run_ids:
+        return {}
+    reader = run_reader()
+    found = reader.records("", run_ids) if isinstance(reader, SqlReader) else records_by_ids(run_ids)
+    return {r.run_id: r for r in found}
 
 
 def delete(run_id: str) -> None:
