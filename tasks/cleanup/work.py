@@ -144,7 +144,7 @@ def _changed(candidate: proposals.Candidate, record: RunRecord | None, registere
 
 
 def answer_job(proposal_ids: list[int], verb: str, by: str, reply_to: dict[str, Any]) -> Replies:
-    done: dict[str, Any] = {"verb": verb, "done": 0, "skipped": [], "decision": None}
+    done: dict[str, Any] = {"verb": verb, "done": 0, "skipped": [], "decision": None, "failed": ""}
     for proposal_id in proposal_ids:
         if verb == "delete":
             _delete(proposal_id, by, done)
@@ -173,13 +173,17 @@ def _delete(proposal_id: int, by: str, done: dict[str, Any]) -> None:
     proposal, deleting = _load(proposal_id, proposals.DELETING)
     if not deleting:
         return
-    current = mlflow_cleanup.current([c.run_id for c in deleting])
-    registered = mlflow_cleanup.registered_run_ids()
+    try:
+        current = mlflow_cleanup.current([c.run_id for c in deleting])
+        registered = mlflow_cleanup.registered_run_ids()
+    except Exception as exc:
+        _give_back(proposal, deleting, proposals.DELETING, exc, done)
+        return
     with session_scope() as session:
         refs = set(stale_runs.decision_run_refs(session))
     linked = {c.run_id for c in deleting if any(c.run_id.startswith(r.lower()) for r in refs if len(r) >= 6)}
     go: list[proposals.Candidate] = []
-    for candidate in deleting:
+    for index, candidate in enumerate(deleting):
         why = _changed(candidate, current.get(candidate.run_id), registered, linked)
         if why:
             with session_scope() as session:
@@ -190,7 +194,11 @@ def _delete(proposal_id: int, by: str, done: dict[str, Any]) -> None:
                                  duration_ms=0.0, detail={"proposal": proposal_id, "run": candidate.run_id})
             done["skipped"].append({"run": candidate.run_name or candidate.run_id[:8], "why": why})
             continue
-        mlflow_cleanup.delete(candidate.run_id)
+        try:
+            mlflow_cleanup.delete(candidate.run_id)
+        except Exception as exc:
+            _give_back(proposal, deleting[index:], proposals.DELETING, exc, done)
+            break
         go.append(candidate)
     if not go:
         return
@@ -212,6 +220,21 @@ def _delete(proposal_id: int, by: str, done: dict[str, Any]) -> None:
         done["done"] += len(moved)
 
 
+def _give_back(proposal: proposals.Proposal, left: list[proposals.Candidate], state: str, exc: Exception,
+               done: dict[str, Any]) -> None:
+    """MLflow failed part-way: what wasn't done goes back to waiting for an answer (clicking again retries
+    it), and the answer says so. Anything but MLflow being unreachable or refusing is a bug: raised."""
+    known = mlflow_io.user_error(exc) or (exc if mlflow_io.is_missing(exc) else None)
+    if known is None and "mlflow" not in type(exc).__module__.lower():
+        raise exc
+    back = proposals.PENDING if state == proposals.DELETING else proposals.DELETED
+    with session_scope() as session:
+        returned = sum(proposals.settle(session, candidate_id=c.id, from_state=state, to_state=back) for c in left)
+    log.warning("clean-up %s: MLflow failed, %d runs back to waiting: %s", proposal.label, returned, exc)
+    reason = getattr(known, "message", None) or str(exc).splitlines()[0][:200]
+    done["failed"] = f"{reason} {returned} run{'s' if returned != 1 else ''} left as {'proposed' if back == proposals.PENDING else 'deleted'}: try again later."
+
+
 def _keep(proposal_id: int) -> None:
     proposal, kept = _load(proposal_id, proposals.KEPT)
     for candidate in kept:
@@ -227,10 +250,16 @@ def _keep(proposal_id: int) -> None:
 
 def _restore(proposal_id: int, by: str, done: dict[str, Any]) -> None:
     proposal, restoring = _load(proposal_id, proposals.RESTORING)
-    for candidate in restoring:
-        mlflow_cleanup.restore(candidate.run_id)
+    went: list[proposals.Candidate] = []
+    for index, candidate in enumerate(restoring):
+        try:
+            mlflow_cleanup.restore(candidate.run_id)
+        except Exception as exc:
+            _give_back(proposal, restoring[index:], proposals.RESTORING, exc, done)
+            break
+        went.append(candidate)
     with session_scope() as session:
-        moved = [c for c in restoring if proposals.settle(session, candidate_id=c.id, from_state=proposals.RESTORING,
+        moved = [c for c in went if proposals.settle(session, candidate_id=c.id, from_state=proposals.RESTORING,
                                                           to_state=proposals.RESTORED)]
         for c in moved:
             audit.record(session, user=by, channel="", source="job", verb="cleanup.restore",

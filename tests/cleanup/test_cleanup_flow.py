@@ -176,3 +176,30 @@ def test_mlflow_unreachable_is_one_line_that_says_so(lab, monkeypatch) -> None:
     outcome = run_one("cleanup sales-agent --dry-run", user="alice", channel="C0LAB")
     assert "MLflow at `http://127.0.0.1:9/` can't be reached right now" in text(outcome), text(outcome)
     assert "Traceback" not in text(outcome)
+
+
+def test_mlflow_failing_part_way_through_a_delete_gives_the_rest_back(lab, monkeypatch) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from tasks.mlflow_io import cleanup as mlflow_cleanup
+
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    alice = proposal_of("alice")
+    real, calls = mlflow_cleanup.delete, []
+
+    def flaky(run_id: str) -> None:
+        calls.append(run_id)
+        if len(calls) > 1:
+            raise MlflowException("the tracking server answered 503 (test)")
+        real(run_id)
+
+    monkeypatch.setattr(mlflow_cleanup, "delete", flaky)
+    outcome = run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
+    shown = text(outcome)
+    assert "Deleted 1 run (MLflow soft delete)" in shown, shown
+    assert "the tracking server answered 503 (test) 1 run left as proposed: try again later." in shown
+    assert sorted(states(alice.id).values()) == ["deleted", "pending"]
+    monkeypatch.setattr(mlflow_cleanup, "delete", real)
+    again = run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
+    assert "Deleted 1 run" in text(again)
+    assert sorted(states(alice.id).values()) == ["deleted", "deleted"]

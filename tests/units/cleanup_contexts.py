@@ -30,8 +30,9 @@ def cleanup_contexts(text: str) -> dict[str, list[dict[str, Any]]]:
             {"verb": "restore", "count": 1, "labels": "P1", "missing": [], "already": []},
         ],
         "cleanup_answered": [
-            {"verb": "delete", "done": 3, "skipped": [{"run": text, "why": text}], "decision": 9, "grace_days": "7"},
-            {"verb": "keep", "done": 0, "skipped": [], "decision": None, "grace_days": "7"},
-            {"verb": "snooze", "done": 0, "skipped": [], "decision": None, "grace_days": "7"},
+            {"verb": "delete", "done": 3, "skipped": [{"run": text, "why": text}], "decision": 9, "grace_days": "7",
+             "failed": text},
+            {"verb": "keep", "done": 0, "skipped": [], "decision": None, "grace_days": "7", "failed": ""},
+            {"verb": "snooze", "done": 0, "skipped": [], "decision": None, "grace_days": "7", "failed": ""},
         ],
     }
