@@ -63,3 +63,26 @@ def test_a_new_tag_or_parameter_on_a_running_run_counts_as_activity(lab) -> None
         assert "zombie" not in {s.run.name for s in scan(experiment, rules).stale}
     lab.client.log_param(lab.runs["alive"], "late", "1")
     assert {s.run.name for s in scan(experiment, rules).stale} == STALE - {"zombie"}
+
+
+def test_a_filter_the_index_cant_evaluate_goes_to_mlflow_and_a_bad_one_is_named(lab, tmp_path) -> None:
+    from labmate.errors import UsageError
+    from labmate.settings import reset_settings
+    from tasks.cleanup.scan import index_clauses
+
+    assert index_clauses("params.model = 'tiny' and metrics.val_f1 < 0.5") is not None
+    assert index_clauses("params.model ILIKE 'TINY'") is None  # case-insensitive: MLflow's search runs it
+    toml = (tmp_path / "labmate.toml").read_text().replace("params.model = 'tiny'", "params.model ILIKE 'TINY'")
+    (tmp_path / "labmate.toml").write_text(toml)
+    reset_settings()
+    experiment = resolve.experiment("sales-agent")
+    found = {s.run.name: s.reason for s in scan(experiment, get_settings().cleanup.rules_for("sales-agent")).stale}
+    assert found["tiny-fresh"] == "matches the team's rule `tiny models`"
+    (tmp_path / "labmate.toml").write_text(toml.replace("params.model ILIKE 'TINY'", "params.model === tiny"))
+    reset_settings()
+    try:
+        scan(experiment, get_settings().cleanup.rules_for("sales-agent"))
+    except UsageError as exc:
+        assert exc.message.startswith("The clean-up filter `params.model === tiny` in labmate.toml isn't an MLflow filter")
+    else:
+        raise AssertionError("a bad filter must be named")
