@@ -66,8 +66,10 @@ def test_the_index_queries_find_exactly_what_the_rules_call_stale(migrated, runs
     expected = {f.run_id for f in everything if stale(f, rules, NOW, matches) is not None}
     assert {run_id for run_id in found if stale(RunFacts(**found[run_id]), rules, NOW, matches)} == expected
     for index, rule in enumerate(rules.filters if "filters" in rules.rules else []):  # checked by hand
-        def matched(r: RunRecord) -> bool:
-            if "model" in rule.filter:
-                return r.params["model"] == "tiny"
-            return "val_f1" in r.metrics and r.metrics["val_f1"][0] < 0.5
-        assert matches[index] == {r.run_id for r in runs if matched(r) and r.start_time <= NOW - rule.days * DAY_MS}
+        assert matches[index] == {r.run_id for r in runs if _matched(rule.filter, r) and r.start_time <= NOW - rule.days * DAY_MS}
+
+
+def _matched(filter_string: str, r: RunRecord) -> bool:
+    if "model" in filter_string:
+        return r.params["model"] == "tiny"
+    return "val_f1" in r.metrics and r.metrics["val_f1"][0] is not None and r.metrics["val_f1"][0] < 0.5
