@@ -69,7 +69,23 @@ def _scan_job(experiment: str | None, dry_run: bool, reply_to: dict[str, Any], j
         result, ids = scan_and_propose(found, rules, created_by=user, job_key=job_key, asked_from=reply_to)
         results.append(result)
         made += ids
-    return [_summary(results, made, user, dry_run=dry_run), *(card(pid) for pid in made)]
+    replies = [_summary(results, made, user, dry_run=dry_run), *(card(pid) for pid in made)]
+    if reply_to.get("source") == "shell" and not experiment:
+        replies += _waiting_here(user, made)
+    return replies
+
+
+def _waiting_here(user: str, made: list[int]) -> Replies:
+    """In the terminal, `cleanup` also shows the proposals already waiting for you, whole, to answer there
+    (in Slack they are the DMs, which the buttons answer)."""
+    from tasks.cleanup.proposals import view
+
+    shown: Replies = []
+    with session_scope() as session:
+        for proposal in proposals.open_proposals(session, recipient=user):
+            if proposal.id not in made:
+                shown.append(("cleanup_proposal", view(proposal, proposals.candidates(session, proposal_id=proposal.id))))
+    return shown
 
 
 def scan_and_propose(experiment: Any, rules: Any, *, tries: int = 3, **how: Any) -> tuple[scanning.ScanResult, list[int]]:

@@ -209,3 +209,13 @@ def test_mlflow_failing_part_way_through_a_delete_gives_the_rest_back(lab, monke
     again = run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
     assert "Deleted 1 run" in text(again)
     assert sorted(states(alice.id).values()) == ["deleted", "deleted"]
+
+
+def test_cleanup_in_the_terminal_shows_the_proposals_waiting_for_you(lab) -> None:
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    alice = proposal_of("alice")
+    shown = run_one("cleanup", user="alice", channel="C0LAB")
+    cards = [m for m in shown.messages if m.template == "cleanup_proposal"]
+    assert len(cards) == 1 and f"*{alice.label}*" in text(shown) and "died-early-2" in text(shown)
+    assert f"Waiting for you: {alice.label} (2 runs of sales-agent)" in text(shown)
+    assert [m for m in run_one("cleanup", user="U0MALLORY", channel="C0LAB").messages if m.template == "cleanup_proposal"] == []
