@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from bot import access, grammar
 from bot.grammar import HelpArgs
+from bot.handlers import cleanup as cleanup_handlers
 from bot.handlers import decisions as decision_handlers
 from bot.handlers import experiments as experiment_handlers
 from bot.handlers import launches as launch_handlers
@@ -62,6 +63,11 @@ HANDLERS: dict[str, Handler] = {
     "regress": regression_handlers.regress,
     "regressions": regression_handlers.listing,
     "promote": regression_handlers.promote,
+    "cleanup": cleanup_handlers.cleanup,
+    "delete": cleanup_handlers.delete,
+    "keep": cleanup_handlers.keep,
+    "snooze": cleanup_handlers.snooze,
+    "restore": cleanup_handlers.restore,
 }
 
 

@@ -15,7 +15,7 @@ from slack_bolt import App, BoltRequest
 from slack_bolt.middleware.request_verification import RequestVerification
 from slack_bolt.response import BoltResponse
 
-from bot.listeners import actions, commands, events, shortcuts, views
+from bot.listeners import actions, cleanup_modal, commands, events, shortcuts, views
 from bot.messages.render import render
 from bot.slack_client import web_client
 from labmate.errors import LabmateError, new_error_id
@@ -76,6 +76,7 @@ def build_app(settings: Settings | None = None, *, token_verification: bool = Tr
     events.register(app, settings)
     shortcuts.register(app, settings)
     views.register(app, settings)
+    cleanup_modal.register(app, settings)
     actions.register(app, settings)
 
     @app.error

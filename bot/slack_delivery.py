@@ -147,8 +147,9 @@ class SlackPoster:
         from models import deliveries as ledger
         from models.db import session_scope
 
+        answered: dict[str, Any] = {}
         try:
-            ts = self._post(reply_to, message, key, digest, upload=False)
+            ts = self._post(reply_to, message, key, digest, upload=False, answered=answered)
         except PermanentDeliveryError as exc:
             with session_scope() as session:
                 ledger.failed(session, key=key, error=str(exc))
@@ -158,7 +159,8 @@ class SlackPoster:
                 ledger.not_in_flight(session, key=key)
             raise
         with session_scope() as session:
-            ledger.posted(session, key=key, ts=ts, digest=digest)
+            # a DM posted to a user id lives in the channel Slack answers with (D…): edits go there
+            ledger.posted(session, key=key, ts=ts, digest=digest, channel=answered.get("channel"))
         self._upload(key, reply_to, message, thread_ts=reply_to.get("thread_ts") or ts, start=files_done)
         return ts
 
@@ -170,7 +172,8 @@ class SlackPoster:
             ledger.mark_final(session, key=key)
 
     def _post(
-        self, reply_to: dict[str, Any], message: Message, key: str | None, digest: str, *, upload: bool = True
+        self, reply_to: dict[str, Any], message: Message, key: str | None, digest: str, *, upload: bool = True,
+        answered: dict[str, Any] | None = None,
     ) -> str | None:
         kwargs: dict[str, Any] = {"channel": reply_to["channel"], "text": message.text, "blocks": message.blocks}
         if reply_to.get("thread_ts"):
@@ -188,6 +191,8 @@ class SlackPoster:
         except Exception as exc:
             raise classify(exc, "chat.postMessage") from exc
         ts = posted.get("ts")
+        if answered is not None and posted.get("channel"):
+            answered["channel"] = posted.get("channel")
         if upload:
             self._upload(None, reply_to, message, thread_ts=reply_to.get("thread_ts") or ts, start=0)
         return str(ts) if ts else None

@@ -166,6 +166,68 @@ class RegressConfig(BaseModel):
         default_factory=dict, description="Per suite name, the target kinds allowed from chat besides MLflow models."
     )
 
+RuleName = Literal["failed", "orphans", "scratch", "filters"]
+
+
+class FilterRule(BaseModel):
+    """A team's own clean-up rule: the runs an MLflow filter string matches, once they are old enough."""
+
+    filter: str = Field(description="An MLflow search filter, e.g. `metrics.val_f1 < 0.5 and params.model = 'tiny'`.")
+    days: float = Field(7.0, ge=0, description="Only runs that started at least this many days ago.")
+    name: str = Field("", description="How the proposal names the rule (default: the filter itself).")
+
+
+class CleanupRules(BaseModel):
+    """Which runs of an experiment the clean-up proposes to delete, each rule with its threshold."""
+
+    rules: list[RuleName] = Field(
+        default_factory=lambda: ["failed", "orphans", "scratch", "filters"],
+        description="The rules that apply: `failed` (FAILED/KILLED runs that logged no metric), `orphans` "
+        "(RUNNING runs silent for `orphan_hours`), `scratch` (FINISHED runs of a scratch experiment), `filters`.",
+    )
+    failed_hours: float = Field(24.0, ge=0, description="`failed`: hours since a failed or killed run ended.")
+    orphan_hours: float = Field(
+        24.0, gt=0, description="`orphans`: hours a RUNNING run logged no new metric, parameter or tag; it is first "
+        "marked FAILED with a note, then proposed.",
+    )
+    scratch: bool = Field(False, description="A scratch experiment: its finished runs are proposed too.")
+    scratch_days: float = Field(14.0, ge=0, description="`scratch`: days since a finished run ended.")
+    filters: list[FilterRule] = Field(default_factory=list, description="`filters`: the team's own rules.")
+    top_k: int = Field(
+        3, ge=0, description="The best runs by the experiment's primary metric that are never proposed."
+    )
+
+
+class CleanupConfig(BaseModel):
+    """Stale-run clean-up (labmate.toml `[cleanup]`): where proposals go and the rules per experiment."""
+
+    channel: str = Field("", description="Post every proposal in this channel (id); default: a DM to each owner.")
+    owners: dict[str, str] = Field(
+        default_factory=dict,
+        description="MLflow user -> Slack user id, for the DMs (an MLflow user that already is a Slack id needs "
+        "no entry). Proposals for owners with no Slack id go to `channel`, else to the first admin.",
+    )
+    grace_days: float = Field(
+        7.0, ge=0, description="Days a deleted run can be restored (`restore <run>`); then it is removed for good."
+    )
+    snooze_days: float = Field(7.0, gt=0, description="Days a snoozed run is left out of proposals.")
+    gc_backend_store_uri: str = Field(
+        "",
+        description="For `mlflow gc` when MLFLOW_TRACKING_URI is an `mlflow server`: the server's database URI "
+        "(gc works on the database; the artifacts are deleted through the server). Default: the tracking URI.",
+    )
+    defaults: CleanupRules = Field(default_factory=CleanupRules, description="Rules for every experiment.")
+    experiments: dict[str, CleanupRules] = Field(
+        default_factory=dict,
+        description="Per experiment name, what differs from `defaults`. The daily job scans these experiments.",
+    )
+
+    def rules_for(self, experiment: str) -> CleanupRules:
+        own = self.experiments.get(experiment)
+        if own is None:
+            return self.defaults
+        return self.defaults.model_copy(update={name: getattr(own, name) for name in own.model_fields_set})
+
 
 def _demo_project_uri() -> str:
     """The checkout's examples/sales_agent (editable installs), else the working directory's (the
@@ -305,6 +367,11 @@ class Settings(BaseSettings):
         validation_alias=_env("LABMATE_LAUNCH_PROGRESS_EVERY"),
         description="Seconds between two reads of a running launch's progress from MLflow (its card is "
         "edited at most that often, and never more than once per 2 s).",
+    )
+    cleanup: CleanupConfig = Field(
+        default_factory=CleanupConfig,
+        description="labmate.toml `[cleanup]`: the stale-run clean-up: where proposals go, the grace period, the "
+        "rules per experiment (docs/cleanup.md).",
     )
     terminal: TerminalIdentity = Field(default_factory=TerminalIdentity, description="labmate.toml `[terminal]`.")
     database_connect_timeout: float = Field(

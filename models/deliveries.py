@@ -67,8 +67,13 @@ def start(
         return False
 
 
-def posted(session: Session, *, key: str, ts: str | None, digest: str, detail: dict[str, Any] | None = None) -> None:
+def posted(
+    session: Session, *, key: str, ts: str | None, digest: str, detail: dict[str, Any] | None = None,
+    channel: str | None = None,
+) -> None:
     values: dict[str, Any] = {"state": POSTED, "ts": ts, "digest": digest, "updated_at": utcnow(), "error": ""}
+    if channel:
+        values["channel"] = channel
     if detail is not None:
         values["detail"] = detail
     session.execute(update(_T).where(_T.c.key == key).values(**values))

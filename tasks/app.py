@@ -30,6 +30,7 @@ TASK_MODULES = [
     "tasks.experiments.jobs",
     "tasks.launches.jobs",
     "tasks.regressions.jobs",
+    "tasks.cleanup.jobs",
 ]
 QUEUES = ("default", "launch", "regress")
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
@@ -40,6 +41,16 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "prune-charts": {
         "task": "labmate.maintenance.prune_charts",
         "schedule": crontab(minute=47),
+    },
+    "cleanup-proposals": {
+        "task": "labmate.cleanup.daily",
+        "schedule": crontab(minute=5, hour=7),
+        "options": {"expires": 3600},
+    },
+    "cleanup-purge": {
+        "task": "labmate.cleanup.purge",
+        "schedule": crontab(minute=35, hour=3),
+        "options": {"expires": 3600},
     },
     "sync-run-index": {
         "task": "labmate.experiments.sync_index",

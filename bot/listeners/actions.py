@@ -16,7 +16,8 @@ from bot.origin import Origin
 from bot.replies import send
 from labmate.settings import Settings
 
-ACTION = re.compile(r"^lab:([a-z]+)(?::.*)?$")
+ACTION = re.compile(r"^lab:(?!choose:)([a-z]+)(?::.*)?$")
+"""Every labmate button but a clean-up proposal's "Choose per run", which opens a modal (cleanup_modal.py)."""
 
 
 def command_of(action: dict[str, Any]) -> str:

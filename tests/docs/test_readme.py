@@ -18,7 +18,7 @@ def test_readme_lists_exactly_the_verbs_help_lists():
     from bot.grammar import HelpArgs
 
     reply = _help(HelpArgs(None), None, None)  # type: ignore[arg-type]
-    help_text = render(reply.template, reply.context).blocks[1]["text"]["text"]
+    help_text = "\n".join(b["text"]["text"] for b in render(reply.template, reply.context).blocks if b["type"] == "section")
     in_help = set(re.findall(r"`/lab (\w+)", help_text))
     table = README.split("<!-- commands:start -->")[1].split("<!-- commands:end -->")[0]
     in_readme = set(re.findall(r"^\| `/lab (\w+)", table, re.M))

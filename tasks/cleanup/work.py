@@ -1,0 +1,333 @@
+"""What the clean-up jobs do (plain functions; tasks/cleanup/jobs.py wraps them): scan and propose, carry
+out an answer in MLflow, and remove deleted runs for good after the grace period.
+
+Every MLflow side effect here is safe to repeat (a soft delete of a deleted run, a tag set twice), and
+every change of a run's state is a conditional UPDATE: a job run twice (its worker died, or the
+message came twice) deletes each run once, writes one audit row per run and logs one decision."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from labmate.errors import LabmateError, NotFoundError
+from labmate.settings import get_settings
+from models import audit, run_index, stale_runs
+from models import cleanup as proposals
+from models import decision as decisions
+from models.base import utcnow
+from models.db import session_scope
+from models.errors import Conflict
+from models.run_index import RunRecord
+from tasks import mlflow_io
+from tasks.cleanup import scan as scanning
+from tasks.cleanup.proposals import card, make
+from tasks.experiments import resolve
+from tasks.jobs import Replies
+from tasks.mlflow_io import cleanup as mlflow_cleanup
+
+log = logging.getLogger(__name__)
+
+BULK = 2
+"""A deletion of at least this many runs at once also logs a decision."""
+
+
+def _experiments(name: str | None) -> list[str]:
+    if name:
+        return [name]
+    return list(get_settings().cleanup.experiments)
+
+
+def scan_job(experiment: str | None, dry_run: bool, reply_to: dict[str, Any], job_key: str) -> Replies:
+    """`cleanup [experiment] [--dry-run]`: the stale runs by owner, or the proposals made for them."""
+    user = str(reply_to.get("user", ""))
+    with session_scope() as session:
+        already = [p.id for p in proposals.made_by_job(session, job_key=job_key)] if job_key else []
+    if already:  # this job ran before and its worker died before it answered: answer with what it made
+        return [_summary([], already, user, dry_run=False), *(card(pid) for pid in already)]
+    try:
+        return _scan_job(experiment, dry_run, reply_to, job_key, user)
+    except LabmateError:
+        raise
+    except Exception as exc:  # MLflow unreachable or refusing: say so, in one line
+        known = mlflow_io.user_error(exc)
+        if known is None:
+            raise
+        raise known from None
+
+
+def _scan_job(experiment: str | None, dry_run: bool, reply_to: dict[str, Any], job_key: str, user: str) -> Replies:
+    results = []
+    made: list[int] = []
+    for name in _experiments(experiment):
+        found = resolve.experiment(name)
+        rules = get_settings().cleanup.rules_for(found.name)
+        if dry_run:
+            results.append(scanning.scan(found, rules))
+            continue
+        result, ids = scan_and_propose(found, rules, created_by=user, job_key=job_key, asked_from=reply_to)
+        results.append(result)
+        made += ids
+    replies = [_summary(results, made, user, dry_run=dry_run), *(card(pid) for pid in made)]
+    if reply_to.get("source") == "shell" and not experiment:
+        replies += _waiting_here(user, made)
+    return replies
+
+
+def _waiting_here(user: str, made: list[int]) -> Replies:
+    """In the terminal, `cleanup` also shows the proposals already waiting for you, whole, to answer there
+    (in Slack they are the DMs, which the buttons answer)."""
+    from tasks.cleanup.proposals import view
+
+    shown: Replies = []
+    with session_scope() as session:
+        for proposal in proposals.open_proposals(session, recipient=user):
+            if proposal.id not in made:
+                shown.append(("cleanup_proposal", view(proposal, proposals.candidates(session, proposal_id=proposal.id))))
+    return shown
+
+
+def scan_and_propose(experiment: Any, rules: Any, *, tries: int = 3, **how: Any) -> tuple[scanning.ScanResult, list[int]]:
+    """Scan, then propose; when another scan proposed some of the same runs first (the database's unique
+    index on a run's open proposal refuses the second), scan again: those runs are taken now."""
+    for attempt in range(tries):
+        result = scanning.scan(experiment, rules)
+        try:
+            return result, make(result, **how)
+        except Conflict:
+            if attempt == tries - 1:
+                raise
+            log.info("clean-up of %s: another scan proposed some of the same runs first; scanning again", experiment.name)
+    raise AssertionError("unreachable")
+
+
+def _summary(results: list[scanning.ScanResult], made: list[int], user: str, *, dry_run: bool) -> tuple[str, dict[str, Any]]:
+    experiments = []
+    for result in results:
+        owners: dict[str, list[dict[str, str]]] = {}
+        for item in result.stale:
+            owners.setdefault(item.run.user or "(unknown)", []).append(
+                {"name": item.run.name or item.run.run_id[:8], "short": item.run.run_id[:8], "reason": item.reason})
+        spared: dict[str, int] = {}
+        for why in result.spared.values():
+            spared[why] = spared.get(why, 0) + 1
+        experiments.append({
+            "name": result.experiment.name, "stale": len(result.stale), "busy": result.busy, "orphans": len(result.orphans),
+            "owners": [{"owner": o, "runs": runs[:10], "more": max(0, len(runs) - 10), "count": len(runs)}
+                       for o, runs in sorted(owners.items())],
+            "spared": [{"why": w, "count": n} for w, n in sorted(spared.items())],
+        })
+    with session_scope() as session:
+        waiting = [
+            {"label": p.label, "experiment": p.experiment, "pending": sum(
+                1 for c in proposals.candidates(session, proposal_id=p.id) if c.state == proposals.PENDING)}
+            for p in proposals.open_proposals(session, recipient=user)
+            if p.id not in made
+        ] if user else []
+    labels = []
+    with session_scope() as session:
+        for pid in made:
+            p = proposals.get(session, proposal_id=pid)
+            if p is not None:
+                labels.append({"label": p.label, "owner": p.owner, "recipient": p.recipient, "experiment": p.experiment,
+                               "channel": str(p.reply_to.get("channel", ""))})
+    configured = list(get_settings().cleanup.experiments)
+    return "cleanup_scan", {"dry_run": dry_run, "experiments": experiments, "made": labels, "waiting": waiting,
+                            "configured": configured, "scanned": bool(results)}
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+
+def _last_ts(record: RunRecord) -> int:
+    return max((t for _v, _s, t in record.metrics.values()), default=0)
+
+
+def _changed(candidate: proposals.Candidate, record: RunRecord | None, registered: set[str], linked: set[str]) -> str:
+    """Why a run proposed earlier must not be deleted now ('' if it still may be)."""
+    if record is None:
+        return "MLflow no longer has it"
+    if record.tags.get("keep", "").lower() not in ("", "false", "0", "no"):
+        return "it was tagged `keep` since"
+    if candidate.run_id in registered:
+        return "a registered model version is made from it now"
+    if candidate.run_id in linked:
+        return "a decision links it now"
+    if not record.deleted and scanning.fingerprint(record.status, record.end_time, _last_ts(record)) != candidate.fingerprint:
+        return f"it changed since it was proposed (now {record.status})"
+    return ""
+
+
+def answer_job(proposal_ids: list[int], verb: str, by: str, reply_to: dict[str, Any]) -> Replies:
+    done: dict[str, Any] = {"verb": verb, "done": 0, "skipped": [], "decision": None, "failed": ""}
+    for proposal_id in proposal_ids:
+        if verb == "delete":
+            _delete(proposal_id, by, done)
+        elif verb == "keep":
+            _keep(proposal_id)
+        elif verb == "restore":
+            _restore(proposal_id, by, done)
+    with session_scope() as session:
+        for proposal_id in proposal_ids:
+            proposals.close_if_answered(session, proposal_id=proposal_id)
+    return [("cleanup_answered", {**done, "grace_days": f"{get_settings().cleanup.grace_days:g}"}),
+            *(card(pid) for pid in proposal_ids)]
+
+
+def _load(proposal_id: int, state: str) -> tuple[proposals.Proposal, list[proposals.Candidate]]:
+    with session_scope() as session:
+        proposal = proposals.get(session, proposal_id=proposal_id)
+        if proposal is None:
+            raise NotFoundError(f"There is no clean-up proposal P{proposal_id}.")
+        found = [c for c in proposals.candidates(session, proposal_id=proposal_id) if c.state == state]
+        session.expunge_all()
+    return proposal, found
+
+
+def _delete(proposal_id: int, by: str, done: dict[str, Any]) -> None:
+    proposal, deleting = _load(proposal_id, proposals.DELETING)
+    if not deleting:
+        return
+    try:
+        current = mlflow_cleanup.current([c.run_id for c in deleting])
+        registered = mlflow_cleanup.registered_run_ids()
+    except Exception as exc:
+        _give_back(proposal, deleting, proposals.DELETING, exc, done)
+        return
+    with session_scope() as session:
+        refs = set(stale_runs.decision_run_refs(session))
+    linked = {c.run_id for c in deleting if any(c.run_id.startswith(r.lower()) for r in refs if len(r) >= 6)}
+    go: list[proposals.Candidate] = []
+    for index, candidate in enumerate(deleting):
+        why = _changed(candidate, current.get(candidate.run_id), registered, linked)
+        if why:
+            with session_scope() as session:
+                if proposals.settle(session, candidate_id=candidate.id, from_state=proposals.DELETING,
+                                    to_state=proposals.SKIPPED, note=f"not deleted: {why}"):
+                    audit.record(session, user=by, channel="", source="job", verb="cleanup.skip",
+                                 text=f"{proposal.label}: {candidate.run_id} not deleted: {why}", outcome="ok",
+                                 duration_ms=0.0, detail={"proposal": proposal_id, "run": candidate.run_id})
+            done["skipped"].append({"run": candidate.run_name or candidate.run_id[:8], "why": why})
+            continue
+        try:
+            mlflow_cleanup.delete(candidate.run_id)
+        except Exception as exc:
+            _give_back(proposal, deleting[index:], proposals.DELETING, exc, done)
+            break
+        go.append(candidate)
+    if not go:
+        return
+    now = utcnow()
+    with session_scope() as session:
+        moved = [c for c in go if proposals.settle(session, candidate_id=c.id, from_state=proposals.DELETING,
+                                                   to_state=proposals.DELETED, deleted_at=now)]
+        for c in moved:
+            audit.record(session, user=by, channel="", source="job", verb="cleanup.delete",
+                         text=f"{proposal.label}: deleted run {c.run_id} ({c.run_name}) of {proposal.experiment}: {c.reason}",
+                         outcome="ok", duration_ms=0.0, detail={"proposal": proposal_id, "run": c.run_id})
+        stale_runs.mark_deleted(session, proposal.store, [c.run_id for c in moved])
+        if len(moved) >= BULK:
+            made = decisions.create(session, new=decisions.NewDecision(
+                text=f"cleaned {len(moved)} stale runs from {proposal.experiment}", author=by,
+                tags=("cleanup",), links=tuple(decisions.LinkRef("run", c.run_id) for c in moved),
+            ))
+            done["decision"] = made.id
+        done["done"] += len(moved)
+
+
+def _give_back(proposal: proposals.Proposal, left: list[proposals.Candidate], state: str, exc: Exception,
+               done: dict[str, Any]) -> None:
+    """MLflow failed part-way: what wasn't done goes back to waiting for an answer (clicking again retries
+    it), and the answer says so. Anything but MLflow being unreachable or refusing is a bug: raised."""
+    known = mlflow_io.user_error(exc) or (exc if mlflow_io.is_missing(exc) else None)
+    if known is None and "mlflow" not in type(exc).__module__.lower():
+        raise exc
+    back = proposals.PENDING if state == proposals.DELETING else proposals.DELETED
+    with session_scope() as session:
+        returned = sum(proposals.settle(session, candidate_id=c.id, from_state=state, to_state=back) for c in left)
+    log.warning("clean-up %s: MLflow failed, %d runs back to waiting: %s", proposal.label, returned, exc)
+    reason = getattr(known, "message", None) or str(exc).splitlines()[0][:200]
+    done["failed"] = f"{reason} {returned} run{'s' if returned != 1 else ''} left as {'proposed' if back == proposals.PENDING else 'deleted'}: try again later."
+
+
+def _keep(proposal_id: int) -> None:
+    proposal, kept = _load(proposal_id, proposals.KEPT)
+    for candidate in kept:
+        try:
+            mlflow_cleanup.keep(candidate.run_id)
+        except Exception as exc:
+            if not mlflow_io.is_missing(exc):
+                raise
+    now = mlflow_cleanup.current([c.run_id for c in kept])  # the index knows the tag at once
+    with session_scope() as session:
+        run_index.upsert(session, proposal.store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))
+
+
+def _restore(proposal_id: int, by: str, done: dict[str, Any]) -> None:
+    proposal, restoring = _load(proposal_id, proposals.RESTORING)
+    went: list[proposals.Candidate] = []
+    for index, candidate in enumerate(restoring):
+        try:
+            mlflow_cleanup.restore(candidate.run_id)
+        except Exception as exc:
+            _give_back(proposal, restoring[index:], proposals.RESTORING, exc, done)
+            break
+        went.append(candidate)
+    with session_scope() as session:
+        moved = [c for c in went if proposals.settle(session, candidate_id=c.id, from_state=proposals.RESTORING,
+                                                          to_state=proposals.RESTORED)]
+        for c in moved:
+            audit.record(session, user=by, channel="", source="job", verb="cleanup.restore",
+                         text=f"{proposal.label}: restored run {c.run_id} ({c.run_name}) of {proposal.experiment}",
+                         outcome="ok", duration_ms=0.0, detail={"proposal": proposal_id, "run": c.run_id})
+        stale_runs.mark_deleted(session, proposal.store, [c.run_id for c in moved], deleted=False)
+        done["done"] += len(moved)
+
+
+# -- scheduled -------------------------------------------------------------------------------------
+
+
+def daily() -> list[int]:
+    """The daily beat job: scan every experiment labmate.toml lists and post the proposals. An experiment
+    MLflow can't answer for now is logged and left to the next beat; nobody is messaged about it."""
+    made: list[int] = []
+    for name in _experiments(None):
+        try:
+            found = resolve.experiment(name)
+            _result, ids = scan_and_propose(found, get_settings().cleanup.rules_for(found.name), created_by="beat",
+                                            outbox=True)
+        except LabmateError as exc:
+            log.warning("clean-up of %s skipped until the next beat: %s", name, exc.message)
+            continue
+        except Exception as exc:
+            log.warning("clean-up of %s skipped until the next beat: MLflow or the index failed: %s", name, exc)
+            continue
+        made += ids
+    return made
+
+
+def purge() -> int:
+    """Deleted runs past the grace period are removed for good (MLflow's garbage collection, artifacts
+    included). A run restored in MLflow meanwhile is left alone and marked restored."""
+    settings = get_settings().cleanup
+    store = mlflow_io.store()
+    with session_scope() as session:
+        due = proposals.due_for_purge(session, store=store, grace=timedelta(days=settings.grace_days), now=utcnow())
+        session.expunge_all()
+    if not due:
+        return 0
+    current = mlflow_cleanup.current([c.run_id for c in due])
+    gone = [c for c in due if c.run_id not in current or current[c.run_id].deleted]
+    back = [c for c in due if c.run_id in current and not current[c.run_id].deleted]
+    mlflow_cleanup.gc([c.run_id for c in gone if c.run_id in current])
+    with session_scope() as session:
+        for c in gone:
+            if proposals.settle(session, candidate_id=c.id, from_state=proposals.DELETED, to_state=proposals.PURGED):
+                audit.record(session, user="beat", channel="", source="job", verb="cleanup.purge",
+                             text=f"removed run {c.run_id} ({c.run_name}) for good after the grace period",
+                             outcome="ok", duration_ms=0.0, detail={"proposal": c.proposal_id, "run": c.run_id})
+        for c in back:
+            proposals.settle(session, candidate_id=c.id, from_state=proposals.DELETED, to_state=proposals.RESTORED,
+                             note="restored in MLflow")
+    return len(gone)

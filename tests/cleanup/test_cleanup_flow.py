@@ -1,0 +1,218 @@
+"""`cleanup`, `delete`, `keep`, `snooze`, `restore` as the terminal runs them (dispatch, the embedded Celery
+worker, a real MLflow store): proposals per owner, answers that act once, refusals that change nothing,
+a run that changed since it was proposed skipped and said, the purge after the grace period."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from bot.terminal import Outcome, run_one
+from models import audit, decision
+from models import cleanup as proposals
+from models.base import utcnow
+from models.db import session_scope
+from tasks.cleanup import work
+
+pytestmark = [pytest.mark.slow]
+
+
+def text(outcome: Outcome) -> str:
+    return "\n".join(m.text + "\n" + json.dumps(m.blocks, ensure_ascii=False) for m in outcome.messages)
+
+
+def proposal_of(owner: str) -> proposals.Proposal:
+    with session_scope() as session:
+        [found] = [p for p in session.query(proposals.Proposal).all() if p.owner == owner]
+        session.expunge(found)
+        return found
+
+
+def states(proposal_id: int) -> dict[str, str]:
+    with session_scope() as session:
+        return {c.run_name: c.state for c in proposals.candidates(session, proposal_id=proposal_id)}
+
+
+def audit_verbs() -> list[str]:
+    with session_scope() as session:
+        return [e.verb for e in session.query(audit.AuditEvent).order_by(audit.AuditEvent.id)]
+
+
+def test_dry_run_lists_by_owner_and_changes_nothing(lab) -> None:
+    outcome = run_one("cleanup sales-agent --dry-run", user="alice", channel="C0LAB")
+    shown = text(outcome)
+    assert outcome.exit_code == 0, shown
+    assert "*Dry run*: nothing was marked, proposed or changed." in shown
+    assert "*sales-agent*: 5 stale runs (1 orphaned RUNNING run would be marked FAILED first)" in shown
+    assert "spared: 1 decision, 2 keep, 1 model, 1 parent, 2 top" in shown
+    assert "`alice` (2):" in shown and "`bob` (1):" in shown and "`U0CAROL` (2):" in shown
+    assert lab.client.get_run(lab.runs["zombie"]).info.status == "RUNNING"
+    with session_scope() as session:
+        assert session.query(proposals.Proposal).count() == 0
+    assert audit_verbs() == ["cleanup"]
+
+
+def test_proposals_per_owner_then_delete_restore_keep_snooze(lab) -> None:
+    outcome = run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    shown = text(outcome)
+    assert outcome.exit_code == 0, shown
+    cards = [m for m in outcome.messages if m.template == "cleanup_proposal"]
+    assert len(cards) == 3
+    alice = proposal_of("alice")
+    assert alice.recipient == "U0ALICE" and states(alice.id) == {"died-early": "pending", "died-early-2": "pending"}
+    assert proposal_of("U0CAROL").recipient == "U0CAROL" and proposal_of("bob").recipient == ""
+    card = json.dumps(cards[0].blocks)
+    for verb in ("delete", "keep", "snooze"):
+        assert f'"action_id": "lab:{verb}:' in card
+    assert audit_verbs().count("cleanup.proposal") == 3
+
+    refused = run_one(f"delete {alice.label}", user="mallory", channel="C0LAB")
+    assert refused.exit_code != 0
+    assert f"{alice.label} is <@U0ALICE>'s: only they or an admin (<@UADMIN>) can `delete` its runs. Nothing was changed." \
+        in text(refused)
+    assert set(states(alice.id).values()) == {"pending"}
+
+    deleted = run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
+    assert deleted.exit_code == 0, text(deleted)
+    assert "Deleted 2 runs (MLflow soft delete)" in text(deleted)
+    assert states(alice.id) == {"died-early": "deleted", "died-early-2": "deleted"}
+    assert lab.client.get_run(lab.runs["died-early"]).info.lifecycle_stage == "deleted"
+    assert audit_verbs().count("cleanup.delete") == 2
+    with session_scope() as session:
+        [logged] = session.query(decision.Decision).filter(decision.Decision.text.like("cleaned %")).all()
+        assert logged.text == "cleaned 2 stale runs from sales-agent" and logged.author == "alice"
+        assert sorted(link.ref for link in logged.links) == sorted([lab.runs["died-early"], lab.runs["died-early-2"]])
+
+    found = run_one("decisions cleaned", user="alice", channel="C0LAB")
+    assert "cleaned 2 stale runs from sales-agent" in text(found)
+
+    again = run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
+    assert "Nothing to delete: those runs were already deleted by alice." in text(again)
+    assert audit_verbs().count("cleanup.delete") == 2
+
+    back = run_one(f"restore {lab.runs['died-early'][:10]}", user="alice", channel="C0LAB")
+    assert back.exit_code == 0, text(back)
+    assert lab.client.get_run(lab.runs["died-early"]).info.lifecycle_stage == "active"
+    assert states(alice.id)["died-early"] == "restored"
+
+    carol = proposal_of("U0CAROL")
+    kept = run_one(f"keep {lab.runs['old-finished']}", user="U0CAROL", channel="C0LAB")
+    assert kept.exit_code == 0, text(kept)
+    assert lab.client.get_run(lab.runs["old-finished"]).data.tags["keep"] == "true"
+    snoozed = run_one(f"snooze {carol.label}", user="UADMIN", channel="C0LAB")
+    assert snoozed.exit_code == 0, text(snoozed)
+    assert states(carol.id) == {"old-finished": "kept", "tiny-fresh": "snoozed"}
+
+    rescan = run_one("cleanup sales-agent --dry-run", user="alice", channel="C0LAB")
+    shown = text(rescan)
+    # carol's snoozed run is left out, her kept run is spared (tagged `keep`), the restored run is spared by the
+    # clean-up's own decision that links it; bob's zombie, now FAILED with a metric, matches no rule any more
+    assert "*sales-agent*: 0 stale runs · 1 already proposed or snoozed · spared: 2 decision, 3 keep, 1 model" in shown, shown
+
+
+def test_a_run_that_changed_since_it_was_proposed_is_skipped_and_said(lab) -> None:
+    from mlflow.entities import Metric
+
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    carol = proposal_of("U0CAROL")
+    lab.client.log_batch(lab.runs["tiny-fresh"], metrics=[Metric("val_f1", 0.31, int(utcnow().timestamp() * 1000), 2)])
+    outcome = run_one(f"delete {carol.label}", user="U0CAROL", channel="C0LAB")
+    shown = text(outcome)
+    assert "Deleted 1 run (MLflow soft delete)" in shown, shown
+    assert "*tiny-fresh*: it changed since it was proposed (now FINISHED)" in shown
+    assert states(carol.id) == {"old-finished": "deleted", "tiny-fresh": "skipped"}
+    assert lab.client.get_run(lab.runs["tiny-fresh"]).info.lifecycle_stage == "active"
+    with session_scope() as session:  # one run is not a bulk deletion: no decision
+        assert session.query(decision.Decision).filter(decision.Decision.text.like("cleaned %")).count() == 0
+
+
+def test_after_the_grace_period_deleted_runs_are_removed_for_good(lab) -> None:
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    alice = proposal_of("alice")
+    artifacts = Path(lab.client.get_run(lab.runs["died-early"]).info.artifact_uri)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "model.txt").write_text("weights")
+    run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
+    assert work.purge() == 0  # still within the grace period
+    with session_scope() as session:
+        session.execute(update(proposals.Candidate).where(proposals.Candidate.run_name == "died-early")
+                        .values(deleted_at=utcnow() - timedelta(days=8)))
+    assert work.purge() == 1
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        lab.client.get_run(lab.runs["died-early"])
+    assert not artifacts.exists()
+    assert lab.client.get_run(lab.runs["died-early-2"]).info.lifecycle_stage == "deleted"
+    assert states(alice.id) == {"died-early": "purged", "died-early-2": "deleted"}
+    late = run_one(f"restore {lab.runs['died-early']}", user="alice", channel="C0LAB")
+    assert "No run the clean-up deleted has the id" in text(late)
+    assert audit_verbs().count("cleanup.purge") == 1
+
+
+def test_bad_answers_say_what_would_work(lab) -> None:
+    cases: list[tuple[str, str]] = [
+        ("delete", "Which runs? Name a proposal (`P3`, on its message) or one or more MLflow run ids."),
+        ("delete P99", "There is no clean-up proposal P99."),
+        ("delete zz-top", "`zz-top` is neither a proposal (`P3`) nor an MLflow run id"),
+        ("keep abcdef12", "No clean-up proposal lists the run `abcdef12`."),
+        ("cleanup a b", "`cleanup` takes one experiment; I read 2 words."),
+        ("cleanup nope", "MLflow has no experiment `nope`."),
+    ]
+    for command, expected in cases:
+        outcome = run_one(command, user="alice", channel="C0LAB")
+        assert expected in text(outcome), (command, text(outcome))
+        assert outcome.exit_code != 0 or "nope" in command
+
+
+def test_mlflow_unreachable_is_one_line_that_says_so(lab, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9/")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    from labmate.settings import reset_settings
+
+    reset_settings()
+    outcome = run_one("cleanup sales-agent --dry-run", user="alice", channel="C0LAB")
+    assert "MLflow at `http://127.0.0.1:9/` can't be reached right now" in text(outcome), text(outcome)
+    assert "Traceback" not in text(outcome)
+
+
+def test_mlflow_failing_part_way_through_a_delete_gives_the_rest_back(lab, monkeypatch) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from tasks.mlflow_io import cleanup as mlflow_cleanup
+
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    alice = proposal_of("alice")
+    real, calls = mlflow_cleanup.delete, []
+
+    def flaky(run_id: str) -> None:
+        calls.append(run_id)
+        if len(calls) > 1:
+            raise MlflowException("the tracking server answered 503 (test)")
+        real(run_id)
+
+    monkeypatch.setattr(mlflow_cleanup, "delete", flaky)
+    outcome = run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
+    shown = text(outcome)
+    assert "Deleted 1 run (MLflow soft delete)" in shown, shown
+    assert "the tracking server answered 503 (test) 1 run left as proposed: try again later." in shown
+    assert sorted(states(alice.id).values()) == ["deleted", "pending"]
+    monkeypatch.setattr(mlflow_cleanup, "delete", real)
+    again = run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
+    assert "Deleted 1 run" in text(again)
+    assert sorted(states(alice.id).values()) == ["deleted", "deleted"]
+
+
+def test_cleanup_in_the_terminal_shows_the_proposals_waiting_for_you(lab) -> None:
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    alice = proposal_of("alice")
+    shown = run_one("cleanup", user="alice", channel="C0LAB")
+    cards = [m for m in shown.messages if m.template == "cleanup_proposal"]
+    assert len(cards) == 1 and f"*{alice.label}*" in text(shown) and "died-early-2" in text(shown)
+    assert f"Waiting for you: {alice.label} (2 runs of sales-agent)" in text(shown)
+    assert [m for m in run_one("cleanup", user="U0MALLORY", channel="C0LAB").messages if m.template == "cleanup_proposal"] == []

@@ -1,0 +1,81 @@
+"""Answers racing on one proposal, on SQLite and PostgreSQL: many people (or one impatient one) clicking
+Delete at once move each run once, and the delete job run again (its worker died, its message came twice)
+deletes each run once, writes one audit row per run and logs one decision."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from bot import dispatch
+from bot.origin import Origin
+from labmate.settings import reset_settings
+from models import audit, decision
+from models import cleanup as proposals
+from models.db import session_scope
+from tasks.cleanup import work
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def kb(request: pytest.FixtureRequest, lab, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("LABMATE_DATABASE_URL", url)
+        reset_settings()
+        with session_scope() as session:  # the decision that protects `decided`, in this knowledge base too
+            decision.create(session, new=decision.NewDecision(
+                text="keep the decided run", author="UADMIN", links=(decision.LinkRef("run", lab.runs["decided"]),)))
+    sent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr("tasks.client.enqueue", lambda name, kwargs, **kw: sent.append((name, kwargs)) or "job")
+    return request.param
+
+
+def test_clicks_at_once_delete_once(lab, kb: str) -> None:
+    work.scan_job("sales-agent", False, {"user": "alice", "source": "shell", "session": "s"}, "scan-1")
+    with session_scope() as session:
+        [alice] = [p for p in session.query(proposals.Proposal).all() if p.owner == "alice"]
+        label, pid = alice.label, alice.id
+
+    def click(n: int) -> Any:
+        who = "alice" if n % 2 else "UADMIN"
+        return dispatch.handle(f"delete {label}", Origin(user=who, channel="C0LAB", source="slack",
+                                                         idempotency_key=f"act:{n}"))
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(click, range(8)))
+    winners = [r for r in replies if r.template == "cleanup_answering"]
+    assert len(winners) == 1, [r.context for r in replies]
+    losers = [str(r.context.get("message", "")) for r in replies if r is not winners[0]]
+    assert all(m.startswith("Nothing to delete: those runs were already being deleted by ") for m in losers), losers
+
+    for _ in range(2):  # the job, and its redelivery
+        work.answer_job([pid], "delete", "alice", {"user": "alice", "source": "slack", "channel": "C0LAB"})
+    with session_scope() as session:
+        assert {c.state for c in proposals.candidates(session, proposal_id=pid)} == {proposals.DELETED}
+        rows = session.query(audit.AuditEvent).filter(audit.AuditEvent.verb == "cleanup.delete").all()
+        assert len(rows) == 2, [(r.text, r.at) for r in rows]
+        assert session.query(decision.Decision).filter(decision.Decision.text.like("cleaned %")).count() == 1
+    assert lab.client.get_run(lab.runs["died-early"]).info.lifecycle_stage == "deleted"
+
+
+def test_two_scans_at_once_propose_each_run_once(lab, kb: str) -> None:
+    reply_to = {"user": "alice", "source": "shell", "session": "s"}
+    work.scan_job("sales-agent", True, reply_to, "dry")  # the index is built once; the race is the proposals'
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda n: _scan(reply_to, n), range(2)))
+    assert outcomes == ["ok", "ok"], outcomes
+    with session_scope() as session:
+        runs = [c.run_id for c in session.query(proposals.Candidate).all()]
+    assert len(runs) == len(set(runs)) == 5
+
+
+def _scan(reply_to: dict[str, Any], n: int) -> str:
+    from models.errors import Conflict
+
+    try:
+        work.scan_job("sales-agent", False, reply_to, f"scan-{n}")
+    except Conflict:
+        return "conflict"
+    return "ok"

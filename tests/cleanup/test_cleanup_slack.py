@@ -1,0 +1,105 @@
+"""Clean-up proposals in Slack (Bolt in process, the fake Slack, the embedded worker, a real MLflow store):
+one DM per owner, buttons acked at once with the work in a job, a click by someone without the right
+told so with nothing done, two clicks at once deleting once, and the per-run choice in a modal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
+
+from fakeslack import iter_texts
+from slackreq import APP_ID, TEAM_ID, poll
+
+from models import cleanup as proposals
+from models.db import session_scope
+from tests.slack.conftest import bolt_app, fake_slack, inprocess, slack_env  # noqa: F401
+
+pytestmark = [pytest.mark.slow]
+
+
+def proposal_for(owner: str) -> proposals.Proposal:
+    with session_scope() as session:
+        [found] = [p for p in session.query(proposals.Proposal).all() if p.owner == owner]
+        session.expunge(found)
+        return found
+
+
+def states(proposal_id: int) -> dict[str, str]:
+    with session_scope() as session:
+        return {c.run_name: c.state for c in proposals.candidates(session, proposal_id=proposal_id)}
+
+
+def texts(call: Any) -> str:
+    return call.params.get("text", "") + "\n" + "\n".join(iter_texts(call.params.get("blocks") or []))
+
+
+def test_proposals_are_dms_and_their_buttons_act_once_for_the_owner_only(lab, inprocess) -> None:  # noqa: F811
+    slack, fake = inprocess.slack, inprocess.fake
+    slack.command("cleanup sales-agent", user="U0ALICE", channel="C0LAB")
+    [dm] = fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "U0ALICE", timeout=30)
+    assert "P" in texts(dm) and "died-early" in texts(dm)
+    fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "U0CAROL", timeout=30)
+    fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "UADMIN", timeout=30)  # bob: no Slack id
+    alice = proposal_for("alice")
+    buttons = [e for b in dm.params["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert [(b["action_id"], b["value"]) for b in buttons] == [
+        ("lab:delete:0", alice.label), ("lab:keep:1", alice.label), ("lab:snooze:2", alice.label),
+        ("lab:choose:3", alice.label)]
+
+    response = slack.block_action(action_id="lab:delete:0", value=alice.label, user="U0MALLORY", channel="U0ALICE")
+    assert response.status == 200 and response.body == ""
+    [refused] = fake.wait_for("response_url", where=lambda c: "Nothing was changed" in json.dumps(c.params))
+    assert f"{alice.label} is <@U0ALICE>" in refused.params["text"]
+    assert set(states(alice.id).values()) == {"pending"}
+    assert [e.outcome for e in inprocess.audit(user="U0MALLORY")] == ["refused"]
+
+    for _ in range(2):  # a double click
+        slack.block_action(action_id="lab:delete:0", value=alice.label, user="U0ALICE", channel="U0ALICE")
+    poll(lambda: set(states(alice.id).values()) == {"deleted"}, timeout=30, what="alice's runs deleted")
+    edited = fake.wait_for("chat.update", where=lambda c: "deleted" in texts(c) and "died-early-2" in texts(c), timeout=30)
+    assert edited[-1].params["channel"] == "U0ALICE"
+    assert lab.client.get_run(lab.runs["died-early"]).info.lifecycle_stage == "deleted"
+    told = poll(lambda: [c for c in fake.calls("response_url") if "Nothing to delete" in json.dumps(c.params)], timeout=30,
+                what="the second click told")
+    assert "already" in told[0].params["text"]
+    assert len([e for e in inprocess.audit(verb="cleanup.delete")]) == 2
+    assert [e.outcome for e in inprocess.audit(user="U0ALICE", verb="delete")].count("ok") == 1
+
+
+def test_choose_per_run_in_a_modal(lab, inprocess) -> None:  # noqa: F811
+    slack, fake = inprocess.slack, inprocess.fake
+    slack.command("cleanup sales-agent", user="U0CAROL", channel="C0LAB")
+    fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "U0CAROL", timeout=30)
+    carol = proposal_for("U0CAROL")
+    slack.block_action(action_id="lab:choose:3", value=carol.label, user="U0CAROL", channel="U0CAROL")
+    [opened] = fake.wait_for("views.open", timeout=30)
+    view = opened.params["view"]
+    if isinstance(view, str):
+        view = json.loads(view)
+    assert {b["block_id"] for b in view["blocks"]} == {lab.runs["old-finished"], lab.runs["tiny-fresh"]}
+    state = {
+        lab.runs["old-finished"]: {"choice": {"type": "static_select", "selected_option": {"value": "keep"}}},
+        lab.runs["tiny-fresh"]: {"choice": {"type": "static_select", "selected_option": {"value": "delete"}}},
+    }
+    response = slack.interaction({
+        "type": "view_submission", "team": {"id": TEAM_ID, "domain": "labmate-test"},
+        "user": {"id": "U0CAROL", "username": "u0carol", "team_id": TEAM_ID}, "api_app_id": APP_ID,
+        "token": "legacy-verification-token", "trigger_id": f"1.{uuid.uuid4().hex}",
+        "view": {**view, "id": "V0CHOOSE", "hash": "1.V0CHOOSE", "state": {"values": state}},
+        "response_urls": [], "is_enterprise_install": False,
+    })
+    assert response.status == 200
+    poll(lambda: states(carol.id) == {"old-finished": "kept", "tiny-fresh": "deleted"}, timeout=30, what="choices applied")
+    poll(lambda: lab.client.get_run(lab.runs["old-finished"]).data.tags.get("keep") == "true", timeout=30, what="tagged")
+
+    slack.block_action(action_id="lab:choose:3", value=carol.label, user="U0MALLORY", channel="U0CAROL")
+    [refused] = fake.wait_for("response_url", where=lambda c: "Nothing was changed" in json.dumps(c.params))
+    assert "can `delete` its runs" in refused.params["text"]
+    assert len(fake.calls("views.open")) == 1
