@@ -23,6 +23,7 @@ from bot.grammar import HelpArgs
 from bot.handlers import decisions as decision_handlers
 from bot.handlers import experiments as experiment_handlers
 from bot.handlers import launches as launch_handlers
+from bot.handlers import watch as watch_handlers
 from bot.origin import JobRequest, Origin, Reply
 from labmate.errors import LabmateError, new_error_id
 from labmate.settings import get_settings
@@ -58,6 +59,8 @@ HANDLERS: dict[str, Handler] = {
     "sweep": launch_handlers.sweep,
     "status": launch_handlers.status,
     "cancel": launch_handlers.cancel,
+    "watch": watch_handlers.watch,
+    "unwatch": watch_handlers.unwatch,
 }
 
 

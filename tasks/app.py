@@ -29,6 +29,7 @@ TASK_MODULES = [
     "tasks.replies",
     "tasks.experiments.jobs",
     "tasks.launches.jobs",
+    "tasks.watch.jobs",
 ]
 QUEUES = ("default", "launch", "regress")
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
@@ -39,6 +40,16 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "prune-charts": {
         "task": "labmate.maintenance.prune_charts",
         "schedule": crontab(minute=47),
+    },
+    "watch-poll": {
+        "task": "labmate.watch.poll",
+        "schedule": 60.0,
+        "options": {"expires": 60},
+    },
+    "digest-due": {
+        "task": "labmate.digest.due",
+        "schedule": 60.0,
+        "options": {"expires": 60},
     },
     "sync-run-index": {
         "task": "labmate.experiments.sync_index",

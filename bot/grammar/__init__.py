@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.grammar import decisions, experiments, launches
+from bot.grammar import decisions, experiments, launches, watch
 from bot.grammar.command import Command, Verb
 from bot.grammar.decisions import AskArgs
 from labmate.errors import TooLong, UsageError
@@ -45,7 +45,7 @@ HELP = Verb(
     parse=_parse_help,
 )
 
-VERBS: tuple[Verb, ...] = (*decisions.VERBS, *experiments.VERBS, *launches.VERBS, HELP)
+VERBS: tuple[Verb, ...] = (*decisions.VERBS, *experiments.VERBS, *launches.VERBS, *watch.VERBS, HELP)
 _BY_NAME = {name: verb for verb in VERBS for name in (verb.name, *verb.aliases)}
 
 

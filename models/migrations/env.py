@@ -1,7 +1,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from models import audit, decision, deliveries, idempotency, jobs, launches  # noqa: F401  (tables register on import)
+from models import audit, decision, deliveries, idempotency, jobs, launches, watch  # noqa: F401  (tables register on import)
 from models.base import Base
 
 config = context.config
