@@ -75,3 +75,14 @@ def digest_post_task(self: Task, channel: str, day: str, reply_to: dict[str, Any
             reason = record.error if record is not None else ""
         digest.settle(channel, day, outcome, reason or "")
     return outcome
+
+
+HOME_TASK = "labmate.home.publish"
+
+
+@shared_task(name=HOME_TASK, **OPTIONS)
+def home_task(self: Task, user: str, reply_to: dict[str, Any], audit_id: int | None = None) -> str:
+    """The Home tab of `user`, published when they open it (its reply_to is `{"home": user}`)."""
+    from tasks.watch import home
+
+    return run_job(self, "home", lambda: home.build(user), reply_to, audit_id)
