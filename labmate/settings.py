@@ -330,6 +330,13 @@ class Settings(BaseSettings):
         description="How often (seconds) beat runs the reaper that sends stored jobs and rescues the jobs "
         "of dead workers.",
     )
+    watch_every: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=_env("LABMATE_WATCH_EVERY"),
+        description="How often (seconds) beat polls the watched experiments for ended runs and checks which "
+        "digests are due.",
+    )
     watch_group_over: int = Field(
         5,
         ge=1,

@@ -247,3 +247,14 @@ def alert_once(session: Session, *, key: str) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+def prune_polls(session: Session, *, task: str, before: datetime) -> int:
+    """The job ledger's rows of ended watch polls older than `before` (a beat job leaves one a minute)."""
+    from models.jobs import ENDED, JobRecord
+
+    result = session.execute(
+        delete(JobRecord).where(JobRecord.task == task, JobRecord.state.in_(ENDED), JobRecord.created_at < before)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    return int(result.rowcount or 0)

@@ -41,16 +41,6 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "labmate.maintenance.prune_charts",
         "schedule": crontab(minute=47),
     },
-    "watch-poll": {
-        "task": "labmate.watch.poll",
-        "schedule": 60.0,
-        "options": {"expires": 60},
-    },
-    "digest-due": {
-        "task": "labmate.digest.due",
-        "schedule": 60.0,
-        "options": {"expires": 60},
-    },
     "sync-run-index": {
         "task": "labmate.experiments.sync_index",
         "schedule": 60.0,
@@ -102,6 +92,16 @@ def make_app(settings: Settings) -> Celery:
                 "task": "labmate.maintenance.reap",
                 "schedule": settings.reap_every,
                 "options": {"expires": settings.reap_every * 2},
+            },
+            "watch-poll": {
+                "task": "labmate.watch.poll",
+                "schedule": settings.watch_every,
+                "options": {"expires": settings.watch_every},
+            },
+            "digest-due": {
+                "task": "labmate.digest.due",
+                "schedule": settings.watch_every,
+                "options": {"expires": settings.watch_every},
             },
             **BEAT_SCHEDULE,
         },

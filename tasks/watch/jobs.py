@@ -8,11 +8,14 @@ when Slack refuses for a while, and a redelivered job (its worker died) delivers
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from celery import Task, shared_task
 
 from models import jobs
+from models import watch as watches
+from models.base import utcnow
 from models.db import session_scope
 from tasks.jobs import JobTask, run_job
 from tasks.watch import add, digest, poll
@@ -21,6 +24,7 @@ log = logging.getLogger(__name__)
 ADD_TASK = "labmate.watch.add"
 POLL_TASK = "labmate.watch.poll"
 DIGEST_DUE_TASK = "labmate.digest.due"
+KEEP_POLLS = timedelta(hours=6)
 OPTIONS: dict[str, Any] = {"base": JobTask, "bind": True, "soft_time_limit": 120, "time_limit": 150}
 
 
@@ -29,7 +33,7 @@ def add_task(self: Task, experiment: str, channel: str, reply_to: dict[str, Any]
     return run_job(self, "watch", lambda: add.add(experiment, channel, reply_to), reply_to, audit_id)
 
 
-@shared_task(name=POLL_TASK, expires=60, **OPTIONS)
+@shared_task(name=POLL_TASK, **OPTIONS)
 def poll_task(self: Task, reply_to: dict[str, Any] | None = None, audit_id: int | None = None) -> str:
     """Periodic: notice what ended in the watched experiments and announce it once."""
     keys: list[str] = []
@@ -42,10 +46,15 @@ def poll_task(self: Task, reply_to: dict[str, Any] | None = None, audit_id: int 
     outcome = run_job(self, "watch poll", work, reply_to or {}, audit_id)
     if outcome == "ok" and keys:
         poll.delivered(keys)
+    try:
+        with session_scope() as session:
+            watches.prune_polls(session, task=POLL_TASK, before=utcnow() - KEEP_POLLS)
+    except Exception as exc:  # harmless: the next poll prunes
+        log.info("could not prune old watch polls: %s", exc)
     return outcome
 
 
-@shared_task(name=DIGEST_DUE_TASK, expires=60, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=DIGEST_DUE_TASK, acks_late=True, reject_on_worker_lost=True)
 def digest_due_task() -> int:
     """Periodic: claim the digests whose local time has come and send their post jobs."""
     from tasks.client import enqueue

@@ -28,6 +28,7 @@ from labmate.settings import get_settings
 from models import launches, run_activity, run_index
 from models import watch as watches
 from models.db import session_scope
+from models.errors import KnowledgeBaseError
 from tasks import mlflow_io
 from tasks.experiments import resolve, sync, views
 from tasks.experiments.summary import primary_metric
@@ -117,9 +118,10 @@ def _failed(watched: list[WatchRow], exc: Exception) -> None:
             count = max(watches.poll_failed(session, watch_id=row.id) for row in watched)
     except Exception:
         count = 0
+    what = "the knowledge base" if isinstance(exc, KnowledgeBaseError) else "MLflow"
     log.warning(
-        "watch poll of %s: could not read MLflow (%s: %s); %s poll(s) in a row, trying again next minute",
-        watched[0].experiment, type(exc).__name__, exc, count,
+        "watch poll of %s: could not read %s (%s: %s); %s poll(s) in a row, trying again next time",
+        watched[0].experiment, what, type(exc).__name__, exc, count,
     )
 
 
@@ -127,7 +129,7 @@ def notice(row: WatchRow, experiment: Experiment, now: datetime) -> int:
     """Write the notice rows of one watch's newly ended runs; returns how many were new."""
     store, eid = experiment.store, experiment.experiment_id
     window = max(row.since_ms - LOOKBACK_MS, row.created_ms)
-    with session_scope() as session:
+    with session_scope(write=True) as session:
         ended = run_activity.ended_since(session, store, experiment_id=eid, since_ms=window, limit=MAX_RUNS)
         known = _noticed(session, row.id, [r.run_id for r in ended])
         fresh = [r for r in ended if r.run_id not in known]
