@@ -76,6 +76,7 @@ def poll(now: datetime | None = None) -> tuple[list[tuple[str, dict[str, Any]]],
             WatchRow(w.id, w.experiment_id, w.experiment, w.since_ms, _ms(_aware(w.created_at)), dict(w.reply_to))
             for w in watches.all_watches(session, store=store)
         ]
+    log.info("watch poll: %d watch(es) of %d experiment(s)", len(rows), len({r.experiment_id for r in rows}))
     by_experiment: dict[str, list[WatchRow]] = defaultdict(list)
     for row in rows:
         by_experiment[row.experiment_id].append(row)
@@ -88,7 +89,9 @@ def poll(now: datetime | None = None) -> tuple[list[tuple[str, dict[str, Any]]],
                 notice(row, experiment, now)
         except Exception as exc:
             _failed(watched, exc)
-    return pending_replies(now)
+    replies, keys = pending_replies(now)
+    log.info("watch poll: done, %d message(s) to deliver", len(replies))
+    return replies, keys
 
 
 def _experiment(experiment_id: str, name: str, store: str) -> Experiment | None:
