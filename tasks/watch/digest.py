@@ -87,7 +87,10 @@ def _experiments() -> tuple[list[Experiment], str]:
     note = ""
     for experiment in found:
         try:
-            sync.ensure_fresh(experiment)
+            if sync.progress(experiment).ready:
+                sync.refresh(experiment)  # everything up to now, however recently the periodic sync ran
+            else:
+                sync.ensure_fresh(experiment)
         except Exception as exc:
             log.warning("digest: could not sync %s (%s)", experiment.name, exc)
             note = "Some experiments could not be read from MLflow: their counts are as of the last sync."
