@@ -343,7 +343,11 @@ class Settings(BaseSettings):
         description="More runs than this ending in one watched experiment within one poll (a minute) are "
         "announced in one grouped message instead of one notice each (labmate.toml).",
     )
-    digest: DigestConfig = Field(default_factory=DigestConfig, description="labmate.toml `[digest]`.")
+    digest: DigestConfig = Field(
+        default_factory=DigestConfig,
+        description="labmate.toml `[[digest.channels]]`: per channel, the local time `at` (HH:MM), its `timezone` "
+        "and `quiet` (`line` or `none`) of the daily digest. None by default.",
+    )
     delivery_retries: int = Field(
         8,
         validation_alias=_env("LABMATE_DELIVERY_RETRIES"),

@@ -15,6 +15,7 @@ from bot.messages import limits
 from bot.messages.render import TEMPLATES, Message, render
 from bot.origin import Origin
 from tests.units.launch_contexts import launch_contexts
+from tests.units.watch_contexts import watch_contexts
 
 WHEN = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
 HOSTILE = (
@@ -166,6 +167,7 @@ def contexts(text: str = HOSTILE) -> dict[str, list[dict[str, Any]]]:
             {"experiment": text, "understood": "", "indexed": 0, "expected": None},
         ],
         **launch_contexts(text),
+        **watch_contexts(text),
     }
 
 
