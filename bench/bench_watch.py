@@ -122,7 +122,7 @@ def run(args: argparse.Namespace, home: Path, uri: str) -> None:
         watches.add(session, store=experiment.store, experiment_id=experiment_id, experiment="watched", channel="CBENCH",
                     reply_to={"channel": "CBENCH", "source": "slack"}, user="UBENCH", since_ms=_ms())  # fmt: skip
     first, _ = timed(poll.poll)  # the watch's first look (nothing ended since it started)
-    new_start = _ms() - NEW_ENDED * 1_000 + 100
+    new_start = _ms() + 100  # runs that end after the watch's first poll (one a second from now)
     mlflow_stores.insert(uri, experiment_id, NEW_ENDED, start_ms=new_start, seed=2, running=0.0)
     ours, (replies, keys) = timed(poll.poll)
     poll.delivered(keys)
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace, home: Path, uri: str) -> None:
     theirs, found = mlflow_ended_since(uri, experiment_id, new_start)
     total = args.runs + args.day + NEW_ENDED
     print(
-        f"watch poll, {total:,} runs, {NEW_ENDED} just ended: {ours * 1000:.0f} ms ({len(replies)} grouped message); "
+        f"watch poll, {total:,} runs, {NEW_ENDED} just ended: {ours * 1000:.0f} ms ({len(replies)} message(s)); "
         f"nothing new: {quiet * 1000:.0f} ms; the watch's first poll: {first * 1000:.0f} ms"
     )
     print(

@@ -30,6 +30,7 @@ from tasks.experiments import charts, resolve, sync, views
 from tasks.experiments.summary import primary_metric
 from tasks.experiments.sync import Experiment
 from tasks.jobs import keyed
+from tasks.watch.poll import catch_up
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _experiments() -> tuple[list[Experiment], str]:
     for experiment in found:
         try:
             if sync.progress(experiment).ready:
-                sync.refresh(experiment)  # everything up to now, however recently the periodic sync ran
+                catch_up(experiment)  # the runs that started or ended since the periodic sync, too
             else:
                 sync.ensure_fresh(experiment)
         except Exception as exc:

@@ -42,6 +42,7 @@ LOOKBACK_MS = 10 * 60_000
 looked at again (their notice rows say whether they were announced)."""
 MAX_RUNS = 2000
 BUILD_BUDGET_S = 20.0
+FULL_SYNC_AFTER = timedelta(minutes=5)
 PENDING_FOR = timedelta(days=1)
 GROUP_SHOWN = 10
 ERROR_TAGS = ("labmate.error", "error", "exception", "error_message")
@@ -83,7 +84,7 @@ def poll(now: datetime | None = None) -> tuple[list[tuple[str, dict[str, Any]]],
     for experiment_id, watched in by_experiment.items():
         try:
             experiment = _experiment(experiment_id, watched[0].experiment, store)
-            if experiment is None or not _fresh(experiment):
+            if experiment is None or not catch_up(experiment):
                 continue
             for row in watched:
                 notice(row, experiment, now)
@@ -105,11 +106,26 @@ def _experiment(experiment_id: str, name: str, store: str) -> Experiment | None:
     )  # fmt: skip
 
 
-def _fresh(experiment: Experiment) -> bool:
-    """The experiment's index, current: built in steps while it is new (no notices until it is ready)."""
+def catch_up(experiment: Experiment) -> bool:
+    """The experiment's index, current for what a poll needs: built in steps while it is new (no notices
+    until it is ready); then the runs that started or ended since the last sync, read from MLflow and
+    written to the index. The rest of a sync (running runs' new metrics, deleted runs, counts) is the
+    periodic sync's, unless it hasn't run for FULL_SYNC_AFTER: then the poll does a whole one."""
     if not sync.progress(experiment).ready:
         return bool(sync.build(experiment, budget_s=BUILD_BUDGET_S))
-    sync.refresh(experiment)
+    store, eid = experiment.store, experiment.experiment_id
+    with session_scope() as session:
+        state = run_index.sync_state(session, store, eid)
+        assert state is not None
+        stale = datetime.now(UTC) - _aware(state.synced_at) > FULL_SYNC_AFTER
+        since_start = state.max_start_time - sync.CLOCK_SLACK_MS
+        since_end = state.synced_ms - sync.CLOCK_SLACK_MS
+    if stale:
+        sync.refresh(experiment)
+        return True
+    records = mlflow_io.run_reader().changed(eid, since_start, since_end)
+    with session_scope(write=True) as session:
+        run_index.upsert(session, store, records, now_ms=_ms(datetime.now(UTC)))
     return True
 
 
