@@ -105,8 +105,9 @@ def run(args: argparse.Namespace, home: Path, uri: str) -> None:
     experiment = resolve.experiment("watched")
     built, _ = timed(lambda: sync.wait_until_ready(experiment, budget_s=3600))
     print(f"index: built in {built:.1f} s (once per experiment; not a target)")
-    day_start = _ms() - args.day * 1_000 - 120_000
-    mlflow_stores.insert(uri, experiment_id, args.day, start_ms=day_start, seed=3)
+    spacing = (86_400_000 - 600_000) // args.day  # spread over the day, as a day of runs is
+    day_start = _ms() - 86_400_000 + 300_000
+    mlflow_stores.insert(uri, experiment_id, args.day, start_ms=day_start, seed=3, spacing_ms=spacing)
     cold, built_digest = timed(digest.build)
     warm = statistics.median([timed(digest.build)[0] for _ in range(3)])
     assert built_digest is not None

@@ -37,9 +37,9 @@ from tasks.jobs import keyed
 
 log = logging.getLogger(__name__)
 
-LOOKBACK_MS = 10 * 60_000
-"""A run's end time is its training process's clock: runs that ended this long before the last poll are
-looked at again (their notice rows say whether they were announced)."""
+LOOKBACK_MS = 2 * 60_000
+"""A run's start and end times are its training machine's clock: runs that ended this long before the last
+poll are looked at again (their notice rows say whether they were announced)."""
 MAX_RUNS = 2000
 BUILD_BUDGET_S = 20.0
 FULL_SYNC_AFTER = timedelta(minutes=5)
@@ -84,7 +84,8 @@ def poll(now: datetime | None = None) -> tuple[list[tuple[str, dict[str, Any]]],
     for experiment_id, watched in by_experiment.items():
         try:
             experiment = _experiment(experiment_id, watched[0].experiment, store)
-            if experiment is None or not catch_up(experiment):
+            ended_since = min(row.since_ms for row in watched) - LOOKBACK_MS
+            if experiment is None or not catch_up(experiment, ended_since=ended_since):
                 continue
             for row in watched:
                 notice(row, experiment, now)
@@ -106,11 +107,14 @@ def _experiment(experiment_id: str, name: str, store: str) -> Experiment | None:
     )  # fmt: skip
 
 
-def catch_up(experiment: Experiment) -> bool:
+def catch_up(experiment: Experiment, *, ended_since: int | None = None) -> bool:
     """The experiment's index, current for what a poll needs: built in steps while it is new (no notices
-    until it is ready); then the runs that started or ended since the last sync, read from MLflow and
-    written to the index. The rest of a sync (running runs' new metrics, deleted runs, counts) is the
-    periodic sync's, unless it hasn't run for FULL_SYNC_AFTER: then the poll does a whole one."""
+    until it is ready); then the runs that started or ended since the index last saw them, read from
+    MLflow in one query and written to the index. The rest of a sync (running runs' new metrics, deleted
+    runs, counts) is the periodic sync's, unless it hasn't run for FULL_SYNC_AFTER: then a whole one.
+
+    `ended_since`: the caller has read every run that ended before this (ms) already (a watch's last poll);
+    the index's own mark is used when it is later."""
     if not sync.progress(experiment).ready:
         return bool(sync.build(experiment, budget_s=BUILD_BUDGET_S))
     store, eid = experiment.store, experiment.experiment_id
@@ -118,14 +122,17 @@ def catch_up(experiment: Experiment) -> bool:
         state = run_index.sync_state(session, store, eid)
         assert state is not None
         stale = datetime.now(UTC) - _aware(state.synced_at) > FULL_SYNC_AFTER
-        since_start = state.max_start_time - sync.CLOCK_SLACK_MS
-        since_end = state.synced_ms - sync.CLOCK_SLACK_MS
+        since_start = state.max_start_time - LOOKBACK_MS
+        since_end = max(state.synced_ms - sync.CLOCK_SLACK_MS, ended_since or 0)
     if stale:
         sync.refresh(experiment)
         return True
     records = mlflow_io.run_reader().changed(eid, since_start, since_end)
     with session_scope(write=True) as session:
         run_index.upsert(session, store, records, now_ms=_ms(datetime.now(UTC)))
+        state = run_index.sync_state(session, store, eid)
+        if state is not None and records:
+            state.max_start_time = max(state.max_start_time, max(r.start_time for r in records))
     return True
 
 
