@@ -25,7 +25,7 @@ def digest(
 
     configure_logging("WARNING", to_file=True)
     settings = get_settings()
-    console = Console()
+    console = Console(markup=False, highlight=False)  # labmate.toml's [[tables]] are text, not rich markup
     channels = [c for c in settings.digest.channels if channel is None or c.channel == channel]
     if channel is not None and not channels:
         known = ", ".join(c.channel for c in settings.digest.channels) or "none"
@@ -66,7 +66,7 @@ def _post(console: Console, channels: list) -> None:  # type: ignore[type-arg]
     from tasks.watch import digest
 
     if not channels:
-        console.print("No digest channel in labmate.toml ([[digest.channels]]); `--print` shows the digest here.")
+        console.print("No digest channel in labmate.toml ([[digest.channels]]); --print shows the digest here.")
         raise typer.Exit(1)
     router()
     now = datetime.now(UTC)
