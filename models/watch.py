@@ -34,7 +34,7 @@ from models.base import Base, utcnow
 
 ENDED = "ended"
 BEST = "best"
-PENDING, DELIVERED = "pending", "delivered"
+PENDING, DELIVERED, UNDELIVERED = "pending", "delivered", "undelivered"
 
 
 class Watch(Base):
@@ -197,10 +197,10 @@ def by_message(session: Session, *, message_key: str) -> list[WatchNotice]:
     return list(session.scalars(select(WatchNotice).where(WatchNotice.message_key == message_key).order_by(WatchNotice.id)))
 
 
-def mark_delivered(session: Session, *, message_keys: list[str]) -> None:
+def mark_delivered(session: Session, *, message_keys: list[str], state: str = DELIVERED) -> None:
     if message_keys:
         session.execute(
-            update(WatchNotice).where(WatchNotice.message_key.in_(message_keys)).values(state=DELIVERED)
+            update(WatchNotice).where(WatchNotice.message_key.in_(message_keys)).values(state=state)
             .execution_options(synchronize_session=False)
         )  # fmt: skip
 

@@ -295,11 +295,19 @@ def _new_best(
 def pending_replies(now: datetime | None = None) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
     """Every notice not yet delivered (within a day), one reply per message key, oldest first."""
     now = now or datetime.now(UTC)
-    with session_scope() as session:
+    with session_scope(write=True) as session:
         rows = [r for r in watches.pending(session, limit=5000) if _aware(r.created_at) >= now - PENDING_FOR]
         by_key: dict[str, list[watches.WatchNotice]] = defaultdict(list)
         for r in rows:
             by_key[r.message_key].append(r)
+        settled = _settled(session, list(by_key))
+        for state in (watches.DELIVERED, watches.UNDELIVERED):
+            keys = [k for k, v in settled.items() if v == state]
+            watches.mark_delivered(session, message_keys=keys, state=state)
+        for key, state in settled.items():
+            if state == watches.UNDELIVERED:
+                log.error("watch notice %s: Slack refused it for good; not offered again", key)
+            by_key.pop(key, None)
         targets = {w.id: (dict(w.reply_to), w.experiment) for w in watches.all_watches(session)}
         replies = []
         for key, members in by_key.items():
@@ -310,6 +318,24 @@ def pending_replies(now: datetime | None = None) -> tuple[list[tuple[str, dict[s
             template, context = render_context(key, [(m.change, dict(m.context)) for m in members], experiment)
             replies.append(keyed(template, context, key=key, reply_to=reply_to, final=True))
     return replies, list(by_key)
+
+
+def _settled(session: Any, keys: list[str]) -> dict[str, str]:
+    """Message keys the delivery ledger has settled: posted (delivered) or refused for good (undelivered:
+    a channel the bot can't post in must not hold back every later notice)."""
+    from models import deliveries
+
+    found: dict[str, str] = {}
+    for i in range(0, len(keys), 500):
+        rows = session.execute(
+            select(deliveries.DeliveryRecord.key, deliveries.DeliveryRecord.state).where(
+                deliveries.DeliveryRecord.key.in_(keys[i : i + 500]),
+                deliveries.DeliveryRecord.state.in_((deliveries.POSTED, deliveries.UNDELIVERED)),
+            )
+        )
+        for key, state in rows:
+            found[key] = watches.DELIVERED if state == deliveries.POSTED else watches.UNDELIVERED
+    return found
 
 
 def render_context(key: str, members: Iterable[tuple[str, dict[str, Any]]], experiment: str) -> tuple[str, dict[str, Any]]:

@@ -67,3 +67,30 @@ def test_the_home_tab_is_published_when_opened(watched, inprocess: Lab) -> None:
     inprocess.slack.event({"type": "app_home_opened", "user": user, "channel": "D0HOME", "tab": "messages"})
     inprocess.drain()
     assert len(inprocess.fake.calls("views.publish")) == 1
+
+
+def test_a_channel_the_bot_cant_post_in_doesnt_hold_back_the_others(watched, inprocess: Lab) -> None:  # noqa: F811
+    from tasks.watch import add
+
+    closed, open_ = unique("C"), unique("C")
+    inprocess.fake.refuse_posts(closed)
+    for channel in (closed, open_):
+        add.add("sales-agent", channel, {"user": "U1", "channel": channel, "source": "slack"})
+    end_run(watched, "late", status="FAILED")
+    for _ in range(3):
+        _poll_once_any()
+    assert [c for c in inprocess.fake.posted(open_) if "late" in shown(c.params)]
+    assert inprocess.fake.posted(closed) == []
+    from models import watch as watches
+    from models.db import session_scope
+
+    with session_scope() as session:
+        assert watches.pending(session) == []
+
+
+def _poll_once_any() -> str:
+    from tasks.client import enqueue, wait
+
+    [outcome] = wait([enqueue("labmate.watch.poll", {}, track=True)], timeout=60)
+    assert outcome in ("ok", "undelivered")
+    return outcome
