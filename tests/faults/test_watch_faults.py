@@ -183,4 +183,4 @@ def test_two_digest_runs_at_once_post_one_digest(make_lab, tmp_path, empty_mlflo
     assert sorted(p.process.returncode for p in runs) == [0, 0], outputs
     assert sum("posted the digest" in o for o in outputs) == 1 and sum("already made" in o for o in outputs) == 1, outputs
     [digest] = posts(setup, channel)
-    assert "Daily digest" in digest and "sales-agent: 1 started · 1 finished · 0 failed" in digest
+    assert "Daily digest" in digest and "*sales-agent*: 1 started · 1 finished · 0 failed" in digest

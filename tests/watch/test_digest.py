@@ -46,7 +46,7 @@ def test_the_digest_counts_the_last_day(watched) -> None:
     from bot.messages.render import render
 
     message = render(template, context)
-    assert "5 runs started, 2 finished, 2 failed" in message.text
+    assert "runs 5 started, 2 finished, 2 failed; launches 1; decisions 1" in message.text
     assert "regress" not in str(message.blocks).lower()  # no verdicts are recorded yet: nothing is said
 
 
