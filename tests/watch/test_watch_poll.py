@@ -122,3 +122,37 @@ def test_unwatched_experiments_are_not_polled(watched):
     end_run(watched, "nobody-watches", f1=0.2)
     assert poll.poll() == ([], [])
     reset_settings()
+
+
+@pytest.mark.postgres
+def test_polls_on_postgresql_write_each_notice_once(watched, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The knowledge base on PostgreSQL: ON CONFLICT DO NOTHING for notice rows, GREATEST for the watch's mark,
+    and four polls at once."""
+    monkeypatch.setenv("LABMATE_DATABASE_URL", postgres_url)
+    reset_settings()
+    watch()
+    ids = [end_run(watched, f"pg-{i}", f1=0.2) for i in range(7)]
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            poll.poll()
+        except BaseException as exc:  # pragma: no cover - shown by the assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    replies, _keys = poll.poll()
+    with session_scope() as session:
+        rows = list(session.scalars(watches.select(watches.WatchNotice)))
+        [row] = watches.all_watches(session)
+        assert row.since_ms > 0 and row.failures == 0
+    assert sorted(r.run_id for r in rows) == sorted(ids)
+    assert len({r.message_key for r in rows}) == 1 and len(replies) == 1  # 7 > 5: one grouped message
+    assert replies[0][0] == "watch_group" and replies[0][1]["total"] == 7
