@@ -156,3 +156,21 @@ def test_polls_on_postgresql_write_each_notice_once(watched, postgres_url: str, 
     assert sorted(r.run_id for r in rows) == sorted(ids)
     assert len({r.message_key for r in rows}) == 1 and len(replies) == 1  # 7 > 5: one grouped message
     assert replies[0][0] == "watch_group" and replies[0][1]["total"] == 7
+
+
+def test_a_new_best_follows_the_declared_direction(watched, tmp_path: Path) -> None:
+    """train_loss ranks sales-agent here, lower is better (the experiment's MLflow tag says so): a run with a
+    lower loss is a new best, one with a higher F1 (so a higher loss) isn't."""
+    (tmp_path / "labmate.toml").write_text('[primary_metrics]\n"sales-agent" = "train_loss"\n')
+    reset_settings()
+    watched.client.set_experiment_tag(watched.experiment_id, "labmate.direction.train_loss", "lower")
+    watch()
+    worse = end_run(watched, "worse", f1=0.1)  # train_loss 0.9: worse than unigram-v2's 0.14
+    replies, keys = poll.poll()
+    assert [t for t, _c, _k in _shown(replies)] == ["watch_notice"]
+    poll.delivered(keys)
+    better = end_run(watched, "better", f1=0.99)  # train_loss 0.01
+    replies, _keys = poll.poll()
+    best = next(c for t, c, _k in _shown(replies) if t == "watch_best")
+    assert best["run_id"] == better != worse and best["metric"] == "train_loss"
+    assert best["direction"] == "lower is better" and best["previous"] == "unigram-v2" and best["delta"].startswith("-")
