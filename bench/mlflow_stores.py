@@ -37,14 +37,16 @@ class Rows:
     ids: list[str] = field(default_factory=list)
 
 
-def generate(experiment_id: str, count: int, *, start_ms: int, seed: int, running: float = 0.05) -> Iterator[Rows]:
+def generate(
+    experiment_id: str, count: int, *, start_ms: int, seed: int, running: float = 0.05, spacing_ms: int = 1_000
+) -> Iterator[Rows]:
     """Rows for `count` runs in batches of BATCH runs (never all at once)."""
     rng = random.Random(seed)
     parent: str | None = None
     rows = Rows()
     for i in range(count):
         run_id = uuid.uuid4().hex
-        start = start_ms + i * 1_000
+        start = start_ms + i * spacing_ms
         roll = rng.random()
         status = "RUNNING" if roll < running else "FAILED" if roll < running + 0.05 else "FINISHED"
         user = rng.choice(USERS)
@@ -98,11 +100,11 @@ def _sql_url(uri: str) -> str:
 
 
 def insert(uri: str, experiment_id: str, count: int, *, start_ms: int | None = None, seed: int = 1,
-           running: float = 0.05) -> list[str]:  # fmt: skip
+           running: float = 0.05, spacing_ms: int = 1_000) -> list[str]:  # fmt: skip
     """Bulk-insert `count` runs into the experiment; returns their ids."""
     start_ms = start_ms if start_ms is not None else int(time.time() * 1000) - count * 1_000
     ids: list[str] = []
-    batches = generate(experiment_id, count, start_ms=start_ms, seed=seed, running=running)
+    batches = generate(experiment_id, count, start_ms=start_ms, seed=seed, running=running, spacing_ms=spacing_ms)
     if uri.startswith("sqlite"):
         import sqlite3
 

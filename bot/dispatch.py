@@ -25,6 +25,7 @@ from bot.handlers import decisions as decision_handlers
 from bot.handlers import experiments as experiment_handlers
 from bot.handlers import launches as launch_handlers
 from bot.handlers import regressions as regression_handlers
+from bot.handlers import watch as watch_handlers
 from bot.origin import JobRequest, Origin, Reply
 from labmate.errors import LabmateError, new_error_id
 from labmate.settings import get_settings
@@ -68,6 +69,8 @@ HANDLERS: dict[str, Handler] = {
     "keep": cleanup_handlers.keep,
     "snooze": cleanup_handlers.snooze,
     "restore": cleanup_handlers.restore,
+    "watch": watch_handlers.watch,
+    "unwatch": watch_handlers.unwatch,
 }
 
 

@@ -64,6 +64,8 @@ class Router:
         if self.slack is None:
             log.warning("no Slack token configured; dropped %s for %s", template, reply_to.get("channel"))
             return None
+        if reply_to.get("home"):
+            return self.slack.publish_home(str(reply_to["home"]), message)
         return self.slack.deliver(reply_to, message, key=key, final=final, digest=digest(message))
 
     def _show(self, reply_to: dict[str, Any], message: Message, key: str | None, final: bool = True) -> str | None:

@@ -141,6 +141,15 @@ class SlackPoster:
             self._post_final(key)
         return ts
 
+    def publish_home(self, user: str, message: Message) -> str | None:
+        """A user's Home tab (views.publish): the whole view replaced, so publishing twice is harmless."""
+        view = {"type": "home", "blocks": message.blocks[:100]}
+        try:
+            published = self.client.views_publish(user_id=user, view=view)
+        except Exception as exc:
+            raise classify(exc, "views.publish") from exc
+        return str((published.get("view") or {}).get("id") or "") or None
+
     # -- posting ---------------------------------------------------------------------------
 
     def _post_recorded(self, reply_to: dict[str, Any], message: Message, key: str, digest: str, *, files_done: int) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from labmate import ops_cli, regress_cli
+from labmate import digest_cli, ops_cli, regress_cli
 from labmate.settings import EMBEDDED_BROKER, reset_settings
 
 app = typer.Typer(
@@ -245,6 +245,7 @@ def _terminal_jobs_in_process() -> None:
 
 regress_cli.register(app)
 ops_cli.register(app)
+digest_cli.register(app)
 
 
 def _flags_show_no_type() -> None:

@@ -250,6 +250,31 @@ def default_projects() -> dict[str, ProjectConfig]:
     }
 
 
+class DigestChannel(BaseModel):
+    """One channel's daily digest (labmate.toml `[[digest.channels]]`)."""
+
+    channel: str = Field(description="The channel id (`C0123ABCD`) or `#name` the digest is posted to.")
+    at: str = Field("09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local time of day (HH:MM) it is posted.")
+    timezone: str = Field("UTC", description="The IANA time zone of `at`, e.g. `Europe/Paris`.")
+    quiet: Literal["line", "none"] = Field(
+        "line", description="A day with nothing to say: `line` posts one line, `none` posts nothing."
+    )
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> DigestChannel:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"[[digest.channels]] {self.channel}: unknown time zone {self.timezone!r}") from None
+        return self
+
+
+class DigestConfig(BaseModel):
+    channels: list[DigestChannel] = Field(default_factory=list, description="Where and when the digest is posted.")
+
+
 def _config_path() -> Path:
     return Path(os.environ.get("LABMATE_CONFIG", "labmate.toml"))
 
@@ -412,6 +437,24 @@ class Settings(BaseSettings):
         validation_alias=_env("LABMATE_REAP_EVERY"),
         description="How often (seconds) beat runs the reaper that sends stored jobs and rescues the jobs "
         "of dead workers.",
+    )
+    watch_every: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=_env("LABMATE_WATCH_EVERY"),
+        description="How often (seconds) beat polls the watched experiments for ended runs and checks which "
+        "digests are due.",
+    )
+    watch_group_over: int = Field(
+        5,
+        ge=1,
+        description="More runs than this ending in one watched experiment within one poll (a minute) are "
+        "announced in one grouped message instead of one notice each (labmate.toml).",
+    )
+    digest: DigestConfig = Field(
+        default_factory=DigestConfig,
+        description="labmate.toml `[[digest.channels]]`: per channel, the local time `at` (HH:MM), its `timezone` "
+        "and `quiet` (`line` or `none`) of the daily digest. None by default.",
     )
     delivery_retries: int = Field(
         8,

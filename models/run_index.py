@@ -76,6 +76,7 @@ class IndexedRun(Base):
     __table_args__ = (
         Index("ix_run_index_runs_exp_status", "store", "experiment_id", "deleted", "status"),
         Index("ix_run_index_runs_exp_start", "store", "experiment_id", "start_time"),
+        Index("ix_run_index_runs_exp_end", "store", "experiment_id", "end_time"),
         Index("ix_run_index_runs_exp_name", "store", "experiment_id", "name"),
         Index("ix_run_index_runs_parent", "store", "parent_run_id"),
     )

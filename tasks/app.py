@@ -31,6 +31,7 @@ TASK_MODULES = [
     "tasks.launches.jobs",
     "tasks.regressions.jobs",
     "tasks.cleanup.jobs",
+    "tasks.watch.jobs",
 ]
 QUEUES = ("default", "launch", "regress")
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
@@ -103,6 +104,16 @@ def make_app(settings: Settings) -> Celery:
                 "task": "labmate.maintenance.reap",
                 "schedule": settings.reap_every,
                 "options": {"expires": settings.reap_every * 2},
+            },
+            "watch-poll": {
+                "task": "labmate.watch.poll",
+                "schedule": settings.watch_every,
+                "options": {"expires": settings.watch_every},
+            },
+            "digest-due": {
+                "task": "labmate.digest.due",
+                "schedule": settings.watch_every,
+                "options": {"expires": settings.watch_every},
             },
             **BEAT_SCHEDULE,
         },

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.grammar import cleanup, decisions, experiments, launches, regressions
+from bot.grammar import cleanup, decisions, experiments, launches, regressions, watch
 from bot.grammar.command import Command, Verb
 from bot.grammar.decisions import AskArgs
 from labmate.errors import TooLong, UsageError
@@ -46,7 +46,13 @@ HELP = Verb(
 )
 
 VERBS: tuple[Verb, ...] = (
-    *decisions.VERBS, *experiments.VERBS, *launches.VERBS, *regressions.VERBS, *cleanup.VERBS, HELP
+    *decisions.VERBS,
+    *experiments.VERBS,
+    *launches.VERBS,
+    *regressions.VERBS,
+    *cleanup.VERBS,
+    *watch.VERBS,
+    HELP,
 )
 _BY_NAME = {name: verb for verb in VERBS for name in (verb.name, *verb.aliases)}
 

@@ -31,13 +31,16 @@ def origin_of(body: dict[str, Any], action: dict[str, Any]) -> Origin:
     container = body.get("container") or {}
     channel = (body.get("channel") or {}).get("id") or container.get("channel_id", "")
     message = body.get("message") or {}
+    user = (body.get("user") or {}).get("id", "")
+    # A button on the Home tab has no channel and no response_url: answer the clicker in a DM.
+    in_a_channel = bool(channel or body.get("response_url"))
     return Origin(
-        user=(body.get("user") or {}).get("id", ""),
-        channel=channel,
+        user=user,
+        channel=channel if in_a_channel else user,
         source="slack",
         thread_ts=message.get("thread_ts") or container.get("message_ts"),
         response_url=body.get("response_url"),
-        ephemeral=True,
+        ephemeral=in_a_channel,
         idempotency_key=f"act:{action.get('action_ts', '')}:{action.get('action_id', '')}:{(body.get('user') or {}).get('id', '')}",
     )
 

@@ -95,8 +95,24 @@ def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, 
         send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
 
 
+HOME_TASK = "labmate.home.publish"
+
+
+def on_home_opened(body: dict[str, Any], event: dict[str, Any]) -> None:
+    """The Home tab, rebuilt by a job each time it is opened (the Messages tab needs nothing)."""
+    if event.get("tab", "home") != "home" or not event.get("user"):
+        return
+    from tasks.client import enqueue, task_id
+
+    user = event["user"]
+    key = f"evt:{body['event_id']}" if body.get("event_id") else None
+    reply_to = {"home": user, "user": user, "channel": "", "source": "slack"}
+    enqueue(HOME_TASK, {"user": user, "reply_to": reply_to, "audit_id": None}, job_id=task_id(key, HOME_TASK))
+
+
 def register(app: App, settings: Settings) -> None:
     app.event("app_mention")(ack=_ack, lazy=[on_mention])
+    app.event("app_home_opened")(ack=_ack, lazy=[on_home_opened])
     app.event("reaction_added")(
         ack=_ack,
         lazy=[lambda body, event, client: on_reaction(body, event, client, settings)],

@@ -1,7 +1,17 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from models import audit, cleanup, decision, deliveries, idempotency, jobs, launches, regressions  # noqa: F401  (tables register on import)
+from models import (  # noqa: F401  (tables register on import)
+    audit,
+    cleanup,
+    decision,
+    deliveries,
+    idempotency,
+    jobs,
+    launches,
+    regressions,
+    watch,
+)
 from models.base import Base
 
 config = context.config

@@ -216,3 +216,26 @@ def test_cleanup_in_the_terminal_shows_the_proposals_waiting_for_you(lab) -> Non
     assert len(cards) == 1 and f"*{alice.label}*" in text(shown) and "died-early-2" in text(shown)
     assert f"Waiting for you: {alice.label} (2 runs of sales-agent)" in text(shown)
     assert [m for m in run_one("cleanup", user="U0MALLORY", channel="C0LAB").messages if m.template == "cleanup_proposal"] == []
+
+
+def test_pending_proposals_reach_the_home_tab_with_buttons_and_the_digest(lab) -> None:
+    from bot.messages.render import render
+    from tasks.watch import digest, home
+
+    assert home.cleanup_proposals("U0ALICE") == [] and digest.cleanup_pending(None) == []
+    assert run_one("cleanup sales-agent", user="alice", channel="C0LAB").exit_code == 0
+    alice = proposal_of("alice")
+    shown = home.cleanup_proposals("U0ALICE")
+    assert shown == [{"experiment": "sales-agent", "runs": 2, "label": alice.label}]
+    assert home.cleanup_proposals("U0CAROL")[0]["runs"] == 2 and home.cleanup_proposals("U0NOBODY") == []
+    tab = json.dumps(render("home", {
+        "user": "U0ALICE", "command": "/lab", "updated": utcnow(), "launches": [], "decisions": [], "bests": [],
+        "cleanup": shown, "snooze_days": "7",
+    }).blocks)  # fmt: skip
+    for verb in ("delete", "keep", "snooze", "choose"):
+        assert f'"action_id": "lab:{verb}:' in tab and f'"value": "{alice.label}"' in tab
+    assert {"owner": "U0ALICE", "runs": 2, "experiment": "sales-agent"} in digest.cleanup_pending(None)
+
+    assert run_one(f"keep {alice.label}", user="alice", channel="C0LAB").exit_code == 0
+    assert home.cleanup_proposals("U0ALICE") == []
+    assert all(p["owner"] != "U0ALICE" for p in digest.cleanup_pending(None))

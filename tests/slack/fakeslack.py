@@ -10,7 +10,7 @@ Web API methods labmate uses, the way Slack answers them, and records every call
         assert post.params["thread_ts"] == "1700000000.000100"
 
 - Methods: auth.test, chat.postMessage, chat.update, chat.postEphemeral, chat.getPermalink, conversations.history,
-  conversations.replies, views.open, files.getUploadURLExternal + the upload URL +
+  conversations.replies, views.open, views.publish, files.getUploadURLExternal + the upload URL +
   files.completeUploadExternal (what `files_upload_v2` calls), usergroups.users.list.
   Anything else answers `{"ok": false, "error": "unknown_method"}` (recorded too).
 - Auth: a call without `Authorization: Bearer <token>` answers `not_authed`, another token
@@ -24,6 +24,8 @@ Web API methods labmate uses, the way Slack answers them, and records every call
   `wait_in_flight(method)` blocks until such a call has arrived and is being held.
 - chat.postMessage and chat.update keep `metadata`; conversations.history/replies return it only
   with `include_all_metadata`, as Slack does.
+- `refuse_posts(channel)`: chat.postMessage there answers `not_in_channel`; `home(user)`: the last
+  views.publish of that user's Home tab.
 - `add_message(channel, message)`: canned messages served by conversations.history/replies;
   chat.postMessage adds what the bot posts to the channel too, as Slack does.
 - `/response/...` stands in for response_url (recorded as method `response_url`).
@@ -103,6 +105,8 @@ class FakeSlack:
         self._uploads: dict[str, dict[str, Any]] = {}
         self._usergroups: dict[str, list[str]] = {}
         self._not_member: set[str] = set()
+        self._no_posts: set[str] = set()
+        self._homes: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -208,6 +212,16 @@ class FakeSlack:
         with self._lock:
             self._not_member.add(channel)
 
+    def refuse_posts(self, channel: str) -> None:
+        """chat.postMessage to this channel answers `not_in_channel`, as for a channel the bot was never invited to."""
+        with self._lock:
+            self._no_posts.add(channel)
+
+    def home(self, user: str) -> dict[str, Any] | None:
+        """The Home tab view last published for `user` (views.publish), or None."""
+        with self._lock:
+            return self._homes.get(user)
+
     def set_usergroup(self, usergroup: str, users: list[str]) -> None:
         with self._lock:
             self._usergroups[usergroup] = list(users)
@@ -304,6 +318,8 @@ class FakeSlack:
             return {"ok": False, "error": "channel_not_found"}
         if not params.get("text") and not params.get("blocks"):
             return {"ok": False, "error": "no_text"}
+        if channel in self._no_posts:
+            return {"ok": False, "error": "not_in_channel"}
         message = {
             "type": "message",
             "user": BOT_USER_ID,
@@ -381,6 +397,24 @@ class FakeSlack:
         view_id = f"V{next(self._ids):08d}"
         opened = {**view, "id": view_id, "hash": f"{int(time.time())}.{view_id}", "team_id": TEAM_ID, "state": {"values": {}}}
         return {"ok": True, "view": opened}
+
+    def _api_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        view = params.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except ValueError:
+                view = None
+        user = params.get("user_id")
+        if not user or not isinstance(view, dict):
+            return {"ok": False, "error": "invalid_arguments"}
+        if view.get("type") != "home" or not isinstance(view.get("blocks"), list) or len(view["blocks"]) > 100:
+            return {"ok": False, "error": "invalid_blocks"}
+        view_id = f"V{next(self._ids):08d}"
+        published = {**view, "id": view_id, "hash": f"{int(time.time())}.{view_id}", "team_id": TEAM_ID}
+        with self._lock:
+            self._homes[user] = published
+        return {"ok": True, "view": published}
 
     def _api_files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
         if not params.get("filename") or not params.get("length"):

@@ -24,6 +24,7 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "conversations_history": HISTORY,
     "conversations_replies": HISTORY,
     "views_open": set(),
+    "views_publish": set(),
     "files_upload_v2": {"files:write"},
     "usergroups_users_list": {"usergroups:read"},
     "reactions_get": {"reactions:read"},
@@ -31,6 +32,7 @@ METHOD_SCOPES: dict[str, set[str]] = {
 }
 EVENT_SCOPES: dict[str, set[str]] = {
     "app_mention": {"app_mentions:read"},
+    "app_home_opened": set(),
     "reaction_added": {"reactions:read"},
     "reaction_removed": {"reactions:read"},
     "message.channels": {"channels:history"},
@@ -109,7 +111,7 @@ def test_the_message_shortcut(manifest: dict[str, Any]) -> None:
 def test_bot_events_are_exactly_the_registered_ones(manifest: dict[str, Any]) -> None:
     events = manifest["settings"]["event_subscriptions"]["bot_events"]
     assert len(events) == len(set(events))
-    assert set(events) == used_events() == {"app_mention", "reaction_added", "reaction_removed"}
+    assert set(events) == used_events() == {"app_home_opened", "app_mention", "reaction_added", "reaction_removed"}
 
 
 def test_requests_come_over_http_to_the_events_path(manifest: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from bot.origin import Origin
 from tests.units.cleanup_contexts import cleanup_contexts
 from tests.units.launch_contexts import launch_contexts
 from tests.units.regress_contexts import regress_contexts
+from tests.units.watch_contexts import watch_contexts
 
 WHEN = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
 HOSTILE = (
@@ -170,6 +171,7 @@ def contexts(text: str = HOSTILE) -> dict[str, list[dict[str, Any]]]:
         **launch_contexts(text),
         **regress_contexts(text),
         **cleanup_contexts(text),
+        **watch_contexts(text),
     }
 
 

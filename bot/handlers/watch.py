@@ -1,0 +1,51 @@
+"""watch and unwatch: which experiments a channel follows.
+
+`watch <experiment>` is answered by a job (`labmate.watch.add`): only a worker may ask MLflow whether
+the experiment exists (and suggest the closest names when it doesn't). `watch` alone and `unwatch`
+only read and write the knowledge base, here.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from bot.grammar.watch import UnwatchArgs, WatchArgs
+from bot.origin import JobRequest, Origin, Reply
+from labmate.errors import NotFoundError
+from models import watch as watches
+
+ADD_TASK = "labmate.watch.add"
+
+
+def _channel(origin: Origin, asked: str | None) -> str:
+    return asked or origin.channel
+
+
+def watch(args: WatchArgs, origin: Origin, session: Session) -> Reply:
+    if args.experiment is None:
+        rows = watches.in_channel(session, channel=origin.channel)
+        shown = [{"experiment": w.experiment, "by": w.created_by} for w in rows]
+        return Reply("watch_list", {"watches": shown})
+    what = f"checking `{args.experiment}` in MLflow to watch it"
+    return Reply(
+        "exp_working",
+        {"what": what, "understood": ""},
+        jobs=[JobRequest(ADD_TASK, {"experiment": args.experiment, "channel": _channel(origin, args.channel)}, what=what)],
+    )
+
+
+def unwatch(args: UnwatchArgs, origin: Origin, session: Session) -> Reply:
+    channel = _channel(origin, args.channel)
+    rows = watches.in_channel(session, channel=channel)
+    wanted = args.experiment.casefold()
+    found = [w for w in rows if w.experiment.casefold() == wanted or w.experiment_id == args.experiment]
+    if not found:
+        names = ", ".join(f"`{w.experiment}`" for w in rows[:10])
+        where = "this channel" if channel == origin.channel else channel
+        raise NotFoundError(
+            f"{where[0].upper() + where[1:]} doesn't watch `{args.experiment}`.",
+            hint=f"It watches: {names}." if names else "It watches no experiment; `watch <experiment>` starts one.",
+        )
+    for w in found:
+        watches.remove(session, watch_id=w.id)
+    return Reply("watch_removed", {"experiment": found[0].experiment, "channel": channel, "here": channel == origin.channel})

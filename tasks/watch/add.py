@@ -1,0 +1,59 @@
+"""`watch <experiment>`: the experiment checked against MLflow (the closest names when it isn't there), the
+watch stored, and the experiment's run index started so the first poll has something to read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from models import run_index
+from models import watch as watches
+from models.db import session_scope
+from tasks.experiments import resolve, sync, views
+from tasks.experiments.summary import primary_metric
+from tasks.jobs import Replies
+
+
+def add(experiment_name: str, channel: str, reply_to: dict[str, Any]) -> Replies:
+    experiment = resolve.experiment(experiment_name)
+    target = {k: v for k, v in reply_to.items() if k not in ("audit", "ephemeral", "response_url", "thread_ts")}
+    target["channel"] = channel
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        watch, new = watches.add(
+            session, store=experiment.store, experiment_id=experiment.experiment_id, experiment=experiment.name,
+            channel=channel, reply_to=target, user=str(reply_to.get("user", "")), since_ms=int(now.timestamp() * 1000),
+        )  # fmt: skip
+        since = watch.created_at
+    ready = sync.progress(experiment).ready or bool(sync.build(experiment, budget_s=20.0))
+    return [("watch_added", {
+        "experiment": experiment.name,
+        "experiment_url": views.experiment_url(experiment.experiment_id),
+        "channel": channel,
+        "here": channel == reply_to.get("channel"),
+        "new": new,
+        "since": since,
+        "best": current_best(experiment) if ready else None,
+        "indexing": not ready,
+    })]  # fmt: skip
+
+
+def current_best(experiment: sync.Experiment) -> dict[str, Any] | None:
+    """The experiment's best finished run on its primary metric (what a new run must beat)."""
+    with session_scope() as session:
+        keys = run_index.metric_keys(session, experiment.store, experiment.experiment_id)
+        if not keys:
+            return None
+        metric = primary_metric(experiment, keys)
+        if metric not in keys:
+            return None
+        direction = resolve.direction(experiment, metric, None)
+        top = run_index.top_runs(
+            session, experiment.store, experiment_id=experiment.experiment_id, metric=metric, limit=1,
+            ascending=direction.ascending, finished_before=2**62, leaves_only=keys[metric][1] is not None,
+        )  # fmt: skip
+    if not top:
+        return None
+    row, value = top[0]
+    return {"metric": metric, "direction": direction.text, "name": row.name or row.run_id[:8], "value": f"{value:.4g}",
+            "url": views.run_url(experiment.experiment_id, row.run_id), "user": row.user}  # fmt: skip

@@ -1,0 +1,141 @@
+"""The daily digest on a real MLflow store and knowledge base: what it counts, quiet days, one post per
+(channel, day) under concurrency (PostgreSQL), and a channel the bot is not in (an admin told once)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from labmate.settings import reset_settings
+from models import decision, launches
+from models import watch as watches
+from models.db import session_scope
+from tasks.watch import digest
+from tests.slack.conftest import fake_slack, slack_env  # noqa: F401
+from tests.watch.conftest import ADMIN, configure, end_run
+
+
+def _channel(name: str = "CDIGEST", at: str = "00:00", quiet: str = "line") -> tuple[str, ...]:
+    return ("[[digest.channels]]", f'channel = "{name}"', f'at = "{at}"', 'timezone = "UTC"', f'quiet = "{quiet}"')
+
+
+def test_the_digest_counts_the_last_day(watched) -> None:
+    end_run(watched, "a", f1=0.5)
+    end_run(watched, "b", f1=0.95)
+    end_run(watched, "c", status="FAILED")
+    end_run(watched, "d", status="KILLED")
+    watched.client.create_run(watched.experiment_id, run_name="still-running")
+    with session_scope() as session:
+        decision.create(session, new=decision.NewDecision(text="ship bigram v2", author="U1", channel="C1"))
+        launches.create(session, user="U1", channel="C1", project="quick", entry_point="main", params={}, experiment="x",
+                        reply_to={}, task_id="t1")  # fmt: skip
+    template, context = digest.build()  # type: ignore[misc]
+    assert template == "digest" and not context["quiet"]
+    [row] = context["experiments"]
+    assert (row["experiment"], row["started"], row["finished"], row["failed"]) == ("sales-agent", 5, 2, 2)
+    [best] = context["bests"]
+    assert (best["name"], best["value"], best["previous_value"]) == ("b", "0.95", "0.86")
+    assert context["launches"]["total"] == 1 and context["launches"]["counts"] == [{"status": "queued", "count": 1}]
+    assert context["decision_count"] == 1 and context["decisions"][0]["text"] == "ship bigram v2"
+    assert context["cleanup"] == []
+    [chart] = context["files"]
+    assert Path(chart["path"]).exists()
+    from bot.messages.render import render
+
+    message = render(template, context)
+    assert "runs 5 started, 2 finished, 2 failed; launches 1; decisions 1" in message.text
+    assert "regress" not in str(message.blocks).lower()  # no verdicts are recorded yet: nothing is said
+
+
+def test_a_quiet_day_is_one_line_or_nothing(watched) -> None:
+    """The sales-agent runs are from 2026-11-18: nothing happened in the last day."""
+    template, context = digest.build()  # type: ignore[misc]
+    assert context["quiet"] and context["files"] == []
+    from bot.messages.render import render
+
+    message = render(template, context)
+    assert message.text.startswith("Daily digest: a quiet day") and len(message.blocks) == 1
+    assert digest.build(quiet="none") is None
+
+
+def test_a_digest_is_due_once_a_day_at_its_local_time(watched, tmp_path: Path) -> None:
+    configure(tmp_path, tables=_channel("CPARIS", at="09:30"))
+    before = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+    assert digest.due(before) == []
+    after = before + timedelta(hours=2)
+    [item] = digest.due(after)
+    assert (item.channel.channel, item.day) == ("CPARIS", "2026-11-29")
+    [_key] = digest.claim_due(after)
+    assert digest.claim_due(after) == [] and digest.due(after) == []
+    assert digest.due(after + timedelta(days=1))  # the next day is due again
+
+
+def test_the_local_day_follows_the_channels_time_zone() -> None:
+    from labmate.settings import DigestChannel
+
+    paris = DigestChannel(channel="C1", at="09:00", timezone="Europe/Paris")
+    assert digest.local_day(paris, datetime(2026, 11, 29, 7, 59, tzinfo=UTC)) == ("2026-11-29", False)
+    assert digest.local_day(paris, datetime(2026, 11, 29, 8, 0, tzinfo=UTC)) == ("2026-11-29", True)
+    tokyo = DigestChannel(channel="C1", at="09:00", timezone="Asia/Tokyo")
+    assert digest.local_day(tokyo, datetime(2026, 11, 29, 23, 0, tzinfo=UTC)) == ("2026-11-30", False)
+
+
+def test_an_unknown_time_zone_is_a_one_line_configuration_error(tmp_path: Path) -> None:
+    from labmate.settings import ConfigError, get_settings
+
+    (tmp_path / "labmate.toml").write_text('[[digest.channels]]\nchannel = "C1"\ntimezone = "Mars/Olympus"\n')
+    reset_settings()
+    with pytest.raises((ConfigError, ValueError)) as caught:
+        get_settings()
+    assert "Mars/Olympus" in str(caught.value)
+
+
+@pytest.mark.postgres
+def test_two_digest_runs_at_once_on_postgresql_claim_one_post(watched, tmp_path: Path, postgres_url: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("LABMATE_DATABASE_URL", postgres_url)
+    configure(tmp_path, tables=_channel())
+    now = datetime.now(UTC)
+    keys: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        barrier.wait()
+        keys.extend(digest.claim_due(now))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(keys) == 1
+    with session_scope() as session:
+        assert watches.digest_of(session, channel="CDIGEST", day=now.date().isoformat()) is not None
+
+
+def test_a_digest_channel_the_bot_is_not_in_tells_an_admin_once(watched, slack_env, tmp_path: Path) -> None:  # noqa: F811
+    from bot.post import reset_router, router
+    from tasks.client import enqueue, wait
+
+    configure(tmp_path, tables=_channel("CNOTIN"))
+    reset_router()
+    router()  # what `labmate worker` installs: replies go to (fake) Slack
+    slack_env.refuse_posts("CNOTIN")
+    end_run(watched, "a", f1=0.5)
+    for day in (0, 1):
+        now = datetime.now(UTC) + timedelta(days=day)
+        [key] = digest.claim_due(now)
+        with session_scope() as session:
+            from models import jobs
+
+            kwargs = dict(jobs.get(session, key=key).kwargs)  # type: ignore[union-attr]
+        assert wait([enqueue(digest.POST_TASK, kwargs, track=True, job_id=key)], timeout=60) == ["undelivered"]
+        with session_scope() as session:
+            row = watches.digest_of(session, channel="CNOTIN", day=kwargs["day"])
+            assert row is not None and row.state == "undelivered" and "not_in_channel" in row.outcome
+    told = slack_env.posted(ADMIN)
+    assert len(told) == 1 and "I'm not a member of that channel" in str(told[0].params)
+    assert slack_env.posted("CNOTIN") == []
