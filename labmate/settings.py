@@ -211,6 +211,11 @@ class CleanupConfig(BaseModel):
         7.0, ge=0, description="Days a deleted run can be restored (`restore <run>`); then it is removed for good."
     )
     snooze_days: float = Field(7.0, gt=0, description="Days a snoozed run is left out of proposals.")
+    daily_at: str = Field(
+        "07:05",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="When beat sends the day's proposals (HH:MM, UTC).",
+    )
     gc_backend_store_uri: str = Field(
         "",
         description="For `mlflow gc` when MLFLOW_TRACKING_URI is an `mlflow server`: the server's database URI "

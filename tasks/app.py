@@ -43,11 +43,6 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "labmate.maintenance.prune_charts",
         "schedule": crontab(minute=47),
     },
-    "cleanup-proposals": {
-        "task": "labmate.cleanup.daily",
-        "schedule": crontab(minute=5, hour=7),
-        "options": {"expires": 3600},
-    },
     "cleanup-purge": {
         "task": "labmate.cleanup.purge",
         "schedule": crontab(minute=35, hour=3),
@@ -68,6 +63,7 @@ PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "i
 
 def make_app(settings: Settings) -> Celery:
     app = Celery("labmate", set_as_current=True)
+    daily = settings.cleanup.daily_at.split(":")
     backend = settings.result_backend or ("cache+memory://" if settings.embedded_broker else settings.broker_url)
     transport: dict[str, Any] = {"visibility_timeout": 3600, "socket_connect_timeout": 2, "socket_timeout": 10}
     results: dict[str, Any] = {}
@@ -114,6 +110,11 @@ def make_app(settings: Settings) -> Celery:
                 "task": "labmate.digest.due",
                 "schedule": settings.watch_every,
                 "options": {"expires": settings.watch_every},
+            },
+            "cleanup-proposals": {
+                "task": "labmate.cleanup.daily",
+                "schedule": crontab(hour=int(daily[0]), minute=int(daily[1])),
+                "options": {"expires": 3600},
             },
             **BEAT_SCHEDULE,
         },
