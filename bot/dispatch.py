@@ -219,6 +219,8 @@ def _job_kwargs(job: JobRequest, reply_to: dict[str, Any], audit_id: int | None)
 
 def _store_jobs(session: Session, requests: list[JobRequest], origin: Origin, audit_id: int | None) -> list[str]:
     """The outbox: each job as a `queued` ledger row, in the command's own transaction."""
+    if not requests:
+        return []  # and no Celery import for a command that starts nothing (`help`, `decisions`)
     from tasks.client import task_id
 
     ids = []

@@ -1,0 +1,31 @@
+"""`labmate say` for a command that starts no job loads no job machinery: Celery, Alembic and MLflow
+are a third of a second the person would wait for nothing (docs/performance.md, bench_terminal)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import json, sys
+from labmate.cli import main
+sys.argv = ["labmate", "say", "help"]
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in ("celery", "alembic", "mlflow") if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("command", ["help", "decisions release"])
+def test_a_command_without_a_job_imports_no_job_machinery(lab_home, command) -> None:
+    env = {**os.environ, "LABMATE_HOME": str(lab_home)}
+    subprocess.run([sys.executable, "-m", "labmate.cli", "say", "help"], env=env, check=True, capture_output=True, timeout=120)
+    probe = PROBE.replace('"say", "help"', f'"say", {command!r}')
+    out = subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True, timeout=120)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
