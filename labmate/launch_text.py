@@ -7,6 +7,7 @@ Slack) only when something a reader would notice changed."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 BAR_CELLS = 12
 SHOWN_METRICS = 4
@@ -53,3 +54,12 @@ def aware(value: datetime | None) -> datetime | None:
 def since(value: datetime | None, now: datetime | None = None) -> float:
     start = aware(value)
     return 0.0 if start is None else ((now or datetime.now(UTC)) - start).total_seconds()
+
+
+def where_and_when(launch: Any, position: int | None, now: datetime, *, waiting: str) -> tuple[str, str]:
+    """Where a queued or running launch is, and for how long: `/lab status` and the Home tab."""
+    if launch.status == "queued":
+        where = f"#{position} in the queue" if position is not None else waiting
+        return where, f"queued for {elapsed(since(launch.created_at, now))}"
+    where = bar(launch.step, launch.total_steps) or "starting"
+    return where, f"running for {elapsed(since(launch.started_at, now))}"

@@ -186,12 +186,9 @@ def status(args: StatusArgs, origin: Origin, session: Session) -> Reply:
     primary = get_settings().primary_metrics
     shown = []
     for launch in rows:
-        if launch.status == launches.QUEUED:
-            where = f"#{positions[launch.id]} in the queue" if launch.id in positions else "waiting for a slot in its sweep"
-            when = f"queued for {launch_text.elapsed(launch_text.since(launch.created_at, now))}"
-        else:
-            where = launch_text.bar(launch.step, launch.total_steps) or "starting"
-            when = f"running for {launch_text.elapsed(launch_text.since(launch.started_at, now))}"
+        where, when = launch_text.where_and_when(
+            launch, positions.get(launch.id), now, waiting="waiting for a slot in its sweep"
+        )
         metrics = launch_text.ordered_metrics(launch.metrics or {}, primary.get(launch.experiment), count=1)
         shown.append({
             "label": launch.label, "project": launch.project, "entry_point": launch.entry_point, "user": launch.user,

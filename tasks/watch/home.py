@@ -49,12 +49,7 @@ def _launches(user: str) -> list[dict[str, Any]]:
         positions = launches.queue_positions(session)
         shown = []
         for launch in mine:
-            if launch.status == launches.QUEUED:
-                where = f"#{positions[launch.id]} in the queue" if launch.id in positions else "waiting for a slot"
-                when = f"queued for {launch_text.elapsed(launch_text.since(launch.created_at, now))}"
-            else:
-                where = launch_text.bar(launch.step, launch.total_steps) or "starting"
-                when = f"running for {launch_text.elapsed(launch_text.since(launch.started_at, now))}"
+            where, when = launch_text.where_and_when(launch, positions.get(launch.id), now, waiting="waiting for a slot")
             shown.append({"label": launch.label, "project": launch.project, "entry_point": launch.entry_point,
                           "status": launch.status, "where": where, "when": when})  # fmt: skip
     return shown
