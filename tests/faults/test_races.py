@@ -102,3 +102,25 @@ def test_a_reaction_slack_never_lets_us_read_is_answered_not_dropped(deployment)
     assert "Slack didn't answer when I read that message, so nothing was logged" in reply.params["text"]
     assert "React again in a minute" in json.dumps(reply.params.get("blocks"))
     assert deployment.decisions() == []
+
+
+@pytest.mark.parametrize("deployment", ["sqlite"], indirect=True)
+def test_an_event_that_fails_before_its_ack_asks_slack_to_send_it_again(deployment) -> None:
+    """A fresh serve process checks the token with auth.test on its first request; when Slack doesn't
+    answer that in time, the reaction can't be handled, so it answers 500 (Slack sends an event again
+    after an error) instead of 200 (the event would be gone). Slack's retry is then logged once."""
+    channel, ts = unique("C"), message_ts()
+    deployment.lab.fake.add_message(channel, {"ts": ts, "user": "U0AUTHOR", "text": "we keep the baseline"})
+    deployment.lab.fake.stall("auth.test", 3)  # the client waits 1 s; a read timeout is not retried
+    slack, user = _slack(deployment), unique("U")
+    event = {"type": "reaction_added", "reaction": "memo", "user": user, "item_user": "U0AUTHOR",
+             "item": {"type": "message", "channel": channel, "ts": ts}, "event_ts": message_ts()}  # fmt: skip
+    first, _ = slack.event(event, event_id="Ev0RETRIED")
+    assert first.status == 500
+    assert deployment.decisions() == []
+    wait_until(lambda: deployment.lab.fake.calls("auth.test"), timeout=20, what="the stalled check to end")
+    again, _ = slack.event(event, event_id="Ev0RETRIED", retry_num=1)
+    assert again.status == 200
+    (reply,) = wait_until(lambda: deployment.lab.fake.posted(channel), timeout=30, what="the reply")
+    (decision,) = deployment.decisions()
+    assert f"Decision #{decision.id} logged" in reply.params["text"]
