@@ -18,7 +18,7 @@ def digest(
     show: bool = typer.Option(False, "--print", help="Print it here even when a Slack token is set (nothing is posted)."),
 ) -> None:
     """The daily digest of the last day: runs per experiment, new bests, launches, decisions. Posted by
-    `labmate beat` at each channel's time ([[digest.channels]] in labmate.toml); `--now` makes it at once,
+    `labmate beat` at each channel's time (the `digest.channels` tables of labmate.toml); `--now` makes it at once,
     and prints it here when no Slack token is set. A channel gets one digest a day, whoever asks."""
     from labmate.bootstrap import configure_logging, prepare
     from labmate.settings import get_settings
