@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "tests" / "faults"))
 sys.path.insert(0, str(REPO / "tests" / "slack"))
 
 from harness import FakeSlack, Lab, lab_env, unique_prefix, wait_until  # noqa: E402
-from slackreq import OverHTTP, Slack  # noqa: E402
+from slackreq import OverHTTP, Slack, forget_keys  # noqa: E402
 
 PROJECT = REPO / "tests" / "launch" / "project"
 
@@ -116,14 +116,9 @@ class Deployment:
             return row
 
     def close(self) -> None:
-        import redis
-
         self.lab.stop()
         self.fake.stop()
-        client = redis.Redis.from_url(self.redis_url)
-        for key in client.scan_iter(f"{self.prefix}*", count=1000):
-            client.delete(key)
-        client.close()
+        forget_keys(self.redis_url, self.prefix)
 
 
 def child_lines(home: Path, label: str) -> tuple[dict[str, Any], dict[str, Any] | None]:

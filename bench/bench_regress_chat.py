@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "tests" / "faults"))
 sys.path.insert(0, str(REPO / "tests" / "slack"))
 
 from harness import LABMATE, FakeSlack, Lab, lab_env, unique_prefix, wait_until  # noqa: E402
-from slackreq import OverHTTP, Slack  # noqa: E402
+from slackreq import OverHTTP, Slack, forget_keys  # noqa: E402
 
 from bench.bench_regress import write_suite  # noqa: E402
 
@@ -125,14 +125,9 @@ class Deployment:
         return took
 
     def close(self) -> None:
-        import redis
-
         self.lab.stop()
         self.fake.stop()
-        client = redis.Redis.from_url(self.redis_url)
-        for key in client.scan_iter(f"{self.prefix}*", count=1000):
-            client.delete(key)
-        client.close()
+        forget_keys(self.redis_url, self.prefix)
 
 
 def _burn(n: int) -> int:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from harness import wait_until
-from slackreq import FORM, OverHTTP, Slack, signed_headers, unique
+from slackreq import FORM, OverHTTP, Slack, forget_keys, signed_headers, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -30,7 +30,6 @@ GARBAGE: list[tuple[bytes, str]] = [
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, redis_url):
     """One served labmate for the module (nothing here changes its state beyond audit rows)."""
-    import redis
     from harness import FakeSlack, Lab, lab_env, unique_prefix
 
     home = tmp_path_factory.mktemp("hostile")
@@ -42,9 +41,7 @@ def served(tmp_path_factory, redis_url):
     yield lab
     lab.stop()
     fake.stop()
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
+    forget_keys(redis_url, prefix)
 
 
 def post(port: int, body: bytes, headers: dict[str, str], timeout: float = 10) -> tuple[int, str, float]:

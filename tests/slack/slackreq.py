@@ -331,3 +331,15 @@ class Lab:
             for key, value in where.items():
                 query = query.where(getattr(AuditEvent, key) == value)
             return list(session.scalars(query))
+
+
+def forget_keys(redis_url: str, prefix: str) -> None:
+    """Delete what a run put in Redis under its own key prefix, and nothing else (runs share Redis)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in client.scan_iter(f"{prefix}*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
