@@ -45,6 +45,7 @@ def start_server(db: Path, root: Path) -> tuple[subprocess.Popen[bytes], str]:
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
          f"sqlite:///{db}", "--default-artifact-root", str(root / "art"), "--workers", "2"],
         stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"),
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # as docker-compose.yml runs it
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from importlib import import_module
 from time import perf_counter
 from typing import Any, cast
 
@@ -20,12 +21,6 @@ from sqlalchemy.orm import Session
 
 from bot import access, grammar
 from bot.grammar import HelpArgs
-from bot.handlers import cleanup as cleanup_handlers
-from bot.handlers import decisions as decision_handlers
-from bot.handlers import experiments as experiment_handlers
-from bot.handlers import launches as launch_handlers
-from bot.handlers import regressions as regression_handlers
-from bot.handlers import watch as watch_handlers
 from bot.origin import JobRequest, Origin, Reply
 from labmate.errors import LabmateError, new_error_id
 from labmate.settings import get_settings
@@ -46,32 +41,49 @@ def _help(args: HelpArgs, origin: Origin, session: Session) -> Reply:
     return Reply("help", context, cache_key=f"help:{command}:{args.verb or ''}")
 
 
-HANDLERS: dict[str, Handler] = {
+# A verb's handler module is imported when the verb first runs: a terminal process answers one
+# command, and importing every feature's handlers (and their ORM models, YAML, MLflow helpers) for
+# `help` cost more than the answer (issue 9's start-up target).
+HANDLERS: dict[str, Handler | str] = {
     "help": _help,
-    "decide": decision_handlers.decide,
-    "decisions": decision_handlers.search,
-    "supersede": decision_handlers.supersede,
-    "ask": experiment_handlers.ask,
-    "summary": experiment_handlers.summary,
-    "compare": experiment_handlers.compare,
-    "find": experiment_handlers.find,
-    "best": experiment_handlers.best,
-    "runs": experiment_handlers.runs,
-    "run": launch_handlers.run,
-    "sweep": launch_handlers.sweep,
-    "status": launch_handlers.status,
-    "cancel": launch_handlers.cancel,
-    "regress": regression_handlers.regress,
-    "regressions": regression_handlers.listing,
-    "promote": regression_handlers.promote,
-    "cleanup": cleanup_handlers.cleanup,
-    "delete": cleanup_handlers.delete,
-    "keep": cleanup_handlers.keep,
-    "snooze": cleanup_handlers.snooze,
-    "restore": cleanup_handlers.restore,
-    "watch": watch_handlers.watch,
-    "unwatch": watch_handlers.unwatch,
+    "decide": "bot.handlers.decisions:decide",
+    "decisions": "bot.handlers.decisions:search",
+    "supersede": "bot.handlers.decisions:supersede",
+    "ask": "bot.handlers.experiments:ask",
+    "summary": "bot.handlers.experiments:summary",
+    "compare": "bot.handlers.experiments:compare",
+    "find": "bot.handlers.experiments:find",
+    "best": "bot.handlers.experiments:best",
+    "runs": "bot.handlers.experiments:runs",
+    "run": "bot.handlers.launches:run",
+    "sweep": "bot.handlers.launches:sweep",
+    "status": "bot.handlers.launches:status",
+    "cancel": "bot.handlers.launches:cancel",
+    "regress": "bot.handlers.regressions:regress",
+    "regressions": "bot.handlers.regressions:listing",
+    "promote": "bot.handlers.regressions:promote",
+    "cleanup": "bot.handlers.cleanup:cleanup",
+    "delete": "bot.handlers.cleanup:delete",
+    "keep": "bot.handlers.cleanup:keep",
+    "snooze": "bot.handlers.cleanup:snooze",
+    "restore": "bot.handlers.cleanup:restore",
+    "watch": "bot.handlers.watch:watch",
+    "unwatch": "bot.handlers.watch:unwatch",
 }
+
+
+def handler_for(verb: str) -> Handler:
+    entry = HANDLERS[verb]
+    if isinstance(entry, str):
+        module, name = entry.split(":")
+        entry = HANDLERS[verb] = getattr(import_module(module), name)
+    return entry
+
+
+def preload_handlers() -> None:
+    """A server answers many commands: it imports every handler once at start, not on a first request."""
+    for verb in HANDLERS:
+        handler_for(verb)
 
 
 def error_reply(exc: LabmateError, verb: str = "") -> Reply:
@@ -162,7 +174,7 @@ def run(
         # with "database is locked" when another command committed in between.
         with lazy_session_scope(write=True) as lazy:
             session = cast(Session, lazy)
-            reply = (handler or HANDLERS[verb])(args, origin, session)
+            reply = (handler or handler_for(verb))(args, origin, session)
             reply.verb = verb
             deferred = bool(reply.jobs) and lazy.session is None and _job_may_claim(origin)
             if not deferred:

@@ -19,10 +19,11 @@ EVENTS_PATH = "/slack/events"
 
 def warm() -> None:
     """Load before the first request what the first requests would otherwise load: the job
-    client (Celery's producer machinery and the broker transport), the ORM mappers and the
-    compiled templates. No connection is opened here."""
+    client (Celery's producer machinery and the broker transport), every verb's handler, the ORM
+    mappers and the compiled templates. No connection is opened here."""
     from sqlalchemy.orm import configure_mappers
 
+    from bot.dispatch import preload_handlers
     from bot.messages.render import TEMPLATES, environment
     from tasks.app import celery_app
 
@@ -30,6 +31,7 @@ def warm() -> None:
     app.amqp.producer_pool  # noqa: B018  (builds the producer machinery; connects lazily)
     with app.connection_for_write() as connection:
         connection.transport  # noqa: B018  (imports and builds the transport; connects lazily)
+    preload_handlers()
     configure_mappers()
     for template in TEMPLATES.glob("*.j2"):
         environment().get_template(template.name)
@@ -139,4 +141,5 @@ def run_socket_mode() -> None:
         raise SystemExit("Socket Mode needs SLACK_APP_TOKEN (xapp-…): App settings → Basic Information → App-Level Tokens.")
     preflight()
     router()
+    warm()
     SocketModeHandler(build_app(token_verification=False), settings.slack_app_token.get_secret_value()).start()

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from kombu.utils.json import dumps, loads
 from sqlalchemy import DateTime, Dialect, Index, Integer, String, Text, TypeDecorator, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -43,10 +42,15 @@ class BrokerJSON(TypeDecorator[Any]):
     impl = Text
     cache_ok = True
 
+    # kombu is imported on first use: a command that stores no job shouldn't pay for it at start-up.
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        from kombu.utils.json import dumps
+
         return None if value is None else dumps(value)
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        from kombu.utils.json import loads
+
         return None if value is None else loads(value)
 
 

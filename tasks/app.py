@@ -34,6 +34,8 @@ TASK_MODULES = [
     "tasks.watch.jobs",
 ]
 QUEUES = ("default", "launch", "regress")
+EMBEDDED_HOSTNAME = "embedded@labmate"
+"""The worker a terminal process runs in itself (`tasks/embedded.py`)."""
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "prune-idempotency-keys": {
         "task": "labmate.maintenance.prune_idempotency_keys",

@@ -6,7 +6,7 @@ import threading
 
 from celery.contrib.testing.worker import TestWorkController
 
-from tasks.app import celery_app
+from tasks.app import EMBEDDED_HOSTNAME, celery_app
 
 _lock = threading.Lock()
 _worker: TestWorkController | None = None
@@ -23,7 +23,7 @@ def ensure_worker(concurrency: int = 2) -> TestWorkController:
             app=app,
             concurrency=concurrency,
             pool="threads",
-            hostname="embedded@labmate",
+            hostname=EMBEDDED_HOSTNAME,
             loglevel="WARNING",
             without_heartbeat=True,
             without_mingle=True,

@@ -13,6 +13,7 @@ from celery.signals import worker_init
 from labmate import outbox
 from labmate.errors import LabmateError
 from tasks import mlflow_io
+from tasks.app import EMBEDDED_HOSTNAME
 from tasks.experiments import compare as compare_job
 from tasks.experiments import first, query, summary, sync
 from tasks.experiments.sync import Experiment, indexed_experiments
@@ -86,9 +87,13 @@ first.on_unfinished(_continue_build)
 
 
 @worker_init.connect
-def _warm_imports(**_kwargs: Any) -> None:
+def _warm_imports(sender: Any = None, **_kwargs: Any) -> None:
     """Import MLflow's client and matplotlib once in the worker's parent, before the pool forks, so
-    no first question pays ~2 s of imports (the Slack-facing process never imports this module)."""
+    no first question pays ~2 s of imports (the Slack-facing process never imports this module).
+    Not in the terminal's embedded worker: it runs one command, which imports what it uses (and an
+    answer from the run index on a SQL store needs neither)."""
+    if getattr(sender, "hostname", "") == EMBEDDED_HOSTNAME:
+        return
     import matplotlib
 
     matplotlib.use("Agg")

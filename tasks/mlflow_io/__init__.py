@@ -1,7 +1,8 @@
 """The one place that talks to MLflow. Imported by workers only.
 
-`run_reader()` gives the run index its pages (`reader.py`: plain SELECTs on MLflow's own tables for
-SQLite/PostgreSQL stores, the client otherwise); everything else goes through `MlflowClient`.
+`run_reader()` gives the run index its pages, and the experiment lookups read names and tags
+(`reader.py`: plain SELECTs on MLflow's own tables for SQLite/PostgreSQL stores, the client
+otherwise); everything else goes through `MlflowClient`.
 """
 
 from __future__ import annotations
@@ -140,23 +141,43 @@ SEARCH_PAGE = 1_000
 SKIPPED_TAGS = ("mlflow.log-model.history",)
 
 
-def _experiment(experiment: Any) -> dict[str, Any] | None:
-    if experiment is None or experiment.lifecycle_stage == "deleted":
-        return None
-    tags = dict(experiment.tags or {})
+def _described(experiment_id: str, name: str, tags: dict[str, str]) -> dict[str, Any]:
     return {
-        "experiment_id": experiment.experiment_id,
-        "name": experiment.name,
+        "experiment_id": experiment_id,
+        "name": name,
         "primary_metric": tags.get(PRIMARY_METRIC_TAG),
         "directions": {k[len(DIRECTION_TAG) :]: v for k, v in tags.items() if k.startswith(DIRECTION_TAG)},
     }
 
 
+def _experiment(experiment: Any) -> dict[str, Any] | None:
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        return None
+    return _described(experiment.experiment_id, experiment.name, dict(experiment.tags or {}))
+
+
+def _sql_experiments(**where: str) -> list[dict[str, Any]] | None:
+    """From the store's own tables when it is a database we read directly (see `reader.py`), so a
+    question answered from the run index doesn't import MLflow; None means: ask the client."""
+    from tasks.mlflow_io.reader import SqlReader, sql_engine
+
+    engine = sql_engine(tracking_uri())
+    if engine is None:
+        return None
+    return [_described(e["experiment_id"], e["name"], e["tags"]) for e in SqlReader(engine).experiments(**where)]
+
+
 def experiment_by_name(name: str) -> dict[str, Any] | None:
+    found = _sql_experiments(name=name)
+    if found is not None:
+        return found[0] if found else None
     return _experiment(client().get_experiment_by_name(name))
 
 
 def experiment_by_id(experiment_id: str) -> dict[str, Any] | None:
+    found = _sql_experiments(experiment_id=experiment_id)
+    if found is not None:
+        return found[0] if found else None
     try:
         return _experiment(client().get_experiment(experiment_id))
     except Exception as exc:
@@ -167,6 +188,9 @@ def experiment_by_id(experiment_id: str) -> dict[str, Any] | None:
 
 def experiments() -> list[dict[str, Any]]:
     """Every active experiment (id, name, tags), for prefixes and suggestions."""
+    found = _sql_experiments()
+    if found is not None:
+        return found
     from mlflow.entities import ViewType
 
     c = client()

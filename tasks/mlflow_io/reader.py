@@ -187,6 +187,30 @@ class SqlReader(Reader):
         )
         return self._with_data(runs)
 
+    def experiments(self, *, name: str | None = None, experiment_id: str | None = None) -> list[dict[str, Any]]:
+        """Active experiments (all, or the one with this name or id) with their tags, as
+        `mlflow_io` describes them: a question about runs never needs MLflow imported."""
+        if experiment_id is not None and not experiment_id.isdigit():
+            return []  # MLflow's ids in SQL stores are integers; the client answers the same
+        where, params = "lifecycle_stage = 'active'", {}
+        if name is not None:
+            where, params = where + " AND name = :n", {"n": name}
+        elif experiment_id is not None:
+            where, params = where + " AND experiment_id = :e", {"e": int(experiment_id)}
+        rows = self._query(f"SELECT experiment_id, name FROM experiments WHERE {where} ORDER BY experiment_id", params)
+        found = {str(e): {"experiment_id": str(e), "name": n, "tags": {}} for e, n in rows}
+        if not found:
+            return []
+        tags = "SELECT experiment_id, key, value FROM experiment_tags"
+        if len(found) == 1:
+            tags, params = tags + " WHERE experiment_id = :e", {"e": int(next(iter(found)))}
+        else:
+            params = {}
+        for experiment, key, value in self._query(tags, params):
+            if str(experiment) in found:
+                found[str(experiment)]["tags"][key] = value or ""
+        return list(found.values())
+
     def find(self, prefix: str, name: str, experiment_ids: Sequence[str] | None, limit: int = 20) -> list[RunRecord]:
         """Runs whose id starts with `prefix` (when given) or whose name is `name`, any lifecycle."""
         from sqlalchemy import bindparam, text
@@ -283,6 +307,8 @@ MLFLOW_TABLES = {
     "latest_metrics": {"run_uuid", "key", "value", "step", "timestamp", "is_nan"},
     "params": {"run_uuid", "key", "value"},
     "tags": {"run_uuid", "key", "value"},
+    "experiments": {"experiment_id", "name", "lifecycle_stage"},
+    "experiment_tags": {"experiment_id", "key", "value"},
 }
 
 

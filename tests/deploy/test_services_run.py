@@ -113,8 +113,8 @@ def mlflow_server(databases: dict[str, str], tmp_path_factory: pytest.TempPathFa
             arg = f"--port={port}"
         argv.append(arg)
     argv.append("--workers=1")  # one process is enough here; compose keeps MLflow's default
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    env = {**os.environ}
+    env = {**os.environ, **service.get("environment", {})}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         _wait_healthy("mlflow", "--port", str(port), env=env, proc=proc, seconds=180)
         yield port

@@ -186,3 +186,13 @@ def test_help_needs_no_database_rows(migrated):
 @pytest.mark.parametrize("text", ["", "   ", "/lab"])
 def test_empty_text_is_help(migrated, text):
     assert dispatch.handle(text, Origin(user="U1")).template == "help"
+
+
+def test_every_verb_has_a_handler_that_imports() -> None:
+    """Handlers are named by module path and imported on first use; a wrong name must fail here,
+    not on the first time somebody types that verb."""
+    from bot import grammar
+
+    assert {verb.name for verb in grammar.VERBS} | {"help"} == set(dispatch.HANDLERS)
+    for verb in dispatch.HANDLERS:
+        assert callable(dispatch.handler_for(verb)), verb
