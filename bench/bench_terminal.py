@@ -52,7 +52,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="labmate-bench-terminal-") as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+        # As a user's shell runs it: Python caches compiled modules (PYTHONDONTWRITEBYTECODE, set on
+        # some CI machines, would make every run compile labmate's modules while the floors import
+        # pip-compiled libraries).
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_")) and k != "PYTHONDONTWRITEBYTECODE"
+        }
         env.update(LABMATE_HOME=str(Path(tmp) / "home"), LABMATE_CONFIG=str(Path(tmp) / "labmate.toml"))
         subprocess.run([str(BIN / "labmate"), "demo"], env=env, check=True, capture_output=True)
         for text in ("decide ship the candidate #release", "decide keep the candidate's bigram features #features"):
