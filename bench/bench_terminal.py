@@ -5,7 +5,8 @@
 Targets (issue 9): `say help` and `say "decisions …"` within 1.2x of importing the libraries they
 need (the CLI, terminal rendering, settings, the ORM for the audit row, the templates); a job
 command within 1.3x of `python -c "import mlflow"` (also shown against importing MLflow and
-opening the embedded SQLite store, which any answer from that store pays). Uses hyperfine (warm-up runs first, then
+opening the embedded SQLite store, which an answer through MLflow's client pays); the Slack-facing
+process's `import bot.slack_app` within 1.1x of `import slack_bolt, sqlalchemy.orm`. Uses hyperfine (warm-up runs first, then
 `--runs` timed runs of each command, interleaved by hyperfine command by command) in a fresh
 LABMATE_HOME with the demo loaded.
 """
@@ -25,6 +26,7 @@ BIN = Path(sys.executable).parent
 PY = shlex.quote(sys.executable)
 LABMATE = shlex.quote(str(BIN / "labmate"))
 FLOOR_KB = "import typer, rich.console, pydantic_settings, sqlalchemy.orm, jinja2"
+FLOOR_SLACK = "import slack_bolt, sqlalchemy.orm"
 # What any answer from the embedded MLflow store costs MLflow itself: its import, then opening the
 # SQLite store (its SQLAlchemy store module and mapper configuration) for one lookup.
 FLOOR_STORE = (
@@ -38,12 +40,15 @@ COMMANDS = {
     "say help": f"{LABMATE} say help",
     "say decisions": f"{LABMATE} say 'decisions candidate'",
     "say best (job)": f"{LABMATE} say 'best sales-agent val_f1'",
+    "floor: Bolt + ORM": f"{PY} -c {shlex.quote(FLOOR_SLACK)}",
+    "import bot.slack_app": f"{PY} -c 'import bot.slack_app'",
 }
 RATIOS = (
     ("say help", "floor: KB libraries", 1.2),
     ("say decisions", "floor: KB libraries", 1.2),
     ("say best (job)", "floor: import mlflow", 1.3),
     ("say best (job)", "floor: mlflow + store", 1.3),
+    ("import bot.slack_app", "floor: Bolt + ORM", 1.1),
 )
 
 

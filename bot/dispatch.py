@@ -24,7 +24,7 @@ from bot.grammar import HelpArgs
 from bot.origin import JobRequest, Origin, Reply
 from labmate.errors import LabmateError, new_error_id
 from labmate.settings import get_settings
-from models import audit, idempotency, jobs
+from models import audit
 from models.db import lazy_session_scope, session_scope
 from models.errors import Conflict, Unavailable
 
@@ -179,6 +179,8 @@ def run(
             deferred = bool(reply.jobs) and lazy.session is None and _job_may_claim(origin)
             if not deferred:
                 if origin.idempotency_key:
+                    from models import idempotency  # Slack's requests carry keys; the terminal's don't
+
                     idempotency.claim(session, key=origin.idempotency_key)
                 audit_id = _audit(session, origin, verb, text, reply, started)
                 job_ids = _store_jobs(session, reply.jobs, origin, audit_id)
@@ -233,6 +235,7 @@ def _store_jobs(session: Session, requests: list[JobRequest], origin: Origin, au
     """The outbox: each job as a `queued` ledger row, in the command's own transaction."""
     if not requests:
         return []  # and no Celery import for a command that starts nothing (`help`, `decisions`)
+    from models import jobs
     from tasks.client import task_id
 
     ids = []
@@ -275,6 +278,8 @@ def _send_stored(reply: Reply, origin: Origin, job_ids: list[str], audit_id: int
     if delayed:
         reply.notes.append(f"The job queue is unreachable, so {' and '.join(delayed)} will start when it is back.")
     if sent:
+        from models import jobs
+
         try:
             with session_scope() as session:
                 jobs.mark_sent(session, keys=sent)

@@ -121,14 +121,38 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     reset_process_state()
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite knowledge base at head, migrated once per session: Alembic takes about a second per
+    fresh database on a 2-core machine, and hundreds of tests each want one."""
+    from sqlalchemy import create_engine
+
+    from models.db import upgrade
+
+    path = tmp_path_factory.mktemp("kb-template") / "labmate.db"
+    upgrade(f"sqlite:///{path}")
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
 @pytest.fixture
-def migrated(lab_home: Path) -> str:
-    """The test's SQLite knowledge base, migrated; returns its URL."""
+def migrated(lab_home: Path, migrated_template: Path) -> str:
+    """The test's SQLite knowledge base, at head (a copy of the session's template); returns its URL."""
+    import shutil
+
     from labmate.bootstrap import prepare
     from labmate.settings import get_settings
 
-    prepare()
-    return get_settings().database_url
+    url = get_settings().database_url
+    if url.startswith("sqlite:///"):
+        database = Path(url.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(migrated_template, database)
+    prepare()  # finds it at head, as any labmate process would
+    return url
 
 
 @pytest.fixture

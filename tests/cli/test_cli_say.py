@@ -26,7 +26,9 @@ class Said:
 
 
 @pytest.fixture
-def say(lab_home: Path, tmp_path: Path):
+def say(lab_home: Path, migrated: str, tmp_path: Path):
+    """`labmate say` as a subprocess, in a home whose knowledge base is at head (a fresh one is
+    migrated by the first process: the docs' commands and the README's test cover that)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
     env.update(LABMATE_HOME=str(lab_home), LABMATE_CONFIG=str(tmp_path / "labmate.toml"))
 

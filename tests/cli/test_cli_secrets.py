@@ -27,7 +27,7 @@ def test_settings_repr_and_dump_hide_secrets(monkeypatch) -> None:
     assert settings.slack_bot_token is not None and settings.slack_bot_token.get_secret_value() == TOKEN
 
 
-def test_commands_and_their_failures_never_print_or_log_secrets(lab_home: Path) -> None:
+def test_commands_and_their_failures_never_print_or_log_secrets(lab_home: Path, migrated: str) -> None:
     env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SIGNING, "SLACK_APP_TOKEN": APP_TOKEN}
     outputs = []
     for command in ("help", "decide ship it run:0a1b2c3d4e5f60718293a4b5c6d7e8f9", "summary no-such-experiment", "decde"):

@@ -4,6 +4,7 @@ exactly what it created."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -79,7 +80,11 @@ def make_lab(tmp_path: Path, redis_url: str, request: pytest.FixtureRequest) -> 
         fakes.append(fake)
         home = tmp_path / f"lab{len(made)}"
         home.mkdir()
-        db_url = request.getfixturevalue("postgres_url") if postgres else f"sqlite:///{home / 'labmate.db'}"
+        if postgres:
+            db_url = request.getfixturevalue("postgres_url")
+        else:  # at head already, like postgres_url's schema: its processes start without Alembic
+            shutil.copyfile(request.getfixturevalue("migrated_template"), home / "labmate.db")
+            db_url = f"sqlite:///{home / 'labmate.db'}"
         redis_proxy = db_proxy = None
         broker = redis_url
         if proxy_redis:

@@ -36,10 +36,8 @@ def fake_slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def slack_env(lab_home: Path, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> FakeSlack:
+def slack_env(lab_home: Path, migrated: str, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> FakeSlack:
     """The test's labmate configured for Slack against the fake, knowledge base migrated."""
-    from labmate.bootstrap import prepare
-
     monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
     monkeypatch.setenv("LABMATE_SLACK_API_URL", fake_slack.api_url)
@@ -48,7 +46,6 @@ def slack_env(lab_home: Path, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyP
 
     reset_settings()
     reset_router()
-    prepare()
     return fake_slack
 
 
