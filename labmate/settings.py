@@ -437,6 +437,13 @@ class Settings(BaseSettings):
         description="A running job whose heartbeat is this many seconds old belongs to a dead worker: "
         "the reaper hands it to another.",
     )
+    worker_preload: bool = Field(
+        True,
+        validation_alias=_env("LABMATE_WORKER_PRELOAD"),
+        description="`labmate worker` imports MLflow and matplotlib before it forks its pool, so the first "
+        "question after a start doesn't wait for them and the pool's processes share their memory. Off, a "
+        "worker is ready seconds sooner and each pool process imports them on its first job that needs them.",
+    )
     reap_every: float = Field(
         15.0,
         validation_alias=_env("LABMATE_REAP_EVERY"),

@@ -4,6 +4,7 @@ so they are safe to run twice: a job whose worker died is run again (tasks.jobs.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from celery.signals import worker_init
 
 from labmate import outbox
 from labmate.errors import LabmateError
+from labmate.settings import get_settings
 from tasks import mlflow_io
 from tasks.app import EMBEDDED_HOSTNAME
 from tasks.experiments import compare as compare_job
@@ -92,13 +94,16 @@ def _warm_imports(sender: Any = None, **_kwargs: Any) -> None:
     no first question pays ~2 s of imports (the Slack-facing process never imports this module).
     Not in the terminal's embedded worker: it runs one command, which imports what it uses (and an
     answer from the run index on a SQL store needs neither)."""
-    if getattr(sender, "hostname", "") == EMBEDDED_HOSTNAME:
+    if getattr(sender, "hostname", "") == EMBEDDED_HOSTNAME or not get_settings().worker_preload:
         return
+    started = time.perf_counter()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.figure
     import mlflow.tracking  # noqa: F401
+
+    log.info("preloaded MLflow and matplotlib for the pool in %.1f s", time.perf_counter() - started)
 
 
 def _run(

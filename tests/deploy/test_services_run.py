@@ -179,6 +179,7 @@ def test_worker_and_beat_start_together_and_answer_their_health_checks(stack_env
         worker_log, beat_log = _stop(worker), _stop(beat)
     assert "Traceback" not in worker_log, worker_log
     assert "Traceback" not in beat_log, beat_log
+    assert "preloaded MLflow and matplotlib for the pool" in worker_log  # the default; the fault labs turn it off
 
 
 def test_the_bot_serves_with_compose_flags_and_answers_its_health_check(stack_env, tmp_path):

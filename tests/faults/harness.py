@@ -254,6 +254,9 @@ def lab_env(home: Path, fake: FakeSlack, *, broker_url: str, database_url: str, 
         LABMATE_DELIVERY_BACKOFF="0.25",
         LABMATE_JOB_STALE_AFTER="3",
         LABMATE_REAP_EVERY="1",
+        # These workers start for one test and answer a few jobs: importing MLflow and matplotlib up
+        # front would cost each of them ~4 s of CPU (the compose worker's test keeps the default).
+        LABMATE_WORKER_PRELOAD="false",
         **extra,
     )
     return env
