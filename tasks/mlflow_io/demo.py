@@ -228,6 +228,7 @@ def _training_module() -> Any:
     module = importlib.util.module_from_spec(spec)
     saved = sys.dont_write_bytecode  # train.py turns .pyc writing off for its own directory's sake
     show = warnings.showwarning
+    sys.dont_write_bytecode = True  # and its own .pyc would land in the project too (issue 9's review)
     try:
         # Defining the agent class makes MLflow warn about `predict`'s type hints through its own
         # "once" filter, which overrides any filter of ours: drop that one message on its way out.

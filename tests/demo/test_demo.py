@@ -85,6 +85,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOME", str(home))
         mp.chdir(root)
+        mp.setattr(sys, "dont_write_bytecode", False)  # as a user's Python runs: nothing may land in the project
         for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
             mp.delenv(var, raising=False)
         started = time.monotonic()
