@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
+from jinja2.bccache import Bucket
 
 from bot.messages import limits
 from bot.messages.mrkdwn import Mrkdwn, escape, link, user
@@ -77,13 +78,30 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
+class _BestEffortBytecodeCache(FileSystemBytecodeCache):
+    """Compiled templates on disk (Jinja's per-user temp directory, keyed by the source's checksum):
+    a terminal process renders one or two templates, and compiling one cost it 28 ms. A cache that
+    can't be written (a full or read-only disk) is no cache: a reply must not fail for it."""
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+def _bytecode_cache() -> FileSystemBytecodeCache | None:
+    try:
+        return _BestEffortBytecodeCache()
+    except (OSError, RuntimeError):  # no safe per-user temp directory
+        return None
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
-    # Compiled templates are cached on disk (Jinja's per-user temp directory, keyed by the source's
-    # checksum): a terminal process renders one or two templates, and compiling one cost it 28 ms.
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
-        bytecode_cache=FileSystemBytecodeCache(),
+        bytecode_cache=_bytecode_cache(),
         undefined=StrictUndefined,
         finalize=_finalize,
         autoescape=False,

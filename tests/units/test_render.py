@@ -310,3 +310,22 @@ def test_rendered_cache_is_bounded_and_keyed(lab_home):
         renderer.render_reply(Reply("working", {"what": str(i)}, cache_key=f"k-{i}"))
     assert len(renderer._rendered) == renderer.RENDERED_CACHE_SIZE
     assert "k-a" not in renderer._rendered
+
+
+def test_a_template_cache_that_cannot_be_written_still_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiled templates are cached on disk; a full or read-only disk must not cost a reply."""
+    import tempfile
+
+    from bot.messages import render as render_module
+
+    def full_disk(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    render_module.environment.cache_clear()
+    monkeypatch.setattr(render_module, "_bytecode_cache", lambda: render_module._BestEffortBytecodeCache(directory=str(TEMPLATES)))
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", full_disk)
+    try:
+        message = render("error", {"message": "Nothing saved.", "hint": "", "error_id": None})
+        assert "Nothing saved." in json.dumps(message.payload())
+    finally:
+        render_module.environment.cache_clear()
