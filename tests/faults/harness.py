@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -231,9 +232,22 @@ class Lab:
         assert proc.process.poll() is None, proc.output()[-3000:]
         return proc
 
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
+    def stop(self, *, grace: float = 3.0) -> None:
+        """At the end of a test: SIGTERM every process at once, SIGKILL what is left after `grace`
+        seconds (a worker in a warm shutdown waits for its running job; the test is over)."""
+        running = [proc for proc in self.procs if proc.process.poll() is None]
+        for proc in running:
+            try:
+                os.killpg(proc.process.pid, signal.SIGCONT)
+                proc.process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        for proc in running:
+            try:
+                proc.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.output()[-4000:]}" for p in self.procs)
