@@ -7,9 +7,10 @@ under LABMATE_REQUIRE_SERVICES=1 (set by .ci/run), where they fail instead.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -129,28 +130,51 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     reset_process_state()
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A directory built once per test run and shared by every pytest process (xdist's file-lock
+    pattern): the first process to take the lock builds it, the others wait for it. For templates
+    that tests copy or only read: an MLflow schema or a registered model costs seconds to make, and
+    each of the three pytest processes made its own."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above each process's own
+    shared = root / "built-once"
+    shared.mkdir(exist_ok=True)
+    target, done = shared / name, shared / f"{name}.done"
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            build(target)
+            done.touch()
+    return target
+
+
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite knowledge base at head, migrated once per session: Alembic takes about a second per
-    fresh database on a 2-core machine, and hundreds of tests each want one."""
-    from sqlalchemy import create_engine
+    """A SQLite knowledge base at head, migrated once per run: Alembic takes about a second per fresh
+    database on a 2-core machine, and hundreds of tests each want one."""
 
-    from models.db import upgrade
+    def build(folder: Path) -> None:
+        from sqlalchemy import create_engine
 
-    path = tmp_path_factory.mktemp("kb-template") / "labmate.db"
-    upgrade(f"sqlite:///{path}")
-    engine = create_engine(f"sqlite:///{path}")
-    with engine.connect() as connection:
-        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    engine.dispose()
-    return path
+        from models.db import upgrade
+
+        upgrade(f"sqlite:///{folder / 'labmate.db'}")
+        engine = create_engine(f"sqlite:///{folder / 'labmate.db'}")
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        engine.dispose()
+
+    return built_once(tmp_path_factory, "kb-template", build) / "labmate.db"
 
 
 @pytest.fixture
 def migrated(lab_home: Path, migrated_template: Path) -> str:
     """The test's SQLite knowledge base, at head (a copy of the session's template); returns its URL."""
-    import shutil
-
     from labmate.bootstrap import prepare
     from labmate.settings import get_settings
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from labmate.settings import reset_settings
+from tests.conftest import built_once
 
 BASE_MS = 1_795_000_000_000  # 2026-11-18
 HOUR = 3_600_000
@@ -69,11 +70,13 @@ def add_run(
 @pytest.fixture(scope="session")
 def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MLflow's schema takes seconds to create; tests copy this empty store instead."""
-    from mlflow import MlflowClient
 
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
+    def build(folder: Path) -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+
+    return built_once(tmp_path_factory, "mlflow-template", build) / "mlflow.db"
 
 
 @pytest.fixture

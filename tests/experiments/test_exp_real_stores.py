@@ -16,6 +16,7 @@ import pytest
 from bot.messages.render import render
 from labmate.errors import LabmateError
 from labmate.settings import reset_settings
+from tests.conftest import built_once
 from tests.experiments.conftest import Store
 
 WINE = "/Users/dana@example.com/wine quality"
@@ -34,27 +35,29 @@ def _blocks(template: str, context: dict) -> str:
 @pytest.fixture(scope="session")
 def grid_search_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MLflow's sklearn autolog on a real GridSearchCV (ElasticNet on the wine data): one parent run
-    `grid` with six child runs, each child's metrics logged once (step 0). Made once, copied per test."""
-    import mlflow
-    import mlflow.sklearn
-    from sklearn.datasets import load_wine
-    from sklearn.linear_model import ElasticNet
-    from sklearn.model_selection import GridSearchCV
+    `grid` with six child runs, each child's metrics logged once (step 0). Made once per run, copied per test."""
 
-    path = tmp_path_factory.mktemp("grid-search") / "mlflow.db"
-    from tasks.mlflow_io import process_uris
+    def build(folder: Path) -> None:
+        import mlflow
+        import mlflow.sklearn
+        from sklearn.datasets import load_wine
+        from sklearn.linear_model import ElasticNet
+        from sklearn.model_selection import GridSearchCV
 
-    with process_uris(f"sqlite:///{path}"):
-        mlflow.set_experiment(WINE)
-        mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True, max_tuning_runs=10)
-        try:
-            features, target = load_wine(return_X_y=True)
-            search = GridSearchCV(ElasticNet(max_iter=2000), {"alpha": [0.01, 0.1, 1.0], "l1_ratio": [0.2, 0.8]}, cv=3)
-            with mlflow.start_run(run_name="grid"):
-                search.fit(features, target)
-        finally:
-            mlflow.sklearn.autolog(disable=True)
-    return path
+        from tasks.mlflow_io import process_uris
+
+        with process_uris(f"sqlite:///{folder / 'mlflow.db'}"):
+            mlflow.set_experiment(WINE)
+            mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True, max_tuning_runs=10)
+            try:
+                features, target = load_wine(return_X_y=True)
+                search = GridSearchCV(ElasticNet(max_iter=2000), {"alpha": [0.01, 0.1, 1.0], "l1_ratio": [0.2, 0.8]}, cv=3)
+                with mlflow.start_run(run_name="grid"):
+                    search.fit(features, target)
+            finally:
+                mlflow.sklearn.autolog(disable=True)
+
+    return built_once(tmp_path_factory, "grid-search", build) / "mlflow.db"
 
 
 @pytest.fixture

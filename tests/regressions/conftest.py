@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from labmate.settings import reset_settings
+from tests.conftest import built_once
 
 ADMIN = "UADMIN"
 PROMOTER = "UPROMOTER"
@@ -71,25 +72,27 @@ def write_toml(path: Path, extra: str = "") -> None:
 @pytest.fixture(scope="session")
 def shop_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow store with `shop` v1 (@production), v2 (@candidate) and v3 (@slow: v2 taking 50 ms a reply),
-    built once per session."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    built once per run (tests copy its mlflow.db; its artifacts are only read)."""
 
-    from tasks.mlflow_io import process_uris
+    def build(root: Path) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
 
-    root = tmp_path_factory.mktemp("shop-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(uri, uri)
-    experiment = client.create_experiment("shop", artifact_location=str(root / "artifacts"))
-    client.create_registered_model("shop")
-    with process_uris(uri):
-        for alias, config in (("production", {"version": 1}), ("candidate", {"version": 2}),
-                              ("slow", {"version": 2, "sleep": 0.05})):
-            with mlflow.start_run(experiment_id=experiment):
-                info = mlflow.pyfunc.log_model(name="model", python_model=str(HERE / "shop_model.py"), model_config=config)
-            made = client.create_model_version("shop", info.model_uri, run_id=info.run_id)
-            client.set_registered_model_alias("shop", alias, made.version)
-    return root
+        from tasks.mlflow_io import process_uris
+
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        client = MlflowClient(uri, uri)
+        experiment = client.create_experiment("shop", artifact_location=str(root / "artifacts"))
+        client.create_registered_model("shop")
+        with process_uris(uri):
+            for alias, config in (("production", {"version": 1}), ("candidate", {"version": 2}),
+                                  ("slow", {"version": 2, "sleep": 0.05})):
+                with mlflow.start_run(experiment_id=experiment):
+                    info = mlflow.pyfunc.log_model(name="model", python_model=str(HERE / "shop_model.py"), model_config=config)
+                made = client.create_model_version("shop", info.model_uri, run_id=info.run_id)
+                client.set_registered_model_alias("shop", alias, made.version)
+
+    return built_once(tmp_path_factory, "shop-store", build)
 
 
 @pytest.fixture
