@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,7 @@ class Lab:
     env: dict[str, str]
     procs: list[Proc] = field(default_factory=list)
     port: int = 0
+    _pending: list[Callable[[], None]] | None = field(default=None, repr=False)
 
     def spawn(self, name: str, *args: str, **extra_env: str) -> Proc:
         log = self.home / f"{name}-{len(self.procs)}.log"
@@ -213,23 +215,39 @@ class Lab:
 
     def worker(self, *, concurrency: int = 1, queues: str = "default,launch,regress") -> Proc:
         proc = self.spawn("worker", "worker", "--concurrency", str(concurrency), "--queues", queues, "--loglevel", "INFO")
-        wait_until(
-            lambda: "labmate worker ready" in proc.output() or proc.process.poll() is not None, timeout=60, what="the worker"
-        )
-        assert proc.process.poll() is None, proc.output()[-3000:]
-        return proc
+        return self._ready(proc, lambda: "labmate worker ready" in proc.output(), "the worker")
 
     def beat(self) -> Proc:
         proc = self.spawn("beat", "beat", "--loglevel", "INFO")
-        wait_until(lambda: "Configuration ->" in proc.output() or proc.process.poll() is not None, timeout=60, what="beat")
-        assert proc.process.poll() is None, proc.output()[-3000:]
-        return proc
+        return self._ready(proc, lambda: "Configuration ->" in proc.output(), "beat")
 
     def serve(self, *, threads: int = 8) -> Proc:
         self.port = free_port()
-        proc = self.spawn("serve", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--threads", str(threads))
-        wait_until(lambda: healthy(self.port) or proc.process.poll() is not None, timeout=60, what="labmate serve")
-        assert proc.process.poll() is None, proc.output()[-3000:]
+        port = self.port
+        proc = self.spawn("serve", "serve", "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads))
+        return self._ready(proc, lambda: healthy(port), "labmate serve")
+
+    @contextmanager
+    def starting(self) -> Iterator[None]:
+        """Processes started in this block start together; the block ends when all of them are ready
+        (each takes seconds to import and connect, and none needs another to start)."""
+        self._pending = []
+        try:
+            yield
+        finally:
+            pending, self._pending = self._pending, None
+        for wait in pending:
+            wait()
+
+    def _ready(self, proc: Proc, check: Callable[[], bool], what: str) -> Proc:
+        def wait() -> None:
+            wait_until(lambda: check() or proc.process.poll() is not None, timeout=60, what=what)
+            assert proc.process.poll() is None, proc.output()[-3000:]
+
+        if self._pending is None:
+            wait()
+        else:
+            self._pending.append(wait)
         return proc
 
     def stop(self, *, grace: float = 3.0) -> None:

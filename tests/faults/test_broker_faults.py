@@ -47,8 +47,9 @@ def test_a_decision_during_an_outage_is_stored_and_its_link_check_runs_after(dep
     assert (job.task, job.state, job.enqueued_at) == ("labmate.decisions.check_links", "queued", None)
 
     deployment.redis_proxy.start()
-    deployment.lab.worker()
-    deployment.lab.beat()
+    with deployment.lab.starting():
+        deployment.lab.worker()
+        deployment.lab.beat()
     wait_until(
         lambda: deployment.lab.fake.posted(channel), timeout=60, what="the link check's reply after the outage"
     )

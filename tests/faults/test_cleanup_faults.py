@@ -70,9 +70,10 @@ def label_of(setup: Any, owner: str) -> str:
 
 def test_a_worker_killed_while_deleting_deletes_each_run_once(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
     setup = deploy(make_lab, tmp_path, empty_mlflow_db)
-    setup.lab.serve()
-    worker = setup.lab.worker(queues="default")
-    setup.lab.beat()
+    with setup.lab.starting():
+        setup.lab.serve()
+        worker = setup.lab.worker(queues="default")
+        setup.lab.beat()
     client = slack(setup)
     client.command("cleanup sales-agent", user="U0ALICE", channel="C0LAB")
     wait_until(lambda: proposal_texts(setup, "U0ALICE"), timeout=90, what="alice's proposal")
@@ -109,8 +110,9 @@ def test_a_worker_killed_while_deleting_deletes_each_run_once(make_lab, tmp_path
 
 def test_slack_429_on_the_proposal_posts_it_once(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
     setup = deploy(make_lab, tmp_path, empty_mlflow_db)
-    setup.lab.serve()
-    setup.lab.worker(queues="default")
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker(queues="default")
     setup.lab.fake.rate_limit("chat.postMessage", 4)
     slack(setup).command("cleanup sales-agent", user="U0ALICE", channel="C0LAB")
     wait_until(lambda: proposal_texts(setup, "U0ALICE"), timeout=90, what="alice's proposal after the 429s")

@@ -36,8 +36,9 @@ def test_refused_connections_say_nothing_was_saved_and_nothing_is(make_lab) -> N
 
 def test_a_job_whose_database_is_down_retries_and_answers_when_it_is_back(make_lab) -> None:
     setup = make_lab(postgres=True, proxy_db=True)
-    setup.lab.serve()
-    setup.lab.worker()
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker()
     channel = unique("C")
     setup.db_proxy.stop()
     answer = _slack(setup).command("summary no-such-experiment", user="U0ALICE", channel=channel)
@@ -55,8 +56,9 @@ def test_a_job_whose_database_is_down_retries_and_answers_when_it_is_back(make_l
 
 def test_a_job_gives_up_telling_the_user_when_the_database_stays_down(make_lab) -> None:
     setup = make_lab(postgres=True, proxy_db=True, LABMATE_DELIVERY_RETRIES="2")
-    setup.lab.serve()
-    setup.lab.worker()
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker()
     channel = unique("C")
     setup.db_proxy.stop()
     _slack(setup).command("summary no-such-experiment", user="U0ALICE", channel=channel)

@@ -41,8 +41,9 @@ def _settled(setup, channel: str, *, wait: float = 60.0) -> list:
 @pytest.fixture
 def deployment(make_lab):
     setup = make_lab()
-    setup.lab.serve()
-    setup.lab.worker()
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker()
     return setup
 
 
@@ -83,8 +84,9 @@ def test_a_slack_slower_than_the_client_timeout_gets_the_reply_once(deployment) 
 
 def test_a_reply_slack_keeps_refusing_ends_undelivered_with_the_reason(make_lab) -> None:
     setup = make_lab(LABMATE_DELIVERY_RETRIES="2")
-    setup.lab.serve()
-    setup.lab.worker()
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker()
     channel = unique("C")
     setup.lab.fake.fail("chat.postMessage", 100, status=500)
     _ask(setup, channel)
@@ -99,9 +101,10 @@ def test_a_worker_killed_while_slack_holds_its_post_posts_once_after_redelivery(
     """The post reached Slack, the worker died before hearing back: the replacement worker (the
     reaper re-sends the job when its heartbeat stops) finds the message and doesn't post again."""
     setup = make_lab()
-    setup.lab.serve()
-    worker = setup.lab.worker()
-    setup.lab.beat()
+    with setup.lab.starting():
+        setup.lab.serve()
+        worker = setup.lab.worker()
+        setup.lab.beat()
     channel = unique("C")
     setup.lab.fake.stall("chat.postMessage", 30)
     _ask(setup, channel)
@@ -119,9 +122,10 @@ def test_a_whole_worker_killed_mid_job_is_picked_up_within_a_minute(make_lab) ->
     """The job's message would wait in Redis for the visibility timeout (an hour); the reaper notices
     the stopped heartbeat and a restarted worker answers."""
     setup = make_lab()
-    setup.lab.serve()
-    worker = setup.lab.worker()
-    setup.lab.beat()
+    with setup.lab.starting():
+        setup.lab.serve()
+        worker = setup.lab.worker()
+        setup.lab.beat()
     channel = unique("C")
     setup.lab.fake.stall("chat.postMessage", 30, carried_out=False)  # Slack never got it
     _ask(setup, channel)

@@ -84,10 +84,11 @@ def alive(pid: int) -> bool:
 
 def test_a_launch_worker_killed_mid_run_ends_the_launch_failed(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
     setup = deploy(make_lab, tmp_path, empty_mlflow_db)
-    setup.lab.serve()
-    launcher = setup.lab.worker(queues="launch")
-    setup.lab.worker(queues="default")
-    setup.lab.beat()
+    with setup.lab.starting():
+        setup.lab.serve()
+        launcher = setup.lab.worker(queues="launch")
+        setup.lab.worker(queues="default")
+        setup.lab.beat()
     channel = unique("C")
     answer = slack(setup).command("run quick epochs=500 sleep=0.2", user="U0ALICE", channel=channel)
     assert "*L1* queued" in answer.body
@@ -115,9 +116,10 @@ def test_a_launch_worker_killed_mid_run_ends_the_launch_failed(make_lab, tmp_pat
 
 def test_slack_429s_on_card_edits_delay_the_card_not_the_run(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
     setup = deploy(make_lab, tmp_path, empty_mlflow_db)
-    setup.lab.serve()
-    setup.lab.worker(queues="launch")
-    setup.lab.worker(queues="default")
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker(queues="launch")
+        setup.lab.worker(queues="default")
     channel = unique("C")
     setup.lab.fake.rate_limit("chat.update", 12)
     answer = slack(setup).command("run quick epochs=8 sleep=0.5", user="U0ALICE", channel=channel)
@@ -156,9 +158,10 @@ def test_a_launch_while_the_broker_is_down_is_stored_whole_and_runs_when_it_is_b
     assert setup.lab.fake.posted(channel) == []
 
     setup.redis_proxy.start()
-    setup.lab.worker(queues="launch")
-    setup.lab.worker(queues="default")
-    setup.lab.beat()
+    with setup.lab.starting():
+        setup.lab.worker(queues="launch")
+        setup.lab.worker(queues="default")
+        setup.lab.beat()
     wait_until(lambda: any(": *finished*" in t for t in card_texts(setup, channel)), timeout=120, what="the run after the outage")
     assert launch_row(setup).attempts == 1
     assert [c for c in setup.lab.fake.calls("chat.postMessage") if c.params.get("channel") == channel and c.ok].__len__() == 1
@@ -167,9 +170,10 @@ def test_a_launch_while_the_broker_is_down_is_stored_whole_and_runs_when_it_is_b
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_racing_cancels_end_the_launch_once_and_everything_agrees(make_lab, tmp_path, empty_mlflow_db, database) -> None:  # noqa: F811
     setup = deploy(make_lab, tmp_path, empty_mlflow_db, postgres=database == "postgres")
-    setup.lab.serve(threads=8)
-    setup.lab.worker(queues="launch", concurrency=2)
-    setup.lab.worker(queues="default", concurrency=2)
+    with setup.lab.starting():
+        setup.lab.serve(threads=8)
+        setup.lab.worker(queues="launch", concurrency=2)
+        setup.lab.worker(queues="default", concurrency=2)
     channel = unique("C")
     client = slack(setup)
     client.command("run quick epochs=500 sleep=0.2", user="U0ALICE", channel=channel)
@@ -211,10 +215,11 @@ def test_a_frozen_launch_worker_is_given_up_and_stops_its_run_when_it_wakes(make
     """SIGSTOP, not SIGKILL: the heartbeat stops, the reaper fails the launch; when the worker wakes up, its
     supervisor finds the launch ended and stops the training process instead of finishing it."""
     setup = deploy(make_lab, tmp_path, empty_mlflow_db)
-    setup.lab.serve()
-    launcher = setup.lab.worker(queues="launch")
-    setup.lab.worker(queues="default")
-    setup.lab.beat()
+    with setup.lab.starting():
+        setup.lab.serve()
+        launcher = setup.lab.worker(queues="launch")
+        setup.lab.worker(queues="default")
+        setup.lab.beat()
     channel = unique("C")
     slack(setup).command("run quick epochs=500 sleep=0.2", user="U0ALICE", channel=channel)
     wait_until(lambda: (row := launch_row(setup)) and row.step, timeout=120, what="the run's first step")

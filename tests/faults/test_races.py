@@ -16,8 +16,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def deployment(make_lab, request):
     setup = make_lab(postgres=request.param == "postgres")
-    setup.lab.serve(threads=8)
-    setup.lab.worker(concurrency=2)
+    with setup.lab.starting():
+        setup.lab.serve(threads=8)
+        setup.lab.worker(concurrency=2)
     return setup
 
 

@@ -99,11 +99,12 @@ def test_a_regress_worker_killed_mid_run_has_its_chunk_run_again_and_the_run_com
     make_lab: Any, shop_store: Path  # noqa: F811
 ) -> None:
     setup = deploy(make_lab, shop_store)
-    setup.lab.serve()
-    doomed = setup.lab.worker(queues="regress", concurrency=1)
-    setup.lab.worker(queues="regress", concurrency=1)
-    setup.lab.worker(queues="default")
-    setup.lab.beat()
+    with setup.lab.starting():
+        setup.lab.serve()
+        doomed = setup.lab.worker(queues="regress", concurrency=1)
+        setup.lab.worker(queues="regress", concurrency=1)
+        setup.lab.worker(queues="default")
+        setup.lab.beat()
     channel = unique("C")
     answer = slack(setup).command("regress many candidate:models:/shop@slow workers:2", user="U0ALICE", channel=channel)
     assert "*R1* queued" in answer.body
@@ -135,9 +136,10 @@ def running_on(setup: Any, pid: int) -> bool:
 
 def test_slack_429s_on_card_edits_delay_the_card_not_the_run(make_lab: Any, shop_store: Path) -> None:  # noqa: F811
     setup = deploy(make_lab, shop_store)
-    setup.lab.serve()
-    setup.lab.worker(queues="regress", concurrency=2)
-    setup.lab.worker(queues="default")
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker(queues="regress", concurrency=2)
+        setup.lab.worker(queues="default")
     channel = unique("C")
     setup.lab.fake.rate_limit("chat.update", 6)
     answer = slack(setup).command("regress many candidate:models:/shop@slow workers:2", user="U0ALICE", channel=channel)

@@ -86,8 +86,9 @@ def test_slack_429s_during_notices_post_each_notice_once(make_lab, tmp_path, emp
     setup, client, experiment_id, channel = deploy(make_lab, tmp_path, empty_mlflow_db)
     setup.lab.fake.rate_limit("chat.postMessage", 6, where=lambda params: params.get("channel") == channel)
     runs = [_end_run(client, experiment_id, f"r{i}", f1=0.6 + i / 100) for i in range(3)]
-    setup.lab.worker()
-    setup.lab.beat()
+    with setup.lab.starting():
+        setup.lab.worker()
+        setup.lab.beat()
     wait_until(lambda: all(about(posts(setup, channel), r) for r in runs), timeout=90, what="the three notices")
     wait_until(lambda: any("New best in sales-agent" in t for t in posts(setup, channel)), timeout=30, what="the best")
     time.sleep(4)  # four more polls
@@ -143,8 +144,9 @@ def test_mlflow_unreachable_during_polls_is_logged_and_caught_up_later(make_lab,
     (setup.lab.home / "labmate.toml").write_text(_toml())
     channel = unique("C")
     _watch(setup.db_url, served, experiment_id, channel)
-    worker = setup.lab.worker()
-    setup.lab.beat()
+    with setup.lab.starting():
+        worker = setup.lab.worker()
+        setup.lab.beat()
     wait_until(lambda: "watch poll: done" in worker.output(), timeout=60, what="a first poll")
     proxy.stop()  # MLflow's database is down
     while_down = _end_run(client, experiment_id, "while-down", f1=0.9)
