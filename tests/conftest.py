@@ -53,9 +53,11 @@ def pytest_configure(config: pytest.Config) -> None:
         compileall.compile_dir(root / package, quiet=2)
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` starts three pytest processes per two cores. Half the suite's time is spent waiting on
-    the real processes its tests start (workers, served apps, Slack stalls, reapers), not computing."""
+    """`-n auto` starts three pytest processes per two cores: the tests spend about 40% of their time
+    waiting on the real processes they start (workers, served apps, Slack stalls, reapers), not
+    computing (docs/performance.md)."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
     return max(2, len(os.sched_getaffinity(0)) * 3 // 2)
