@@ -109,7 +109,19 @@ def test_a_regress_worker_killed_mid_run_has_its_chunk_run_again_and_the_run_com
     answer = slack(setup).command("regress many candidate:models:/shop@slow workers:2", user="U0ALICE", channel=channel)
     assert "*R1* queued" in answer.body
     wait_until(lambda: (row := run_row(setup)) and row.done > 0, timeout=120, what="the first chunk")
-    wait_until(lambda: running_on(setup, doomed.process.pid), timeout=60, what="the doomed worker to run a chunk")
+
+    def frozen_mid_chunk() -> bool:
+        """Seen running a chunk, then frozen and seen again: a chunk that ended between the look and the
+        SIGKILL would need no rescue (this raced on a busy machine). Frozen, it can't end."""
+        if not running_on(setup, doomed.process.pid):
+            return False
+        doomed.pause()
+        if running_on(setup, doomed.process.pid):
+            return True
+        doomed.resume()
+        return False
+
+    wait_until(frozen_mid_chunk, timeout=60, what="the doomed worker frozen while it runs a chunk")
     doomed.kill()
     ended = wait_until(lambda: (row := run_row(setup)).status in ("passed", "failed", "error") and row,
                        timeout=120, what="the run to end")
