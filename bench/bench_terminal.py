@@ -25,7 +25,7 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 PY = shlex.quote(sys.executable)
 LABMATE = shlex.quote(str(BIN / "labmate"))
-FLOOR_KB = "import typer, rich.console, pydantic_settings, sqlalchemy.orm, jinja2"
+FLOOR_KB = "import typer, rich.console, msgspec, sqlalchemy.orm, jinja2"
 FLOOR_SLACK = "import slack_bolt, sqlalchemy.orm"
 # What any answer from the embedded MLflow store costs MLflow itself: its import, then opening the
 # SQLite store (its SQLAlchemy store module and mapper configuration) for one lookup.

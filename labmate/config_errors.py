@@ -4,9 +4,9 @@ and what was expected, instead of a traceback."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
@@ -28,7 +28,7 @@ def _dotted(raw: str) -> list[str]:
 
 
 def toml_line(path: Path, loc: tuple[Any, ...]) -> int | None:
-    """The line of `path` where the value at pydantic location `loc` is written (tables and dotted keys)."""
+    """The line of `path` where the value at location `loc` is written (tables and dotted keys)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -50,32 +50,113 @@ def toml_line(path: Path, loc: tuple[Any, ...]) -> int | None:
     return None
 
 
-def _expected(error: dict[str, Any]) -> str:
-    message = str(error.get("msg", "invalid value"))
-    message = re.sub(r"^Input should be ", "expected ", message)
-    value = error.get("input")
-    if isinstance(value, (str, int, float, bool)) and not isinstance(value, dict):
-        message += f", got {value!r}"
+_AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<where>[^`]*)`)?$", re.S)
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_KINDS = {"array": "a list", "object": "a table", "float": "a number", "int": "an integer", "str": "text",
+          "bool": "true or false", "null": "nothing"}
+_KIND = re.compile(r"`(\w+)`")
+_ANY_KEY = "..."
+
+
+def _kind(found: re.Match[str]) -> str:
+    return _KINDS.get(found.group(1), found.group(1))
+
+
+def _steps(where: str) -> list[str | int]:
+    return [name if name else (_ANY_KEY if index == _ANY_KEY else int(index))
+            for name, index in _STEP.findall(where)]
+
+
+def _unwrap(kind: Any) -> Any:
+    """The type under `Annotated[...]` and `X | None`."""
+    from typing import Annotated, Union, get_args, get_origin
+
+    while True:
+        origin = get_origin(kind)
+        if origin is Annotated:
+            kind = get_args(kind)[0]
+        elif origin in (Union, UnionType):
+            members = [m for m in get_args(kind) if m is not type(None)]
+            kind = next((m for m in members if hasattr(m, "__struct_fields__")), members[0])
+        else:
+            return kind
+
+
+def _child(kind: Any, step: str | int) -> Any:
+    from typing import get_args, get_type_hints
+
+    kind = _unwrap(kind)
+    if hasattr(kind, "__struct_fields__"):
+        return get_type_hints(kind, include_extras=True).get(str(step), Any)
+    arguments = get_args(kind)
+    return arguments[-1] if arguments else Any
+
+
+def _resolve(steps: list[str | int], root: type, table: Any) -> tuple[list[str | int], Any, Any]:
+    """The location with each unnamed dict key (msgspec says `[...]`) replaced by the key whose value
+    fails on its own; the type and the value found there."""
+    from msgspec import ValidationError, convert
+
+    from labmate.settings import _decoded
+
+    kind, value, resolved = root, table, []
+    for step in steps:
+        child = _child(kind, step)
+        if step == _ANY_KEY and isinstance(value, dict):
+            for key, item in value.items():
+                try:
+                    convert(item, child, strict=False, dec_hook=_decoded)
+                except (ValidationError, NotImplementedError, TypeError):
+                    step = key
+                    break
+        resolved.append(step)
+        kind = child
+        if isinstance(value, dict):
+            value = value.get(step)
+        elif isinstance(value, list) and isinstance(step, int) and step < len(value):
+            value = value[step]
+        else:
+            value = None
+    return resolved, kind, value
+
+
+def _expected(reason: str, kind: Any, value: Any) -> str:
+    """msgspec's reason as the user's words: what would have worked, and what was there."""
+    from typing import Literal, get_args, get_origin
+
+    kind = _unwrap(kind)
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
+    if unknown and hasattr(kind, "__struct_fields__"):
+        return f"unknown key {unknown.group(1)!r}; the keys are {', '.join(kind.__struct_fields__)}"
+    missing = re.match(r"Object missing required field `([^`]+)`", reason)
+    if missing:
+        return f"missing {missing.group(1)!r}"
+    if reason.startswith("Invalid enum value") and get_origin(kind) is Literal:
+        message = "expected one of " + ", ".join(repr(choice) for choice in get_args(kind))
+    elif reason.startswith("Expected "):
+        message = "expected " + _KIND.sub(_kind, reason.removeprefix("Expected ")).replace("matching regex", "matching")
+    else:
+        return reason
+    if isinstance(value, (str, int, float, bool)) and not message.endswith(f"got {type(value).__name__}"):
+        message = re.sub(r", got [a-z ]+$", "", message) + f", got {value!r}"
     return message
 
 
-def validation_message(exc: Any, path: Path) -> str:
-    """The first wrong value: `labmate.toml:2: access.admins: expected a valid list, got 'U1'`."""
+def validation_message(error: str, table: dict[str, Any], path: Path, env_names: dict[str, str],
+                       from_env: set[str]) -> str:
+    """msgspec's `Expected `array`, got `str` - at `$.access.admins`` as
+    `labmate.toml:3: access.admins: expected a list, got 'U1'`, or the environment variable's name
+    when the value came from there."""
     from labmate.settings import Settings
 
-    error = exc.errors()[0]
-    loc = tuple(error.get("loc", ()))
-    env_names: list[str] = []
-    for name, field in Settings.model_fields.items():
-        choices = [str(c) for c in getattr(field.validation_alias, "choices", [])]
-        if loc and (str(loc[0]) == name or str(loc[0]) in choices):
-            loc = (name, *loc[1:])  # pydantic reports the alias; the TOML key is the field's name
-            env_names = [c for c in choices if c.isupper()]
-            break
-    for name in env_names:
-        if name in os.environ:
-            return f"environment variable {name}: {_expected(error)}"
-    dotted = ".".join(str(part) for part in loc) or "settings"
-    line = toml_line(path, loc) if path.is_file() else None
-    where = f"{path}:{line}" if line else str(path)
-    return f"{where}: {dotted}: {_expected(error)}"
+    found = _AT.match(error)
+    reason, where = (found.group("reason"), found.group("where") or "") if found else (error, "")
+    loc, kind, value = _resolve(_steps(where), Settings, table)
+    expected = _expected(reason, kind, value)
+    if loc and loc[0] in from_env:
+        return f"environment variable {env_names[str(loc[0])]}: {expected}"
+    if not loc:
+        return f"{path}: {expected}"
+    dotted = ".".join(str(part) for part in loc)
+    line = toml_line(path, tuple(loc)) if path.is_file() else None
+    return f"{path}:{line}: {dotted}: {expected}" if line else f"{path}: {dotted}: {expected}"

@@ -73,18 +73,18 @@ def doctor(
 
 def settings_in_effect() -> list[tuple[str, str, str]]:
     """(name, value as shown, source) for every setting; secrets show only whether they are set."""
-    from pydantic import SecretStr
+    from msgspec import Struct, to_builtins
 
     from labmate.checks import masked_url
-    from labmate.settings import Settings, _config_path, get_settings
+    from labmate.settings import SecretStr, Settings, _config_path, env_names, get_settings
 
     settings = get_settings()
     path = _config_path()
     toml = _toml_keys(path)
     rows = []
-    for name, field in Settings.model_fields.items():
-        choices = [str(c) for c in getattr(field.validation_alias, "choices", [])]
-        env = next((c for c in choices if c.isupper() and c in os.environ), None)
+    envs = env_names()
+    for name in Settings.__struct_fields__:
+        env = envs[name] if name in envs and envs[name] in os.environ else None
         value: Any = getattr(settings, name)
         if env:
             source = f"environment ({env})"
@@ -102,8 +102,8 @@ def settings_in_effect() -> list[tuple[str, str, str]]:
             shown = masked_url(str(value))
         elif value in ("", {}, []):
             shown = "not set"
-        elif hasattr(value, "model_dump"):
-            shown = str(value.model_dump())
+        elif isinstance(value, (Struct, dict)):
+            shown = str(to_builtins(value))
         else:
             shown = str(value)
         rows.append((name, shown, source))

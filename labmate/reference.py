@@ -14,10 +14,12 @@ SETTINGS = ("<!-- settings:start -->", "<!-- settings:end -->")
 
 
 def commands_markdown() -> str:
+    from msgspec.structs import fields
+
     from bot.grammar import VERBS
     from labmate.settings import Settings
 
-    command = Settings.model_fields["command"].default
+    command = next(field.default for field in fields(Settings) if field.name == "command")
     lines = ["| command | what it does | example |", "|---|---|---|"]
     for verb in VERBS:
         usage = f"`{command} {verb.usage}`".replace("|", "\\|")

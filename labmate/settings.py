@@ -2,27 +2,31 @@
 
 Read once per process through `get_settings()`; tests call `reset_settings()` after changing
 the environment.
+
+The schema is msgspec structs, not pydantic: every process reads the settings before anything
+else, the Slack-facing one on every deploy and crash, and pydantic with pydantic-settings cost it
+about 100 ms of imports and model building (a quarter of `import slack_bolt, sqlalchemy.orm`);
+msgspec validates the same types and constraints in a few milliseconds. Each setting's
+environment variable, description and shown default live in its `Annotated` metadata, which the
+README's reference, `labmate doctor` and the one-line configuration errors read.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from msgspec import Meta, Struct, ValidationError, convert, field
 
 EMBEDDED_BROKER = "memory://"
 URL_FIELDS = ("database_url", "broker_url", "result_backend", "mlflow_tracking_uri", "mlflow_ui_url", "slack_api_url")
 _USERINFO = re.compile(r"^(?P<scheme>[\w+.-]+://)(?P<user>[^:/@]*):(?P<password>[^@/]*)@")
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
 
 
 def mask_url(url: str) -> str:
@@ -30,95 +34,133 @@ def mask_url(url: str) -> str:
     return _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", url)
 
 
-def _env(name: str) -> AliasChoices:
-    return AliasChoices(name, name.lower().removeprefix("labmate_"))
+def about(description: str, *, env: str = "", shown_default: str = "", **constraints: Any) -> Meta:
+    """A setting's metadata: what it means, the environment variable that sets it, constraints."""
+    extra = {key: value for key, value in (("env", env), ("shown_default", shown_default)) if value}
+    return Meta(description=description, extra=extra or None, **constraints)
 
 
-class AccessRules(BaseModel):
+class SecretStr:
+    """A token or secret: its value only through `get_secret_value()`, never in a repr or a dump."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "SecretStr('**********')" if self._value else "SecretStr('')"
+
+    def __str__(self) -> str:
+        return "**********" if self._value else ""
+
+
+class AccessRules(Struct):
     """Who may use what. Entries are Slack user ids (U…/W…), user group ids (S…) or channel ids (C…/G…/D…)."""
 
-    admins: list[str] = Field(default_factory=list, description="Users allowed every verb, including admin-only ones.")
-    verbs: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="Per verb, who may use it. A verb listed here is limited to these entries and the admins.",
-    )
+    admins: Annotated[list[str], about("Users allowed every verb, including admin-only ones.")] = []
+    verbs: Annotated[
+        dict[str, list[str]],
+        about("Per verb, who may use it. A verb listed here is limited to these entries and the admins."),
+    ] = {}
 
 
-class TerminalIdentity(BaseModel):
+class TerminalIdentity(Struct):
     """Who a terminal user is. By default the operating-system user, under their own login name."""
 
-    users: dict[str, str] = Field(
-        default_factory=dict,
-        description="Operating-system user -> the Slack user id they act as (so their terminal "
-        "commands meet the same access rules and decisions as in Slack).",
-    )
-    allow_acting_as: list[str] = Field(
-        default_factory=list,
-        description="Operating-system users who may run commands as someone else (`labmate say --user`); "
-        "the audit row records both.",
-    )
+    users: Annotated[
+        dict[str, str],
+        about(
+            "Operating-system user -> the Slack user id they act as (so their terminal "
+            "commands meet the same access rules and decisions as in Slack)."
+        ),
+    ] = {}
+    allow_acting_as: Annotated[
+        list[str],
+        about(
+            "Operating-system users who may run commands as someone else (`labmate say --user`); "
+            "the audit row records both."
+        ),
+    ] = []
 
 
 ParameterType = Literal["float", "int", "string", "path", "uri"]
 
 
-class ParameterDeclaration(BaseModel):
+class ParameterDeclaration(Struct):
     """One parameter of an entry point, as an MLproject file declares it."""
 
-    type: ParameterType = Field("string", description="float, int, string, path or uri (MLflow's types).")
-    default: str | int | float | None = Field(None, description="Its default; none means the parameter is required.")
+    type: Annotated[ParameterType, about("float, int, string, path or uri (MLflow's types).")] = "string"
+    default: Annotated[
+        str | int | float | None, about("Its default; none means the parameter is required.")
+    ] = None
 
 
-class ProjectConfig(BaseModel):
+class ProjectConfig(Struct, kw_only=True):
     """One launchable MLflow Project (labmate.toml `[projects.<name>]`). Nothing else can be launched from chat."""
 
-    uri: str = Field(
-        description="Where the MLflow Project is: a local directory (relative to the working directory of the bot "
-        "and the workers) or a git URI (`https://…/repo.git`, `git@…`, with `#subdirectory` if needed), which "
-        "the worker that runs it fetches with MLflow Projects."
-    )
-    version: str | None = Field(None, description="For a git URI: the commit, branch or tag to run.")
-    entry_points: list[str] = Field(
-        default_factory=lambda: ["main"],
-        description="The entry points that may be launched; the first is the default.",
-        min_length=1,
-    )
-    experiment: str = Field(description="The MLflow experiment its runs log to (created if missing).")
-    launchers: list[str] = Field(
-        default_factory=lambda: ["*"],
-        description="Who may launch it: `*` for anyone, or Slack user ids (U…), user group ids (S…) and "
-        "channel ids (C…). Admins always may.",
-    )
-    max_sweep_size: int = Field(16, ge=1, description="The most runs one sweep may have.")
-    max_parallel_runs: int = Field(2, ge=1, description="The most runs of one sweep that run at once (`parallel:N`).")
-    time_limit: float = Field(
-        3600.0, gt=0, description="Seconds a run may take; then it is stopped and marked KILLED."
-    )
-    progress_param: str = Field(
-        "epochs", description="The parameter that says how many steps a run logs (the card's progress bar)."
-    )
-    on_worker_lost: Literal["fail", "retry"] = Field(
-        "fail",
-        description="When the worker running a launch dies: `fail` marks the launch and its MLflow run FAILED; "
-        "`retry` starts it again in a new MLflow run (up to 3 attempts).",
-    )
-    parameters: dict[str, dict[str, ParameterDeclaration]] = Field(
-        default_factory=dict,
-        description="Per entry point, its parameters. Needed for a git URI (the bot has no copy of the "
-        "MLproject to check values against); the worker checks they match the fetched MLproject. For a "
-        "local directory they are read from its MLproject.",
-    )
+    uri: Annotated[
+        str,
+        about(
+            "Where the MLflow Project is: a local directory (relative to the working directory of the bot "
+            "and the workers) or a git URI (`https://…/repo.git`, `git@…`, with `#subdirectory` if needed), which "
+            "the worker that runs it fetches with MLflow Projects."
+        ),
+    ]
+    version: Annotated[str | None, about("For a git URI: the commit, branch or tag to run.")] = None
+    entry_points: Annotated[
+        list[str], about("The entry points that may be launched; the first is the default.", min_length=1)
+    ] = field(default_factory=lambda: ["main"])
+    experiment: Annotated[str, about("The MLflow experiment its runs log to (created if missing).")]
+    launchers: Annotated[
+        list[str],
+        about(
+            "Who may launch it: `*` for anyone, or Slack user ids (U…), user group ids (S…) and "
+            "channel ids (C…). Admins always may."
+        ),
+    ] = field(default_factory=lambda: ["*"])
+    max_sweep_size: Annotated[int, about("The most runs one sweep may have.", ge=1)] = 16
+    max_parallel_runs: Annotated[
+        int, about("The most runs of one sweep that run at once (`parallel:N`).", ge=1)
+    ] = 2
+    time_limit: Annotated[
+        float, about("Seconds a run may take; then it is stopped and marked KILLED.", gt=0)
+    ] = 3600.0
+    progress_param: Annotated[
+        str, about("The parameter that says how many steps a run logs (the card's progress bar).")
+    ] = "epochs"
+    on_worker_lost: Annotated[
+        Literal["fail", "retry"],
+        about(
+            "When the worker running a launch dies: `fail` marks the launch and its MLflow run FAILED; "
+            "`retry` starts it again in a new MLflow run (up to 3 attempts)."
+        ),
+    ] = "fail"
+    parameters: Annotated[
+        dict[str, dict[str, ParameterDeclaration]],
+        about(
+            "Per entry point, its parameters. Needed for a git URI (the bot has no copy of the "
+            "MLproject to check values against); the worker checks they match the fetched MLproject. For a "
+            "local directory they are read from its MLproject."
+        ),
+    ] = {}
 
-    @field_validator("entry_points")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(value))
-
-    @model_validator(mode="after")
-    def _version_needs_git(self) -> ProjectConfig:
+    def __post_init__(self) -> None:
+        self.entry_points = list(dict.fromkeys(self.entry_points))
         if self.version is not None and not self.remote:
             raise ValueError("`version` is for a git URI; a local directory runs as it is")
-        return self
 
     @property
     def remote(self) -> bool:
@@ -131,107 +173,144 @@ class ProjectConfig(BaseModel):
         return (path / subdirectory if subdirectory else path).resolve()
 
 
-class RegressSuiteRules(BaseModel):
+class RegressSuiteRules(Struct, forbid_unknown_fields=True):
     """What a suite may run against from chat (labmate.toml `[regress.suites.<name>]`)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    allow_callables: bool = Field(
-        False, description="Targets may be Python callables (`package.module:function`) for this suite."
-    )
-    allow_http: bool = Field(
-        False, description="Targets may be HTTP endpoints for this suite (the worker calls the address named in chat)."
-    )
+    allow_callables: Annotated[
+        bool, about("Targets may be Python callables (`package.module:function`) for this suite.")
+    ] = False
+    allow_http: Annotated[
+        bool, about("Targets may be HTTP endpoints for this suite (the worker calls the address named in chat).")
+    ] = False
 
 
-class RegressConfig(BaseModel):
+class RegressConfig(Struct, forbid_unknown_fields=True):
     """Regression runs from chat (labmate.toml `[regress]`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    folders: Annotated[
+        list[str],
+        about(
+            "Folders whose suite files may be run from chat (relative to the working directory); "
+            "nothing outside them can be.",
+            min_length=1,
+        ),
+    ] = field(default_factory=lambda: ["conversations"])
+    workers: Annotated[
+        int, about("How many worker processes a run is split for when `workers:` isn't given.", ge=1)
+    ] = 2
+    max_workers: Annotated[int, about("The most `workers:` a run may ask for.", ge=1)] = 8
+    promoters: Annotated[
+        list[str],
+        about("Who may press Promote (user, group or channel ids); admins always may. Empty: admins only."),
+    ] = []
+    promote_alias: Annotated[
+        str, about("The registered model alias that Promote moves to the candidate.")
+    ] = "production"
+    suites: Annotated[
+        dict[str, RegressSuiteRules],
+        about("Per suite name, the target kinds allowed from chat besides MLflow models."),
+    ] = {}
 
-    folders: list[str] = Field(
-        default_factory=lambda: ["conversations"],
-        description="Folders whose suite files may be run from chat (relative to the working directory); "
-        "nothing outside them can be.",
-        min_length=1,
-    )
-    workers: int = Field(2, ge=1, description="How many worker processes a run is split for when `workers:` isn't given.")
-    max_workers: int = Field(8, ge=1, description="The most `workers:` a run may ask for.")
-    promoters: list[str] = Field(
-        default_factory=list,
-        description="Who may press Promote (user, group or channel ids); admins always may. Empty: admins only.",
-    )
-    promote_alias: str = Field("production", description="The registered model alias that Promote moves to the candidate.")
-    suites: dict[str, RegressSuiteRules] = Field(
-        default_factory=dict, description="Per suite name, the target kinds allowed from chat besides MLflow models."
-    )
 
 RuleName = Literal["failed", "orphans", "scratch", "filters"]
 
 
-class FilterRule(BaseModel):
+class FilterRule(Struct, kw_only=True):
     """A team's own clean-up rule: the runs an MLflow filter string matches, once they are old enough."""
 
-    filter: str = Field(description="An MLflow search filter, e.g. `metrics.val_f1 < 0.5 and params.model = 'tiny'`.")
-    days: float = Field(7.0, ge=0, description="Only runs that started at least this many days ago.")
-    name: str = Field("", description="How the proposal names the rule (default: the filter itself).")
+    filter: Annotated[
+        str, about("An MLflow search filter, e.g. `metrics.val_f1 < 0.5 and params.model = 'tiny'`.")
+    ]
+    days: Annotated[float, about("Only runs that started at least this many days ago.", ge=0)] = 7.0
+    name: Annotated[str, about("How the proposal names the rule (default: the filter itself).")] = ""
 
 
-class CleanupRules(BaseModel):
+class CleanupRules(Struct):
     """Which runs of an experiment the clean-up proposes to delete, each rule with its threshold."""
 
-    rules: list[RuleName] = Field(
-        default_factory=lambda: ["failed", "orphans", "scratch", "filters"],
-        description="The rules that apply: `failed` (FAILED/KILLED runs that logged no metric), `orphans` "
-        "(RUNNING runs silent for `orphan_hours`), `scratch` (FINISHED runs of a scratch experiment), `filters`.",
-    )
-    failed_hours: float = Field(24.0, ge=0, description="`failed`: hours since a failed or killed run ended.")
-    orphan_hours: float = Field(
-        24.0, gt=0, description="`orphans`: hours a RUNNING run logged no new metric, parameter or tag; it is first "
-        "marked FAILED with a note, then proposed.",
-    )
-    scratch: bool = Field(False, description="A scratch experiment: its finished runs are proposed too.")
-    scratch_days: float = Field(14.0, ge=0, description="`scratch`: days since a finished run ended.")
-    filters: list[FilterRule] = Field(default_factory=list, description="`filters`: the team's own rules.")
-    top_k: int = Field(
-        3, ge=0, description="The best runs by the experiment's primary metric that are never proposed."
-    )
+    rules: Annotated[
+        list[RuleName],
+        about(
+            "The rules that apply: `failed` (FAILED/KILLED runs that logged no metric), `orphans` "
+            "(RUNNING runs silent for `orphan_hours`), `scratch` (FINISHED runs of a scratch experiment), `filters`."
+        ),
+    ] = field(default_factory=lambda: ["failed", "orphans", "scratch", "filters"])
+    failed_hours: Annotated[float, about("`failed`: hours since a failed or killed run ended.", ge=0)] = 24.0
+    orphan_hours: Annotated[
+        float,
+        about(
+            "`orphans`: hours a RUNNING run logged no new metric, parameter or tag; it is first "
+            "marked FAILED with a note, then proposed.",
+            gt=0,
+        ),
+    ] = 24.0
+    scratch: Annotated[bool, about("A scratch experiment: its finished runs are proposed too.")] = False
+    scratch_days: Annotated[float, about("`scratch`: days since a finished run ended.", ge=0)] = 14.0
+    filters: Annotated[list[FilterRule], about("`filters`: the team's own rules.")] = []
+    top_k: Annotated[
+        int, about("The best runs by the experiment's primary metric that are never proposed.", ge=0)
+    ] = 3
 
 
-class CleanupConfig(BaseModel):
-    """Stale-run clean-up (labmate.toml `[cleanup]`): where proposals go and the rules per experiment."""
+class CleanupConfig(Struct):
+    """Stale-run clean-up (labmate.toml `[cleanup]`): where proposals go and the rules per experiment.
 
-    channel: str = Field("", description="Post every proposal in this channel (id); default: a DM to each owner.")
-    owners: dict[str, str] = Field(
-        default_factory=dict,
-        description="MLflow user -> Slack user id, for the DMs (an MLflow user that already is a Slack id needs "
-        "no entry). Proposals for owners with no Slack id go to `channel`, else to the first admin.",
-    )
-    grace_days: float = Field(
-        7.0, ge=0, description="Days a deleted run can be restored (`restore <run>`); then it is removed for good."
-    )
-    snooze_days: float = Field(7.0, gt=0, description="Days a snoozed run is left out of proposals.")
-    daily_at: str = Field(
-        "07:05",
-        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
-        description="When beat sends the day's proposals (HH:MM, UTC).",
-    )
-    gc_backend_store_uri: str = Field(
-        "",
-        description="For `mlflow gc` when MLFLOW_TRACKING_URI is an `mlflow server`: the server's database URI "
-        "(gc works on the database; the artifacts are deleted through the server). Default: the tracking URI.",
-    )
-    defaults: CleanupRules = Field(default_factory=CleanupRules, description="Rules for every experiment.")
-    experiments: dict[str, CleanupRules] = Field(
-        default_factory=dict,
-        description="Per experiment name, what differs from `defaults`. The daily job scans these experiments.",
-    )
+    An experiment's rules are the defaults with what its own table sets on top: `parse()` (and the
+    settings loader) merge the two tables before validating them.
+    """
+
+    channel: Annotated[
+        str, about("Post every proposal in this channel (id); default: a DM to each owner.")
+    ] = ""
+    owners: Annotated[
+        dict[str, str],
+        about(
+            "MLflow user -> Slack user id, for the DMs (an MLflow user that already is a Slack id needs "
+            "no entry). Proposals for owners with no Slack id go to `channel`, else to the first admin."
+        ),
+    ] = {}
+    grace_days: Annotated[
+        float,
+        about("Days a deleted run can be restored (`restore <run>`); then it is removed for good.", ge=0),
+    ] = 7.0
+    snooze_days: Annotated[float, about("Days a snoozed run is left out of proposals.", gt=0)] = 7.0
+    daily_at: Annotated[
+        str,
+        about(
+            "When beat sends the day's proposals (HH:MM, UTC).", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+        ),
+    ] = "07:05"
+    gc_backend_store_uri: Annotated[
+        str,
+        about(
+            "For `mlflow gc` when MLFLOW_TRACKING_URI is an `mlflow server`: the server's database URI "
+            "(gc works on the database; the artifacts are deleted through the server). Default: the tracking URI."
+        ),
+    ] = ""
+    defaults: Annotated[CleanupRules, about("Rules for every experiment.")] = field(default_factory=CleanupRules)
+    experiments: Annotated[
+        dict[str, CleanupRules],
+        about(
+            "Per experiment name, what differs from `defaults`. The daily job scans these experiments."
+        ),
+    ] = {}
 
     def rules_for(self, experiment: str) -> CleanupRules:
-        own = self.experiments.get(experiment)
-        if own is None:
-            return self.defaults
-        return self.defaults.model_copy(update={name: getattr(own, name) for name in own.model_fields_set})
+        return self.experiments.get(experiment, self.defaults)
+
+    @classmethod
+    def parse(cls, table: Mapping[str, Any]) -> CleanupConfig:
+        return convert(_merged_cleanup(dict(table)), cls, strict=False)
+
+
+def _merged_cleanup(table: dict[str, Any]) -> dict[str, Any]:
+    """`[cleanup.experiments.<name>]` sets only what differs from `[cleanup.defaults]`."""
+    defaults, experiments = table.get("defaults", {}), table.get("experiments")
+    if isinstance(defaults, dict) and isinstance(experiments, dict):
+        table["experiments"] = {
+            name: {**defaults, **own} if isinstance(own, dict) else own for name, own in experiments.items()
+        }
+    return table
 
 
 def _demo_project_uri() -> str:
@@ -255,29 +334,29 @@ def default_projects() -> dict[str, ProjectConfig]:
     }
 
 
-class DigestChannel(BaseModel):
+class DigestChannel(Struct, kw_only=True):
     """One channel's daily digest (labmate.toml `[[digest.channels]]`)."""
 
-    channel: str = Field(description="The channel id (`C0123ABCD`) or `#name` the digest is posted to.")
-    at: str = Field("09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local time of day (HH:MM) it is posted.")
-    timezone: str = Field("UTC", description="The IANA time zone of `at`, e.g. `Europe/Paris`.")
-    quiet: Literal["line", "none"] = Field(
-        "line", description="A day with nothing to say: `line` posts one line, `none` posts nothing."
-    )
+    channel: Annotated[str, about("The channel id (`C0123ABCD`) or `#name` the digest is posted to.")]
+    at: Annotated[
+        str, about("Local time of day (HH:MM) it is posted.", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    ] = "09:00"
+    timezone: Annotated[str, about("The IANA time zone of `at`, e.g. `Europe/Paris`.")] = "UTC"
+    quiet: Annotated[
+        Literal["line", "none"], about("A day with nothing to say: `line` posts one line, `none` posts nothing.")
+    ] = "line"
 
-    @model_validator(mode="after")
-    def _known_zone(self) -> DigestChannel:
+    def __post_init__(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"[[digest.channels]] {self.channel}: unknown time zone {self.timezone!r}") from None
-        return self
 
 
-class DigestConfig(BaseModel):
-    channels: list[DigestChannel] = Field(default_factory=list, description="Where and when the digest is posted.")
+class DigestConfig(Struct):
+    channels: Annotated[list[DigestChannel], about("Where and when the digest is posted.")] = []
 
 
 def _config_path() -> Path:
@@ -299,194 +378,235 @@ class ConfigError(Exception):
     """The configuration can't be read: one line naming the file (or variable), the line and what was expected."""
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True)
+class Settings(Struct, kw_only=True):
+    home: Annotated[
+        Path,
+        about(
+            "Where embedded state lives: the SQLite knowledge base, the MLflow store, charts, shell history. "
+            "The same store whatever directory you run labmate from.",
+            env="LABMATE_HOME",
+            shown_default=HOME_SHOWN_DEFAULT,
+        ),
+    ] = field(default_factory=default_home)
+    database_url: Annotated[
+        str,
+        about(
+            "SQLAlchemy URL of the knowledge base. Default: SQLite at $LABMATE_HOME/labmate.db.",
+            env="LABMATE_DATABASE_URL",
+        ),
+    ] = ""
+    broker_url: Annotated[
+        str,
+        about(
+            "Celery broker. Default `memory://`: a real worker runs inside the bot process. "
+            "Set `redis://host:6379/0` to enqueue for `labmate worker` processes.",
+            env="LABMATE_BROKER_URL",
+        ),
+    ] = EMBEDDED_BROKER
+    result_backend: Annotated[
+        str,
+        about(
+            "Celery result backend. Default: in-process for the embedded broker, the broker's Redis otherwise.",
+            env="LABMATE_RESULT_BACKEND",
+        ),
+    ] = ""
+    broker_key_prefix: Annotated[
+        str,
+        about(
+            "Prefix of every Redis key labmate's broker and results use, so several deployments "
+            "(or test runs) can share one Redis.",
+            env="LABMATE_BROKER_KEY_PREFIX",
+        ),
+    ] = ""
+    mlflow_tracking_uri: Annotated[
+        str,
+        about(
+            "MLflow tracking store. Default: SQLite at $LABMATE_HOME/mlflow.db with artifacts beside it.",
+            env="MLFLOW_TRACKING_URI",
+        ),
+    ] = ""
+    mlflow_ui_url: Annotated[
+        str,
+        about(
+            "Base URL of the MLflow UI; when set, answers link runs and experiments to it.",
+            env="LABMATE_MLFLOW_UI_URL",
+        ),
+    ] = ""
+    slack_bot_token: Annotated[
+        SecretStr | None, about("Bot token (xoxb-…) of the Slack app.", env="SLACK_BOT_TOKEN")
+    ] = None
+    slack_signing_secret: Annotated[
+        SecretStr | None,
+        about("Signing secret; every HTTP request from Slack is verified with it.", env="SLACK_SIGNING_SECRET"),
+    ] = None
+    slack_app_token: Annotated[
+        SecretStr | None, about("App-level token (xapp-…) for Socket Mode.", env="SLACK_APP_TOKEN")
+    ] = None
+    slack_api_url: Annotated[
+        str,
+        about(
+            "Base URL of the Slack Web API (tests point it at the fake Slack server).", env="LABMATE_SLACK_API_URL"
+        ),
+    ] = "https://slack.com/api/"
+    command: Annotated[str, about("The slash command labmate answers to.", env="LABMATE_COMMAND")] = "/lab"
+    decision_emoji: Annotated[
+        str,
+        about(
+            "Reacting to a message with this emoji (name without colons) logs it as a decision.",
+            env="LABMATE_DECISION_EMOJI",
+        ),
+    ] = "memo"
+    job_timeout: Annotated[
+        float,
+        about("How long `labmate say` waits for a job's replies before giving up.", env="LABMATE_JOB_TIMEOUT"),
+    ] = 120.0
+    primary_metrics: Annotated[
+        dict[str, str],
+        about("Per experiment name, the metric that ranks its runs (labmate.toml `[primary_metrics]`)."),
+    ] = {}
+    metric_directions: Annotated[
+        dict[str, str],
+        about(
+            "Per metric name, `lower` or `higher` is better (labmate.toml `[metric_directions]`); "
+            "beats the name rule, loses to the experiment's tag `labmate.direction.<metric>` and to `asc`/`desc`."
+        ),
+    ] = {}
+    access: Annotated[AccessRules, about("labmate.toml `[access]`.")] = field(default_factory=AccessRules)
+    projects: Annotated[
+        dict[str, ProjectConfig],
+        about(
+            "labmate.toml `[projects.<name>]`: the MLflow Projects that may be launched from chat, "
+            "who may launch them and their limits. Default: the demo's `sales-agent` (replaced when you "
+            "configure your own)."
+        ),
+    ] = field(default_factory=default_projects)
+    regress: Annotated[
+        RegressConfig,
+        about(
+            "labmate.toml `[regress]`: the suites folders chat may run, `workers:` default and limit, who "
+            "may promote and the alias Promote moves, targets allowed per suite (docs/regression-suites.md)."
+        ),
+    ] = field(default_factory=RegressConfig)
+    launch_progress_every: Annotated[
+        float,
+        about(
+            "Seconds between two reads of a running launch's progress from MLflow (its card is "
+            "edited at most that often, and never more than once per 2 s).",
+            env="LABMATE_LAUNCH_PROGRESS_EVERY",
+            gt=0,
+        ),
+    ] = 2.0
+    cleanup: Annotated[
+        CleanupConfig,
+        about(
+            "labmate.toml `[cleanup]`: the stale-run clean-up: where proposals go, the grace period, the "
+            "rules per experiment (docs/cleanup.md)."
+        ),
+    ] = field(default_factory=CleanupConfig)
+    terminal: Annotated[TerminalIdentity, about("labmate.toml `[terminal]`.")] = field(
+        default_factory=TerminalIdentity
+    )
+    database_connect_timeout: Annotated[
+        float,
+        about(
+            "Seconds to wait for a new PostgreSQL connection (libpq's minimum is 2).",
+            env="LABMATE_DATABASE_CONNECT_TIMEOUT",
+        ),
+    ] = 2.0
+    database_io_timeout: Annotated[
+        float,
+        about(
+            "Seconds a PostgreSQL connection may leave data unacknowledged before it counts as dead "
+            "(a black-holed network fails a command in seconds instead of hanging it).",
+            env="LABMATE_DATABASE_IO_TIMEOUT",
+        ),
+    ] = 1.0
+    database_statement_timeout: Annotated[
+        float,
+        about(
+            "Seconds one PostgreSQL statement may run, lock waits included.", env="LABMATE_DATABASE_STATEMENT_TIMEOUT"
+        ),
+    ] = 10.0
+    slack_timeout: Annotated[
+        float,
+        about(
+            "Seconds to wait for one Slack Web API call before counting it as failed (it is retried).",
+            env="LABMATE_SLACK_TIMEOUT",
+        ),
+    ] = 10.0
+    delivery_backoff: Annotated[
+        float,
+        about(
+            "Seconds before a refused reply (or an unreachable database) is tried again; doubles "
+            "with each try, up to five minutes, and never sooner than Slack's Retry-After.",
+            env="LABMATE_DELIVERY_BACKOFF",
+        ),
+    ] = 2.0
+    job_stale_after: Annotated[
+        float,
+        about(
+            "A running job whose heartbeat is this many seconds old belongs to a dead worker: "
+            "the reaper hands it to another.",
+            env="LABMATE_JOB_STALE_AFTER",
+        ),
+    ] = 20.0
+    worker_preload: Annotated[
+        bool,
+        about(
+            "`labmate worker` imports MLflow and matplotlib before it forks its pool, so the first "
+            "question after a start doesn't wait for them and the pool's processes share their memory. Off, a "
+            "worker is ready seconds sooner and each pool process imports them on its first job that needs them.",
+            env="LABMATE_WORKER_PRELOAD",
+        ),
+    ] = True
+    reap_every: Annotated[
+        float,
+        about(
+            "How often (seconds) beat runs the reaper that sends stored jobs and rescues the jobs "
+            "of dead workers.",
+            env="LABMATE_REAP_EVERY",
+        ),
+    ] = 15.0
+    watch_every: Annotated[
+        float,
+        about(
+            "How often (seconds) beat polls the watched experiments for ended runs and checks which "
+            "digests are due.",
+            env="LABMATE_WATCH_EVERY",
+            gt=0,
+        ),
+    ] = 60.0
+    watch_group_over: Annotated[
+        int,
+        about(
+            "More runs than this ending in one watched experiment within one poll (a minute) are "
+            "announced in one grouped message instead of one notice each (labmate.toml).",
+            ge=1,
+        ),
+    ] = 5
+    digest: Annotated[
+        DigestConfig,
+        about(
+            "labmate.toml `[[digest.channels]]`: per channel, the local time `at` (HH:MM), its `timezone` "
+            "and `quiet` (`line` or `none`) of the daily digest. None by default."
+        ),
+    ] = field(default_factory=DigestConfig)
+    delivery_retries: Annotated[
+        int,
+        about(
+            "How many times a reply Slack refused for a while (429, 5xx, timeouts) is retried, with "
+            "exponential backoff, before its command is marked `undelivered`.",
+            env="LABMATE_DELIVERY_RETRIES",
+        ),
+    ] = 8
 
-    home: Path = Field(
-        default_factory=default_home,
-        validation_alias=_env("LABMATE_HOME"),
-        description="Where embedded state lives: the SQLite knowledge base, the MLflow store, charts, shell history. "
-        "The same store whatever directory you run labmate from.",
-        json_schema_extra={"shown_default": HOME_SHOWN_DEFAULT},
-    )
-    database_url: str = Field(
-        "",
-        validation_alias=_env("LABMATE_DATABASE_URL"),
-        description="SQLAlchemy URL of the knowledge base. Default: SQLite at $LABMATE_HOME/labmate.db.",
-    )
-    broker_url: str = Field(
-        EMBEDDED_BROKER,
-        validation_alias=_env("LABMATE_BROKER_URL"),
-        description="Celery broker. Default `memory://`: a real worker runs inside the bot process. "
-        "Set `redis://host:6379/0` to enqueue for `labmate worker` processes.",
-    )
-    result_backend: str = Field(
-        "",
-        validation_alias=_env("LABMATE_RESULT_BACKEND"),
-        description="Celery result backend. Default: in-process for the embedded broker, the broker's Redis otherwise.",
-    )
-    broker_key_prefix: str = Field(
-        "",
-        validation_alias=_env("LABMATE_BROKER_KEY_PREFIX"),
-        description="Prefix of every Redis key labmate's broker and results use, so several deployments "
-        "(or test runs) can share one Redis.",
-    )
-    mlflow_tracking_uri: str = Field(
-        "",
-        validation_alias=_env("MLFLOW_TRACKING_URI"),
-        description="MLflow tracking store. Default: SQLite at $LABMATE_HOME/mlflow.db with artifacts beside it.",
-    )
-    mlflow_ui_url: str = Field(
-        "",
-        validation_alias=_env("LABMATE_MLFLOW_UI_URL"),
-        description="Base URL of the MLflow UI; when set, answers link runs and experiments to it.",
-    )
-    slack_bot_token: SecretStr | None = Field(
-        None, validation_alias=_env("SLACK_BOT_TOKEN"), description="Bot token (xoxb-…) of the Slack app."
-    )
-    slack_signing_secret: SecretStr | None = Field(
-        None,
-        validation_alias=_env("SLACK_SIGNING_SECRET"),
-        description="Signing secret; every HTTP request from Slack is verified with it.",
-    )
-    slack_app_token: SecretStr | None = Field(
-        None, validation_alias=_env("SLACK_APP_TOKEN"), description="App-level token (xapp-…) for Socket Mode."
-    )
-    slack_api_url: str = Field(
-        "https://slack.com/api/",
-        validation_alias=_env("LABMATE_SLACK_API_URL"),
-        description="Base URL of the Slack Web API (tests point it at the fake Slack server).",
-    )
-    command: str = Field(
-        "/lab", validation_alias=_env("LABMATE_COMMAND"), description="The slash command labmate answers to."
-    )
-    decision_emoji: str = Field(
-        "memo",
-        validation_alias=_env("LABMATE_DECISION_EMOJI"),
-        description="Reacting to a message with this emoji (name without colons) logs it as a decision.",
-    )
-    job_timeout: float = Field(
-        120.0,
-        validation_alias=_env("LABMATE_JOB_TIMEOUT"),
-        description="How long `labmate say` waits for a job's replies before giving up.",
-    )
-    primary_metrics: dict[str, str] = Field(
-        default_factory=dict,
-        description="Per experiment name, the metric that ranks its runs (labmate.toml `[primary_metrics]`).",
-    )
-    metric_directions: dict[str, str] = Field(
-        default_factory=dict,
-        description="Per metric name, `lower` or `higher` is better (labmate.toml `[metric_directions]`); "
-        "beats the name rule, loses to the experiment's tag `labmate.direction.<metric>` and to `asc`/`desc`.",
-    )
-    access: AccessRules = Field(default_factory=AccessRules, description="labmate.toml `[access]`.")
-    projects: dict[str, ProjectConfig] = Field(
-        default_factory=default_projects,
-        description="labmate.toml `[projects.<name>]`: the MLflow Projects that may be launched from chat, "
-        "who may launch them and their limits. Default: the demo's `sales-agent` (replaced when you "
-        "configure your own).",
-    )
-    regress: RegressConfig = Field(
-        default_factory=RegressConfig,
-        description="labmate.toml `[regress]`: the suites folders chat may run, `workers:` default and limit, who "
-        "may promote and the alias Promote moves, targets allowed per suite (docs/regression-suites.md).",
-    )
-    launch_progress_every: float = Field(
-        2.0,
-        gt=0,
-        validation_alias=_env("LABMATE_LAUNCH_PROGRESS_EVERY"),
-        description="Seconds between two reads of a running launch's progress from MLflow (its card is "
-        "edited at most that often, and never more than once per 2 s).",
-    )
-    cleanup: CleanupConfig = Field(
-        default_factory=CleanupConfig,
-        description="labmate.toml `[cleanup]`: the stale-run clean-up: where proposals go, the grace period, the "
-        "rules per experiment (docs/cleanup.md).",
-    )
-    terminal: TerminalIdentity = Field(default_factory=TerminalIdentity, description="labmate.toml `[terminal]`.")
-    database_connect_timeout: float = Field(
-        2.0,
-        validation_alias=_env("LABMATE_DATABASE_CONNECT_TIMEOUT"),
-        description="Seconds to wait for a new PostgreSQL connection (libpq's minimum is 2).",
-    )
-    database_io_timeout: float = Field(
-        1.0,
-        validation_alias=_env("LABMATE_DATABASE_IO_TIMEOUT"),
-        description="Seconds a PostgreSQL connection may leave data unacknowledged before it counts as dead "
-        "(a black-holed network fails a command in seconds instead of hanging it).",
-    )
-    database_statement_timeout: float = Field(
-        10.0,
-        validation_alias=_env("LABMATE_DATABASE_STATEMENT_TIMEOUT"),
-        description="Seconds one PostgreSQL statement may run, lock waits included.",
-    )
-    slack_timeout: float = Field(
-        10.0,
-        validation_alias=_env("LABMATE_SLACK_TIMEOUT"),
-        description="Seconds to wait for one Slack Web API call before counting it as failed (it is retried).",
-    )
-    delivery_backoff: float = Field(
-        2.0,
-        validation_alias=_env("LABMATE_DELIVERY_BACKOFF"),
-        description="Seconds before a refused reply (or an unreachable database) is tried again; doubles "
-        "with each try, up to five minutes, and never sooner than Slack's Retry-After.",
-    )
-    job_stale_after: float = Field(
-        20.0,
-        validation_alias=_env("LABMATE_JOB_STALE_AFTER"),
-        description="A running job whose heartbeat is this many seconds old belongs to a dead worker: "
-        "the reaper hands it to another.",
-    )
-    worker_preload: bool = Field(
-        True,
-        validation_alias=_env("LABMATE_WORKER_PRELOAD"),
-        description="`labmate worker` imports MLflow and matplotlib before it forks its pool, so the first "
-        "question after a start doesn't wait for them and the pool's processes share their memory. Off, a "
-        "worker is ready seconds sooner and each pool process imports them on its first job that needs them.",
-    )
-    reap_every: float = Field(
-        15.0,
-        validation_alias=_env("LABMATE_REAP_EVERY"),
-        description="How often (seconds) beat runs the reaper that sends stored jobs and rescues the jobs "
-        "of dead workers.",
-    )
-    watch_every: float = Field(
-        60.0,
-        gt=0,
-        validation_alias=_env("LABMATE_WATCH_EVERY"),
-        description="How often (seconds) beat polls the watched experiments for ended runs and checks which "
-        "digests are due.",
-    )
-    watch_group_over: int = Field(
-        5,
-        ge=1,
-        description="More runs than this ending in one watched experiment within one poll (a minute) are "
-        "announced in one grouped message instead of one notice each (labmate.toml).",
-    )
-    digest: DigestConfig = Field(
-        default_factory=DigestConfig,
-        description="labmate.toml `[[digest.channels]]`: per channel, the local time `at` (HH:MM), its `timezone` "
-        "and `quiet` (`line` or `none`) of the daily digest. None by default.",
-    )
-    delivery_retries: int = Field(
-        8,
-        validation_alias=_env("LABMATE_DELIVERY_RETRIES"),
-        description="How many times a reply Slack refused for a while (429, 5xx, timeouts) is retried, with "
-        "exponential backoff, before its command is marked `undelivered`.",
-    )
-
-    @model_validator(mode="after")
-    def _directions_are_known(self) -> Settings:
+    def __post_init__(self) -> None:
         allowed = ("lower", "higher", "asc", "desc", "min", "max")
         for metric, value in self.metric_directions.items():
             if value.strip().lower() not in allowed:
                 raise ValueError(
                     f"[metric_directions] {metric} = {value!r}: say \"lower\" or \"higher\" (or asc, desc, min, max)"
                 )
-        return self
-
-    @model_validator(mode="after")
-    def _embedded_defaults(self) -> Settings:
         self.command = "/" + self.command.lstrip("/")
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'labmate.db').resolve()}"
@@ -494,11 +614,19 @@ class Settings(BaseSettings):
             self.mlflow_tracking_uri = f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
         if not self.slack_api_url.endswith("/"):
             self.slack_api_url += "/"
-        return self
 
-    def __repr_args__(self) -> Any:
-        for name, value in super().__repr_args__():
-            yield name, (mask_url(value) if isinstance(value, str) and name in URL_FIELDS else value)
+    def __repr__(self) -> str:
+        shown = (
+            f"{name}={mask_url(value) if isinstance(value, str) and name in URL_FIELDS else value!r}"
+            for name, value in ((name, getattr(self, name)) for name in self.__struct_fields__)
+        )
+        return f"Settings({', '.join(shown)})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values for display: paths as text, secrets masked."""
+        from msgspec import to_builtins
+
+        return to_builtins(self, enc_hook=_shown)
 
     @property
     def embedded_broker(self) -> bool:
@@ -512,66 +640,124 @@ class Settings(BaseSettings):
     def charts_dir(self) -> Path:
         return (self.home / "charts").resolve()
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_path())
-        return (init_settings, env_settings, toml)
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, (Path, SecretStr)):
+        return str(value)
+    raise NotImplementedError(f"{type(value).__name__} has no shown form")
+
+
+def _decoded(kind: type, value: Any) -> Any:
+    if kind in (Path, SecretStr) and isinstance(value, str):
+        return kind(value)
+    raise NotImplementedError(f"expected text, got {type(value).__name__}")
+
+
+def _metadata(kind: type) -> dict[str, Meta]:
+    """Each field's `about()` metadata, by field name."""
+    from typing import get_args, get_type_hints
+
+    hints = get_type_hints(kind, include_extras=True)
+    return {
+        name: next((m for m in get_args(hints[name])[1:] if isinstance(m, Meta)), Meta())
+        for name in kind.__struct_fields__
+    }
+
+
+def env_names() -> dict[str, str]:
+    """Setting name -> the environment variable that sets it (only the settings one can set so)."""
+    return {
+        name: meta.extra["env"]
+        for name, meta in _metadata(Settings).items()
+        if isinstance(meta.extra, dict) and "env" in meta.extra
+    }
+
+
+def settings_env_names() -> set[str]:
+    """Every environment variable name the settings class reads (the compose file test checks against it)."""
+    return set(env_names().values())
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Setting name -> its environment variable's value, for those set. A flag also reads yes/no and
+    on/off, as pydantic did (msgspec itself takes true/false/1/0)."""
+    from typing import get_type_hints
+
+    kinds = get_type_hints(Settings)
+    values: dict[str, Any] = {}
+    for name, env in env_names().items():
+        if env in environ:
+            text = environ[env]
+            values[name] = _flag(text) if kinds[name] is bool else text
+    return values
+
+
+def _flag(text: str) -> str | bool:
+    lowered = text.strip().lower()
+    return True if lowered in _TRUE else False if lowered in _FALSE else text
+
+
+def load_settings(environ: Mapping[str, str] | None = None, path: Path | None = None) -> Settings:
+    """The environment over `labmate.toml` over the defaults, validated; ConfigError when something
+    can't be read, in one line that says where and what was expected."""
+    import tomllib
+
+    environ = os.environ if environ is None else environ
+    path = _config_path() if path is None else path
+    try:
+        with path.open("rb") as handle:
+            table: dict[str, Any] = tomllib.load(handle)
+    except (FileNotFoundError, IsADirectoryError):
+        table = {}
+    except tomllib.TOMLDecodeError as exc:
+        from labmate.config_errors import toml_syntax_message
+
+        raise ConfigError(toml_syntax_message(path, exc)) from None
+    from_env = from_environment(environ)
+    table.update(from_env)
+    if isinstance(table.get("cleanup"), dict):
+        table["cleanup"] = _merged_cleanup(dict(table["cleanup"]))
+    try:
+        return convert(table, Settings, strict=False, dec_hook=_decoded)
+    except ValidationError as exc:
+        from labmate.config_errors import validation_message
+
+        raise ConfigError(validation_message(str(exc), table, path, env_names(), set(from_env))) from None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    import tomllib
-
-    from pydantic import ValidationError
-
-    try:
-        return Settings()
-    except tomllib.TOMLDecodeError as exc:
-        from labmate.config_errors import toml_syntax_message
-
-        raise ConfigError(toml_syntax_message(_config_path(), exc)) from None
-    except ValidationError as exc:
-        from labmate.config_errors import validation_message
-
-        raise ConfigError(validation_message(exc, _config_path())) from None
+    return load_settings()
 
 
 def reset_settings() -> None:
     get_settings.cache_clear()
 
 
-def settings_env_names() -> set[str]:
-    """Every environment variable name the settings class reads (the compose file test checks against it)."""
-    names: set[str] = set()
-    for field in Settings.model_fields.values():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            names.update(str(choice) for choice in alias.choices if str(choice).isupper())
-    return names
-
-
 def describe() -> list[dict[str, Any]]:
     """Name, default and description of each setting, for the configuration reference."""
+    from msgspec import NODEFAULT
+    from msgspec.structs import fields
+
+    metadata = _metadata(Settings)
     rows = []
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        env = next((str(c) for c in alias.choices if str(c).isupper()), "") if isinstance(alias, AliasChoices) else ""
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        default = None if extra.get("shown_default") else field.get_default(call_default_factory=True)
+    for info in fields(Settings):
+        meta = metadata[info.name]
+        extra = meta.extra if isinstance(meta.extra, dict) else {}
+        if extra.get("shown_default"):
+            default = None
+        elif info.default_factory is not NODEFAULT:
+            default = info.default_factory()
+        else:
+            default = info.default
         rows.append(
             {
-                "field": name,
-                "env": env,
+                "field": info.name,
+                "env": extra.get("env", ""),
                 "default": default,
                 "shown_default": extra.get("shown_default", ""),
-                "description": field.description or "",
+                "description": meta.description or "",
             }
         )
     return rows
+

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
-from labmate.settings import CleanupRules
+from labmate.settings import CleanupRules, FilterRule
 from models import run_index
 from models.db import session_scope
 from models.run_index import RunRecord
@@ -42,8 +42,8 @@ rule_sets = st.builds(
     orphan_hours=st.sampled_from([0.5, 12, 24 * 3]),
     scratch=st.booleans(),
     scratch_days=st.sampled_from([0, 1, 10]),
-    filters=st.sampled_from([[], [{"filter": "params.model = 'tiny'", "days": 2}],
-                             [{"filter": "metrics.val_f1 < 0.5", "days": 0}]]),
+    filters=st.sampled_from([[], [FilterRule(filter="params.model = 'tiny'", days=2)],
+                             [FilterRule(filter="metrics.val_f1 < 0.5", days=0)]]),
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from labmate.settings import CleanupConfig, CleanupRules, FilterRule
 from tasks.cleanup.rules import (
@@ -103,12 +104,12 @@ def test_each_rule_with_its_threshold() -> None:
     assert stale(RunFacts("b" * 32, "RUNNING", start_time=NOW - 9 * HOUR_MS, last_activity=NOW - HOUR_MS), rules, NOW) is None
     old = RunFacts("c" * 32, "FINISHED", start_time=NOW - 5 * DAY_MS, end_time=NOW - 4 * DAY_MS, has_metrics=True)
     assert stale(old, rules, NOW).reason == "finished 4 days ago in a scratch experiment"
-    assert stale(old, rules.model_copy(update={"scratch": False}), NOW) is None
-    assert stale(old, rules.model_copy(update={"scratch": False}), NOW, {0: {old.run_id}}).reason == \
+    assert stale(old, replace(rules, scratch=False), NOW) is None
+    assert stale(old, replace(rules, scratch=False), NOW, {0: {old.run_id}}).reason == \
         "matches the team's rule `tiny models`"
     young = RunFacts("d" * 32, "FINISHED", start_time=NOW - HOUR_MS, end_time=NOW, has_metrics=True)
     assert stale(young, rules, NOW, {0: {young.run_id}}) is None  # not a day old yet
-    assert stale(failed, rules.model_copy(update={"rules": ["orphans"]}), NOW) is None
+    assert stale(failed, replace(rules, rules=["orphans"]), NOW) is None
 
 
 def test_parents_of_protected_runs_are_protected_at_any_depth() -> None:
@@ -118,7 +119,7 @@ def test_parents_of_protected_runs_are_protected_at_any_depth() -> None:
 
 
 def test_per_experiment_rules_override_only_what_they_set() -> None:
-    config = CleanupConfig.model_validate(
+    config = CleanupConfig.parse(
         {"defaults": {"failed_hours": 6, "top_k": 5}, "experiments": {"scratchpad": {"scratch": True, "top_k": 1}}}
     )
     mine = config.rules_for("scratchpad")

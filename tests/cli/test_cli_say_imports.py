@@ -1,6 +1,8 @@
 """`labmate say` for a command that starts no job loads no job machinery: Celery, Alembic and MLflow
 are a third of a second the person would wait for nothing (docs/performance.md, bench_terminal),
-and it imports only its own verb's handlers (not clean-up's models, or YAML for launch projects)."""
+and it imports only its own verb's handlers (not clean-up's models, or YAML for launch projects).
+The Slack process doesn't import pydantic at all: settings are msgspec structs (typer, which only
+the terminal uses, imports pydantic itself)."""
 
 from __future__ import annotations
 
@@ -29,3 +31,9 @@ def test_a_command_without_a_job_imports_no_job_machinery(lab_home, migrated, co
     probe = PROBE.replace('"say", "help"', f'"say", {command!r}')
     out = subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True, timeout=120)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_slack_process_reads_its_settings_without_pydantic(lab_home) -> None:
+    probe = "import sys, bot.slack_app; from labmate.settings import get_settings; get_settings(); print('pydantic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False"

@@ -477,13 +477,11 @@ def test_memory_is_flat_over_1000_warm_commands(sales: Store) -> None:
 def test_a_misspelt_direction_in_labmate_toml_is_refused_by_name(lab_home: Path) -> None:
     import os
 
-    from pydantic import ValidationError
-
-    from labmate.settings import Settings
+    from labmate.settings import ConfigError, load_settings
 
     Path(os.environ["LABMATE_CONFIG"]).write_text('[metric_directions]\nrank_test_score = "lowest"\n')
-    with pytest.raises(ValidationError, match=r"rank_test_score = 'lowest': say \"lower\" or \"higher\""):
-        Settings()
+    with pytest.raises(ConfigError, match=r"rank_test_score = 'lowest': say \"lower\" or \"higher\""):
+        load_settings()
 
 
 def test_an_answer_that_outwaits_its_question_edits_itself_when_the_index_is_ready(sales: Store, monkeypatch) -> None:

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from labmate import projects
 from labmate.errors import UsageError
-from labmate.settings import ProjectConfig, Settings
+from labmate.settings import ParameterDeclaration, ProjectConfig, Settings
 from tests.launch.conftest import PROJECT
 
 SALES = Path(__file__).resolve().parents[2] / "examples" / "sales_agent"
@@ -117,13 +118,13 @@ def test_unknown_project_and_entry_point_say_what_exists() -> None:
 def test_a_git_project_is_checked_against_what_labmate_toml_declares() -> None:
     remote = ProjectConfig(
         uri="https://example.com/ml/quick.git", version="v1", entry_points=["train"], experiment="q",
-        parameters={"train": {"lr": {"type": "float", "default": 0.1}, "rows": {"type": "path"}}},
+        parameters={"train": {"lr": ParameterDeclaration("float", 0.1), "rows": ParameterDeclaration("path")}},
     )
     point = projects.entry_point("quick", remote, "train")
     assert point.command is None and point.listing() == "lr (float, default 0.1), rows (path)"
     with pytest.raises(UsageError, match="`abc` is not a valid float for `lr`"):
         projects.resolve("quick", point, [("lr", "abc"), ("rows", "x.csv")])
-    undeclared = remote.model_copy(update={"parameters": {}})
+    undeclared = replace(remote, parameters={})
     with pytest.raises(projects.ProjectError, match=r"doesn't declare the parameters of its entry point `train`"):
         projects.entry_point("quick", undeclared, "train")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labmate.settings import Settings, mask_url
+from labmate.settings import load_settings, mask_url
 
 
 def test_repr_masks_passwords_in_every_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -12,7 +12,7 @@ def test_repr_masks_passwords_in_every_url(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("LABMATE_BROKER_URL", "redis://:broker-s3cret@redis:6379/0")
     monkeypatch.setenv("LABMATE_RESULT_BACKEND", "redis://default:results-s3cret@redis:6379/1")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ml:mlflow-s3cret@mlflow:5000")
-    settings = Settings()
+    settings = load_settings()
     for shown in (repr(settings), str(settings)):
         for secret in ("db-s3cret", "broker-s3cret", "results-s3cret", "mlflow-s3cret"):
             assert secret not in shown
