@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from msgspec import Struct
 
 from bot.grammar import cleanup, decisions, experiments, launches, regressions, watch
 from bot.grammar.command import Command, Verb
@@ -24,8 +25,7 @@ QUESTION_WORDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class HelpArgs:
+class HelpArgs(Struct, frozen=True):
     verb: str | None
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
 from datetime import datetime
+
+from msgspec import Struct
 
 from bot.grammar.command import Verb
 from labmate.errors import UsageError
@@ -16,14 +17,12 @@ DRY_RUN = ("--dry-run", "--dryrun", "dry-run")
 MAX_RUNS = 100
 
 
-@dataclass(frozen=True)
-class CleanupArgs:
+class CleanupArgs(Struct, frozen=True):
     experiment: str | None = None
     dry_run: bool = False
 
 
-@dataclass(frozen=True)
-class AnswerArgs:
+class AnswerArgs(Struct, frozen=True):
     """A proposal (`P3`: every run it still asks about) or runs by id."""
 
     proposal_id: int | None = None

@@ -1,22 +1,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+from msgspec import Struct
 
 Access = Literal["read", "write", "admin", "author_or_admin", "owner_or_admin"]
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(Struct, frozen=True):
     verb: str
     args: Any
     text: str
 
 
-@dataclass(frozen=True)
-class Verb:
+class Verb(Struct, frozen=True):
     """One verb of the grammar: how it parses, how it's documented, who may use it by default.
 
     `parse(rest, now)` gets the text after the verb and returns the verb's typed arguments or
@@ -30,4 +29,4 @@ class Verb:
     access: Access
     parse: Callable[[str, datetime], Any]
     details: str = ""
-    aliases: tuple[str, ...] = field(default=())
+    aliases: tuple[str, ...] = ()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
+
+from msgspec import Struct
 
 from bot.grammar import tokens
 from bot.grammar.command import Verb
@@ -18,29 +19,25 @@ MAX_REF = 256
 LINK_KEYS = ("run", "exp", "model")
 
 
-@dataclass(frozen=True)
-class DecideArgs:
+class DecideArgs(Struct, frozen=True):
     text: str
     tags: tuple[str, ...]
     links: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
-class SearchArgs:
+class SearchArgs(Struct, frozen=True):
     query: str
     tags: tuple[str, ...]
     author: str | None
     since: datetime | None
 
 
-@dataclass(frozen=True)
-class SupersedeArgs:
+class SupersedeArgs(Struct, frozen=True):
     old_id: int
     decision: DecideArgs
 
 
-@dataclass(frozen=True)
-class AskArgs:
+class AskArgs(Struct, frozen=True):
     question: str
 
 

@@ -4,8 +4,9 @@ against MLflow by the jobs; here only the shape of the command is."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
+
+from msgspec import Struct
 
 from bot.grammar import tokens
 from bot.grammar.command import Verb
@@ -26,8 +27,7 @@ CONDITION = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class SummaryArgs:
+class SummaryArgs(Struct, frozen=True):
     experiment: str
     metric: str | None = None
     top: int = 5
@@ -35,23 +35,20 @@ class SummaryArgs:
     """From `asc`/`desc` in the command; None: the declared or inferred direction."""
 
 
-@dataclass(frozen=True)
-class CompareArgs:
+class CompareArgs(Struct, frozen=True):
     runs: tuple[str, ...]
     experiment: str | None = None
     """`compare a b in <experiment>`: run names are looked up in that experiment only."""
 
 
-@dataclass(frozen=True)
-class Condition:
+class Condition(Struct, frozen=True):
     name: str
     op: str
     value: str
     numeric: bool
 
 
-@dataclass(frozen=True)
-class FindArgs:
+class FindArgs(Struct, frozen=True):
     experiment: str
     conditions: tuple[Condition, ...] = ()
     order_by: str | None = None
@@ -59,16 +56,14 @@ class FindArgs:
     limit: int = 10
 
 
-@dataclass(frozen=True)
-class BestArgs:
+class BestArgs(Struct, frozen=True):
     experiment: str
     metric: str | None = None
     since: datetime | None = None
     ascending: bool | None = None
 
 
-@dataclass(frozen=True)
-class RunsArgs:
+class RunsArgs(Struct, frozen=True):
     experiment: str
     status: str | None = None
     since: datetime | None = None

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
 from datetime import datetime
+
+from msgspec import Struct
 
 from bot.grammar.command import Verb
 from labmate.errors import UsageError
@@ -24,16 +25,14 @@ Pair = tuple[str | None, str]
 """`name=value`; a word that isn't one is kept as (None, word) so the handler can say what it expected."""
 
 
-@dataclass(frozen=True)
-class RunArgs:
+class RunArgs(Struct, frozen=True):
     project: str
     entry_point: str | None
     params: tuple[Pair, ...]
     dry_run: bool = False
 
 
-@dataclass(frozen=True)
-class SweepArgs:
+class SweepArgs(Struct, frozen=True):
     project: str
     entry_point: str | None
     grid: tuple[tuple[str | None, tuple[str, ...]], ...]
@@ -41,13 +40,11 @@ class SweepArgs:
     dry_run: bool = False
 
 
-@dataclass(frozen=True)
-class StatusArgs:
+class StatusArgs(Struct, frozen=True):
     everywhere: bool = False
 
 
-@dataclass(frozen=True)
-class CancelArgs:
+class CancelArgs(Struct, frozen=True):
     launch_id: int | None = None
     run_ref: str | None = None
 

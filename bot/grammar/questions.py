@@ -8,9 +8,10 @@ a comparison). Everything else, and every "why …", stays a decision-log questi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from msgspec import Struct
 
 from bot.grammar import tokens
 from bot.grammar.experiments import BestArgs, CompareArgs, RunsArgs, SummaryArgs
@@ -46,8 +47,7 @@ TODAY = re.compile(r"\btoday\b", re.I)
 UNIT_CODE = {"minute": "m", "hour": "h", "day": "d", "week": "w"}
 
 
-@dataclass(frozen=True)
-class Interpretation:
+class Interpretation(Struct, frozen=True):
     verb: str
     args: Any
     understood: str

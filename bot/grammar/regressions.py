@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
 from datetime import datetime
+
+from msgspec import Struct
 
 from bot.grammar import tokens
 from bot.grammar.command import Verb
@@ -18,8 +19,7 @@ RUN_ID = re.compile(r"^#?[Rr]?(?P<id>\d{1,12})$")
 SLACK_LINK = re.compile(r"^<(?P<url>[^|>]+)(?:\|[^>]*)?>$")
 
 
-@dataclass(frozen=True)
-class RegressArgs:
+class RegressArgs(Struct, frozen=True):
     suite: str
     candidate: str | None = None
     baseline: str | None = None
@@ -27,14 +27,12 @@ class RegressArgs:
     workers: int | None = None
 
 
-@dataclass(frozen=True)
-class RegressionsArgs:
+class RegressionsArgs(Struct, frozen=True):
     suite: str | None = None
     since: datetime | None = None
 
 
-@dataclass(frozen=True)
-class PromoteArgs:
+class PromoteArgs(Struct, frozen=True):
     run_id: int
 
 

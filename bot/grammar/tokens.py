@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+
+from msgspec import Struct
 
 from labmate.errors import UsageError
 from labmate.quoting import QUOTES, TAG_MARKS, quote
@@ -26,14 +27,12 @@ UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 SINCE_HELP = "`since:7d`, `since:12h`, `since:2w`, `since:yesterday`, `since:monday` or `since:2026-11-01`"
 
 
-@dataclass(frozen=True)
-class Word:
+class Word(Struct, frozen=True):
     text: str
     quoted: bool = False
 
 
-@dataclass(frozen=True)
-class Split:
+class Split(Struct, frozen=True):
     """Text split into `key:value` options, `#tags` and the remaining words (in order)."""
 
     words: list[str]

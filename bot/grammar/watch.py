@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
+
+from msgspec import Struct
 
 from bot.grammar import tokens
 from bot.grammar.command import Verb
@@ -15,16 +16,14 @@ WATCH_EXAMPLE = "watch sales-agent"
 MAX_NAME = 500
 
 
-@dataclass(frozen=True)
-class WatchArgs:
+class WatchArgs(Struct, frozen=True):
     experiment: str | None
     """None: list what this channel watches."""
     channel: str | None = None
     """Another channel's id (or `#name`) for the notices; None: this one."""
 
 
-@dataclass(frozen=True)
-class UnwatchArgs:
+class UnwatchArgs(Struct, frozen=True):
     experiment: str
     channel: str | None = None
 

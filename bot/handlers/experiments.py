@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from msgspec.structs import asdict
 from sqlalchemy.orm import Session
 
 from bot.grammar import questions
