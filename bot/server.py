@@ -60,9 +60,9 @@ AUTH_ERRORS = ("invalid_auth", "not_authed", "account_inactive", "token_revoked"
 def preflight() -> None:
     """Before serving: refuse in one line what can't work (no credentials, a token Slack rejects);
     serve anyway, with one warning line, when Slack's Web API can't be reached yet (its calls are
-    retried with backoff as they happen)."""
-    from bot.slack_app import missing_credentials
-    from bot.slack_client import web_client
+    retried with backoff as they happen). Imports only the Slack client: this process execs uWSGI
+    next, whose workers load the app themselves."""
+    from bot.slack_client import missing_credentials, web_client
     from labmate.settings import get_settings
 
     settings = get_settings()

@@ -17,7 +17,7 @@ from slack_bolt.response import BoltResponse
 
 from bot.listeners import actions, cleanup_modal, commands, events, shortcuts, views
 from bot.messages.render import render
-from bot.slack_client import web_client
+from bot.slack_client import missing_credentials, web_client
 from labmate.errors import LabmateError, new_error_id
 from labmate.settings import Settings, get_settings
 
@@ -40,19 +40,6 @@ class StrictRequestVerification(RequestVerification):
             if not self._can_skip(req.mode, req.body):
                 return self._build_error_response()
         return super().process(req=req, resp=resp, next=next)
-
-
-def missing_credentials(settings: Settings) -> str:
-    """What's missing to talk to Slack, in one line with where to get it; "" when nothing is."""
-    missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
-                                        ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)) if not value]
-    if not missing:
-        return ""
-    return (
-        f"labmate serve needs {' and '.join(missing)} in the environment: create the Slack app from "
-        "slack/manifest.yml, install it, then copy the Bot User OAuth Token (OAuth & Permissions) and the "
-        "Signing Secret (Basic Information). Without Slack, use `labmate shell`."
-    )
 
 
 def build_app(settings: Settings | None = None, *, token_verification: bool = True) -> App:

@@ -56,3 +56,16 @@ def web_client(settings: Settings) -> WebClient:
         timeout=settings.slack_timeout,  # type: ignore[arg-type]  (urllib takes seconds as a float)
         retry_handlers=retry_handlers(),
     )
+
+
+def missing_credentials(settings: Settings) -> str:
+    """What's missing to talk to Slack, in one line with where to get it; "" when nothing is."""
+    missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
+                                        ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)) if not value]
+    if not missing:
+        return ""
+    return (
+        f"labmate serve needs {' and '.join(missing)} in the environment: create the Slack app from "
+        "slack/manifest.yml, install it, then copy the Bot User OAuth Token (OAuth & Permissions) and the "
+        "Signing Secret (Basic Information). Without Slack, use `labmate shell`."
+    )

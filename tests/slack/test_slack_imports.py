@@ -95,3 +95,18 @@ def test_enqueueing_a_link_check_does_not_import_mlflow(tmp_path: Path, fake_sla
             if kwargs.get("reply_to", {}).get("response_url") == "http://127.0.0.1:9/r":
                 client.lrem("default", 1, raw)
         client.close()
+
+
+def test_serve_checks_slack_before_it_execs_uwsgi_without_loading_the_app(tmp_path: Path, fake_slack: FakeSlack) -> None:
+    """`labmate serve` checks the credentials and the token, then execs uWSGI, whose workers load
+    the app: the listeners, grammar, templates and settings' pydantic would be loaded for nothing."""
+    probe = ("import json, sys; from bot.server import preflight; preflight(); "
+             "print(json.dumps(sorted(m for m in ('bot.slack_app', 'bot.grammar', 'jinja2', 'pydantic') if m in sys.modules)))")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LABMATE_HOME": str(tmp_path / "home"),
+           "LABMATE_CONFIG": str(tmp_path / "none.toml"), "SLACK_BOT_TOKEN": BOT_TOKEN,
+           "SLACK_SIGNING_SECRET": SIGNING_SECRET, "LABMATE_SLACK_API_URL": fake_slack.api_url}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    assert fake_slack.calls("auth.test"), "the token was not checked"
