@@ -1,0 +1,125 @@
+"""Start-up of the Slack-facing process: `import bot.slack_app` against its floor
+`import slack_bolt, sqlalchemy.orm` (issue 9's target: within 1.1x); the time until the served
+app is ready in one process (`bot.server.wsgi_app()`: settings, database check, Bolt app, warm-up
+of handlers, templates and the job client); and what a deploy or a crash restart waits for:
+`labmate serve` started until its first `/healthz` answer (the CLI, migrations check, Slack's
+auth.test against a local fake Slack, then uWSGI and its worker loading the app).
+
+Commands run interleaved, one of each per round, so a machine whose speed drifts (shared CPUs)
+slows every command alike instead of whichever ran during the slow minute. `--against DIR` adds
+another checkout (e.g. `git worktree add /tmp/old <commit>`) to the same rounds, for a before and
+after measured together; it runs with this checkout's Python and packages.
+
+    .venv/bin/python bench/bench_slack_start.py --rounds 30 [--against /tmp/old]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "slack"))
+from fakeslack import FakeSlack  # noqa: E402
+
+FLOOR = "import slack_bolt, sqlalchemy.orm"
+IMPORT = "import bot.slack_app"
+READY = "from bot.server import wsgi_app; wsgi_app()"
+
+
+def _cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and the process's CPU time (user + system), which a neighbour's load inflates less."""
+    started, cpu = time.perf_counter(), _cpu()
+    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started, _cpu() - cpu
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serve_ready(cwd: Path, env: dict[str, str]) -> float:
+    """`labmate serve` until its first 200 on /healthz; then stopped."""
+    port = _free_port()
+    started = time.perf_counter()
+    serve = subprocess.Popen([sys.executable, "-m", "labmate.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                             cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+                    if answer.status == 200:
+                        return time.perf_counter() - started
+            except OSError:
+                if serve.poll() is not None:
+                    raise SystemExit(f"labmate serve exited with {serve.returncode} in {cwd}") from None
+                time.sleep(0.005)
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--against", type=Path, help="another checkout to measure in the same rounds")
+    args = parser.parse_args()
+    checkouts = {"this": ROOT} | ({"against": args.against.resolve()} if args.against else {})
+    with tempfile.TemporaryDirectory(prefix="labmate-bench-slack-") as tmp, FakeSlack(token="xoxb-bench") as slack:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_")) and k != "PYTHONDONTWRITEBYTECODE"}
+        env.update(LABMATE_HOME=str(Path(tmp) / "home"), LABMATE_CONFIG=str(Path(tmp) / "labmate.toml"),
+                   SLACK_BOT_TOKEN="xoxb-bench", SLACK_SIGNING_SECRET="bench-secret", LABMATE_SLACK_API_URL=slack.api_url)
+        subprocess.run([sys.executable, "-m", "labmate.cli", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+                       capture_output=True)
+        commands = {"floor": ([sys.executable, "-c", FLOOR], ROOT)}
+        for label, checkout in checkouts.items():
+            commands[f"{label}: import"] = ([sys.executable, "-c", IMPORT], checkout)
+            commands[f"{label}: ready"] = ([sys.executable, "-c", READY], checkout)
+            commands[f"{label}: serve"] = (["serve"], checkout)
+
+        def run(argv: list[str], cwd: Path) -> tuple[float, float]:
+            # Each checkout first on sys.path (uWSGI's workers too), ahead of the editable install.
+            here = {**env, "PYTHONPATH": str(cwd)}
+            return (_serve_ready(cwd, here), float("nan")) if argv == ["serve"] else _timed(argv, cwd, here)
+
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        for argv, cwd in commands.values():  # compile and cache every module once
+            run(argv, cwd)
+        for _ in range(args.rounds):
+            for name, (argv, cwd) in commands.items():
+                times[name].append(run(argv, cwd))
+    for index, what in ((0, "wall time"), (1, "CPU time (user + system)")):
+        floor = [seen[index] for seen in times["floor"]]
+        print(f"{what:<18} {'mean':>7} {'median':>7} {'min':>7}   ratio to the floor (mean, median, min)")
+        for name, both in times.items():
+            seen = [pair[index] for pair in both]
+            if seen[0] != seen[0]:  # NaN: serve's CPU is spread over uWSGI's processes
+                continue
+            ratios = (statistics.mean(seen) / statistics.mean(floor),
+                      statistics.median(seen) / statistics.median(floor), min(seen) / min(floor))
+            print(f"{name:<18} {statistics.mean(seen):7.3f} {statistics.median(seen):7.3f} {min(seen):7.3f}   "
+                  + ", ".join(f"{r:.2f}x" for r in ratios))
+        print()
+    print(f"{args.rounds} interleaved rounds; load average (1 min) at the end: {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} CPUs; target: import within 1.1x of the floor")
+
+
+if __name__ == "__main__":
+    main()
