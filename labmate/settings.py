@@ -707,8 +707,10 @@ def load_settings(environ: Mapping[str, str] | None = None, path: Path | None = 
     try:
         with path.open("rb") as handle:
             table: dict[str, Any] = tomllib.load(handle)
-    except (FileNotFoundError, IsADirectoryError):
+    except FileNotFoundError:
         table = {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: can't be read ({exc.strerror}); point LABMATE_CONFIG at a readable file") from None
     except tomllib.TOMLDecodeError as exc:
         from labmate.config_errors import toml_syntax_message
 

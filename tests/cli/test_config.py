@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
-    env.update(LABMATE_HOME=str(tmp_path / "home"), LABMATE_CONFIG=str(tmp_path / "labmate.toml"), **extra)
+    env.update({"LABMATE_HOME": str(tmp_path / "home"), "LABMATE_CONFIG": str(tmp_path / "labmate.toml"), **extra})
     return env
 
 
@@ -31,6 +31,12 @@ def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPr
         ('command = "/lab"\n[access]\nadmins = "U1"\n', ":3: access.admins: expected a list, got 'U1'"),
         ('[access.verbs]\nsupersede = "S0LEADS"\n', ":2: access.verbs.supersede: expected a list, got 'S0LEADS'"),
         ('job_timeout = "soon"\n', ":1: job_timeout: expected a number, got 'soon'"),
+        ('[cleanup.experiments.a]\ntop_k = 1\n[cleanup.experiments.b]\ntop_k = -1\n',
+         ":4: cleanup.experiments.b.top_k: expected an integer >= 0, got -1"),
+        ('[regress.suites.chat]\nallow_htp = true\n',
+         ":1: regress.suites.chat: unknown key 'allow_htp'; the keys are allow_callables, allow_http"),
+        ('[projects.p]\nuri = "x"\nexperiment = "e"\non_worker_lost = "maybe"\n',
+         ":4: projects.p.on_worker_lost: expected one of 'fail', 'retry', got 'maybe'"),
     ],
 )
 def test_a_malformed_labmate_toml_is_one_line_and_exit_1(tmp_path, toml, expected):
@@ -41,6 +47,14 @@ def test_a_malformed_labmate_toml_is_one_line_and_exit_1(tmp_path, toml, expecte
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"labmate: {tmp_path / 'labmate.toml'}{expected}"), lines[0]
+
+
+def test_a_config_path_that_is_not_a_file_says_so(tmp_path):
+    result = _labmate(tmp_path, "say", "help", LABMATE_CONFIG=str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"labmate: {tmp_path}: can't be read (Is a directory); point LABMATE_CONFIG at a readable file"
+    )
 
 
 def test_a_wrong_environment_value_names_the_variable(tmp_path):
