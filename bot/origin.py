@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from msgspec import Struct
 
 Source = Literal["slack", "shell"]
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(Struct, frozen=True):
     """Who asked, where, and where the answers go. Plain values: it travels to jobs as `reply_to`."""
 
     user: str
@@ -17,7 +17,7 @@ class Origin:
     response_url: str | None = None
     idempotency_key: str | None = None
     session: str = ""
-    user_groups: tuple[str, ...] = field(default=())
+    user_groups: tuple[str, ...] = ()
     actor: str | None = None
     """Who really typed it, when the command runs as someone else (the terminal's `--user`)."""
     ephemeral: bool = False
@@ -35,8 +35,7 @@ class Origin:
         }
 
 
-@dataclass
-class JobRequest:
+class JobRequest(Struct):
     name: str
     kwargs: dict[str, Any]
     what: str = ""
@@ -45,21 +44,20 @@ class JobRequest:
     revoke it); otherwise derived from the request's idempotency key."""
 
 
-@dataclass
-class Reply:
+class Reply(Struct):
     """What a command answers at once: a template and its context, plus the jobs it started."""
 
     template: str
     context: dict[str, Any]
     outcome: str = "ok"
     public: bool = False
-    jobs: list[JobRequest] = field(default_factory=list)
+    jobs: list[JobRequest] = []
     error_id: str | None = None
     verb: str = ""
-    task_ids: list[str] = field(default_factory=list)
+    task_ids: list[str] = []
     cache_key: str | None = None
     """Set when the rendered message depends on nothing but this key (help): rendered once."""
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = []
     """What the answer must also say (a follow-up job is delayed): shown under the message."""
 
     @property

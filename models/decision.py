@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from msgspec import Struct
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, selectinload
@@ -71,14 +71,12 @@ class DecisionLink(Base):
     decision: Mapped[Decision] = relationship(back_populates="links")
 
 
-@dataclass(frozen=True)
-class LinkRef:
+class LinkRef(Struct, frozen=True):
     kind: str
     ref: str
 
 
-@dataclass(frozen=True)
-class NewDecision:
+class NewDecision(Struct, frozen=True):
     text: str
     author: str
     channel: str = ""
@@ -87,7 +85,7 @@ class NewDecision:
     permalink: str | None = None
     source_ts: str | None = None
     created_at: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = {}
 
 
 def _utc(value: datetime) -> datetime:

@@ -10,9 +10,9 @@ CANDIDATES ranks only the newest that-many matches instead (cheaper for very com
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from msgspec import Struct
 from sqlalchemy import DateTime, TextClause, bindparam, select, text
 from sqlalchemy.orm import Session
 
@@ -24,15 +24,13 @@ CANDIDATES: int | None = None
 """None: rank every match. A number: rank only the newest this-many matches (filters still apply first)."""
 
 
-@dataclass(frozen=True)
-class Filters:
+class Filters(Struct, frozen=True):
     tags: tuple[str, ...] = ()
     author: str | None = None
     since: datetime | None = None
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(Struct, frozen=True):
     decision: Decision
     score: float
     replacement: Decision | None = None

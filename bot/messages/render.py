@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 from jinja2.bccache import Bucket
+from msgspec import Struct
 
 from bot.messages import limits
 from bot.messages.mrkdwn import Mrkdwn, escape, link, user
@@ -25,12 +25,11 @@ from bot.messages.mrkdwn import Mrkdwn, escape, link, user
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-@dataclass
-class Message:
+class Message(Struct):
     text: str
-    blocks: list[dict[str, Any]] = field(default_factory=list)
+    blocks: list[dict[str, Any]] = []
     template: str = ""
-    files: list[dict[str, str]] = field(default_factory=list)
+    files: list[dict[str, str]] = []
 
     def payload(self) -> dict[str, Any]:
         return {"text": self.text, "blocks": self.blocks}
