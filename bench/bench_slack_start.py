@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,24 +26,14 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "slack"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "slack")]
 from fakeslack import FakeSlack  # noqa: E402
+
+from bench.interleaved import Runner, report, rounds, timed  # noqa: E402
 
 FLOOR = "import slack_bolt, sqlalchemy.orm"
 IMPORT = "import bot.slack_app"
 READY = "from bot.server import wsgi_app; wsgi_app()"
-
-
-def _cpu() -> float:
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
-
-
-def _timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Wall time and the process's CPU time (user + system), which a neighbour's load inflates less."""
-    started, cpu = time.perf_counter(), _cpu()
-    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started, _cpu() - cpu
 
 
 def _free_port() -> int:
@@ -88,37 +76,19 @@ def main() -> None:
                    SLACK_BOT_TOKEN="xoxb-bench", SLACK_SIGNING_SECRET="bench-secret", LABMATE_SLACK_API_URL=slack.api_url)
         subprocess.run([sys.executable, "-m", "labmate.cli", "db", "upgrade"], cwd=ROOT, env=env, check=True,
                        capture_output=True)
-        commands = {"floor": ([sys.executable, "-c", FLOOR], ROOT)}
+        runners: dict[str, Runner] = {"floor": timed([sys.executable, "-c", FLOOR], cwd=ROOT, env=env)}
+        ratios: list[tuple[str, str, float | None]] = []
         for label, checkout in checkouts.items():
-            commands[f"{label}: import"] = ([sys.executable, "-c", IMPORT], checkout)
-            commands[f"{label}: ready"] = ([sys.executable, "-c", READY], checkout)
-            commands[f"{label}: serve"] = (["serve"], checkout)
-
-        def run(argv: list[str], cwd: Path) -> tuple[float, float]:
             # Each checkout first on sys.path (uWSGI's workers too), ahead of the editable install.
-            here = {**env, "PYTHONPATH": str(cwd)}
-            return (_serve_ready(cwd, here), float("nan")) if argv == ["serve"] else _timed(argv, cwd, here)
-
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for argv, cwd in commands.values():  # compile and cache every module once
-            run(argv, cwd)
-        for _ in range(args.rounds):
-            for name, (argv, cwd) in commands.items():
-                times[name].append(run(argv, cwd))
-    for index, what in ((0, "wall time"), (1, "CPU time (user + system)")):
-        floor = [seen[index] for seen in times["floor"]]
-        print(f"{what:<18} {'mean':>7} {'median':>7} {'min':>7}   ratio to the floor (mean, median, min)")
-        for name, both in times.items():
-            seen = [pair[index] for pair in both]
-            if seen[0] != seen[0]:  # NaN: serve's CPU is spread over uWSGI's processes
-                continue
-            ratios = (statistics.mean(seen) / statistics.mean(floor),
-                      statistics.median(seen) / statistics.median(floor), min(seen) / min(floor))
-            print(f"{name:<18} {statistics.mean(seen):7.3f} {statistics.median(seen):7.3f} {min(seen):7.3f}   "
-                  + ", ".join(f"{r:.2f}x" for r in ratios))
-        print()
-    print(f"{args.rounds} interleaved rounds; load average (1 min) at the end: {os.getloadavg()[0]:.2f} "
-          f"on {os.cpu_count()} CPUs; target: import within 1.1x of the floor")
+            here = {**env, "PYTHONPATH": str(checkout)}
+            runners[f"{label}: import"] = timed([sys.executable, "-c", IMPORT], cwd=checkout, env=here)
+            runners[f"{label}: ready"] = timed([sys.executable, "-c", READY], cwd=checkout, env=here)
+            runners[f"{label}: serve"] = lambda checkout=checkout, here=here: _serve_ready(checkout, here)
+            ratios += [(f"{label}: import", "floor", 1.1), (f"{label}: ready", "floor", None)]
+        times = rounds(runners, args.rounds)
+    report(times, ratios)
+    print(f"\n{args.rounds} interleaved rounds; load average (1 min) at the end: {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} CPUs. The target is the import's (1.1x); ready and serve are what a restart waits for.")
 
 
 if __name__ == "__main__":
