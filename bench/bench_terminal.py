@@ -28,9 +28,15 @@ from bench.interleaved import report, rounds, timed
 BIN = Path(sys.executable).parent
 PY = sys.executable
 LABMATE = str(BIN / "labmate")
-# typer converts each command's arguments through pydantic (its `_adapters`), so a command needs
-# pydantic even though labmate's settings don't: the floor imports what typer's runtime does.
-FLOOR_KB = "import typer, rich.console, msgspec, sqlalchemy.orm, jinja2; from pydantic import TypeAdapter"
+# The libraries a `say` command needs, with typer's own run time: typer converts a command's
+# arguments through pydantic (typer._adapters) when it runs one, which `import typer` doesn't load,
+# so the floor runs a typer command that does nothing.
+FLOOR_KB = (
+    "import typer, rich.console, msgspec, sqlalchemy.orm, jinja2\n"
+    "app = typer.Typer()\n"
+    "app.command()(lambda text, json=False: None)\n"
+    "app(['help'], standalone_mode=False)"
+)
 FLOOR_SLACK = "import slack_bolt, sqlalchemy.orm"
 # What any answer from the embedded MLflow store costs MLflow itself: its import, then opening the
 # SQLite store (its SQLAlchemy store module and mapper configuration) for one lookup.
