@@ -106,7 +106,7 @@ def _resolve(steps: list[str | int], root: type, table: Any) -> tuple[list[str |
             for key, item in value.items():
                 try:
                     convert(item, child, strict=False, dec_hook=_decoded)
-                except (ValidationError, NotImplementedError, TypeError):
+                except (ValidationError, ValueError, TypeError):
                     step = key
                     break
         resolved.append(step)
@@ -137,7 +137,7 @@ def _expected(reason: str, kind: Any, value: Any) -> str:
         message = "expected " + _KIND.sub(_kind, reason.removeprefix("Expected ")).replace("matching regex", "matching")
     else:
         return reason
-    if isinstance(value, (str, int, float, bool)) and not message.endswith(f"got {type(value).__name__}"):
+    if isinstance(value, (str, int, float, bool)):  # the value itself says more than its type
         message = re.sub(r", got [a-z ]+$", "", message) + f", got {value!r}"
     return message
 

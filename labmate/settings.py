@@ -648,9 +648,12 @@ def _shown(value: Any) -> Any:
 
 
 def _decoded(kind: type, value: Any) -> Any:
-    if kind in (Path, SecretStr) and isinstance(value, str):
-        return kind(value)
-    raise NotImplementedError(f"expected text, got {type(value).__name__}")
+    """Paths and secrets from text; msgspec reports a ValueError here as a validation error at its key."""
+    if kind not in (Path, SecretStr):
+        raise NotImplementedError(f"no decoder for {kind}")
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {value!r}")
+    return kind(value)
 
 
 def _metadata(kind: type) -> dict[str, Meta]:

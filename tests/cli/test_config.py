@@ -37,6 +37,7 @@ def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPr
          ":1: regress.suites.chat: unknown key 'allow_htp'; the keys are allow_callables, allow_http"),
         ('[projects.p]\nuri = "x"\nexperiment = "e"\non_worker_lost = "maybe"\n',
          ":4: projects.p.on_worker_lost: expected one of 'fail', 'retry', got 'maybe'"),
+        ('slack_bot_token = 5\n', ":1: slack_bot_token: expected text, got 5"),
     ],
 )
 def test_a_malformed_labmate_toml_is_one_line_and_exit_1(tmp_path, toml, expected):
