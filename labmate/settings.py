@@ -255,8 +255,8 @@ class CleanupRules(Struct):
 class CleanupConfig(Struct):
     """Stale-run clean-up (labmate.toml `[cleanup]`): where proposals go and the rules per experiment.
 
-    An experiment's rules are the defaults with what its own table sets on top: `parse()` (and the
-    settings loader) merge the two tables before validating them.
+    An experiment's rules are the defaults with what its own table sets on top: `load_settings()`
+    merges the two tables before validating them (`_merged_cleanup`).
     """
 
     channel: Annotated[
@@ -297,10 +297,6 @@ class CleanupConfig(Struct):
 
     def rules_for(self, experiment: str) -> CleanupRules:
         return self.experiments.get(experiment, self.defaults)
-
-    @classmethod
-    def parse(cls, table: Mapping[str, Any]) -> CleanupConfig:
-        return convert(_merged_cleanup(dict(table)), cls, strict=False)
 
 
 def _merged_cleanup(table: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
-from labmate.settings import CleanupConfig, CleanupRules, FilterRule
+from labmate.settings import CleanupRules, FilterRule, load_settings
 from tasks.cleanup.rules import (
     DAY_MS,
     HOUR_MS,
@@ -118,10 +118,11 @@ def test_parents_of_protected_runs_are_protected_at_any_depth() -> None:
     assert protected(Protection(parents={"a": "b", "b": "a"}, top=frozenset({"a"}))) == {"a": "top", "b": PARENT}
 
 
-def test_per_experiment_rules_override_only_what_they_set() -> None:
-    config = CleanupConfig.parse(
-        {"defaults": {"failed_hours": 6, "top_k": 5}, "experiments": {"scratchpad": {"scratch": True, "top_k": 1}}}
-    )
+def test_per_experiment_rules_override_only_what_they_set(tmp_path) -> None:
+    toml = tmp_path / "labmate.toml"
+    toml.write_text("[cleanup.defaults]\nfailed_hours = 6\ntop_k = 5\n"
+                    "[cleanup.experiments.scratchpad]\nscratch = true\ntop_k = 1\n")
+    config = load_settings(environ={}, path=toml).cleanup
     mine = config.rules_for("scratchpad")
     assert (mine.failed_hours, mine.top_k, mine.scratch) == (6, 1, True)
     assert config.rules_for("other") == config.defaults
