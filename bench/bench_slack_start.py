@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "slack")]
 from fakeslack import FakeSlack  # noqa: E402
+from slackreq import free_port  # noqa: E402
 
 from bench.interleaved import Runner, report, rounds, timed  # noqa: E402
 
@@ -36,15 +36,9 @@ IMPORT = "import bot.slack_app"
 READY = "from bot.server import wsgi_app; wsgi_app()"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _serve_ready(cwd: Path, env: dict[str, str]) -> float:
     """`labmate serve` until its first 200 on /healthz; then stopped."""
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     serve = subprocess.Popen([sys.executable, "-m", "labmate.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
                              cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
