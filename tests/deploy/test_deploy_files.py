@@ -120,6 +120,11 @@ def test_every_service_has_a_health_check_that_fits_it():
             assert test[0] == "CMD" and test[1] == "labmate", test
             command, ctx = _resolve(test[2:])
             assert command.name == "health" and ctx.params["service"] == name, f"{name} checks {test}"
+    # Over TCP and for the database the init script creates: on a fresh volume the image's first,
+    # socket-only server runs the init scripts, and a socket check would pass before they finish.
+    postgres = COMPOSE["services"]["postgres"]["healthcheck"]["test"]
+    assert postgres[1] == "pg_isready" and postgres[postgres.index("-h") + 1] == "127.0.0.1", postgres
+    assert postgres[postgres.index("-d") + 1] == "mlflow", postgres
 
 
 def test_restart_policies_and_start_order_on_health():

@@ -94,7 +94,7 @@ def databases() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def mlflow_process(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen, int]]:
     """`mlflow server` with compose's flags: the PostgreSQL backend, proxied artifacts, and the
     allowed hosts and CORS origins exactly as written in docker-compose.yml."""
     service = COMPOSE["services"]["mlflow"]
@@ -117,9 +117,14 @@ def mlflow_server(databases: dict[str, str], tmp_path_factory: pytest.TempPathFa
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         _wait_healthy("mlflow", "--port", str(port), env=env, proc=proc, seconds=180)
-        yield port
+        yield proc, port
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(mlflow_process: tuple[subprocess.Popen, int]) -> int:
+    return mlflow_process[1]
 
 
 def _get(port: int, path: str, host: str) -> int:
@@ -136,6 +141,36 @@ def test_mlflow_server_answers_its_service_name(mlflow_server):
     assert _get(mlflow_server, api, "mlflow:5000") == 200
     assert _get(mlflow_server, api, f"localhost:{mlflow_server}") == 200
     assert _get(mlflow_server, api, "evil.example:5000") == 403  # the check is on, not disabled
+
+
+def _descendants(pid: int) -> list[str]:
+    """The command lines of every process below `pid` (Linux's /proc; the image is Linux too)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        try:
+            found.append((Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+        todo += children.get(child, [])
+    return found
+
+
+def test_mlflow_server_runs_without_its_job_runner(mlflow_process):
+    """MLflow 3 starts a job runner and a huey consumer per job type (~230 MB each) unless told not to;
+    labmate submits no MLflow jobs, so compose turns it off."""
+    server, _ = mlflow_process
+    time.sleep(2)  # the runner, when on, starts its consumers right after the server answers
+    processes = _descendants(server.pid)
+    assert processes, "the server runs its web workers as child processes"
+    assert not [p for p in processes if "huey" in p or "job_runner" in p], processes
 
 
 @pytest.fixture(scope="module")
