@@ -25,7 +25,8 @@ class Verdict:
         return self.status == FAILED
 
     def line(self) -> str:
-        return f"{self.status:<7} {self.name}: {self.detail}"
+        """One line, whatever the detail quotes (libpq's errors span lines with tabs)."""
+        return f"{self.status:<7} {self.name}: {' '.join(self.detail.split())}"
 
 
 def masked_url(url: str) -> str:

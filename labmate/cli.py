@@ -28,7 +28,7 @@ app.add_typer(db_app, name="db")
 @app.command()
 def shell(
     user: str | None = typer.Option(
-        None, help="Run the commands as this user (needs [terminal] allow_acting_as). Default: you, by your login."
+        None, help="Run the commands as this user (needs \\[terminal] allow_acting_as). Default: you, by your login."
     ),
     channel: str = typer.Option("terminal", help="The channel your commands are recorded under."),
 ) -> None:
@@ -45,7 +45,7 @@ def shell(
 def say(
     text: str = typer.Argument(..., help='The command, e.g. "decide ship it #release" (the /lab prefix is optional).'),
     user: str | None = typer.Option(
-        None, "--user", "-u", help="Run the command as this user (needs [terminal] allow_acting_as). Default: you."
+        None, "--user", "-u", help="Run the command as this user (needs \\[terminal] allow_acting_as). Default: you."
     ),
     channel: str = typer.Option("terminal", "--channel", "-c", help="Run the command in this channel."),
     as_json: bool = typer.Option(False, "--json", help="Print the Block Kit payloads exactly as they would be posted."),

@@ -20,6 +20,13 @@ def toml_syntax_message(path: Path, exc: Exception) -> str:
     found = _POSITION.search(text)
     where = f"{path}:{found.group(1)}:{found.group(2)}" if found else str(path)
     reason = _POSITION.sub("", text) if found else text
+    if not found and text.endswith("(at end of document)"):  # an unclosed array or table: its last line
+        reason = text.removesuffix("(at end of document)").rstrip()
+        try:
+            where = f"{path}:{max(1, len(path.read_bytes().splitlines()))}"
+        except OSError:
+            pass
+        reason += " (the file ends before it is closed)"
     return f"{where}: invalid TOML: {reason}"
 
 
@@ -56,6 +63,8 @@ _KINDS = {"array": "a list", "object": "a table", "float": "a number", "int": "a
           "bool": "true or false", "null": "nothing"}
 _KIND = re.compile(r"`(\w+)`")
 _ANY_KEY = "..."
+UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")
+_NAMED = re.compile(r"^\[(?P<table>[\w.-]+)\] (?P<key>[^\s=]+) =")  # a check's own "[table] key = …" reason
 
 
 def _kind(found: re.Match[str]) -> str:
@@ -125,9 +134,17 @@ def _expected(reason: str, kind: Any, value: Any) -> str:
     from typing import Literal, get_args, get_origin
 
     kind = _unwrap(kind)
-    unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
+    unknown = UNKNOWN.match(reason)
     if unknown and hasattr(kind, "__struct_fields__"):
-        return f"unknown key {unknown.group(1)!r}; the keys are {', '.join(kind.__struct_fields__)}"
+        from difflib import get_close_matches
+
+        keys: tuple[str, ...] = kind.__struct_fields__
+        close = get_close_matches(unknown.group(1), keys, n=1)
+        if close:
+            return f"unknown key {unknown.group(1)!r}; did you mean {close[0]!r}?"
+        if len(keys) > 12:
+            return f"unknown key {unknown.group(1)!r}; the settings table in README.md lists the keys"
+        return f"unknown key {unknown.group(1)!r}; the keys are {', '.join(keys)}"
     missing = re.match(r"Object missing required field `([^`]+)`", reason)
     if missing:
         return f"missing {missing.group(1)!r}"
@@ -155,8 +172,14 @@ def validation_message(error: str, table: dict[str, Any], path: Path, env_names:
     expected = _expected(reason, kind, value)
     if loc and loc[0] in from_env:
         return f"environment variable {env_names[str(loc[0])]}: {expected}"
+    named = _NAMED.match(reason) if not loc else None
+    if named:  # a check across fields (Settings.__post_init__) names its own key
+        line = toml_line(path, (*_dotted(named.group("table")), named.group("key"))) if path.is_file() else None
+        return f"{path}:{line}: {expected}" if line else f"{path}: {expected}"
+    unknown = UNKNOWN.match(reason)
+    at = (*loc, unknown.group(1)) if unknown else tuple(loc)
+    line = toml_line(path, at) if path.is_file() else None
     if not loc:
-        return f"{path}: {expected}"
+        return f"{path}:{line}: {expected}" if line else f"{path}: {expected}"
     dotted = ".".join(str(part) for part in loc)
-    line = toml_line(path, tuple(loc)) if path.is_file() else None
     return f"{path}:{line}: {dotted}: {expected}" if line else f"{path}: {dotted}: {expected}"

@@ -50,6 +50,7 @@ def doctor(
     secrets masked; then check the database, broker, MLflow and Slack. Exit 1 if a check failed."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from labmate import checks
 
@@ -59,7 +60,7 @@ def doctor(
     table.add_column("value", overflow="fold")
     table.add_column("from")
     for name, value, source in settings_in_effect():
-        table.add_row(name, value, source)
+        table.add_row(name, Text(value), Text(source))  # values are data, not rich markup
     console.print(table)
     if not check:
         return
@@ -67,7 +68,8 @@ def doctor(
     verdicts = [checks.database(), checks.broker(), checks.mlflow(), checks.slack()]
     for verdict in verdicts:
         style = "red" if verdict.failed else ("dim" if verdict.status == checks.SKIPPED else "green")
-        console.print(f"[{style}]{verdict.status:<7}[/{style}] {verdict.name}: {verdict.detail}", highlight=False)
+        status, rest = verdict.line().split(" ", 1)
+        console.print(Text.assemble((status, style), " ", rest), soft_wrap=True, highlight=False)
     raise typer.Exit(1 if any(v.failed for v in verdicts) else 0)
 
 

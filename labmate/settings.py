@@ -67,7 +67,7 @@ class SecretStr:
         return "**********" if self._value else ""
 
 
-class AccessRules(Struct):
+class AccessRules(Struct, forbid_unknown_fields=True):
     """Who may use what. Entries are Slack user ids (U…/W…), user group ids (S…) or channel ids (C…/G…/D…)."""
 
     admins: Annotated[list[str], about("Users allowed every verb, including admin-only ones.")] = []
@@ -77,7 +77,7 @@ class AccessRules(Struct):
     ] = {}
 
 
-class TerminalIdentity(Struct):
+class TerminalIdentity(Struct, forbid_unknown_fields=True):
     """Who a terminal user is. By default the operating-system user, under their own login name."""
 
     users: Annotated[
@@ -99,7 +99,7 @@ class TerminalIdentity(Struct):
 ParameterType = Literal["float", "int", "string", "path", "uri"]
 
 
-class ParameterDeclaration(Struct):
+class ParameterDeclaration(Struct, forbid_unknown_fields=True):
     """One parameter of an entry point, as an MLproject file declares it."""
 
     type: Annotated[ParameterType, about("float, int, string, path or uri (MLflow's types).")] = "string"
@@ -108,7 +108,7 @@ class ParameterDeclaration(Struct):
     ] = None
 
 
-class ProjectConfig(Struct, kw_only=True):
+class ProjectConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """One launchable MLflow Project (labmate.toml `[projects.<name>]`). Nothing else can be launched from chat."""
 
     uri: Annotated[
@@ -215,7 +215,7 @@ class RegressConfig(Struct, forbid_unknown_fields=True):
 RuleName = Literal["failed", "orphans", "scratch", "filters"]
 
 
-class FilterRule(Struct, kw_only=True):
+class FilterRule(Struct, kw_only=True, forbid_unknown_fields=True):
     """A team's own clean-up rule: the runs an MLflow filter string matches, once they are old enough."""
 
     filter: Annotated[
@@ -225,7 +225,7 @@ class FilterRule(Struct, kw_only=True):
     name: Annotated[str, about("How the proposal names the rule (default: the filter itself).")] = ""
 
 
-class CleanupRules(Struct):
+class CleanupRules(Struct, forbid_unknown_fields=True):
     """Which runs of an experiment the clean-up proposes to delete, each rule with its threshold."""
 
     rules: Annotated[
@@ -252,7 +252,7 @@ class CleanupRules(Struct):
     ] = 3
 
 
-class CleanupConfig(Struct):
+class CleanupConfig(Struct, forbid_unknown_fields=True):
     """Stale-run clean-up (labmate.toml `[cleanup]`): where proposals go and the rules per experiment.
 
     An experiment's rules are the defaults with what its own table sets on top: `load_settings()`
@@ -330,7 +330,7 @@ def default_projects() -> dict[str, ProjectConfig]:
     }
 
 
-class DigestChannel(Struct, kw_only=True):
+class DigestChannel(Struct, kw_only=True, forbid_unknown_fields=True):
     """One channel's daily digest (labmate.toml `[[digest.channels]]`)."""
 
     channel: Annotated[str, about("The channel id (`C0123ABCD`) or `#name` the digest is posted to.")]
@@ -351,7 +351,7 @@ class DigestChannel(Struct, kw_only=True):
             raise ValueError(f"[[digest.channels]] {self.channel}: unknown time zone {self.timezone!r}") from None
 
 
-class DigestConfig(Struct):
+class DigestConfig(Struct, forbid_unknown_fields=True):
     channels: Annotated[list[DigestChannel], about("Where and when the digest is posted.")] = []
 
 
@@ -374,7 +374,7 @@ class ConfigError(Exception):
     """The configuration can't be read: one line naming the file (or variable), the line and what was expected."""
 
 
-class Settings(Struct, kw_only=True):
+class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     home: Annotated[
         Path,
         about(
@@ -604,6 +604,7 @@ class Settings(Struct, kw_only=True):
                     f"[metric_directions] {metric} = {value!r}: say \"lower\" or \"higher\" (or asc, desc, min, max)"
                 )
         self.command = "/" + self.command.lstrip("/")
+        self.home = self.home.expanduser()  # `~/labmate` in labmate.toml or LABMATE_HOME, as a shell would
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'labmate.db').resolve()}"
         if not self.mlflow_tracking_uri:
@@ -708,6 +709,9 @@ def load_settings(environ: Mapping[str, str] | None = None, path: Path | None = 
             table: dict[str, Any] = tomllib.load(handle)
     except FileNotFoundError:
         table = {}
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the file as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{path}: can't be read ({exc.strerror}); point LABMATE_CONFIG at a readable file") from None
     except tomllib.TOMLDecodeError as exc:

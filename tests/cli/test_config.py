@@ -34,14 +34,22 @@ def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPr
         ('[cleanup.experiments.a]\ntop_k = 1\n[cleanup.experiments.b]\ntop_k = -1\n',
          ":4: cleanup.experiments.b.top_k: expected an integer >= 0, got -1"),
         ('[regress.suites.chat]\nallow_htp = true\n',
-         ":1: regress.suites.chat: unknown key 'allow_htp'; the keys are allow_callables, allow_http"),
+         ":2: regress.suites.chat: unknown key 'allow_htp'; did you mean 'allow_http'?"),
+        ('[access]\nadmins = []\nowners = ["U1"]\n', ":3: access: unknown key 'owners'; the keys are admins, verbs"),
+        ('hoem = "/srv/labmate"\n', ":1: unknown key 'hoem'; did you mean 'home'?"),
+        # a typo must not leave the default (anyone may launch) in force
+        ('[projects.p]\nuri = "x"\nexperiment = "e"\nlauncher = ["U0"]\n',
+         ":4: projects.p: unknown key 'launcher'; did you mean 'launchers'?"),
+        ('[metric_directions]\nloss = "lower"\nval_f1 = "up"\n', ":3: [metric_directions] val_f1 = 'up': say \"lower\""),
+        ('[access]\nadmins = ["U1",\n"U2",\n', ":3: invalid TOML: "),
+        (b'command = "/lab"\n# caf\xe9\n', ":2: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
         ('[projects.p]\nuri = "x"\nexperiment = "e"\non_worker_lost = "maybe"\n',
          ":4: projects.p.on_worker_lost: expected one of 'fail', 'retry', got 'maybe'"),
         ('slack_bot_token = 5\n', ":1: slack_bot_token: expected text, got 5"),
     ],
 )
 def test_a_malformed_labmate_toml_is_one_line_and_exit_1(tmp_path, toml, expected):
-    (tmp_path / "labmate.toml").write_text(toml)
+    (tmp_path / "labmate.toml").write_bytes(toml if isinstance(toml, bytes) else toml.encode())
     result = _labmate(tmp_path, "say", "help")
     assert result.returncode == 1
     assert result.stdout == ""
@@ -79,7 +87,9 @@ def test_help_shows_no_type_for_flags(tmp_path):
     help_line = next(line for line in shown.splitlines() if "--help" in line)
     assert "<bool>" not in shown
     assert "Print the Block Kit payloads" in json_line and "Show this message" in help_line
-    assert "<str>" in next(line for line in shown.splitlines() if "--user" in line)  # value options keep theirs
+    user_line = next(line for line in shown.splitlines() if "--user" in line)
+    assert "<str>" in user_line  # value options keep theirs
+    assert "[terminal] allow_acting_as" in user_line  # where to set it, not eaten as rich markup
 
 
 def test_the_default_home_is_the_user_data_directory(tmp_path, monkeypatch):
@@ -98,6 +108,20 @@ def test_the_default_home_is_the_user_data_directory(tmp_path, monkeypatch):
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert load_settings().home == expected
+
+
+@pytest.mark.parametrize("source", ["environment", "labmate.toml"])
+def test_a_home_starting_with_a_tilde_is_in_the_users_home(tmp_path, monkeypatch, source):
+    """Not a directory named `~` under wherever labmate was run from."""
+    from labmate.settings import load_settings
+
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    config = tmp_path / "labmate.toml"
+    config.write_text('home = "~/labstore"\n' if source == "labmate.toml" else "")
+    environ = {"LABMATE_HOME": "~/labstore"} if source == "environment" else {}
+    settings = load_settings(environ, config)
+    assert settings.home == tmp_path / "user" / "labstore"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'user' / 'labstore' / 'labmate.db'}"
 
 
 def test_doctor_shows_sources_masks_secrets_and_checks_services(tmp_path):
@@ -138,3 +162,13 @@ def test_doctor_passes_on_a_migrated_embedded_setup(tmp_path):
     result = _labmate(tmp_path, "doctor")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "skipped slack: no SLACK_BOT_TOKEN" in result.stdout
+
+
+def test_doctor_says_an_unreachable_database_in_one_line(tmp_path):
+    """libpq's message spans lines (a tab-indented "Is the server running…"); the verdict doesn't."""
+    result = _labmate(tmp_path, "doctor", LABMATE_DATABASE_URL="postgresql://labmate:pw@127.0.0.1:1/labmate")
+    lines = result.stdout.splitlines()
+    database = next(i for i, line in enumerate(lines) if line.startswith("FAILED  database:"))
+    assert "127.0.0.1" in lines[database] and "labmate:***@" in lines[database]
+    assert lines[database + 1].split()[1] == "broker:", lines[database:database + 2]
+    assert result.returncode == 1
