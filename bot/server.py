@@ -6,8 +6,10 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from threading import Event
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.errors import SlackApiError
@@ -142,4 +144,34 @@ def run_socket_mode() -> None:
     preflight()
     router()
     warm()
-    SocketModeHandler(build_app(token_verification=False), settings.slack_app_token.get_secret_value()).start()
+    handler = SocketModeHandler(build_app(token_verification=False), settings.slack_app_token.get_secret_value())
+    connect_with_backoff(handler.connect, settings.slack_api_url)
+    Event().wait()  # what SocketModeHandler.start() does after connecting: its client reconnects by itself
+
+
+def connect_with_backoff(connect: Callable[[], None], api_url: str, *, longest: float = 60.0) -> None:
+    """Socket Mode's first connection, tried until Slack answers: its client reconnects by itself
+    once connected, but the first `apps.connections.open` raises. A refused app token stops here in
+    one line; an unreachable Slack is tried again with slack_sdk's backoff, up to a minute apart."""
+    from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+
+    intervals = BackoffRetryIntervalCalculator(backoff_factor=1.0)
+    attempt = 0
+    while True:
+        try:
+            connect()
+            return
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else ""
+            if error in AUTH_ERRORS:
+                raise SystemExit(
+                    f"Slack refused SLACK_APP_TOKEN ({error}): create an App-Level Token with connections:write "
+                    "under Basic Information → App-Level Tokens."
+                ) from None
+            reason = f"it answered {error or exc.response.status_code}"
+        except OSError as exc:  # URLError, refused, reset, DNS: the network, not the token
+            reason = str(getattr(exc, "reason", exc))
+        wait = min(longest, intervals.calculate_sleep_duration(attempt))
+        log.warning("Socket Mode can't connect to Slack at %s (%s); trying again in %.0f s", api_url, reason, wait)
+        time.sleep(wait)
+        attempt += 1

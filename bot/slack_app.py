@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import App, BoltRequest
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.middleware.request_verification import RequestVerification
 from slack_bolt.response import BoltResponse
 
@@ -42,6 +43,18 @@ class StrictRequestVerification(RequestVerification):
         return super().process(req=req, resp=resp, next=next)
 
 
+def _slack_logger() -> logging.Logger:
+    logger = logging.getLogger("labmate.slack")
+    logger.addFilter(_not_bolts_token_notice)  # once: the same function is not added twice
+    return logger
+
+
+def _not_bolts_token_notice(record: logging.LogRecord) -> bool:
+    """Bolt reads SLACK_BOT_TOKEN from the environment even when given a client made from it, and
+    warns at every start that the token "will be unused"; it is the client's token, so say nothing."""
+    return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
 def build_app(settings: Settings | None = None, *, token_verification: bool = True) -> App:
     settings = settings or get_settings()
     missing = missing_credentials(settings)
@@ -57,7 +70,7 @@ def build_app(settings: Settings | None = None, *, token_verification: bool = Tr
         before_authorize=StrictRequestVerification(signing_secret),
         process_before_response=True,
         token_verification_enabled=token_verification,
-        logger=logging.getLogger("labmate.slack"),
+        logger=_slack_logger(),
     )
     commands.register(app, settings)
     events.register(app, settings)

@@ -69,3 +69,42 @@ def test_an_unreachable_slack_is_a_warning_and_it_serves(tmp_path: Path, redis_u
         assert answer.status in (200, 401), answer.body  # served, whatever Bolt makes of a Slack it can't ask
     finally:
         lab.stop()
+
+
+def _socket_mode_env(lab_home: Path, api_url: str, app_token: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "LABMATE_"))}
+    env.update(LABMATE_HOME=str(lab_home), SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET="s", SLACK_APP_TOKEN=app_token,
+               LABMATE_SLACK_API_URL=api_url)
+    return env
+
+
+def test_socket_mode_with_an_app_token_slack_rejects_stops_in_one_line(lab_home: Path, tmp_path: Path) -> None:
+    with FakeSlack(token="xoxb-test") as fake:  # knows only the bot token: the app token is refused
+        done = subprocess.run([LABMATE, "serve", "--socket-mode"], env=_socket_mode_env(lab_home, fake.api_url, "xapp-wrong"),
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert [c.method for c in fake.calls()] == ["auth.test", "apps.connections.open"]
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "will be unused" not in done.stderr, done.stderr
+    # slack_sdk logs the refusal itself (one ERROR line) before labmate's line says what to do
+    assert done.stderr.strip().splitlines()[-1].startswith("Slack refused SLACK_APP_TOKEN (invalid_auth): "), done.stderr
+
+
+def test_socket_mode_with_slack_unreachable_keeps_trying_with_backoff(lab_home: Path, tmp_path: Path) -> None:
+    """Not a traceback and an exit: Socket Mode can't serve before it connects, so it tries again,
+    further apart each time, and says so in one line each time."""
+    api_url = f"http://127.0.0.1:{free_port()}/api/"  # nothing listens there
+    proc = subprocess.Popen([LABMATE, "serve", "--socket-mode"], env=_socket_mode_env(lab_home, api_url, "xapp-1"),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines: list[str] = []
+        while sum("Socket Mode can't connect" in line for line in lines) < 3:
+            line = proc.stdout.readline() if proc.stdout else ""
+            assert line, f"it stopped: {lines}"
+            lines.append(line)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not any("Traceback" in line for line in lines), lines
+    waits = [float(line.rsplit("trying again in ", 1)[1].split()[0]) for line in lines if "trying again in" in line]
+    assert waits == sorted(waits) and waits[-1] > waits[0], waits
