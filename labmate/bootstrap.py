@@ -5,16 +5,30 @@ from __future__ import annotations
 import logging
 import os
 
-from labmate.settings import get_settings
+from labmate.settings import ConfigError, get_settings, mask_url
+
+
+class Unreachable(ConfigError):
+    """A service labmate is configured to use can't be reached as it starts: one line, exit 1 (a
+    server's supervisor restarts it; a person fixes the URL or starts the service)."""
 
 
 def prepare(*, migrate: bool = True) -> None:
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     if migrate:
+        from sqlalchemy.exc import OperationalError
+
         from models.db import upgrade
 
-        upgrade(settings.database_url)
+        try:
+            upgrade(settings.database_url)
+        except OperationalError as exc:
+            reason = " ".join(str(exc.orig).split())
+            raise Unreachable(
+                f"the knowledge base at {mask_url(settings.database_url)} can't be reached ({reason}): start the "
+                "database, or point LABMATE_DATABASE_URL at one that runs"
+            ) from None
 
 
 def configure_logging(level: str = "INFO", *, to_file: bool = False) -> None:

@@ -117,7 +117,7 @@ def demo() -> None:
 
     Idempotent: a second run adds nothing.
     """
-    from labmate.bootstrap import configure_logging, prepare
+    from labmate.bootstrap import Unreachable, configure_logging, prepare
     from labmate.settings import get_settings
 
     configure_logging("WARNING")
@@ -126,6 +126,12 @@ def demo() -> None:
 
     settings = get_settings()
     console = Console()
+    if settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+        from labmate import checks
+
+        server = checks.mlflow()  # MLflow's client retries an unreachable server for minutes
+        if server.failed:
+            raise Unreachable(f"the MLflow server {server.detail}: start it, or unset MLFLOW_TRACKING_URI for the embedded store")
     console.print(f"Store: [bold]{settings.home.resolve()}[/bold] (LABMATE_HOME; MLflow at {settings.mlflow_tracking_uri})")
     console.print("[dim]loading MLflow and scikit-learn…[/dim]")
     try:

@@ -172,3 +172,22 @@ def test_doctor_says_an_unreachable_database_in_one_line(tmp_path):
     assert "127.0.0.1" in lines[database] and "labmate:***@" in lines[database]
     assert lines[database + 1].split()[1] == "broker:", lines[database:database + 2]
     assert result.returncode == 1
+
+
+@pytest.mark.parametrize("command", [["serve"], ["demo"], ["db", "upgrade"]])
+def test_a_database_that_is_down_at_start_is_one_line_and_exit_1(tmp_path, command):
+    result = _labmate(tmp_path, *command, LABMATE_DATABASE_URL="postgresql://labmate:pw@127.0.0.1:1/labmate",
+                      SLACK_BOT_TOKEN="xoxb-x", SLACK_SIGNING_SECRET="s")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("labmate: the knowledge base at postgresql://labmate:***@127.0.0.1:1/labmate "
+                                    "can't be reached (connection failed: "), result.stderr
+    assert result.stderr.count("\n") == 1 and "pw" not in result.stderr
+
+
+def test_the_demo_against_an_mlflow_server_that_does_not_answer_stops_at_once(tmp_path):
+    """Not minutes of MLflow's client retrying with warnings: one line and exit 1."""
+    result = _labmate(tmp_path, "demo", MLFLOW_TRACKING_URI="http://127.0.0.1:1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("labmate: the MLflow server http://127.0.0.1:1/") and "did not answer" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
