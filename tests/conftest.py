@@ -89,7 +89,21 @@ def _reachable(url: str) -> bool:
         return False
 
 
+_RUNNING: list[pytest.Item] = []
+_MARKERS = {"Redis": "redis", "PostgreSQL": "postgres"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _RUNNING[:] = [item]
+
+
 def service_or_skip(name: str, url: str) -> str:
+    """The service's URL, or skip (fail under LABMATE_REQUIRE_SERVICES=1) when it isn't running. A test
+    that reaches a service without its marker fails, so `-m "not redis"` can trust the markers."""
+    marker = _MARKERS[name]
+    if _RUNNING and _RUNNING[0].get_closest_marker(marker) is None:
+        pytest.fail(f"{_RUNNING[0].nodeid} uses {name} without @pytest.mark.{marker} (-m 'not {marker}' would select it)")
     if _reachable(url):
         return url
     reason = f"{name} is not reachable at {url}"

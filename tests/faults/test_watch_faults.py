@@ -135,10 +135,11 @@ def postgres_mlflow_store(tmp_path: Path) -> Any:
     mlflow_stores.drop_postgres_database(base, name)
 
 
+@pytest.mark.postgres
 def test_mlflow_unreachable_during_polls_is_logged_and_caught_up_later(make_lab, postgres_mlflow_store) -> None:
     url, client, experiment_id = postgres_mlflow_store
     _end_run(client, experiment_id, "baseline", f1=0.5)
-    proxy = TcpProxy("127.0.0.1", 5432).start()
+    proxy = TcpProxy.to(url, 5432).start()
     served = proxy.url(url)
     setup = make_lab(MLFLOW_TRACKING_URI=served, LABMATE_WATCH_EVERY="1")
     (setup.lab.home / "labmate.toml").write_text(_toml())
@@ -164,6 +165,7 @@ def test_mlflow_unreachable_during_polls_is_logged_and_caught_up_later(make_lab,
     proxy.close()
 
 
+@pytest.mark.postgres
 def test_two_digest_runs_at_once_post_one_digest(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
     mlflow_db = tmp_path / "mlflow-digest.db"
     shutil.copy(empty_mlflow_db, mlflow_db)
