@@ -27,7 +27,8 @@ from tests.deploy.compose import rendered
 
 COMPOSE = rendered()
 BIN = Path(sys.executable).parent
-# A Redis database of its own (the tests' LABMATE_TEST_REDIS_URL database is flushed by other tests).
+# A Redis database apart from the one the other tests' workers use, and a key prefix of this run's own
+# (stack_env), so two runs of the suite at once don't answer each other's health checks.
 SPARE_REDIS = os.environ.get("LABMATE_TEST_REDIS_SPARE_URL", "redis://127.0.0.1:6379/10")
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -187,6 +188,7 @@ def stack_env(databases: dict[str, str], mlflow_server: int, tmp_path_factory: p
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
     for name, value in COMPOSE["services"]["worker"]["environment"].items():
         env[name] = _localised(str(value), swaps)
+    env["LABMATE_BROKER_KEY_PREFIX"] = f"deploy-{uuid.uuid4().hex[:8]}:"
     return env
 
 

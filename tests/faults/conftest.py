@@ -88,12 +88,12 @@ def make_lab(tmp_path: Path, redis_url: str, request: pytest.FixtureRequest) -> 
         redis_proxy = db_proxy = None
         broker = redis_url
         if proxy_redis:
-            redis_proxy = TcpProxy("127.0.0.1", int(redis_url.split(":")[-1].split("/")[0])).start()
+            redis_proxy = TcpProxy.to(redis_url, 6379).start()
             broker = redis_proxy.url(redis_url)
         served_db = db_url
         if proxy_db:
             assert postgres, "the database proxy is for PostgreSQL"
-            db_proxy = TcpProxy("127.0.0.1", 5432).start()
+            db_proxy = TcpProxy.to(db_url, 5432).start()
             served_db = db_proxy.url(db_url)
         prefix = unique_prefix()
         env = lab_env(home, fake, broker_url=broker, database_url=served_db, prefix=prefix, **extra_env)

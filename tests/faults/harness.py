@@ -130,6 +130,12 @@ class TcpProxy:
             rule(["-D", "INPUT", "-p", "tcp", "--dport", str(self.port), "-j", "DROP"])
             self._dropping = False
 
+    @classmethod
+    def to(cls, url: str, default_port: int) -> TcpProxy:
+        """A proxy to the service `url` names (its host and port, as configured for the tests)."""
+        parts = urlsplit(url)
+        return cls(parts.hostname or "127.0.0.1", parts.port or default_port)
+
     def url(self, url: str) -> str:
         """`url` with its host and port replaced by this proxy's."""
         parts = urlsplit(url)
