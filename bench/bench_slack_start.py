@@ -34,6 +34,14 @@ from bench.interleaved import Runner, report, rounds, timed  # noqa: E402
 FLOOR = "import slack_bolt, sqlalchemy.orm"
 IMPORT = "import bot.slack_app"
 READY = "from bot.server import wsgi_app; wsgi_app()"
+# What the import adds to the floor, layer by layer (--layers): each imports the floor and what the
+# layers above it add, so the step from one to the next is that layer's share of the whole process.
+LAYERS = {
+    "+ jinja2": ["jinja2"],
+    "+ msgspec": ["jinja2", "msgspec"],
+    "+ ORM models": ["jinja2", "msgspec", "models.audit", "models.decision"],
+    "+ grammar, settings": ["jinja2", "msgspec", "models.audit", "models.decision", "bot.grammar", "labmate.settings"],
+}
 
 
 def _serve_ready(cwd: Path, env: dict[str, str]) -> float:
@@ -61,6 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--against", type=Path, help="another checkout to measure in the same rounds")
+    parser.add_argument("--layers", action="store_true",
+                        help="also time the floor plus each layer of the import (jinja2, msgspec, ORM models, grammar)")
     args = parser.parse_args()
     checkouts = {"this": ROOT} | ({"against": args.against.resolve()} if args.against else {})
     with tempfile.TemporaryDirectory(prefix="labmate-bench-slack-") as tmp, FakeSlack(token="xoxb-bench") as slack:
@@ -72,6 +82,10 @@ def main() -> None:
                        capture_output=True)
         runners: dict[str, Runner] = {"floor": timed([sys.executable, "-c", FLOOR], cwd=ROOT, env=env)}
         ratios: list[tuple[str, str, float | None]] = []
+        if args.layers:
+            for layer, modules in LAYERS.items():
+                runners[layer] = timed([sys.executable, "-c", ", ".join([FLOOR, *modules])], cwd=ROOT, env=env)
+                ratios.append((layer, "floor", None))
         for label, checkout in checkouts.items():
             # Each checkout first on sys.path (uWSGI's workers too), ahead of the editable install.
             here = {**env, "PYTHONPATH": str(checkout)}

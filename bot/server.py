@@ -172,6 +172,6 @@ def connect_with_backoff(connect: Callable[[], None], api_url: str, *, longest: 
         except OSError as exc:  # URLError, refused, reset, DNS: the network, not the token
             reason = str(getattr(exc, "reason", exc))
         wait = min(longest, intervals.calculate_sleep_duration(attempt))
-        log.warning("Socket Mode can't connect to Slack at %s (%s); trying again in %.0f s", api_url, reason, wait)
+        log.warning("Socket Mode can't connect to Slack at %s (%s); trying again in %.1f s", api_url, reason, wait)
         time.sleep(wait)
         attempt += 1

@@ -97,7 +97,7 @@ def test_socket_mode_with_slack_unreachable_keeps_trying_with_backoff(lab_home: 
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines: list[str] = []
-        while sum("Socket Mode can't connect" in line for line in lines) < 3:
+        while sum("Socket Mode can't connect" in line for line in lines) < 2:
             line = proc.stdout.readline() if proc.stdout else ""
             assert line, f"it stopped: {lines}"
             lines.append(line)
@@ -107,4 +107,4 @@ def test_socket_mode_with_slack_unreachable_keeps_trying_with_backoff(lab_home: 
         proc.wait(timeout=30)
     assert not any("Traceback" in line for line in lines), lines
     waits = [float(line.rsplit("trying again in ", 1)[1].split()[0]) for line in lines if "trying again in" in line]
-    assert waits == sorted(waits) and waits[-1] > waits[0], waits
+    assert len(waits) == 2 and 1 <= waits[0] <= 2 <= waits[1] <= 3, waits  # slack_sdk's backoff: 1 s, 2 s, … plus jitter
