@@ -273,11 +273,24 @@ def _flags_show_no_type() -> None:
 def main() -> None:
     """Exit codes: 0 ok, 1 wrong input (a usage error, unreadable configuration), 2 internal error.
     Click's own convention is 2 for usage errors; labmate's README promises 1."""
+    _flags_show_no_type()
+    try:
+        _run(app)
+    finally:
+        # The process ends here. Python's last collection walks every object the imports made
+        # (typer, rich, SQLAlchemy, Jinja2; MLflow for a job): 100 ms of a 0.45 s `say help`, 0.2 s
+        # after an MLflow answer. Frozen objects are skipped; atexit handlers, logging's flush and
+        # the modules' own teardown still run, and the OS takes the memory back either way.
+        import gc
+
+        gc.freeze()
+
+
+def _run(app: typer.Typer) -> None:
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
 
     from labmate.settings import ConfigError
 
-    _flags_show_no_type()
     try:
         code = app(standalone_mode=False)
     except KeyboardInterrupt:
