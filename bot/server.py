@@ -141,10 +141,13 @@ def run_socket_mode() -> None:
     settings = get_settings()
     if not settings.slack_app_token:
         raise SystemExit("Socket Mode needs SLACK_APP_TOKEN (xapp-…): App settings → Basic Information → App-Level Tokens.")
+    from labmate.bootstrap import long_lived
+
     preflight()
-    router()
-    warm()
-    handler = SocketModeHandler(build_app(token_verification=False), settings.slack_app_token.get_secret_value())
+    with long_lived():
+        router()
+        warm()
+        handler = SocketModeHandler(build_app(token_verification=False), settings.slack_app_token.get_secret_value())
     connect_with_backoff(handler.connect, settings.slack_api_url)
     Event().wait()  # what SocketModeHandler.start() does after connecting: its client reconnects by itself
 
