@@ -75,12 +75,8 @@ def preflight() -> None:
     try:
         web_client(settings).auth_test()
     except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else ""
-        if error in AUTH_ERRORS:
-            raise SystemExit(
-                f"Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token (xoxb-…) from your app's "
-                "OAuth & Permissions page, or reinstall the app."
-            ) from None
+        error = _refusal_or_error(exc, "SLACK_BOT_TOKEN", "copy the Bot User OAuth Token (xoxb-…) from your app's "
+                                  "OAuth & Permissions page, or reinstall the app.")
         log.warning("Slack's Web API answered auth.test with %s; serving anyway", error)
     except Exception as exc:
         log.warning(
@@ -152,6 +148,14 @@ def run_socket_mode() -> None:
     Event().wait()  # what SocketModeHandler.start() does after connecting: its client reconnects by itself
 
 
+def _refusal_or_error(exc: SlackApiError, token: str, fix: str) -> str:
+    """Slack's error code; a token it refuses stops the process in one line that says how to fix it."""
+    error = exc.response.get("error") if exc.response is not None else ""
+    if error in AUTH_ERRORS:
+        raise SystemExit(f"Slack refused {token} ({error}): {fix}") from None
+    return str(error or "")
+
+
 def connect_with_backoff(connect: Callable[[], None], api_url: str, *, longest: float = 60.0) -> None:
     """Socket Mode's first connection, tried until Slack answers: its client reconnects by itself
     once connected, but the first `apps.connections.open` raises. A refused app token stops here in
@@ -165,12 +169,8 @@ def connect_with_backoff(connect: Callable[[], None], api_url: str, *, longest: 
             connect()
             return
         except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else ""
-            if error in AUTH_ERRORS:
-                raise SystemExit(
-                    f"Slack refused SLACK_APP_TOKEN ({error}): create an App-Level Token with connections:write "
-                    "under Basic Information → App-Level Tokens."
-                ) from None
+            error = _refusal_or_error(exc, "SLACK_APP_TOKEN", "create an App-Level Token with connections:write "
+                                      "under Basic Information → App-Level Tokens.")
             reason = f"it answered {error or exc.response.status_code}"
         except OSError as exc:  # URLError, refused, reset, DNS: the network, not the token
             reason = str(getattr(exc, "reason", exc))
