@@ -63,7 +63,7 @@ _KINDS = {"array": "a list", "object": "a table", "float": "a number", "int": "a
           "bool": "true or false", "null": "nothing"}
 _KIND = re.compile(r"`(\w+)`")
 _ANY_KEY = "..."
-UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")
 _NAMED = re.compile(r"^\[(?P<table>[\w.-]+)\] (?P<key>[^\s=]+) =")  # a check's own "[table] key = …" reason
 
 
@@ -134,7 +134,7 @@ def _expected(reason: str, kind: Any, value: Any) -> str:
     from typing import Literal, get_args, get_origin
 
     kind = _unwrap(kind)
-    unknown = UNKNOWN.match(reason)
+    unknown = _UNKNOWN.match(reason)
     if unknown and hasattr(kind, "__struct_fields__"):
         from difflib import get_close_matches
 
@@ -142,7 +142,7 @@ def _expected(reason: str, kind: Any, value: Any) -> str:
         close = get_close_matches(unknown.group(1), keys, n=1)
         if close:
             return f"unknown key {unknown.group(1)!r}; did you mean {close[0]!r}?"
-        if len(keys) > 12:
+        if len(keys) > 12:  # the top level: every setting
             return f"unknown key {unknown.group(1)!r}; the settings table in README.md lists the keys"
         return f"unknown key {unknown.group(1)!r}; the keys are {', '.join(keys)}"
     missing = re.match(r"Object missing required field `([^`]+)`", reason)
@@ -176,7 +176,7 @@ def validation_message(error: str, table: dict[str, Any], path: Path, env_names:
     if named:  # a check across fields (Settings.__post_init__) names its own key
         line = toml_line(path, (*_dotted(named.group("table")), named.group("key"))) if path.is_file() else None
         return f"{path}:{line}: {expected}" if line else f"{path}: {expected}"
-    unknown = UNKNOWN.match(reason)
+    unknown = _UNKNOWN.match(reason)
     at = (*loc, unknown.group(1)) if unknown else tuple(loc)
     line = toml_line(path, at) if path.is_file() else None
     if not loc:
