@@ -145,6 +145,7 @@ def run_socket_mode() -> None:
         warm()
         handler = SocketModeHandler(build_app(token_verification=False), settings.slack_app_token.get_secret_value())
     connect_with_backoff(handler.connect, settings.slack_api_url)
+    log.info("connected to Slack over Socket Mode; serving")
     Event().wait()  # what SocketModeHandler.start() does after connecting: its client reconnects by itself
 
 
