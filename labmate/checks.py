@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from labmate.settings import mask_url
+
 OK, SKIPPED, FAILED = "ok", "skipped", "FAILED"
 
 
@@ -27,19 +29,6 @@ class Verdict:
     def line(self) -> str:
         """One line, whatever the detail quotes (libpq's errors span lines with tabs)."""
         return f"{self.status:<7} {self.name}: {' '.join(self.detail.split())}"
-
-
-def masked_url(url: str) -> str:
-    """The URL with any password replaced by `***` (database and broker URLs may carry one)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def http_get(name: str, url: str, *, timeout: float = 3.0, host_header: str | None = None) -> Verdict:
@@ -66,7 +55,7 @@ def celery_node(name: str, nodename: str, *, timeout: float = 3.0) -> Verdict:
     try:
         replies = celery_app().control.ping(destination=[nodename], timeout=timeout)
     except Exception as exc:  # the broker itself is unreachable: kombu/redis raise many kinds
-        return Verdict(name, FAILED, f"broker {masked_url(settings.broker_url)} unreachable ({exc})")
+        return Verdict(name, FAILED, f"broker {mask_url(settings.broker_url)} unreachable ({exc})")
     for reply in replies:
         if nodename in reply:
             return Verdict(name, OK, f"{nodename} answered ping")
@@ -93,7 +82,7 @@ def database() -> Verdict:
     from models.db import script_heads
 
     url = get_settings().database_url
-    shown = masked_url(url)
+    shown = mask_url(url)
     if url.startswith("sqlite:///") and ":memory:" not in url:
         from pathlib import Path
 
@@ -127,14 +116,14 @@ def broker() -> Verdict:
         return Verdict("broker", OK, "memory:// (embedded: each labmate process runs its own worker)")
     url = settings.broker_url
     if not url.startswith(("redis://", "rediss://")):
-        return Verdict("broker", SKIPPED, f"{masked_url(url)}: only Redis brokers are checked")
+        return Verdict("broker", SKIPPED, f"{mask_url(url)}: only Redis brokers are checked")
     import redis
 
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
     except redis.RedisError as exc:
-        return Verdict("broker", FAILED, f"{masked_url(url)} unreachable ({exc})")
-    return Verdict("broker", OK, f"{masked_url(url)} answered PING")
+        return Verdict("broker", FAILED, f"{mask_url(url)} unreachable ({exc})")
+    return Verdict("broker", OK, f"{mask_url(url)} answered PING")
 
 
 def mlflow() -> Verdict:
@@ -156,7 +145,7 @@ def mlflow() -> Verdict:
         if path.is_file():
             return Verdict("mlflow", OK, f"embedded store {path} ({path.stat().st_size // 1024} KiB)")
         return Verdict("mlflow", OK, f"embedded store {path} not created yet (`labmate demo` fills it)")
-    return Verdict("mlflow", SKIPPED, f"{masked_url(uri)}: only HTTP servers and SQLite stores are checked")
+    return Verdict("mlflow", SKIPPED, f"{mask_url(uri)}: only HTTP servers and SQLite stores are checked")
 
 
 def slack() -> Verdict:

@@ -77,8 +77,7 @@ def settings_in_effect() -> list[tuple[str, str, str]]:
     """(name, value as shown, source) for every setting; secrets show only whether they are set."""
     from msgspec import Struct, to_builtins
 
-    from labmate.checks import masked_url
-    from labmate.settings import SecretStr, Settings, _config_path, env_names, get_settings
+    from labmate.settings import SecretStr, Settings, _config_path, env_names, get_settings, mask_url
 
     settings = get_settings()
     path = _config_path()
@@ -101,7 +100,7 @@ def settings_in_effect() -> list[tuple[str, str, str]]:
         elif name == "result_backend" and not value:
             shown = "in-process (embedded broker)" if settings.embedded_broker else "the broker's Redis"
         elif name in ("database_url", "broker_url", "result_backend", "mlflow_tracking_uri"):
-            shown = masked_url(str(value))
+            shown = mask_url(str(value))
         elif value in ("", {}, []):
             shown = "not set"
         elif isinstance(value, (Struct, dict)):
