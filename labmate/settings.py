@@ -67,7 +67,12 @@ class SecretStr:
         return "**********" if self._value else ""
 
 
-class AccessRules(Struct, forbid_unknown_fields=True):
+class Table(Struct, forbid_unknown_fields=True):
+    """A table of labmate.toml: a key it doesn't know is an error (a mistyped `launcher` must not
+    leave `launchers` at its default, anyone), reported by config_errors with the nearest known key."""
+
+
+class AccessRules(Table):
     """Who may use what. Entries are Slack user ids (U…/W…), user group ids (S…) or channel ids (C…/G…/D…)."""
 
     admins: Annotated[list[str], about("Users allowed every verb, including admin-only ones.")] = []
@@ -77,7 +82,7 @@ class AccessRules(Struct, forbid_unknown_fields=True):
     ] = {}
 
 
-class TerminalIdentity(Struct, forbid_unknown_fields=True):
+class TerminalIdentity(Table):
     """Who a terminal user is. By default the operating-system user, under their own login name."""
 
     users: Annotated[
@@ -99,7 +104,7 @@ class TerminalIdentity(Struct, forbid_unknown_fields=True):
 ParameterType = Literal["float", "int", "string", "path", "uri"]
 
 
-class ParameterDeclaration(Struct, forbid_unknown_fields=True):
+class ParameterDeclaration(Table):
     """One parameter of an entry point, as an MLproject file declares it."""
 
     type: Annotated[ParameterType, about("float, int, string, path or uri (MLflow's types).")] = "string"
@@ -108,7 +113,7 @@ class ParameterDeclaration(Struct, forbid_unknown_fields=True):
     ] = None
 
 
-class ProjectConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+class ProjectConfig(Table, kw_only=True):
     """One launchable MLflow Project (labmate.toml `[projects.<name>]`). Nothing else can be launched from chat."""
 
     uri: Annotated[
@@ -173,7 +178,7 @@ class ProjectConfig(Struct, kw_only=True, forbid_unknown_fields=True):
         return (path / subdirectory if subdirectory else path).resolve()
 
 
-class RegressSuiteRules(Struct, forbid_unknown_fields=True):
+class RegressSuiteRules(Table):
     """What a suite may run against from chat (labmate.toml `[regress.suites.<name>]`)."""
 
     allow_callables: Annotated[
@@ -184,7 +189,7 @@ class RegressSuiteRules(Struct, forbid_unknown_fields=True):
     ] = False
 
 
-class RegressConfig(Struct, forbid_unknown_fields=True):
+class RegressConfig(Table):
     """Regression runs from chat (labmate.toml `[regress]`)."""
 
     folders: Annotated[
@@ -215,7 +220,7 @@ class RegressConfig(Struct, forbid_unknown_fields=True):
 RuleName = Literal["failed", "orphans", "scratch", "filters"]
 
 
-class FilterRule(Struct, kw_only=True, forbid_unknown_fields=True):
+class FilterRule(Table, kw_only=True):
     """A team's own clean-up rule: the runs an MLflow filter string matches, once they are old enough."""
 
     filter: Annotated[
@@ -225,7 +230,7 @@ class FilterRule(Struct, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, about("How the proposal names the rule (default: the filter itself).")] = ""
 
 
-class CleanupRules(Struct, forbid_unknown_fields=True):
+class CleanupRules(Table):
     """Which runs of an experiment the clean-up proposes to delete, each rule with its threshold."""
 
     rules: Annotated[
@@ -252,7 +257,7 @@ class CleanupRules(Struct, forbid_unknown_fields=True):
     ] = 3
 
 
-class CleanupConfig(Struct, forbid_unknown_fields=True):
+class CleanupConfig(Table):
     """Stale-run clean-up (labmate.toml `[cleanup]`): where proposals go and the rules per experiment.
 
     An experiment's rules are the defaults with what its own table sets on top: `load_settings()`
@@ -330,7 +335,7 @@ def default_projects() -> dict[str, ProjectConfig]:
     }
 
 
-class DigestChannel(Struct, kw_only=True, forbid_unknown_fields=True):
+class DigestChannel(Table, kw_only=True):
     """One channel's daily digest (labmate.toml `[[digest.channels]]`)."""
 
     channel: Annotated[str, about("The channel id (`C0123ABCD`) or `#name` the digest is posted to.")]
@@ -351,7 +356,7 @@ class DigestChannel(Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError(f"[[digest.channels]] {self.channel}: unknown time zone {self.timezone!r}") from None
 
 
-class DigestConfig(Struct, forbid_unknown_fields=True):
+class DigestConfig(Table):
     channels: Annotated[list[DigestChannel], about("Where and when the digest is posted.")] = []
 
 
@@ -374,7 +379,7 @@ class ConfigError(Exception):
     """The configuration can't be read: one line naming the file (or variable), the line and what was expected."""
 
 
-class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
+class Settings(Table, kw_only=True):
     home: Annotated[
         Path,
         about(
