@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -658,11 +658,19 @@ def _decoded(kind: type, value: Any) -> Any:
     return kind(value)
 
 
+@cache
+def _hints(kind: type) -> dict[str, Any]:
+    """The fields' annotations, `Annotated` kept (evaluated once: every process reads them as it starts)."""
+    from typing import get_type_hints
+
+    return get_type_hints(kind, include_extras=True)
+
+
 def _metadata(kind: type) -> dict[str, Meta]:
     """Each field's `about()` metadata, by field name."""
-    from typing import get_args, get_type_hints
+    from typing import get_args
 
-    hints = get_type_hints(kind, include_extras=True)
+    hints = _hints(kind)
     return {
         name: next((m for m in get_args(hints[name])[1:] if isinstance(m, Meta)), Meta())
         for name in kind.__struct_fields__
@@ -686,14 +694,14 @@ def settings_env_names() -> set[str]:
 def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     """Setting name -> its environment variable's value, for those set. A flag also reads yes/no and
     on/off, as pydantic did (msgspec itself takes true/false/1/0)."""
-    from typing import get_type_hints
+    from typing import get_args
 
-    kinds = get_type_hints(Settings)
+    hints = _hints(Settings)
     values: dict[str, Any] = {}
     for name, env in env_names().items():
         if env in environ:
             text = environ[env]
-            values[name] = _flag(text) if kinds[name] is bool else text
+            values[name] = _flag(text) if bool in get_args(hints[name])[:1] else text
     return values
 
 

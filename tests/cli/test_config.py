@@ -191,3 +191,10 @@ def test_the_demo_against_an_mlflow_server_that_does_not_answer_stops_at_once(tm
     assert result.returncode == 1
     assert result.stderr.startswith("labmate: the MLflow server http://127.0.0.1:1/") and "did not answer" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("word", "value"), [("off", False), ("no", False), ("yes", True), ("ON", True), ("0", False)])
+def test_a_flag_in_the_environment_takes_yes_no_and_on_off(word, value):
+    from labmate.settings import load_settings
+
+    assert load_settings({"LABMATE_WORKER_PRELOAD": word}, Path("/nonexistent/labmate.toml")).worker_preload is value
