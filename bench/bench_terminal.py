@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_slack_start import FLOOR as SLACK_FLOOR
+from bench.bench_slack_start import IMPORT as SLACK_IMPORT
 from bench.interleaved import report, rounds, timed
 
 BIN = Path(sys.executable).parent
@@ -37,7 +39,6 @@ FLOOR_KB = (
     "app.command()(lambda text, json=False: None)\n"
     "app(['help'], standalone_mode=False)"
 )
-FLOOR_SLACK = "import slack_bolt, sqlalchemy.orm"
 # What any answer from the embedded MLflow store costs MLflow itself: its import, then opening the
 # SQLite store (its SQLAlchemy store module and mapper configuration) for one lookup.
 FLOOR_STORE = (
@@ -56,8 +57,8 @@ COMMANDS = {
     "say help": [LABMATE, "say", "help"],
     "say decisions": [LABMATE, "say", "decisions candidate"],
     "say best (job)": [LABMATE, "say", "best sales-agent val_f1"],
-    "floor: Bolt + ORM": [PY, "-c", FLOOR_SLACK],
-    "import bot.slack_app": [PY, "-c", "import bot.slack_app"],
+    "floor: Bolt + ORM": [PY, "-c", SLACK_FLOOR],
+    "import bot.slack_app": [PY, "-c", SLACK_IMPORT],
 }
 RATIOS = [
     ("say help", "floor: KB libraries", 1.2),
