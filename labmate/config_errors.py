@@ -92,11 +92,13 @@ def _unwrap(kind: Any) -> Any:
 
 
 def _child(kind: Any, step: str | int) -> Any:
-    from typing import get_args, get_type_hints
+    from typing import get_args
+
+    from labmate.settings import _hints
 
     kind = _unwrap(kind)
     if hasattr(kind, "__struct_fields__"):
-        return get_type_hints(kind, include_extras=True).get(str(step), Any)
+        return _hints(kind).get(str(step), Any)
     arguments = get_args(kind)
     return arguments[-1] if arguments else Any
 
