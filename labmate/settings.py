@@ -525,7 +525,7 @@ class Settings(Table, kw_only=True):
     database_statement_timeout: Annotated[
         float,
         about(
-            "Seconds one PostgreSQL statement may run, lock waits included.", env="LABMATE_DATABASE_STATEMENT_TIMEOUT"
+            "Seconds one PostgreSQL statement may run, lock waits included (migrations: no limit).", env="LABMATE_DATABASE_STATEMENT_TIMEOUT"
         ),
     ] = 10.0
     slack_timeout: Annotated[

@@ -248,6 +248,9 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     engine = engine_for(url)
     with _sqlite_file_lock(url), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
+            # A migration and the wait for another one run as long as they need: the statement
+            # timeout bounds a command's queries, and would stop a long index build half-way.
+            connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
         config = alembic_config(url)
         config.attributes["connection"] = connection

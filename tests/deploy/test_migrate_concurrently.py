@@ -93,3 +93,27 @@ def test_an_up_to_date_database_is_not_migrated_again(migrated, monkeypatch):
 
     monkeypatch.setattr(alembic.command, "upgrade", refuse)
     upgrade(migrated)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_an_upgrade_waits_out_a_migration_longer_than_the_statement_timeout(fresh_postgres_database, tmp_path):
+    """A process that starts while another migrates waits for it, however long the migration takes:
+    the statement timeout bounds a command's queries, not the wait for the migration lock."""
+    from models.db import MIGRATION_LOCK_ID
+
+    holder = create_engine(fresh_postgres_database.replace("postgresql://", "postgresql+psycopg://"))
+    env = {**os.environ, "LABMATE_DATABASE_URL": fresh_postgres_database, "LABMATE_HOME": str(tmp_path / "home"),
+           "LABMATE_DATABASE_STATEMENT_TIMEOUT": "1"}
+    with holder.connect() as conn, conn.begin():
+        conn.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
+        waiting = subprocess.Popen([*LABMATE, "db", "upgrade"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            waiting.wait(timeout=3)  # three statement timeouts
+        except subprocess.TimeoutExpired:
+            pass
+        assert waiting.returncode is None, f"gave up while the lock was held: {waiting.stderr.read() if waiting.stderr else ''}"
+    out, err = waiting.communicate(timeout=60)
+    holder.dispose()
+    _check([subprocess.CompletedProcess(waiting.args, waiting.returncode, out, err)], fresh_postgres_database)
