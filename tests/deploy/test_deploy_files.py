@@ -18,8 +18,9 @@ from tests.deploy.compose import COMPOSE_FILE, DOCKERFILE, ROOT, rendered
 
 COMPOSE = rendered()
 DOCKER = DOCKERFILE.read_text()
-LABMATE_SERVICES = {"bot": "serve", "worker": "worker", "beat": "beat"}
-BUILT = ("mlflow", *LABMATE_SERVICES)
+LABMATE_SERVICES = {"bot": "serve", "worker": "worker", "launch-worker": "worker", "beat": "beat"}
+# Each service built from the image, and the `labmate health` check that fits it.
+HEALTH = {"mlflow": "mlflow", "bot": "bot", "worker": "worker", "launch-worker": "worker", "beat": "beat"}
 
 
 def _cli():
@@ -43,11 +44,20 @@ def test_compose_has_the_whole_stack():
     assert {"redis", "postgres", "mlflow", "bot", "worker", "beat"} <= set(COMPOSE["services"])
 
 
-def test_compose_requires_the_slack_secrets():
-    from tests.deploy.compose import interpolate
+@pytest.mark.parametrize("secret", ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "POSTGRES_PASSWORD"])
+def test_compose_requires_the_secrets(secret):
+    from tests.deploy.compose import ENV, interpolate
 
-    with pytest.raises(ValueError, match="SLACK_BOT_TOKEN"):
-        interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), {})
+    with pytest.raises(ValueError, match=secret):
+        interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), {k: v for k, v in ENV.items() if k != secret})
+
+
+def test_no_database_password_is_written_in_the_compose_file():
+    urls = re.findall(r"postgresql(?:\+\w+)?://(?:\$\{[^}]*\}|[^\s\"'$])+", COMPOSE_FILE.read_text())
+    assert len(urls) == 2, urls  # the knowledge base's and MLflow's backend store
+    for url in urls:
+        assert re.match(r"postgresql(?:\+\w+)?://labmate:\$\{POSTGRES_PASSWORD:\?[^}]*\}@postgres:5432/", url), url
+    assert COMPOSE["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "composetestpassword"
 
 
 def test_labmate_services_run_real_subcommands():
@@ -116,14 +126,15 @@ def test_every_service_has_a_health_check_that_fits_it():
     for name, service in COMPOSE["services"].items():
         test = service.get("healthcheck", {}).get("test")
         assert test, f"{name} has no health check"
-        if name in BUILT:
+        if name in HEALTH:
             assert test[0] == "CMD" and test[1] == "labmate", test
             command, ctx = _resolve(test[2:])
-            assert command.name == "health" and ctx.params["service"] == name, f"{name} checks {test}"
-    # Over TCP and for the database the init script creates: on a fresh volume the image's first,
-    # socket-only server runs the init scripts, and a socket check would pass before they finish.
+            assert command.name == "health" and ctx.params["service"] == HEALTH[name], f"{name} checks {test}"
+    assert set(HEALTH) | {"redis", "postgres"} == set(COMPOSE["services"])
+    # A query over TCP in the database the init script creates: on a fresh volume the image's first,
+    # socket-only server runs the init scripts (test_services_run.py runs this check).
     postgres = COMPOSE["services"]["postgres"]["healthcheck"]["test"]
-    assert postgres[1] == "pg_isready" and postgres[postgres.index("-h") + 1] == "127.0.0.1", postgres
+    assert postgres[1] == "psql" and postgres[postgres.index("-h") + 1] == "127.0.0.1", postgres
     assert postgres[postgres.index("-d") + 1] == "mlflow", postgres
 
 
@@ -141,6 +152,18 @@ def test_restart_policies_and_start_order_on_health():
 
 def test_one_beat_only():
     assert COMPOSE["services"]["beat"].get("deploy", {}).get("replicas", 1) == 1
+
+
+def test_beats_schedule_file_is_on_a_volume():
+    """`labmate beat` keeps its schedule in LABMATE_HOME; in the container's own layer it would be
+    lost with each new container, and with it when each periodic job last ran."""
+    beat = COMPOSE["services"]["beat"]
+    home = beat["environment"]["LABMATE_HOME"]
+    mounts: dict[str, str] = {}  # target -> volume, from compose's short form or the long form it renders
+    for volume in beat.get("volumes", []):
+        source, target = (volume["source"], volume["target"]) if isinstance(volume, dict) else volume.split(":")[:2]
+        mounts[target] = source
+    assert mounts.get(home) in COMPOSE["volumes"], beat.get("volumes")
 
 
 def test_dockerfile_copies_every_package():

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from tests.conftest import POSTGRES_URL, service_or_skip
-from tests.deploy.compose import rendered
+from tests.deploy.compose import ENV, rendered
 
 COMPOSE = rendered()
 BIN = Path(sys.executable).parent
@@ -92,6 +92,22 @@ def databases() -> Iterator[dict[str, str]]:
         for name in names.values():
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     admin.dispose()
+
+
+def test_the_postgres_health_check_passes_only_once_the_mlflow_database_exists(databases):
+    """compose's check, run against the local server (its user and the test's database names swapped in)."""
+    test = COMPOSE["services"]["postgres"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    server = make_url(databases["mlflow"])
+
+    def check(database: str) -> int:
+        argv = [database if arg == "mlflow" else arg for arg in test[1:]]
+        argv[argv.index("-U") + 1] = server.username or "postgres"
+        argv[argv.index("-h") + 1] = server.host or "127.0.0.1"
+        return subprocess.run([*argv, "-p", str(server.port or 5432)], capture_output=True, timeout=30).returncode
+
+    assert check(str(server.database)) == 0
+    assert check(f"missing_{uuid.uuid4().hex[:8]}") != 0  # the database the init script makes isn't there yet
 
 
 @pytest.fixture(scope="module")
@@ -176,9 +192,11 @@ def test_mlflow_server_runs_without_its_job_runner(mlflow_process):
 
 @pytest.fixture(scope="module")
 def stack_env(databases: dict[str, str], mlflow_server: int, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The labmate services' compose environment, with the hosts swapped for local ones."""
+    """The labmate services' compose environment, with the hosts swapped for local ones (the
+    compose password stays in the URL: the local server trusts it, and doctor must mask it)."""
+    local = make_url(databases["labmate"]).set(password=ENV["POSTGRES_PASSWORD"])
     swaps = {
-        "postgresql://labmate:labmate@postgres:5432/labmate": databases["labmate"],
+        f"postgresql://labmate:{ENV['POSTGRES_PASSWORD']}@postgres:5432/labmate": local.render_as_string(hide_password=False),
         "redis://redis:6379/0": SPARE_REDIS,
         "redis://redis:6379/1": SPARE_REDIS,
         "http://mlflow:5000": f"http://127.0.0.1:{mlflow_server}",
@@ -211,7 +229,8 @@ def test_worker_and_beat_start_together_and_answer_their_health_checks(stack_env
         assert lines["database"].startswith("ok"), doctor.stdout
         assert lines["broker"].startswith("ok"), doctor.stdout
         assert lines["mlflow"].startswith("ok"), doctor.stdout
-        assert "labmate:labmate" not in doctor.stdout  # the database password is masked
+        assert "localhost" not in lines["database"] and "127.0.0.1" in lines["database"], doctor.stdout
+        assert ENV["POSTGRES_PASSWORD"] not in doctor.stdout + doctor.stderr  # the database password is masked
     finally:
         worker_log, beat_log = _stop(worker), _stop(beat)
     assert "Traceback" not in worker_log, worker_log

@@ -142,8 +142,10 @@ def test_python_one_liners_run():
 
 def test_slack_and_docker_commands_resolve():
     """Not run: they need a Slack workspace or a Docker engine. What they rely on is checked."""
+    import yaml
+
     from labmate.settings import settings_env_names
-    from tests.deploy.compose import COMPOSE_FILE, rendered
+    from tests.deploy.compose import COMPOSE_FILE, interpolate, rendered
 
     for _, command in COMMANDS:
         if _kind(command) != "slack-or-docker":
@@ -153,8 +155,11 @@ def test_slack_and_docker_commands_resolve():
             assert names and set(names) <= settings_env_names(), command
         elif command.startswith("cat > .env"):
             env = dict(line.split("=", 1) for line in command.splitlines()[1:-1])
-            assert set(env) <= settings_env_names()
-            assert rendered(env)["services"]["bot"]["environment"]["SLACK_BOT_TOKEN"] == env["SLACK_BOT_TOKEN"]
+            required = set(re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text()))
+            assert set(env) == required, "the .env the README writes holds exactly what compose requires"
+            stack = interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), env)  # nothing else set
+            assert stack["services"]["bot"]["environment"]["SLACK_BOT_TOKEN"] == env["SLACK_BOT_TOKEN"]
+            assert stack["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == env["POSTGRES_PASSWORD"]
         else:
             assert COMPOSE_FILE.is_file()
             assert all("build" in rendered()["services"][s] for s in ("bot", "worker", "beat", "mlflow"))
