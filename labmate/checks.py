@@ -6,8 +6,10 @@ here prints a secret: URLs are shown with their passwords masked, tokens never.
 
 from __future__ import annotations
 
+import base64
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -32,16 +34,27 @@ class Verdict:
 
 
 def http_get(name: str, url: str, *, timeout: float = 3.0, host_header: str | None = None) -> Verdict:
-    request = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
+    """GET `url`; credentials in it (`http://user:password@host`, as MLflow's client accepts) go in a
+    Basic Authorization header, since urllib would read them as part of the host name."""
+    headers = {"Host": host_header} if host_header else {}
+    parts = urllib.parse.urlsplit(url)
+    shown = mask_url(url)
+    if "@" in parts.netloc:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return Verdict(name, OK, f"{url} answered {response.status}")
+            return Verdict(name, OK, f"{shown} answered {response.status}")
     except urllib.error.HTTPError as exc:
         body = exc.read(200).decode("utf-8", "replace").strip()
-        return Verdict(name, FAILED, f"{url} answered {exc.code} {body or exc.reason}")
+        return Verdict(name, FAILED, f"{shown} answered {exc.code} {body or exc.reason}")
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        return Verdict(name, FAILED, f"{url} did not answer ({reason})")
+        return Verdict(name, FAILED, f"{shown} did not answer ({reason})")
 
 
 def celery_node(name: str, nodename: str, *, timeout: float = 3.0) -> Verdict:

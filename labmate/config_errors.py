@@ -64,6 +64,7 @@ _KINDS = {"array": "a list", "object": "a table", "float": "a number", "int": "a
 _KIND = re.compile(r"`(\w+)`")
 _ANY_KEY = "..."
 _UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")
+_FIELD = re.compile(r"^(\w+) ")  # a check's own "<setting> …" reason
 _NAMED = re.compile(r"^\[(?P<table>[\w.-]+)\] (?P<key>[^\s=]+) =")  # a check's own "[table] key = …" reason
 
 
@@ -174,6 +175,13 @@ def validation_message(error: str, table: dict[str, Any], path: Path, env_names:
     expected = _expected(reason, kind, value)
     if loc and loc[0] in from_env:
         return f"environment variable {env_names[str(loc[0])]}: {expected}"
+    field = _FIELD.match(reason) if not loc else None
+    if field and field.group(1) in env_names:  # Settings.__post_init__'s check of one top-level setting
+        key = field.group(1)
+        if key in from_env:
+            return f"environment variable {env_names[key]}: {expected}"
+        line = toml_line(path, (key,)) if path.is_file() else None
+        return f"{path}:{line}: {expected}" if line else f"{path}: {expected}"
     named = _NAMED.match(reason) if not loc else None
     if named:  # a check across fields (Settings.__post_init__) names its own key
         line = toml_line(path, (*_dotted(named.group("table")), named.group("key"))) if path.is_file() else None

@@ -29,6 +29,9 @@ _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
 
+DATABASE_SCHEMES = ("sqlite://", "postgresql://", "postgresql+psycopg://")
+
+
 def mask_url(url: str) -> str:
     """`postgresql://labmate:secret@db/x` -> `postgresql://labmate:***@db/x` (for repr, logs and messages)."""
     return _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", url)
@@ -612,6 +615,11 @@ class Settings(Table, kw_only=True):
         self.home = self.home.expanduser()  # `~/labmate` in labmate.toml or LABMATE_HOME, as a shell would
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'labmate.db').resolve()}"
+        if not self.database_url.startswith(DATABASE_SCHEMES):
+            raise ValueError(
+                f"database_url {mask_url(self.database_url)!r} is not a knowledge base labmate can use: give "
+                "sqlite:///path/to/labmate.db or postgresql://user:password@host:5432/database"
+            )
         if not self.mlflow_tracking_uri:
             self.mlflow_tracking_uri = f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
         if not self.slack_api_url.endswith("/"):

@@ -174,7 +174,7 @@ def test_doctor_says_an_unreachable_database_in_one_line(tmp_path):
     assert result.returncode == 1
 
 
-@pytest.mark.parametrize("command", [["serve"], ["demo"], ["db", "upgrade"]])
+@pytest.mark.parametrize("command", [["serve"], ["demo"], ["db", "upgrade"], ["say", "help"]])
 def test_a_database_that_is_down_at_start_is_one_line_and_exit_1(tmp_path, command):
     result = _labmate(tmp_path, *command, LABMATE_DATABASE_URL="postgresql://labmate:pw@127.0.0.1:1/labmate",
                       SLACK_BOT_TOKEN="xoxb-x", SLACK_SIGNING_SECRET="s")
@@ -198,3 +198,51 @@ def test_a_flag_in_the_environment_takes_yes_no_and_on_off(word, value):
     from labmate.settings import load_settings
 
     assert load_settings({"LABMATE_WORKER_PRELOAD": word}, Path("/nonexistent/labmate.toml")).worker_preload is value
+
+
+@pytest.mark.parametrize("url", ["nonsense", "mysql://kb:pw@db/labmate"])
+@pytest.mark.parametrize("source", ["environment", "file"])
+def test_a_database_url_labmate_cannot_use_is_one_line_naming_the_setting(tmp_path, url, source):
+    if source == "file":
+        (tmp_path / "labmate.toml").write_text(f'command = "/lab"\ndatabase_url = "{url}"\n')
+        result = _labmate(tmp_path, "doctor")
+        where = f"{tmp_path / 'labmate.toml'}:2: "
+    else:
+        result = _labmate(tmp_path, "doctor", LABMATE_DATABASE_URL=url)
+        where = "environment variable LABMATE_DATABASE_URL: "
+    assert result.returncode == 1 and result.stdout == ""
+    shown = url.replace(":pw@", ":***@")
+    assert result.stderr == (f"labmate: {where}database_url '{shown}' is not a knowledge base labmate can use: give "
+                             "sqlite:///path/to/labmate.db or postgresql://user:password@host:5432/database\n")
+
+
+def test_doctor_checks_an_mlflow_server_with_credentials_in_its_uri_without_showing_them(tmp_path):
+    """MLflow's client takes `http://user:password@host`; the check sends them as Basic auth (urllib
+    would read them as part of the host name) and shows the address with the password masked."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    expected = "Basic " + base64.b64encode(b"ml:s3cr3t").decode()
+
+    class Tracking(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200 if self.headers.get("Authorization") == expected else 401)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Tracking)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        result = _labmate(tmp_path, "doctor", MLFLOW_TRACKING_URI=f"http://ml:s3cr3t@127.0.0.1:{port}")
+        wrong = _labmate(tmp_path, "doctor", MLFLOW_TRACKING_URI=f"http://ml:wrong@127.0.0.1:{port}")
+    finally:
+        server.shutdown()
+    line = next(line for line in result.stdout.splitlines() if " mlflow:" in line)
+    assert line.startswith(f"ok      mlflow: http://ml:***@127.0.0.1:{port}/api/2.0/mlflow/experiments/search"), line
+    assert "s3cr3t" not in result.stdout + result.stderr
+    assert next(line for line in wrong.stdout.splitlines() if " mlflow:" in line).startswith("FAILED")
