@@ -226,7 +226,7 @@ def test_doctor_checks_an_mlflow_server_with_credentials_in_its_uri_without_show
     expected = "Basic " + base64.b64encode(b"ml:s3cr3t").decode()
 
     class Tracking(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             self.send_response(200 if self.headers.get("Authorization") == expected else 401)
             self.end_headers()
             self.wfile.write(b"{}")
