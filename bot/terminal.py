@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from bot.origin import Origin, Reply
 from bot.post import router
 from labmate.settings import get_settings
 
+log = logging.getLogger(__name__)
+
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERNAL = 0, 1, 2
 FAILED_OUTCOMES = {"user_error": EXIT_USER_ERROR, "refused": EXIT_USER_ERROR, "error": EXIT_INTERNAL}
 
@@ -26,6 +29,8 @@ FAILED_OUTCOMES = {"user_error": EXIT_USER_ERROR, "refused": EXIT_USER_ERROR, "e
 class Outcome:
     messages: list[Message] = field(default_factory=list)
     exit_code: int = EXIT_OK
+    unfinished: int = 0
+    """Jobs still running when the wait for them ended (LABMATE_JOB_TIMEOUT)."""
 
 
 def _worst(codes: list[int]) -> int:
@@ -68,15 +73,31 @@ def run_one(
             results = wait(reply.task_ids, settings.job_timeout)
             for result in results:
                 codes.append(FAILED_OUTCOMES.get(result, EXIT_OK) if result != "timeout" else EXIT_INTERNAL)
+            outcome.unfinished = results.count("timeout")
+            if outcome.unfinished:
+                sink({}, _gave_up_waiting(text, outcome.unfinished, settings.job_timeout))
         outcome.exit_code = _worst(codes)
     finally:
         router().remove_console(session)
     return outcome
 
 
-def say(text: str, *, user: str, channel: str, as_json: bool, console: Console, actor: str | None = None) -> int:
+def _gave_up_waiting(text: str, count: int, timeout: float) -> Message:
+    from bot.messages.render import render
+    from labmate.errors import new_error_id
+
+    error_id = new_error_id()
+    log.warning("%d job(s) of %r still running after %g s (LABMATE_JOB_TIMEOUT) [%s]", count, text, timeout, error_id)
+    return render("error", {
+        "message": f"The answer didn't come within {timeout:g} s (LABMATE_JOB_TIMEOUT), so labmate stopped waiting for it.",
+        "hint": "Ask again; if the job needs longer, raise LABMATE_JOB_TIMEOUT. `labmate doctor` checks MLflow and the database.",
+        "error_id": error_id,
+    })
+
+
+def say(text: str, *, user: str, channel: str, as_json: bool, console: Console, actor: str | None = None) -> Outcome:
     show = None if as_json else lambda m: rich_render.show(console, m)
     outcome = run_one(text, user=user, channel=channel, on_message=show, actor=actor)
     if as_json:
         console.print_json(json.dumps([m.payload() for m in outcome.messages], default=str))
-    return outcome.exit_code
+    return outcome

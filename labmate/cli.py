@@ -56,8 +56,18 @@ def say(
     who, actor = _identity(console, user, as_json=as_json)
     from bot.terminal import say as run_say
 
-    code = run_say(text, user=who, channel=channel, as_json=as_json, console=console, actor=actor)
-    raise typer.Exit(code)
+    outcome = run_say(text, user=who, channel=channel, as_json=as_json, console=console, actor=actor)
+    if outcome.unfinished:
+        # The job still runs on this process's embedded worker, whose pool threads the interpreter
+        # would wait for at exit. Leave now: the next start's reap closes the job's ledger row
+        # ("the terminal session that asked for it ended").
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(outcome.exit_code)
+    raise typer.Exit(outcome.exit_code)
 
 
 @app.command()
@@ -248,11 +258,22 @@ def _identity(console: Console, requested: str | None, *, as_json: bool = False)
         raise typer.Exit(1) from None
 
 
+TERMINAL_MLFLOW_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
 def _terminal_jobs_in_process() -> None:
     """The terminal shows job replies as they arrive, so its jobs run on its own in-process worker:
     a remote worker could only post them to Slack."""
     os.environ["LABMATE_BROKER_URL"] = EMBEDDED_BROKER
     os.environ.pop("LABMATE_RESULT_BACKEND", None)
+    # A person is waiting: an MLflow server that doesn't answer is said within seconds, not after the
+    # client's default seven retries over about four minutes (the MLflow variables still override).
+    for name, value in TERMINAL_MLFLOW_HTTP.items():
+        os.environ.setdefault(name, value)
     reset_settings()
 
 

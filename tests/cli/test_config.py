@@ -3,9 +3,12 @@ and where state lives by default. Real `labmate` processes."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -246,3 +249,26 @@ def test_doctor_checks_an_mlflow_server_with_credentials_in_its_uri_without_show
     assert line.startswith(f"ok      mlflow: http://ml:***@127.0.0.1:{port}/api/2.0/mlflow/experiments/search"), line
     assert "s3cr3t" not in result.stdout + result.stderr
     assert next(line for line in wrong.stdout.splitlines() if " mlflow:" in line).startswith("FAILED")
+
+
+def test_say_with_an_mlflow_server_that_does_not_answer_says_so_within_seconds(tmp_path):
+    """Not MLflow's default seven retries over about four minutes: the terminal's own bounds."""
+    started = time.monotonic()
+    result = _labmate(tmp_path, "say", "best sales-agent", MLFLOW_TRACKING_URI="http://127.0.0.1:1")
+    assert time.monotonic() - started < 30
+    assert "MLflow at http://127.0.0.1:1 can't be reached right now" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_say_that_stops_waiting_for_a_job_says_so_and_exits_at_once(tmp_path):
+    """The job is still retrying MLflow (seven retries, as the user asked) when LABMATE_JOB_TIMEOUT
+    ends the wait: a message with an error id, exit 2, and the process ends without waiting for it."""
+    started = time.monotonic()
+    result = _labmate(tmp_path, "say", "--json", "best sales-agent", MLFLOW_TRACKING_URI="http://127.0.0.1:1",
+                      MLFLOW_HTTP_REQUEST_MAX_RETRIES="7", LABMATE_JOB_TIMEOUT="2")
+    assert time.monotonic() - started < 20
+    assert result.returncode == 2, result.stdout + result.stderr
+    text = json.dumps(json.loads(result.stdout)[-1])
+    assert "The answer didn't come within 2 s (LABMATE_JOB_TIMEOUT), so labmate stopped waiting for it." in text, text
+    error_id = re.search(r"Error id `(E-[0-9a-f]+)`", text).group(1)
+    assert error_id in (tmp_path / "home" / "labmate.log").read_text()
