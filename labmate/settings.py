@@ -462,7 +462,7 @@ class Settings(Table, kw_only=True):
     ] = "memo"
     job_timeout: Annotated[
         float,
-        about("How long `labmate say` waits for a job's replies before giving up.", env="LABMATE_JOB_TIMEOUT"),
+        about("How long `labmate say` waits for a job's replies before giving up.", env="LABMATE_JOB_TIMEOUT", gt=0),
     ] = 120.0
     primary_metrics: Annotated[
         dict[str, str],

@@ -34,6 +34,7 @@ def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPr
         ('command = "/lab"\n[access]\nadmins = "U1"\n', ":3: access.admins: expected a list, got 'U1'"),
         ('[access.verbs]\nsupersede = "S0LEADS"\n', ":2: access.verbs.supersede: expected a list, got 'S0LEADS'"),
         ('job_timeout = "soon"\n', ":1: job_timeout: expected a number, got 'soon'"),
+        ('job_timeout = 0\n', ":1: job_timeout: expected a number > 0.0, got 0"),
         ('[cleanup.experiments.a]\ntop_k = 1\n[cleanup.experiments.b]\ntop_k = -1\n',
          ":4: cleanup.experiments.b.top_k: expected an integer >= 0, got -1"),
         ('[regress.suites.chat]\nallow_htp = true\n',
