@@ -54,11 +54,12 @@ def check_links(decision_id: int) -> Replies:
     for link_id, kind, ref in links:
         detail = _check(kind, ref, decision_id, experiment)
         status = "missing" if detail.get("missing") else "ok"
+        # A run named by a prefix or its name is stored by its full id; a model keeps the version or
+        # alias it was named by (its detail says which run that version came from).
+        full = detail.get("run_id") if kind == "run" else None
         with session_scope() as session:
-            decisions.set_link_result(
-                session, link_id=link_id, status=status, detail=detail, ref=detail.get("run_id")
-            )
-        ref = detail.get("run_id") or ref
+            decisions.set_link_result(session, link_id=link_id, status=status, detail=detail, ref=full)
+        ref = full or ref
         view = {"kind": kind, "ref": ref, "summary": detail.get("summary", ""), "reason": detail.get("reason", "")}
         (missing if status == "missing" else found).append(view)
     return [("links_checked", {"decision_id": decision_id, "found": found, "missing": missing})]

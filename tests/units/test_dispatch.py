@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -81,6 +82,29 @@ def test_decide_with_a_run_link_is_queued_then_closed_by_the_job(migrated):
         assert link.status == "missing"
     assert [m.template for m in delivered] == ["links_checked"]
     assert f"run `{RUN}` was not found in MLflow" in delivered[0].blocks[0]["text"]["text"]
+
+
+def test_a_model_link_keeps_the_alias_it_was_named_by(migrated):
+    """A run link is stored by its full id once found; a model link stays `name@alias` (or
+    `name/version`): the version's run is in its detail, not in place of what the team wrote."""
+    from bot.post import router
+    from tasks.client import wait
+    from tasks.mlflow_io import client
+
+    delivered = []
+    router().add_console("s2", lambda _reply_to, message: delivered.append(message))
+    mlflow = client()
+    run = mlflow.create_run(mlflow.create_experiment("ranking"))
+    mlflow.create_registered_model("ranker")
+    version = mlflow.create_model_version("ranker", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    mlflow.set_registered_model_alias("ranker", "candidate", version.version)
+    reply = dispatch.handle("decide ship the candidate model:ranker@candidate", Origin(user="U1", channel="C1", session="s2"))
+    assert wait(reply.task_ids, 120) == ["ok"]
+    with session_scope(migrated) as s:
+        (link,) = decisions.get(s, decision_id=reply.context["d"]["id"]).links
+        assert (link.kind, link.ref, link.status) == ("model", "ranker@candidate", "ok")
+        assert link.detail["run_id"] == run.info.run_id and link.detail["version"] == version.version
+    assert "`ranker@candidate`" in json.dumps(delivered[0].blocks)
 
 
 def test_refused_names_who_may_and_is_audited(migrated):
