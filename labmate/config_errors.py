@@ -182,8 +182,8 @@ def validation_message(error: str, table: dict[str, Any], path: Path, env_names:
             return f"environment variable {env_names[key]}: {expected}"
         line = toml_line(path, (key,)) if path.is_file() else None
         return f"{path}:{line}: {expected}" if line else f"{path}: {expected}"
-    named = _NAMED.match(reason) if not loc else None
-    if named:  # a check across fields (Settings.__post_init__) names its own key
+    named = _NAMED.match(reason)
+    if named:  # a table's own check (its __post_init__) names its key
         line = toml_line(path, (*_dotted(named.group("table")), named.group("key"))) if path.is_file() else None
         return f"{path}:{line}: {expected}" if line else f"{path}: {expected}"
     unknown = _UNKNOWN.match(reason)

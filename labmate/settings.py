@@ -75,6 +75,15 @@ class Table(Struct, forbid_unknown_fields=True):
     leave `launchers` at its default, anyone), reported by config_errors with the nearest known key."""
 
 
+# The grammar's verbs (bot.grammar.VERBS; a test keeps the two equal), named here so that settings
+# can refuse a mistyped one without importing the grammar.
+VERB_NAMES = (
+    "decide", "decisions", "supersede", "ask", "summary", "compare", "find", "best", "runs", "run", "sweep",
+    "status", "cancel", "regress", "regressions", "promote", "cleanup", "delete", "keep", "snooze", "restore",
+    "watch", "unwatch", "help",
+)
+
+
 class AccessRules(Table):
     """Who may use what. Entries are Slack user ids (U…/W…), user group ids (S…) or channel ids (C…/G…/D…)."""
 
@@ -83,6 +92,15 @@ class AccessRules(Table):
         dict[str, list[str]],
         about("Per verb, who may use it. A verb listed here is limited to these entries and the admins."),
     ] = {}
+
+    def __post_init__(self) -> None:
+        for verb in self.verbs:
+            if verb not in VERB_NAMES:  # a typo would leave the real verb open to everyone
+                import difflib
+
+                near = difflib.get_close_matches(verb, VERB_NAMES, n=1)
+                hint = f"did you mean '{near[0]}'?" if near else "the commands are " + ", ".join(VERB_NAMES)
+                raise ValueError(f"[access.verbs] {verb} = …: there is no command '{verb}'; {hint}")
 
 
 class TerminalIdentity(Table):

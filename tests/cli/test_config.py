@@ -50,6 +50,9 @@ def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPr
         ('[projects.p]\nuri = "x"\nexperiment = "e"\non_worker_lost = "maybe"\n',
          ":4: projects.p.on_worker_lost: expected one of 'fail', 'retry', got 'maybe'"),
         ('slack_bot_token = 5\n', ":1: slack_bot_token: expected text, got 5"),
+        # a mistyped verb would leave the real one open to everyone
+        ('[access]\nadmins = ["U1"]\n[access.verbs]\nsupersed = ["U1"]\n',
+         ":4: [access.verbs] supersed = …: there is no command 'supersed'; did you mean 'supersede'?"),
     ],
 )
 def test_a_malformed_labmate_toml_is_one_line_and_exit_1(tmp_path, toml, expected):
@@ -273,3 +276,10 @@ def test_say_that_stops_waiting_for_a_job_says_so_and_exits_at_once(tmp_path):
     assert "The answer didn't come within 2 s (LABMATE_JOB_TIMEOUT), so labmate stopped waiting for it." in text, text
     error_id = re.search(r"Error id `(E-[0-9a-f]+)`", text).group(1)
     assert error_id in (tmp_path / "home" / "labmate.log").read_text()
+
+
+def test_the_settings_know_the_grammars_verbs():
+    from bot.grammar import VERBS
+    from labmate.settings import VERB_NAMES
+
+    assert VERB_NAMES == tuple(verb.name for verb in VERBS)
