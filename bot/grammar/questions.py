@@ -20,11 +20,17 @@ from labmate.errors import UsageError
 WHY = re.compile(r"^\s*(why|who decided|what did we decide|when did we decide)\b", re.I)
 QUOTED_OR_WORD = r"(\"[^\"]+\"|“[^”“]+[”“]|'[^']+'|‘[^’‘]+[’‘]|[\w/][\w./@-]*)"
 EXPERIMENT = re.compile(r"\b(?:in|of|for|from|on)\s+(?:the\s+)?(?:experiment\s+)?" + QUOTED_OR_WORD, re.I)
+HOW_IS = re.compile(  # "how is sales-agent doing?": the experiment without a preposition
+    r"^\s*(?:how\s+is|how's|how\s+are)\s+(?:the\s+)?(?:experiment\s+)?" + QUOTED_OR_WORD
+    + r"\s+(?:doing|going|coming\s+along)\b",
+    re.I,
+)
 EXP_OPTION = re.compile(r"\bexp(?:eriment)?:" + QUOTED_OR_WORD, re.I)
 NOT_EXPERIMENTS = {
     "the", "a", "an", "last", "this", "past", "week", "month", "day", "days", "today", "yesterday", "mlflow",
     "it", "them", "that", "our", "my", "production", "order",
 }  # fmt: skip
+NOT_SUBJECTS = {"you", "we", "things", "everything", "everyone", "life"}  # "how are you doing?"
 BEST = re.compile(r"\b(best|top|highest|lowest|winning|leading|strongest|greatest)\b", re.I)
 METRIC_AFTER = re.compile(r"\b(?:best|highest|lowest|top|greatest)\s+([A-Za-z][\w./-]*)", re.I)
 NOT_METRICS = {"run", "runs", "model", "models", "one", "result", "results", "score", "experiment", "in", "of"}
@@ -71,7 +77,11 @@ def _experiment(text: str) -> str | None:
         word, quoted = _unquoted(match.group(1))
         if quoted or (word.lower() not in NOT_EXPERIMENTS and not word.isdigit()):
             return word
-    return None
+    how = HOW_IS.match(text)
+    if how is None:
+        return None
+    word, quoted = _unquoted(how.group(1))
+    return word if quoted or word.lower() not in NOT_EXPERIMENTS | NOT_SUBJECTS else None
 
 
 def _since(text: str, now: datetime) -> datetime | None:

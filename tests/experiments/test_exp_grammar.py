@@ -90,6 +90,8 @@ def test_help_lists_the_new_verbs() -> None:
         ("show failed runs in sales-agent since monday", "runs", "failed runs in sales-agent since 2026-11-23"),
         ("what is the best run in sales-agent?", "best", "best sales-agent by its primary metric"),
         ("how is sales-agent doing? give me a summary of sales-agent", "summary", "summary of sales-agent"),
+        ("how is sales-agent doing?", "summary", "summary of sales-agent"),  # ask_unknown's own example
+        ("how's the experiment 'wine quality' going", "summary", "summary of wine quality"),
         ("runs by @dana in sales-agent this week", "runs", "runs in sales-agent by dana since 2026-11-23"),
         ("compare demo-baseline and demo-unigram-v2", "compare", "compare demo-baseline and demo-unigram-v2"),
     ],
@@ -112,6 +114,8 @@ def test_question_arguments() -> None:
         "why did we drop bigrams?",
         "why was the best run in sales-agent not shipped?",
         "what about the pricing intent?",
+        "how are you doing?",
+        "how is it going",
         "",
     ],
 )
@@ -170,3 +174,16 @@ def test_quote_makes_names_typeable() -> None:
 
     for name in ("sales-agent", "/Users/dana@example.com/wine quality", 'say "hi"', """it's "x" """.strip()):
         assert args(f"summary {tokens.quote(name)}").experiment == name
+
+
+def test_the_questions_ask_unknown_suggests_are_understood() -> None:
+    """The examples the bot gives when it can't answer must themselves be answered."""
+    import re
+    from pathlib import Path
+
+    template = (Path(__file__).resolve().parents[2] / "bot/messages/templates/ask_unknown.json.j2").read_text()
+    runs_part = template.split("*Runs in an experiment*:")[1].split("*Past decisions*")[0]
+    examples = re.findall(r"`([^`]+)`", runs_part)
+    assert len(examples) >= 4
+    for question in examples:
+        assert interpret(question, NOW) is not None, question
