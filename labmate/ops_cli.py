@@ -24,7 +24,9 @@ def register(app: typer.Typer) -> None:
 
 def health(
     service: Service = typer.Argument(..., help="Which process of this container to check."),
-    port: int = typer.Option(0, help="The bot's or the MLflow server's port (default 3000 / 5000)."),
+    port: int | None = typer.Option(
+        None, help="The bot's or the MLflow server's port: 3000 for bot and 5000 for mlflow unless given.", show_default=False
+    ),
     timeout: float = typer.Option(3.0, help="Seconds to wait for the answer."),
 ) -> None:
     """Exit 0 when this container's process answers: the bot's /healthz, the MLflow server's /health,
