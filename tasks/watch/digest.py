@@ -82,16 +82,18 @@ def due(now: datetime | None = None) -> list[Due]:
 def _experiments() -> tuple[list[Experiment], str]:
     """Every experiment of the tracking store, its index brought up to date; MLflow unreachable: the
     experiments already indexed, as they were (and a note saying so)."""
+    from tasks.mlflow_io.regressions import EXPERIMENT as REGRESSIONS  # labmate's own reports: not the team's runs
+
     store = mlflow_io.store()
     try:
         found = [
             Experiment(e["experiment_id"], e["name"], e.get("primary_metric"),
                        tuple(sorted((e.get("directions") or {}).items())), store=store)
-            for e in mlflow_io.experiments()
+            for e in mlflow_io.experiments() if e["name"] != REGRESSIONS
         ]  # fmt: skip
     except Exception as exc:
         log.warning("digest: MLflow unreachable (%s); using the run index as it is", exc)
-        indexed = [e for e, ready, _due in sync.indexed_experiments(store) if ready]
+        indexed = [e for e, ready, _due in sync.indexed_experiments(store) if ready and e.name != REGRESSIONS]
         return indexed, "MLflow could not be reached: run counts are as of the last sync."
     note = ""
     for experiment in found:

@@ -139,3 +139,18 @@ def test_a_digest_channel_the_bot_is_not_in_tells_an_admin_once(watched, slack_e
     told = slack_env.posted(ADMIN)
     assert len(told) == 1 and "I'm not a member of that channel" in str(told[0].params)
     assert slack_env.posted("CNOTIN") == []
+
+
+def test_labmates_own_regression_reports_are_not_in_the_digest(watched) -> None:
+    """labmate logs each regression run to MLflow (`labmate-regressions`); those have their own cards
+    and aren't the team's experiments: no counts, no "new best baseline.pass_rate"."""
+    from tasks.mlflow_io.regressions import EXPERIMENT
+
+    reports = watched.client.create_experiment(EXPERIMENT)
+    report = watched.client.create_run(reports, run_name="regress sales_agent")
+    watched.client.log_metric(report.info.run_id, "baseline.pass_rate", 1.0)
+    watched.client.set_terminated(report.info.run_id, "FINISHED")
+    end_run(watched, "a", f1=0.5)
+    _template, context = digest.build()  # type: ignore[misc]
+    assert [row["experiment"] for row in context["experiments"]] == ["sales-agent"]
+    assert EXPERIMENT not in str(context["bests"])
