@@ -59,7 +59,7 @@ def wsgi_app() -> Callable[..., Iterable[bytes]]:
 AUTH_ERRORS = ("invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "not_allowed_token_type")
 
 
-def preflight() -> None:
+def preflight(*, socket_mode: bool = False) -> None:
     """Before serving: refuse in one line what can't work (no credentials, a token Slack rejects);
     serve anyway, with one warning line, when Slack's Web API can't be reached yet (its calls are
     retried with backoff as they happen). Imports only the Slack client: this process execs uWSGI
@@ -68,7 +68,7 @@ def preflight() -> None:
     from labmate.settings import get_settings
 
     settings = get_settings()
-    missing = missing_credentials(settings)
+    missing = missing_credentials(settings, socket_mode=socket_mode)
     if missing:
         raise SystemExit(missing)
     assert settings.slack_bot_token is not None
@@ -135,15 +135,15 @@ def run_socket_mode() -> None:
     from labmate.settings import get_settings
 
     settings = get_settings()
-    if not settings.slack_app_token:
-        raise SystemExit("Socket Mode needs SLACK_APP_TOKEN (xapp-…): App settings → Basic Information → App-Level Tokens.")
     from labmate.bootstrap import long_lived
 
-    preflight()
+    preflight(socket_mode=True)
+    assert settings.slack_app_token is not None  # preflight stopped without it
     with long_lived():
         router()
         warm()
-        handler = SocketModeHandler(build_app(token_verification=False), settings.slack_app_token.get_secret_value())
+        app = build_app(token_verification=False, socket_mode=True)
+        handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value())
     connect_with_backoff(handler.connect, settings.slack_api_url)
     log.info("connected to Slack over Socket Mode; serving")
     Event().wait()  # what SocketModeHandler.start() does after connecting: its client reconnects by itself

@@ -58,14 +58,25 @@ def web_client(settings: Settings) -> WebClient:
     )
 
 
-def missing_credentials(settings: Settings) -> str:
-    """What's missing to talk to Slack, in one line with where to get it; "" when nothing is."""
-    missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
-                                        ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)) if not value]
+WHERE = {
+    "SLACK_BOT_TOKEN": "the Bot User OAuth Token (OAuth & Permissions)",
+    "SLACK_SIGNING_SECRET": "the Signing Secret (Basic Information)",
+    "SLACK_APP_TOKEN": "an App-Level Token with connections:write (Basic Information → App-Level Tokens)",
+}
+
+
+def missing_credentials(settings: Settings, *, socket_mode: bool = False) -> str:
+    """What's missing to talk to Slack, all of it in one line with where to get each; "" when nothing
+    is. Over HTTP each request is signed (the signing secret); Socket Mode connects with the app token."""
+    needed = (("SLACK_BOT_TOKEN", settings.slack_bot_token),
+              ("SLACK_APP_TOKEN", settings.slack_app_token) if socket_mode
+              else ("SLACK_SIGNING_SECRET", settings.slack_signing_secret))  # fmt: skip
+    missing = [name for name, value in needed if not value or not value.get_secret_value()]
     if not missing:
         return ""
+    command = "labmate serve --socket-mode" if socket_mode else "labmate serve"
     return (
-        f"labmate serve needs {' and '.join(missing)} in the environment: create the Slack app from "
-        "slack/manifest.yml, install it, then copy the Bot User OAuth Token (OAuth & Permissions) and the "
-        "Signing Secret (Basic Information). Without Slack, use `labmate shell`."
+        f"{command} needs {' and '.join(missing)} in the environment: create the Slack app from "
+        f"slack/manifest.yml, install it, then copy {' and '.join(WHERE[name] for name in missing)}. "
+        "Without Slack, use `labmate shell`."
     )

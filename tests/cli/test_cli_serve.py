@@ -73,9 +73,20 @@ def test_an_unreachable_slack_is_a_warning_and_it_serves(tmp_path: Path, redis_u
 
 def _socket_mode_env(lab_home: Path, api_url: str, app_token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "LABMATE_"))}
-    env.update(LABMATE_HOME=str(lab_home), SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET="s", SLACK_APP_TOKEN=app_token,
-               LABMATE_SLACK_API_URL=api_url)
+    # No SLACK_SIGNING_SECRET: Socket Mode's requests come over the app's own connection, unsigned.
+    env.update(LABMATE_HOME=str(lab_home), SLACK_BOT_TOKEN="xoxb-test", SLACK_APP_TOKEN=app_token, LABMATE_SLACK_API_URL=api_url)
     return env
+
+
+def test_socket_mode_without_credentials_names_all_it_needs_in_one_line(lab_home: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "LABMATE_"))}
+    env.update(LABMATE_HOME=str(lab_home))
+    done = subprocess.run([LABMATE, "serve", "--socket-mode"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "labmate serve --socket-mode needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN" in lines[0], lines
+    assert "SIGNING" not in lines[0] and "App-Level Token" in lines[0]
 
 
 def test_socket_mode_with_an_app_token_slack_rejects_stops_in_one_line(lab_home: Path, tmp_path: Path) -> None:
