@@ -55,8 +55,13 @@ def doctor(
     from rich.text import Text
 
     from labmate import checks
+    from labmate.settings import _config_path
 
     console = Console()
+    path = _config_path().resolve()
+    named = "LABMATE_CONFIG" if "LABMATE_CONFIG" in os.environ else "the working directory's labmate.toml"
+    found = "" if path.is_file() else ": not found, so only the environment and the defaults apply"
+    console.print(Text(f"configuration file ({named}): {path}{found}"), soft_wrap=True)
     table = Table(box=None, pad_edge=False)
     table.add_column("setting", no_wrap=True)
     table.add_column("value", overflow="fold")

@@ -147,6 +147,7 @@ def test_doctor_shows_sources_masks_secrets_and_checks_services(tmp_path):
         )
         assert [c.method for c in slack.calls()] == ["auth.test"]
     out = result.stdout
+    assert out.splitlines()[0] == f"configuration file (LABMATE_CONFIG): {tmp_path / 'labmate.toml'}"
     assert "xoxb-doctor-secret-token" not in out + result.stderr and "doctor-signing-secret" not in out
     rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "set (hidden)" in rows["slack_bot_token"] and "environment (SLACK_BOT_TOKEN)" in rows["slack_bot_token"]
@@ -168,6 +169,10 @@ def test_doctor_passes_on_a_migrated_embedded_setup(tmp_path):
     assert _labmate(tmp_path, "db", "upgrade").returncode == 0
     result = _labmate(tmp_path, "doctor")
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == (  # LABMATE_CONFIG names a file that isn't there: said, not an error
+        f"configuration file (LABMATE_CONFIG): {tmp_path / 'labmate.toml'}: not found, so only the environment "
+        "and the defaults apply"
+    )
     assert "skipped slack: no SLACK_BOT_TOKEN" in result.stdout
 
 
