@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from labmate.errors import NotFoundError
 from labmate.quoting import quote
-from labmate.settings import get_settings
+from labmate.settings import get_settings, mask_url
 from models import run_index
 from models.db import session_scope
 from models.run_index import RunRecord
@@ -99,6 +99,12 @@ def _lookup(name: str) -> Experiment:
     if len(starts) > 1:
         shown = ", ".join(f"`{quote(n)}`" for n in sorted(e['name'] for e in starts)[:5])
         raise NotFoundError(f"`{name}` starts {len(starts)} experiment names: {shown}. Type more of the name.")
+    if set(names) <= {"Default"}:  # the store holds nothing yet (a fresh LABMATE_HOME, or the wrong store)
+        raise NotFoundError(
+            f"MLflow has no experiment `{name}`: the store at {mask_url(get_settings().mlflow_tracking_uri)} has "
+            "no experiments yet.",
+            hint="Log runs there, point MLFLOW_TRACKING_URI at your team's server, or run `labmate demo` for one to try.",
+        )
     suggestion = _suggest(closest(name, names), quoted=True)
     listing = ""
     if not suggestion and names:
@@ -159,7 +165,8 @@ def direction(experiment: Experiment, metric_name: str, asked: bool | None) -> D
         f"`labmate.direction.{metric_name}` = `lower`|`higher`"
     )
     if asked is not None:
-        return Direction(asked, "as you asked", f"leave out `{'asc' if asked else 'desc'}` for the default")
+        word = "asc" if asked else "desc"
+        return Direction(asked, f"your `{word}`", f"leave out `{word}` for the default")
     tagged = dict(experiment.directions).get(metric_name)
     if tagged is not None and _declared(tagged) is not None:
         return Direction(bool(_declared(tagged)), f"the experiment's MLflow tag `labmate.direction.{metric_name}`",
@@ -170,7 +177,7 @@ def direction(experiment: Experiment, metric_name: str, asked: bool | None) -> D
     rule = name_rule(metric_name)
     if rule is not None:
         return Direction(True, f"the word `{rule[1]}` in the metric's name", change)
-    return Direction(False, "the default (no `loss`, `error`, `rank`, `time`… word in its name)", change)
+    return Direction(False, "the default: no `loss`, `error`, `rank`, `time`… word in its name", change)
 
 
 def lower_is_better(metric_name: str) -> bool:

@@ -47,6 +47,15 @@ def test_unknown_experiment_offers_the_closest_names(sales: Store) -> None:
     assert err.message == "MLflow has no experiment `sales-agnt`. Did you mean `sales-agent` or `sales-agent-old`?"
 
 
+def test_an_experiment_asked_of_an_empty_store_says_the_store_is_empty(mlflow_store: Store) -> None:
+    """A fresh LABMATE_HOME (or the wrong MLFLOW_TRACKING_URI): say which store, and how to fill one."""
+    from tasks.experiments.summary import summary
+
+    err = _error(lambda: summary("sales-agent", None, 5))
+    assert err.message == f"MLflow has no experiment `sales-agent`: the store at {mlflow_store.uri} has no experiments yet."
+    assert "`labmate demo`" in (err.hint or "")
+
+
 def test_unknown_metric_offers_the_closest(sales: Store) -> None:
     from tasks.experiments.summary import summary
 

@@ -178,7 +178,7 @@ def test_direction_is_declared_command_then_tag_then_toml_then_name(wine: Store,
         [(_t, ctx)] = best(WINE, "mean_test_score", None, "", asked)
         return ctx["direction"], ctx["direction_source"]
 
-    assert source() == ("higher is better", "the default (no `loss`, `error`, `rank`, `time`… word in its name)")
+    assert source() == ("higher is better", "the default: no `loss`, `error`, `rank`, `time`… word in its name")
     Path(os.environ["LABMATE_CONFIG"]).write_text('[metric_directions]\nmean_test_score = "lower"\n')
     reset_settings()
     assert source() == ("lower is better", "labmate.toml `[metric_directions]`")
@@ -187,7 +187,7 @@ def test_direction_is_declared_command_then_tag_then_toml_then_name(wine: Store,
 
     resolve.forget_cache()
     assert source() == ("higher is better", "the experiment's MLflow tag `labmate.direction.mean_test_score`")
-    assert source(True) == ("lower is better", "as you asked")
+    assert source(True) == ("lower is better", "your `asc`")
 
 
 # --- runs as MLflow records them ------------------------------------------------------------------

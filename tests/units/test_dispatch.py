@@ -107,6 +107,13 @@ def test_a_model_link_keeps_the_alias_it_was_named_by(migrated):
     assert "`ranker@candidate`" in json.dumps(delivered[0].blocks)
 
 
+def test_decisions_on_an_empty_log_says_how_to_log_one(migrated):
+    empty = shown(dispatch.handle("decisions", Origin(user="U1", channel="C1")))
+    assert "No decisions logged yet. Log one with `decide`" in empty and "`decisions` alone" not in empty
+    unmatched = shown(dispatch.handle("decisions pricing", Origin(user="U1", channel="C1")))
+    assert "No decisions match “pricing”. Try fewer words, or `decisions` alone for the latest ten." in unmatched
+
+
 def test_refused_names_who_may_and_is_audited(migrated):
     write_access(ACCESS)
     reply = dispatch.handle("decide ship it", Origin(user="UOTHER", channel="C1"))
