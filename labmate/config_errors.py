@@ -132,6 +132,9 @@ def _resolve(steps: list[str | int], root: type, table: Any) -> tuple[list[str |
     return resolved, kind, value
 
 
+PATTERNS = {r"^([01]\d|2[0-3]):[0-5]\d$": "a 24-hour time of day as HH:MM, e.g. '09:30'"}
+
+
 def _expected(reason: str, kind: Any, value: Any) -> str:
     """msgspec's reason as the user's words: what would have worked, and what was there."""
     from typing import Literal, get_args, get_origin
@@ -155,6 +158,8 @@ def _expected(reason: str, kind: Any, value: Any) -> str:
         message = "expected one of " + ", ".join(repr(choice) for choice in get_args(kind))
     elif reason.startswith("Expected "):
         message = "expected " + _KIND.sub(_kind, reason.removeprefix("Expected ")).replace("matching regex", "matching")
+        for pattern, words in PATTERNS.items():  # a pattern people would have to read as a regex
+            message = message.replace(f"text matching {pattern!r}", words)
     else:
         return reason
     if isinstance(value, (str, int, float, bool)):  # the value itself says more than its type

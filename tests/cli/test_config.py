@@ -50,6 +50,8 @@ def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPr
         ('[projects.p]\nuri = "x"\nexperiment = "e"\non_worker_lost = "maybe"\n',
          ":4: projects.p.on_worker_lost: expected one of 'fail', 'retry', got 'maybe'"),
         ('slack_bot_token = 5\n', ":1: slack_bot_token: expected text, got 5"),
+        ('[[digest.channels]]\nchannel = "C1"\nat = "25:99"\n',
+         ":3: digest.channels.0.at: expected a 24-hour time of day as HH:MM, e.g. '09:30', got '25:99'"),
         # a mistyped verb would leave the real one open to everyone
         ('[access]\nadmins = ["U1"]\n[access.verbs]\nsupersed = ["U1"]\n',
          ":4: [access.verbs] supersed = …: there is no command 'supersed'; did you mean 'supersede'?"),
