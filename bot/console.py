@@ -16,6 +16,7 @@ from bot.messages.render import Message
 
 _LINK = re.compile(r"<([^<>|]+)\|([^<>]+)>|<([^<>|]+)>")
 _STYLES = {"*": "bold", "_": "italic", "~": "strike", "`": "cyan"}
+_FENCE = re.compile(r"```\n?(.*?)\n?```", re.S)
 _SPAN = re.compile(r"(?<![\w*_~`])([*_~`])(?!\s)(.+?)(?<!\s)\1(?![\w*_~`])")
 
 
@@ -35,14 +36,30 @@ def _link(match: re.Match[str]) -> str:
 
 
 def mrkdwn_text(source: str) -> Text:
-    """mrkdwn -> rich Text: formatting spans styled, links spelled out, entities decoded."""
+    """mrkdwn -> rich Text: code blocks and formatting spans styled (nested ones too, as `~*#1*~`),
+    links spelled out, entities decoded."""
     plain = Emoji.replace(_LINK.sub(_link, source))
     plain = re.sub(r"^>", "▎ ", plain, flags=re.M)
     text = Text()
     position = 0
+    for fence in _FENCE.finditer(plain):
+        text.append_text(_spans(plain[position : fence.start()]))
+        text.append(unescape(fence.group(1)), style=_STYLES["`"])
+        position = fence.end()
+    text.append_text(_spans(plain[position:]))
+    return text
+
+
+def _spans(plain: str, style: str = "") -> Text:
+    text = Text(style=style)
+    position = 0
     for match in _SPAN.finditer(plain):
         text.append(unescape(plain[position : match.start()]))
-        text.append(unescape(match.group(2)), style=_STYLES[match.group(1)])
+        mark, inner = match.groups()
+        if mark == "`":  # code: what's inside is shown as it is
+            text.append(unescape(inner), style=_STYLES[mark])
+        else:
+            text.append_text(_spans(inner, _STYLES[mark]))
         position = match.end()
     text.append(unescape(plain[position:]))
     return text

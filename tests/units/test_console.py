@@ -1,0 +1,27 @@
+"""Block Kit mrkdwn as the terminal shows it: styles instead of Slack's markers."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.console import mrkdwn_text
+
+
+def _styled(source: str) -> tuple[str, list[tuple[str, str]]]:
+    text = mrkdwn_text(source)
+    return text.plain, [(text.plain[s.start : s.end], str(s.style)) for s in text.spans]
+
+
+@pytest.mark.parametrize(
+    ("source", "plain", "spans"),
+    [
+        ("a *bold* and _it_", "a bold and it", [("bold", "bold"), ("it", "italic")]),
+        ("~*#1*~ superseded by *#2*", "#1 superseded by #2", [("#1", "strike"), ("#1", "bold"), ("#2", "bold")]),
+        ("run:\n```python train.py --epochs=3```", "run:\npython train.py --epochs=3",
+         [("python train.py --epochs=3", "cyan")]),
+        ("`a*b*c` &lt;@U1&gt;", "a*b*c <@U1>", [("a*b*c", "cyan")]),  # code keeps its stars; entities decoded
+        ("<https://mlflow/x|the run> by <@U1>", "the run (https://mlflow/x) by @U1", []),
+    ],
+)
+def test_mrkdwn_markers_become_styles(source: str, plain: str, spans: list[tuple[str, str]]) -> None:
+    assert _styled(source) == (plain, spans)
