@@ -139,9 +139,9 @@ def run_demo(
                 say(f"{step} training {spec.key} as {spec.user}: {_format_params(spec.params)}")
                 run = _train(client, experiment_id, spec, log_model=spec.key in registered)
                 report.created_runs.append(spec.key)
+                say(f"{step} {spec.key}: {_describe_outcome(run, spec)}")
             else:
-                say(f"{step} {spec.key}: already there")
-            say(f"{step} {spec.key}: {_describe_outcome(run, spec)}")
+                say(f"{step} {spec.key}: already there, {_describe_outcome(run, spec)}")
             report.run_ids[spec.key] = run.info.run_id
         _register(client, report, say)
         report.runs_by_status = _runs_by_status(client, experiment_id)
