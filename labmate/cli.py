@@ -132,22 +132,27 @@ def demo() -> None:
 
     configure_logging("WARNING")
     prepare()
+    from labmate.settings import mask_url
     from tasks.mlflow_io.demo import DemoError, run_demo
 
     settings = get_settings()
     console = Console()
-    if settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+    server_uri = settings.mlflow_tracking_uri.startswith(("http://", "https://"))
+    if server_uri:
         from labmate import checks
 
         server = checks.mlflow()  # MLflow's client retries an unreachable server for minutes
         if server.failed:
             raise Unreachable(f"the MLflow server {server.detail}: start it, or unset MLFLOW_TRACKING_URI for the embedded store")
-    console.print(f"Store: [bold]{settings.home.resolve()}[/bold] (LABMATE_HOME; MLflow at {settings.mlflow_tracking_uri})")
+    shown = mask_url(settings.mlflow_tracking_uri)
+    console.print(f"Store: [bold]{settings.home.resolve()}[/bold] (LABMATE_HOME; MLflow at {shown})", highlight=False)
     console.print("[dim]loading MLflow and scikit-learn…[/dim]")
     try:
         report = run_demo(
             settings.mlflow_tracking_uri,
-            artifact_location=str(settings.mlflow_artifact_root),
+            # A server keeps the artifacts where it was told to (--artifacts-destination); a path of this
+            # machine would be one its other clients, and the server itself, can't read.
+            artifact_location=None if server_uri else str(settings.mlflow_artifact_root),
             progress=lambda line: console.print(f"[dim]{line}[/dim]", highlight=False),
         )
     except DemoError as exc:

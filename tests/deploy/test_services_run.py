@@ -268,3 +268,20 @@ def test_the_bot_serves_with_compose_flags_and_answers_its_health_check(stack_en
                     bot.communicate()
     refused = _health("bot", "--port", str(port), "--timeout", "1", env=env)
     assert refused.returncode == 1 and "did not answer" in refused.stderr  # the check can fail
+
+
+def test_the_demo_against_the_compose_mlflow_server_keeps_artifacts_on_the_server(mlflow_server, tmp_path):
+    """`labmate demo` pointed at the stack's server: the experiment's artifacts go where the server was
+    told (its proxied `mlflow-artifacts:` store), not to a path on the machine that ran the demo."""
+    from mlflow import MlflowClient
+
+    uri = f"http://127.0.0.1:{mlflow_server}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+    env.update(LABMATE_HOME=str(tmp_path / "home"), MLFLOW_TRACKING_URI=uri)
+    done = subprocess.run([str(BIN / "labmate"), "demo"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    client = MlflowClient(uri, uri)
+    experiment = client.get_experiment_by_name("sales-agent")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:"), experiment.artifact_location
+    version = client.get_model_version_by_alias("sales-agent", "candidate")
+    assert client.download_artifacts(version.run_id, "", str(tmp_path / "fetched"))  # through the server
