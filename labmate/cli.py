@@ -199,12 +199,10 @@ def db_upgrade() -> None:
 def _prepare_terminal(console: Console, *, as_json: bool = False) -> None:
     """Migrate the knowledge base; a failure is shown like any other error (no traceback): a database
     that can't be reached in one line (exit 1, by `main`), anything else with an error id (exit 2)."""
-    from labmate.bootstrap import configure_logging, prepare
+    from labmate.bootstrap import Unreachable, configure_logging, prepare
 
     _terminal_jobs_in_process()
     configure_logging("WARNING", to_file=True)
-    from labmate.bootstrap import Unreachable
-
     try:
         prepare()
     except Unreachable:  # one line saying which database and what to do, exit 1, as from every command
@@ -227,15 +225,13 @@ def _prepare_terminal(console: Console, *, as_json: bool = False) -> None:
                 "error_id": error_id,
             },
         )
-    else:
-        return
-    if as_json:
-        console.print_json(json.dumps([message.payload()]))
-    else:
-        from bot.console import show
+        if as_json:
+            console.print_json(json.dumps([message.payload()]))
+        else:
+            from bot.console import show
 
-        show(console, message)
-    raise typer.Exit(2) from None
+            show(console, message)
+        raise typer.Exit(2) from None
 
 
 def _identity(console: Console, requested: str | None, *, as_json: bool = False) -> tuple[str, str]:
