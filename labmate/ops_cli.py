@@ -57,6 +57,7 @@ def doctor(
     from labmate import checks
     from labmate.settings import _config_path
 
+    rows = settings_in_effect()  # first: a configuration that can't be read stops here, in one line
     console = Console()
     path = _config_path().resolve()
     named = "LABMATE_CONFIG" if "LABMATE_CONFIG" in os.environ else "the working directory's labmate.toml"
@@ -66,7 +67,7 @@ def doctor(
     table.add_column("setting", no_wrap=True)
     table.add_column("value", overflow="fold")
     table.add_column("from")
-    for name, value, source in settings_in_effect():
+    for name, value, source in rows:
         table.add_row(name, Text(value), Text(source))  # values are data, not rich markup
     console.print(table)
     if not check:
