@@ -28,9 +28,10 @@ app.add_typer(db_app, name="db")
 @app.command()
 def shell(
     user: str | None = typer.Option(
-        None, help="Run the commands as this user (needs \\[terminal] allow_acting_as). Default: you, by your login."
+        None, "--user", "-u",
+        help="Run the commands as this user (needs \\[terminal] allow_acting_as). Default: you, by your login.",
     ),
-    channel: str = typer.Option("terminal", help="The channel your commands are recorded under."),
+    channel: str = typer.Option("terminal", "--channel", "-c", help="The channel your commands are recorded under."),
 ) -> None:
     """Use labmate interactively in this terminal (embedded defaults: no Slack, Redis or servers)."""
     console = Console()
