@@ -200,3 +200,23 @@ def test_acting_as_someone_else_with_the_setting_records_both(say, lab_home, tmp
     with sqlite3.connect(db_path(lab_home)) as conn:
         assert conn.execute('SELECT "user", actor FROM audit_events').fetchall() == [("U0ADMIN", me)]
         assert conn.execute("SELECT author FROM decisions").fetchall() == [("U0ADMIN",)]
+
+
+def test_the_shell_takes_the_same_short_options_as_say(say, lab_home, tmp_path):
+    """`labmate shell -u U0ADMIN -c C1`: acting as someone else is refused without the setting, and
+    allowed with it, recording both and the channel, as `say -u` does."""
+    import getpass
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+    env.update(LABMATE_HOME=str(lab_home), LABMATE_CONFIG=str(tmp_path / "labmate.toml"))
+
+    def shell(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([LABMATE, "shell", *args], input="decide ship it\n", cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=180)
+
+    assert shell("-u", "U0ADMIN", "-c", "C1").returncode == 1
+    (tmp_path / "labmate.toml").write_text(f'[terminal]\nallow_acting_as = ["{getpass.getuser()}"]\n')
+    assert shell("-u", "U0ADMIN", "-c", "C1").returncode == 0
+    with sqlite3.connect(db_path(lab_home)) as conn:
+        assert conn.execute('SELECT "user", actor, channel, outcome FROM audit_events ORDER BY id').fetchall()[-1] == (
+            "U0ADMIN", getpass.getuser(), "C1", "ok")
