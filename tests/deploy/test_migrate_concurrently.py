@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,8 +110,13 @@ def test_an_upgrade_waits_out_a_migration_longer_than_the_statement_timeout(fres
         conn.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
         waiting = subprocess.Popen([*LABMATE, "db", "upgrade"], env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
+        with holder.connect() as probe:  # until the upgrade really waits on the lock (its start varies)
+            deadline = time.monotonic() + 60
+            while not probe.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).scalar():
+                assert waiting.poll() is None and time.monotonic() < deadline, waiting.communicate()
+                time.sleep(0.1)
         try:
-            waiting.wait(timeout=3)  # three statement timeouts
+            waiting.wait(timeout=3)  # three statement timeouts of waiting
         except subprocess.TimeoutExpired:
             pass
         assert waiting.returncode is None, f"gave up while the lock was held: {waiting.stderr.read() if waiting.stderr else ''}"
