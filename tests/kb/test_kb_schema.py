@@ -64,3 +64,30 @@ def test_sqlite_foreign_keys_are_enforced(migrated):
 
     with pytest.raises(Conflict, match="FOREIGN KEY"), session_scope(migrated) as s:
         s.add(DecisionTag(decision_id=4242, tag="orphan"))
+
+
+def test_model_links_stored_as_run_ids_get_their_name_and_version_back(tmp_path):
+    """Before the link check kept a model link's ref, it stored the version's run id there (0010 repairs those)."""
+    import json
+
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(alembic_config(url), "0009")
+    run = "3eb379be9ccb465bbc648bcbe7bf537f"
+    with engine_for(url).begin() as conn:
+        conn.execute(text("INSERT INTO decisions (id, text, author, channel, created_at) VALUES (1, 'ship', 'U1', 'C1', '2026-11-29')"))
+        rows = [
+            (1, "model", run, json.dumps({"name": "sales-agent", "version": "2", "run_id": run})),  # the bug's result
+            (2, "model", "sales-agent@production", json.dumps({"name": "sales-agent", "version": "1"})),  # checked after the fix
+            (3, "run", run, json.dumps({"run_id": run})),  # a run link is meant to hold the run id
+        ]
+        for link_id, kind, ref, detail in rows:
+            conn.execute(text("INSERT INTO decision_links (id, decision_id, kind, ref, status, detail) "
+                              "VALUES (:id, 1, :kind, :ref, 'ok', :detail)"),
+                         {"id": link_id, "kind": kind, "ref": ref, "detail": detail})
+    upgrade(url)
+    with engine_for(url).connect() as conn:
+        refs = conn.execute(text("SELECT ref FROM decision_links ORDER BY id")).scalars().all()
+    assert refs == ["sales-agent/2", "sales-agent@production", run]
+    engine_for(url).dispose()
