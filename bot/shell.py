@@ -14,7 +14,7 @@ from bot import dispatch, grammar
 from bot.messages.render import Message, render_reply
 from bot.origin import Origin
 from bot.post import router
-from labmate.settings import get_settings
+from labmate.settings import get_settings, mask_url
 
 BANNER = (
     "[bold]labmate[/bold], store: [bold]{home}[/bold] (LABMATE_HOME; MLflow at {mlflow}).\n"
@@ -41,7 +41,8 @@ def _lines(history_path: str) -> Any:
         yield from (line.rstrip("\n") for line in sys.stdin)
 
 
-def run_shell(*, user: str, channel: str, actor: str | None = None) -> None:
+def run_shell(*, user: str, channel: str, actor: str | None = None) -> int:
+    """Read and run commands until exit; return how many jobs were still running when it ended."""
     settings = get_settings()
     console = Console()
     lock = threading.Lock()
@@ -52,7 +53,8 @@ def run_shell(*, user: str, channel: str, actor: str | None = None) -> None:
 
     session = uuid.uuid4().hex
     router().add_console(session, show)
-    console.print(BANNER.format(home=settings.home.resolve(), mlflow=settings.mlflow_tracking_uri, command=settings.command), highlight=False)
+    mlflow = mask_url(settings.mlflow_tracking_uri)
+    console.print(BANNER.format(home=settings.home.resolve(), mlflow=mlflow, command=settings.command), highlight=False)
     origin = Origin(user=user, channel=channel, source="shell", session=session, actor=actor)
     pending: list[str] = []
     try:
@@ -72,16 +74,25 @@ def run_shell(*, user: str, channel: str, actor: str | None = None) -> None:
         pass
     finally:
         router().remove_console(session)
+    return len(_running(pending))
 
 
-def _finish_jobs(console: Console, task_ids: list[str], timeout: float) -> None:
-    """Leaving the shell doesn't drop answers still being worked on."""
+def _running(task_ids: list[str]) -> list[str]:
+    if not task_ids:
+        return []
     from celery.result import AsyncResult
 
     from tasks.app import celery_app
+
+    return [t for t in task_ids if not AsyncResult(t, app=celery_app()).ready()]
+
+
+def _finish_jobs(console: Console, task_ids: list[str], timeout: float) -> None:
+    """Leaving the shell doesn't drop answers still being worked on, for up to LABMATE_JOB_TIMEOUT."""
     from tasks.client import wait
 
-    running = [t for t in task_ids if not AsyncResult(t, app=celery_app()).ready()]
+    running = _running(task_ids)
     if running:
         console.print(f"[dim]Waiting for {len(running)} answer(s) before leaving (Ctrl-C to leave now)…[/dim]")
-        wait(running, timeout)
+        if "timeout" in wait(running, timeout):
+            console.print(f"[dim]Leaving without the answers that didn't come within {timeout:g} s (LABMATE_JOB_TIMEOUT).[/dim]")

@@ -39,7 +39,7 @@ def shell(
     who, actor = _identity(console, user)
     from bot.shell import run_shell
 
-    run_shell(user=who, channel=channel, actor=actor)
+    _leave_now_if_jobs_still_run(run_shell(user=who, channel=channel, actor=actor), 0)
 
 
 @app.command()
@@ -58,17 +58,22 @@ def say(
     from bot.terminal import say as run_say
 
     outcome = run_say(text, user=who, channel=channel, as_json=as_json, console=console, actor=actor)
-    if outcome.unfinished:
-        # The job still runs on this process's embedded worker, whose pool threads the interpreter
-        # would wait for at exit. Leave now: the next start's reap closes the job's ledger row
-        # ("the terminal session that asked for it ended").
-        import logging
-
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(outcome.exit_code)
+    _leave_now_if_jobs_still_run(outcome.unfinished, outcome.exit_code)
     raise typer.Exit(outcome.exit_code)
+
+
+def _leave_now_if_jobs_still_run(unfinished: int, code: int) -> None:
+    """A job still running on this process's embedded worker holds a pool thread the interpreter
+    would wait for at exit (as long as the job takes). Leave at once instead: the next start's reap
+    closes its ledger row ("the terminal session that asked for it ended")."""
+    if not unfinished:
+        return
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command()

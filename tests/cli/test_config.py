@@ -290,3 +290,19 @@ def test_the_settings_know_the_grammars_verbs():
     from labmate.settings import VERB_NAMES
 
     assert VERB_NAMES == tuple(verb.name for verb in VERBS)
+
+
+def test_the_shell_leaves_without_an_answer_past_the_timeout_and_masks_the_mlflow_uri(tmp_path):
+    """Leaving waits LABMATE_JOB_TIMEOUT for answers still being worked on, says it gave up, and
+    exits then (not when the job, still retrying MLflow, ends); the banner shows no password."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [LABMATE, "shell"], input="best sales-agent\n", cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=_env(tmp_path, MLFLOW_TRACKING_URI="http://ml:s3cr3t@127.0.0.1:1", MLFLOW_HTTP_REQUEST_MAX_RETRIES="7",
+                 LABMATE_JOB_TIMEOUT="2"),
+    )
+    assert time.monotonic() - started < 20
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = " ".join(result.stdout.split())
+    assert "Leaving without the answers that didn't come within 2 s (LABMATE_JOB_TIMEOUT)." in text, text
+    assert "s3cr3t" not in result.stdout + result.stderr and "ml:***@127.0.0.1:1" in text
