@@ -240,9 +240,10 @@ def user_error(exc: BaseException) -> Any:
     """An MLflow failure the person asking can act on, as a LabmateError (MLflow's reason and the
     fix in one line); None for anything else."""
     from labmate.errors import LabmateError
+    from labmate.settings import mask_url
 
     text = str(exc).strip()
-    uri = tracking_uri()
+    uri = mask_url(tracking_uri())  # the message goes to chat
     if "filesystem tracking backend" in text or (uri.startswith("file:") and "Mlflow" in type(exc).__name__):
         reason = text.split(". ")[0].rstrip(".")
         return LabmateError(f"MLflow refuses the tracking store `{uri}`: {reason}.", hint=FILE_STORE_FIX)

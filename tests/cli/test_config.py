@@ -265,10 +265,11 @@ def test_doctor_checks_an_mlflow_server_with_credentials_in_its_uri_without_show
 def test_say_with_an_mlflow_server_that_does_not_answer_says_so_within_seconds(tmp_path):
     """Not MLflow's default seven retries over about four minutes: the terminal's own bounds."""
     started = time.monotonic()
-    result = _labmate(tmp_path, "say", "best sales-agent", MLFLOW_TRACKING_URI="http://127.0.0.1:1")
+    result = _labmate(tmp_path, "say", "--json", "best sales-agent", MLFLOW_TRACKING_URI="http://ml:s3cr3t@127.0.0.1:1")
     assert time.monotonic() - started < 30
-    assert "MLflow at http://127.0.0.1:1 can't be reached right now" in result.stdout, result.stdout + result.stderr
+    assert "MLflow at `http://ml:***@127.0.0.1:1` can't be reached right now" in result.stdout, result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "s3cr3t" not in result.stdout + result.stderr  # the answer goes to chat: the password never
 
 
 def test_say_that_stops_waiting_for_a_job_says_so_and_exits_at_once(tmp_path):
