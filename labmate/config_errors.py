@@ -35,17 +35,22 @@ def _dotted(raw: str) -> list[str]:
 
 
 def toml_line(path: Path, loc: tuple[Any, ...]) -> int | None:
-    """The line of `path` where the value at location `loc` is written (tables and dotted keys)."""
+    """The line of `path` where the value at location `loc` is written (tables, dotted keys, and the
+    n-th `[[array.of.tables]]` entry for an index in `loc`; an index into an inline list is its key's line)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
         return None
-    wanted = [str(part) for part in loc if not isinstance(part, int)]
+    wanted = [str(part) for part in loc]
     table: list[str] = []
+    entries: dict[tuple[str, ...], int] = {}
     for number, line in enumerate(lines, start=1):
         header = _TABLE.match(line)
         if header:
             table = _dotted(header.group(1))
+            if line.lstrip().startswith("[["):
+                entry = entries[tuple(table)] = entries.get(tuple(table), -1) + 1
+                table = [*table, str(entry)]
             if table == wanted:
                 return number
             continue
@@ -192,9 +197,26 @@ def validation_message(error: str, table: dict[str, Any], path: Path, env_names:
         line = toml_line(path, (*_dotted(named.group("table")), named.group("key"))) if path.is_file() else None
         return f"{path}:{line}: {expected}" if line else f"{path}: {expected}"
     unknown = _UNKNOWN.match(reason)
-    at = (*loc, unknown.group(1)) if unknown else tuple(loc)
+    own = _FIELD.match(reason)  # a table's own check whose reason starts with one of its keys
+    if unknown:
+        at = (*loc, unknown.group(1))
+    elif own and own.group(1) in getattr(_unwrap(kind), "__struct_fields__", ()):
+        at = (*loc, own.group(1))
+    else:
+        at = tuple(loc)
     line = toml_line(path, at) if path.is_file() else None
     if not loc:
         return f"{path}:{line}: {expected}" if line else f"{path}: {expected}"
-    dotted = ".".join(str(part) for part in loc)
-    return f"{path}:{line}: {dotted}: {expected}" if line else f"{path}: {dotted}: {expected}"
+    where = _readable(loc)
+    return f"{path}:{line}: {where}: {expected}" if line else f"{path}: {where}: {expected}"
+
+
+def _readable(loc: list[str | int]) -> str:
+    """`digest.channels (entry 2).at`: msgspec counts list entries from 0, people from 1."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f" (entry {part + 1})"
+        else:
+            text += f".{part}" if text else str(part)
+    return text

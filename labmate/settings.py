@@ -374,7 +374,10 @@ class DigestChannel(Table, kw_only=True):
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"[[digest.channels]] {self.channel}: unknown time zone {self.timezone!r}") from None
+            raise ValueError(
+                f"timezone {self.timezone!r} of the digest for {self.channel} is not a time zone; "
+                "use an IANA name such as 'Europe/Paris' or 'America/New_York'"
+            ) from None
 
 
 class DigestConfig(Table):

@@ -51,7 +51,14 @@ def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPr
          ":4: projects.p.on_worker_lost: expected one of 'fail', 'retry', got 'maybe'"),
         ('slack_bot_token = 5\n', ":1: slack_bot_token: expected text, got 5"),
         ('[[digest.channels]]\nchannel = "C1"\nat = "25:99"\n',
-         ":3: digest.channels.0.at: expected a 24-hour time of day as HH:MM, e.g. '09:30', got '25:99'"),
+         ":3: digest.channels (entry 1).at: expected a 24-hour time of day as HH:MM, e.g. '09:30', got '25:99'"),
+        # the entry that is wrong, not the first with that key; counted from 1, as people do
+        ('[[digest.channels]]\nchannel = "C1"\nat = "09:00"\n\n[[digest.channels]]\nchannel = "C2"\nat = "25:00"\n',
+         ":7: digest.channels (entry 2).at: expected a 24-hour time of day as HH:MM, e.g. '09:30', got '25:00'"),
+        ('[[digest.channels]]\nchannel = "C1"\ntimezone = "UTC"\n[[digest.channels]]\nchannel = "C2"\n'
+         'timezone = "Mars/Olympus"\n',
+         ":6: digest.channels (entry 2): timezone 'Mars/Olympus' of the digest for C2 is not a time zone; use an IANA"),
+        ('[access]\nadmins = ["U1", 2]\n', ":2: access.admins (entry 2): expected text, got 2"),
         # a mistyped verb would leave the real one open to everyone
         ('[access]\nadmins = ["U1"]\n[access.verbs]\nsupersed = ["U1"]\n',
          ":4: [access.verbs] supersed = …: there is no command 'supersed'; did you mean 'supersede'?"),
