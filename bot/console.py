@@ -111,7 +111,17 @@ def _button(element: dict[str, Any]) -> str:
 
 
 def renderable(message: Message) -> RenderableType:
-    parts = [r for r in (block(b) for b in message.blocks) if r is not None]
+    """Slack leaves space between two sections (a long list split at Slack's size limit): a blank line."""
+    parts: list[RenderableType] = []
+    previous = ""
+    for item in message.blocks:
+        shown = block(item)
+        if shown is None:
+            continue
+        if previous == item.get("type") == "section":
+            parts.append(Text(""))
+        parts.append(shown)
+        previous = item.get("type", "")
     if not parts:
         parts = [mrkdwn_text(message.text)]
     for item in message.files:

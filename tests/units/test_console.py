@@ -25,3 +25,22 @@ def _styled(source: str) -> tuple[str, list[tuple[str, str]]]:
 )
 def test_mrkdwn_markers_become_styles(source: str, plain: str, spans: list[tuple[str, str]]) -> None:
     assert _styled(source) == (plain, spans)
+
+
+def test_consecutive_sections_are_apart_as_in_slack() -> None:
+    """The help list is split into sections at Slack's size limit; the terminal showed the split as
+    two commands on adjacent lines where every other pair had a blank line between them."""
+    from rich.console import Console
+
+    from bot.console import renderable
+    from bot.messages.render import Message
+
+    def section(text: str) -> dict[str, object]:
+        return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+    message = Message(text="", blocks=[section("one"), section("two"),
+                                       {"type": "context", "elements": [{"type": "mrkdwn", "text": "note"}]}])
+    console = Console(width=40, record=True)
+    console.print(renderable(message))
+    lines = [line.strip("│ ") for line in console.export_text().splitlines()[1:-1]]
+    assert lines == ["one", "", "two", "note"]
