@@ -17,7 +17,7 @@ from bot.messages.render import Message
 _LINK = re.compile(r"<([^<>|]+)\|([^<>]+)>|<([^<>|]+)>")
 _STYLES = {"*": "bold", "_": "italic", "~": "strike", "`": "cyan"}
 _FENCE = re.compile(r"```\n?(.*?)\n?```", re.S)
-_SPAN = re.compile(r"(?<![\w*_~`])([*_~`])(?!\s)(.+?)(?<!\s)\1(?![\w*_~`])")
+_SPAN = re.compile(r"(?<![\w*_~`])([*_~`])(?!\s|\1)(.+?)(?<!\s)\1(?![\w*_~`])")  # `***` (a mask) is no span
 
 
 def _link(match: re.Match[str]) -> str:

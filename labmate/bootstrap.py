@@ -47,8 +47,18 @@ def configure_logging(level: str = "INFO", *, to_file: bool = False) -> None:
             logging.basicConfig(level=level, format=fmt)
     else:
         logging.basicConfig(level=level, format=fmt)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_Masked(fmt))
     for noisy in ("alembic", "celery", "kombu", "urllib3", "slack_bolt", "slack_sdk", "mlflow"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+class _Masked(logging.Formatter):
+    """A password in a URL is masked in every log line, tracebacks included: a git clone's error quotes
+    the project URI it fetched, a driver's error the database URL."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_url(super().format(record))
 
 
 @contextmanager

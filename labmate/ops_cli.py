@@ -66,7 +66,7 @@ def doctor(
     table = Table(box=None, pad_edge=False)
     table.add_column("setting", no_wrap=True)
     table.add_column("value", overflow="fold")
-    table.add_column("from")
+    table.add_column("from", no_wrap=True)  # the file is named in full on the first line
     for name, value, source in rows:
         table.add_row(name, Text(value), Text(source))  # values are data, not rich markup
     console.print(table)
@@ -82,48 +82,65 @@ def doctor(
 
 
 def settings_in_effect() -> list[tuple[str, str, str]]:
-    """(name, value as shown, source) for every setting; secrets show only whether they are set."""
+    """(name, value as shown, source) for every setting, a table's settings one per row under their
+    dotted name (`projects.sales-agent.uri`); secrets show only whether they are set, and a password in
+    any URL (a database, a git project) is masked."""
     from msgspec import Struct, to_builtins
 
-    from labmate.settings import SecretStr, Settings, _config_path, env_names, get_settings, mask_url
+    from labmate.settings import SecretStr, Settings, _config_path, env_names, get_settings
 
     settings = get_settings()
     path = _config_path()
-    toml = _toml_keys(path)
-    rows = []
+    toml = _toml_table(path)
+    rows: list[tuple[str, str, str]] = []
     envs = env_names()
     for name in Settings.__struct_fields__:
         env = envs[name] if name in envs and envs[name] in os.environ else None
         value: Any = getattr(settings, name)
-        if env:
-            source = f"environment ({env})"
-        elif name in toml:
-            source = f"{path}"
-        else:
-            source = "default"
         if isinstance(value, SecretStr):
             shown = "set (hidden)" if value.get_secret_value() else "empty"
-        elif value is None:
-            shown = "not set"
         elif name == "result_backend" and not value:
             shown = "in-process (embedded broker)" if settings.embedded_broker else "the broker's Redis"
-        elif name in ("database_url", "broker_url", "result_backend", "mlflow_tracking_uri"):
-            shown = mask_url(str(value))
-        elif value in ("", {}, []):
-            shown = "not set"
         elif isinstance(value, (Struct, dict)):
-            shown = str(to_builtins(value))
+            for dotted, leaf, written in _leaves(name, to_builtins(value), toml.get(name)):
+                rows.append((dotted, _shown(leaf), path.name if written else "default"))
+            continue
         else:
-            shown = str(value)
+            shown = _shown(value)
+        source = f"environment ({env})" if env else (path.name if name in toml else "default")
         rows.append((name, shown, source))
     return rows
 
 
-def _toml_keys(path: Any) -> set[str]:
+def _leaves(name: str, value: Any, written: Any) -> list[tuple[str, Any, bool]]:
+    """A table's values one per dotted name, each with whether labmate.toml wrote it."""
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):  # [[digest.channels]]
+        entries = written if isinstance(written, list) else []
+        return [leaf for i, item in enumerate(value)
+                for leaf in _leaves(f"{name} (entry {i + 1})", item, entries[i] if i < len(entries) else None)]
+    if not isinstance(value, dict) or not value:
+        return [(name, value, written is not None)]
+    inner = written if isinstance(written, dict) else {}
+    return [leaf for key, item in value.items() for leaf in _leaves(f"{name}.{key}", item, inner.get(key))]
+
+
+def _shown(value: Any) -> str:
+    from labmate.settings import mask_url
+
+    if value is None or value in ("", {}, []):
+        return "not set"
+    if isinstance(value, list):
+        return ", ".join(mask_url(str(item)) for item in value)
+    return mask_url(str(value))
+
+
+def _toml_table(path: Any) -> dict[str, Any]:
     import tomllib
 
     try:
         with open(path, "rb") as handle:
-            return set(tomllib.load(handle))
+            return tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError):
-        return set()
+        return {}
+
+

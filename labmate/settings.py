@@ -24,7 +24,7 @@ from msgspec import Meta, Struct, ValidationError, convert, field
 
 EMBEDDED_BROKER = "memory://"
 URL_FIELDS = ("database_url", "broker_url", "result_backend", "mlflow_tracking_uri", "mlflow_ui_url", "slack_api_url")
-_USERINFO = re.compile(r"^(?P<scheme>[\w+.-]+://)(?P<user>[^:/@]*):(?P<password>[^@/]*)@")
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
@@ -32,9 +32,10 @@ _FALSE = {"0", "false", "f", "no", "n", "off"}
 DATABASE_SCHEMES = ("sqlite://", "postgresql://", "postgresql+psycopg://")
 
 
-def mask_url(url: str) -> str:
-    """`postgresql://labmate:secret@db/x` -> `postgresql://labmate:***@db/x` (for repr, logs and messages)."""
-    return _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", url)
+def mask_url(text: str) -> str:
+    """`postgresql://labmate:secret@db/x` -> `postgresql://labmate:***@db/x`, for every URL in `text`
+    (a setting, a log line, a git error quoting the URL it cloned), for repr, logs and messages."""
+    return _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", text)
 
 
 def about(description: str, *, env: str = "", shown_default: str = "", **constraints: Any) -> Meta:
@@ -187,6 +188,11 @@ class ProjectConfig(Table, kw_only=True):
         self.entry_points = list(dict.fromkeys(self.entry_points))
         if self.version is not None and not self.remote:
             raise ValueError("`version` is for a git URI; a local directory runs as it is")
+
+    @property
+    def shown_uri(self) -> str:
+        """The URI as messages, MLflow's source tag and logs show it: a token in a git URL masked."""
+        return mask_url(self.uri)
 
     @property
     def remote(self) -> bool:

@@ -212,7 +212,7 @@ def prepare(launch: launches.Launch, project: ProjectConfig, timings: Timings, a
             experiment_id,
             run_name=f"{launch.project}-{launch.label}",
             user=launch.user,
-            source=project.uri,
+            source=project.shown_uri,
             entry_point=launch.entry_point,
             params=params,
             commit=mlflow_launch.git_commit(work_dir),

@@ -5,11 +5,13 @@ Imported by workers only."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labmate.settings import get_settings
+from labmate.errors import LabmateError
+from labmate.settings import get_settings, mask_url
 from tasks import mlflow_io
 
 log = logging.getLogger(__name__)
@@ -57,9 +59,22 @@ def fetch_project(
 
     MLflow Projects' own fetch: a local directory is used where it is; a git URI is cloned (at `version`)
     into a temporary directory by the worker that runs it."""
+    from mlflow.exceptions import ExecutionException
     from mlflow.projects.utils import fetch_and_validate_project
 
-    return Path(fetch_and_validate_project(uri, version, entry_point, params)), remote
+    try:
+        return Path(fetch_and_validate_project(uri, version, entry_point, params)), remote
+    except ExecutionException as exc:
+        if not remote:
+            raise
+        log.warning("fetching %s failed: %s", uri, exc)  # the whole of git's answer, masked by the log's formatter
+        where = mask_url(uri) + (f"@{version}" if version else "")
+        said = re.search(r"stderr: '(?:fatal: )?(.+?)'?\s*$", str(exc), re.S)
+        reason = mask_url(said.group(1).strip()) if said else "git failed"
+        raise LabmateError(
+            f"the worker could not fetch {where} ({reason})",
+            hint="check the project's `uri` and `version` in labmate.toml, and that the worker can reach the repository",
+        ) from None
 
 
 def git_commit(directory: Path) -> str | None:

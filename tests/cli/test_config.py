@@ -143,7 +143,12 @@ def test_a_home_starting_with_a_tilde_is_in_the_users_home(tmp_path, monkeypatch
 def test_doctor_shows_sources_masks_secrets_and_checks_services(tmp_path):
     from fakeslack import FakeSlack
 
-    (tmp_path / "labmate.toml").write_text('decision_emoji = "pushpin"\n[access]\nadmins = ["U0ADMIN"]\n')
+    (tmp_path / "labmate.toml").write_text(
+        'decision_emoji = "pushpin"\n[access]\nadmins = ["U0ADMIN"]\n'
+        '[cleanup]\ngc_backend_store_uri = "postgresql://mlflow:gc-db-password@db/mlflow"\n'
+        '[projects.train]\nuri = "https://bot:git-token-secret@git.example.com/acme/train.git"\nexperiment = "e"\n'
+        '[[digest.channels]]\nchannel = "C1"\n[[digest.channels]]\nchannel = "C2"\nat = "08:30"\n'
+    )
     with FakeSlack(token="xoxb-doctor-secret-token") as slack:
         result = _labmate(
             tmp_path,
@@ -161,8 +166,16 @@ def test_doctor_shows_sources_masks_secrets_and_checks_services(tmp_path):
     rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "set (hidden)" in rows["slack_bot_token"] and "environment (SLACK_BOT_TOKEN)" in rows["slack_bot_token"]
     assert "/mate" in rows["command"] and "environment (LABMATE_COMMAND)" in rows["command"]
-    assert "pushpin" in rows["decision_emoji"] and str(tmp_path / "labmate.toml") in rows["decision_emoji"]
+    assert rows["decision_emoji"].split()[1:] == ["pushpin", "labmate.toml"]
     assert rows["job_timeout"].split()[-1] == "default"
+    # a table's settings one per row, each with its own source; passwords in any URL masked
+    assert "gc-db-password" not in out and "git-token-secret" not in out
+    assert rows["cleanup.gc_backend_store_uri"].split()[1:] == ["postgresql://mlflow:***@db/mlflow", "labmate.toml"]
+    assert rows["projects.train.uri"].split()[1] == "https://bot:***@git.example.com/acme/train.git"
+    assert rows["projects.train.time_limit"].split()[-1] == "default"
+    assert rows["access.admins"].split()[1:] == ["U0ADMIN", "labmate.toml"]
+    entries = [line.split() for line in out.splitlines() if line.startswith("digest.channels (entry 2).")]
+    assert [e[3:] for e in entries[:2]] == [["C2", "labmate.toml"], ["08:30", "labmate.toml"]]
     verdicts = {
         line.split()[1].rstrip(":"): line for line in out.splitlines() if line.split(" ", 1)[0] in ("ok", "FAILED", "skipped")
     }

@@ -21,6 +21,7 @@ def _styled(source: str) -> tuple[str, list[tuple[str, str]]]:
          [("python train.py --epochs=3", "cyan")]),
         ("`a*b*c` &lt;@U1&gt;", "a*b*c <@U1>", [("a*b*c", "cyan")]),  # code keeps its stars; entities decoded
         ("<https://mlflow/x|the run> by <@U1>", "the run (https://mlflow/x) by @U1", []),
+        ("at https://bot:***@git.example.com failed", "at https://bot:***@git.example.com failed", []),
     ],
 )
 def test_mrkdwn_markers_become_styles(source: str, plain: str, spans: list[tuple[str, str]]) -> None:

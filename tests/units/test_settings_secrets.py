@@ -28,6 +28,10 @@ def test_repr_masks_passwords_in_every_url(monkeypatch: pytest.MonkeyPatch) -> N
         ("redis://h:6379/0", "redis://h:6379/0"),
         ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
         ("postgresql://user@h/d", "postgresql://user@h/d"),
+        # anywhere in a text: a log line, git's error quoting the URL it fetched
+        ("clone https://bot:tok@git/x.git failed; 'https://bot:tok@git/x.git/'",
+         "clone https://bot:***@git/x.git failed; 'https://bot:***@git/x.git/'"),
+        ("http://host:8080/path@v1", "http://host:8080/path@v1"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
