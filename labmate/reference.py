@@ -29,7 +29,7 @@ def commands_markdown() -> str:
 
 
 def settings_markdown() -> str:
-    from labmate.settings import describe
+    from labmate.settings import ENVIRONMENT_ONLY, describe
 
     lines = ["| environment variable | labmate.toml key | default | meaning |", "|---|---|---|---|"]
     for row in describe():
@@ -42,7 +42,8 @@ def settings_markdown() -> str:
         if row["field"] == "projects":
             shown = "the demo's `sales-agent`"
         env = f"`{row['env']}`" if row["env"] else ""
-        lines.append(f"| {env} | `{row['field']}` | {shown} | {row['description']} |")
+        key = "(environment only)" if row["field"] in ENVIRONMENT_ONLY else f"`{row['field']}`"
+        lines.append(f"| {env} | {key} | {shown} | {row['description']} |")
     return "\n".join(lines)
 
 

@@ -542,6 +542,7 @@ class Settings(Table, kw_only=True):
         about(
             "Seconds to wait for a new PostgreSQL connection (libpq's minimum is 2).",
             env="LABMATE_DATABASE_CONNECT_TIMEOUT",
+            gt=0,
         ),
     ] = 2.0
     database_io_timeout: Annotated[
@@ -550,12 +551,15 @@ class Settings(Table, kw_only=True):
             "Seconds a PostgreSQL connection may leave data unacknowledged before it counts as dead "
             "(a black-holed network fails a command in seconds instead of hanging it).",
             env="LABMATE_DATABASE_IO_TIMEOUT",
+            gt=0,
         ),
     ] = 1.0
     database_statement_timeout: Annotated[
         float,
         about(
-            "Seconds one PostgreSQL statement may run, lock waits included (migrations: no limit).", env="LABMATE_DATABASE_STATEMENT_TIMEOUT"
+            "Seconds one PostgreSQL statement may run, lock waits included (migrations: no limit).",
+            env="LABMATE_DATABASE_STATEMENT_TIMEOUT",
+            gt=0,
         ),
     ] = 10.0
     slack_timeout: Annotated[
@@ -563,6 +567,7 @@ class Settings(Table, kw_only=True):
         about(
             "Seconds to wait for one Slack Web API call before counting it as failed (it is retried).",
             env="LABMATE_SLACK_TIMEOUT",
+            gt=0,
         ),
     ] = 10.0
     delivery_backoff: Annotated[
@@ -571,6 +576,7 @@ class Settings(Table, kw_only=True):
             "Seconds before a refused reply (or an unreachable database) is tried again; doubles "
             "with each try, up to five minutes, and never sooner than Slack's Retry-After.",
             env="LABMATE_DELIVERY_BACKOFF",
+            gt=0,
         ),
     ] = 2.0
     job_stale_after: Annotated[
@@ -579,6 +585,7 @@ class Settings(Table, kw_only=True):
             "A running job whose heartbeat is this many seconds old belongs to a dead worker: "
             "the reaper hands it to another.",
             env="LABMATE_JOB_STALE_AFTER",
+            gt=0,
         ),
     ] = 20.0
     worker_preload: Annotated[
@@ -596,6 +603,7 @@ class Settings(Table, kw_only=True):
             "How often (seconds) beat runs the reaper that sends stored jobs and rescues the jobs "
             "of dead workers.",
             env="LABMATE_REAP_EVERY",
+            gt=0,
         ),
     ] = 15.0
     watch_every: Annotated[
@@ -628,6 +636,7 @@ class Settings(Table, kw_only=True):
             "How many times a reply Slack refused for a while (429, 5xx, timeouts) is retried, with "
             "exponential backoff, before its command is marked `undelivered`.",
             env="LABMATE_DELIVERY_RETRIES",
+            ge=0,
         ),
     ] = 8
 
@@ -766,6 +775,7 @@ def load_settings(environ: Mapping[str, str] | None = None, path: Path | None = 
         from labmate.config_errors import toml_syntax_message
 
         raise ConfigError(toml_syntax_message(path, exc)) from None
+    _refuse_secrets_in(path, table)
     from_env = from_environment(environ)
     table.update(from_env)
     if isinstance(table.get("cleanup"), dict):
@@ -776,6 +786,21 @@ def load_settings(environ: Mapping[str, str] | None = None, path: Path | None = 
         from labmate.config_errors import validation_message
 
         raise ConfigError(validation_message(str(exc), table, path, env_names(), set(from_env))) from None
+
+
+ENVIRONMENT_ONLY = ("slack_bot_token", "slack_signing_secret", "slack_app_token")
+
+
+def _refuse_secrets_in(path: Path, table: dict[str, Any]) -> None:
+    """Secrets come from the environment only: a file gets committed, copied into images and shown."""
+    for key in ENVIRONMENT_ONLY:
+        if key in table:
+            from labmate.config_errors import toml_line
+
+            env = env_names()[key]
+            line = toml_line(path, (key,))
+            raise ConfigError(f"{path}:{line}: {key} is a secret, read from the environment only: remove it from "
+                              f"the file and set {env}")
 
 
 @lru_cache(maxsize=1)

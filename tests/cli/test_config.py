@@ -49,7 +49,9 @@ def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPr
         (b'command = "/lab"\n# caf\xe9\n', ":2: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
         ('[projects.p]\nuri = "x"\nexperiment = "e"\non_worker_lost = "maybe"\n',
          ":4: projects.p.on_worker_lost: expected one of 'fail', 'retry', got 'maybe'"),
-        ('slack_bot_token = 5\n', ":1: slack_bot_token: expected text, got 5"),
+        # secrets are read from the environment only
+        ('command = "/lab"\nslack_bot_token = "xoxb-1"\n',
+         ":2: slack_bot_token is a secret, read from the environment only: remove it from the file and set SLACK_BOT_TOKEN"),
         ('[[digest.channels]]\nchannel = "C1"\nat = "25:99"\n',
          ":3: digest.channels (entry 1).at: expected a 24-hour time of day as HH:MM, e.g. '09:30', got '25:99'"),
         # the entry that is wrong, not the first with that key; counted from 1, as people do
@@ -80,6 +82,21 @@ def test_a_config_path_that_is_not_a_file_says_so(tmp_path):
     assert result.stderr.strip() == (
         f"labmate: {tmp_path}: can't be read (Is a directory); point LABMATE_CONFIG at a readable file"
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("LABMATE_REAP_EVERY", "0", "expected a number > 0.0, got '0'"),  # beat would spin
+        ("LABMATE_JOB_STALE_AFTER", "-5", "expected a number > 0.0, got '-5'"),
+        ("LABMATE_SLACK_TIMEOUT", "0", "expected a number > 0.0, got '0'"),  # every Slack call would fail
+        ("LABMATE_DELIVERY_RETRIES", "-1", "expected an integer >= 0, got '-1'"),
+    ],
+)
+def test_a_setting_out_of_its_range_is_refused(tmp_path, variable, value, expected):
+    result = _labmate(tmp_path, "say", "help", **{variable: value})
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"labmate: environment variable {variable}: {expected}"
 
 
 def test_a_wrong_environment_value_names_the_variable(tmp_path):
