@@ -123,6 +123,7 @@ def run_http(*, host: str, port: int, workers: int, threads: int) -> None:
     """Replace this process with uWSGI: the CLI's own memory (typer, migrations) goes with it."""
     preflight()
     argv = uwsgi_argv(host=host, port=port, workers=workers, threads=threads)
+    os.environ["LABMATE_SERVE_PORT"] = str(port)  # `labmate health` reads it: uWSGI renames its processes
     sys.stdout.flush()
     os.execv(argv[0], argv)
 

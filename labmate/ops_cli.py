@@ -23,16 +23,27 @@ def register(app: typer.Typer) -> None:
 
 
 def health(
-    service: Service = typer.Argument(..., help="Which process of this container to check."),
+    service: Service | None = typer.Argument(
+        None, help="Which process of this container to check; without it, the one the container runs (its first process).",
+        show_default=False,
+    ),
     port: int | None = typer.Option(
         None, help="The bot's or the MLflow server's port: 3000 for bot and 5000 for mlflow unless given.", show_default=False
     ),
     timeout: float = typer.Option(3.0, help="Seconds to wait for the answer."),
+    pid: int = typer.Option(1, hidden=True, help="The process whose command names the service (a container's is 1)."),
 ) -> None:
     """Exit 0 when this container's process answers: the bot's /healthz, the MLflow server's /health,
     or a Celery ping to this host's worker or beat. One line either way."""
     from labmate import checks
 
+    if service is None:
+        found = running_service(pid)
+        if found is None:
+            typer.echo("can't tell which labmate service this container runs: name it, e.g. `labmate health worker`",
+                       err=True)
+            raise typer.Exit(1)
+        service, port = found[0], port or found[1]
     if service is Service.bot:
         verdict = checks.http_get("bot", f"http://127.0.0.1:{port or 3000}/healthz", timeout=timeout)
     elif service is Service.mlflow:
@@ -43,6 +54,46 @@ def health(
         verdict = checks.celery_node("beat", checks.beat_nodename(), timeout=timeout)
     typer.echo(verdict.line(), err=verdict.failed)
     raise typer.Exit(1 if verdict.failed else 0)
+
+
+def running_service(pid: int) -> tuple[Service, int | None] | None:
+    """The service a process runs, from its command line: the image's one HEALTHCHECK then fits every
+    container made from it (`labmate worker`, `labmate beat`, `mlflow server`, `labmate serve`, which
+    becomes uWSGI and keeps its port in LABMATE_SERVE_PORT)."""
+    from pathlib import Path
+
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    words = [Path(word).name if i < 3 else word for i, word in enumerate(argv)]
+
+    def option(name: str) -> int | None:
+        for i, word in enumerate(argv):
+            value = word.removeprefix(f"{name}=") if word.startswith(f"{name}=") else None
+            if word == name and i + 1 < len(argv):
+                value = argv[i + 1]
+            if value is not None and value.rpartition(":")[2].isdigit():
+                return int(value.rpartition(":")[2])
+        return None
+
+    if "mlflow" in words[:3] and "server" in argv:
+        return Service.mlflow, option("--port")
+    if any("uwsgi" in word.lower() for word in words[:3]):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            environ = []
+        port = next((v.partition("=")[2] for v in environ if v.startswith("LABMATE_SERVE_PORT=")), "")
+        return Service.bot, int(port) if port.isdigit() else option("--http")
+    if "labmate" in words[:3]:
+        after = argv[words.index("labmate") + 1:]
+        command = next((word for word in after if not word.startswith("-")), "")
+        if command == "serve":
+            return Service.bot, option("--port")
+        if command in ("worker", "beat"):
+            return Service(command), None
+    return None
 
 
 def doctor(

@@ -68,6 +68,19 @@ def test_labmate_services_run_real_subcommands():
         assert command.name == subcommand
 
 
+def test_the_images_health_check_names_no_service_so_it_fits_every_container():
+    """`docker run labmate:latest worker` (docs/launch.md) inherits the image's check: one probing the
+    bot's port would call every worker unhealthy (test_services_run.py runs it against each process)."""
+    check = re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", DOCKER, re.M | re.S).group(1)
+    command, ctx = _resolve(yaml.safe_load(check)[1:])
+    assert command.name == "health" and ctx.params["service"] is None
+
+
+def test_the_image_has_git_for_projects_given_by_a_git_uri():
+    install = re.search(r"^RUN apt-get .*?$", DOCKER, re.M).group(0)
+    assert "install" in install and " git" in install
+
+
 def test_dockerfile_default_command_is_serve():
     default = re.search(r"^CMD (\[.*\])$", DOCKER, re.M).group(1)
     assert _resolve(yaml.safe_load(default))[0].name == "serve"
@@ -93,10 +106,10 @@ def test_services_point_at_hosts_the_compose_file_defines():
             assert match.group(1) in services, f"{value} names a host that isn't a service"
 
 
-def _mlflow_options() -> dict[str, str]:
+def _mlflow_options(compose: dict | None = None) -> dict[str, str]:
     from mlflow.cli import cli as mlflow_cli
 
-    service = COMPOSE["services"]["mlflow"]
+    service = (compose or COMPOSE)["services"]["mlflow"]
     assert service["entrypoint"] == ["mlflow"]
     server = mlflow_cli.get_command(click.Context(mlflow_cli), service["command"][0])
     assert server is not None
@@ -118,8 +131,10 @@ def test_mlflow_server_accepts_the_service_name_as_host():
     assert is_allowed_host_header(allowed, host)
     assert is_allowed_host_header(allowed, "localhost:5000")
     assert not is_allowed_host_header(allowed, "evil.example:5000")
-    ui = COMPOSE["services"]["bot"]["environment"]["LABMATE_MLFLOW_UI_URL"]
-    assert ui in params["cors_allowed_origins"].split(",")
+    # the UI address a team sets in .env is both the bot's link target and an allowed origin
+    custom = rendered({"LABMATE_MLFLOW_UI_URL": "https://mlflow.acme.example"})
+    assert custom["services"]["bot"]["environment"]["LABMATE_MLFLOW_UI_URL"] == "https://mlflow.acme.example"
+    assert "https://mlflow.acme.example" in _mlflow_options(custom)["cors_allowed_origins"].split(",")
 
 
 def test_every_service_has_a_health_check_that_fits_it():

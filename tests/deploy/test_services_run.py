@@ -8,7 +8,9 @@ the health checks compose runs in their containers.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,7 +25,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from tests.conftest import POSTGRES_URL, service_or_skip
-from tests.deploy.compose import ENV, rendered
+from tests.deploy.compose import DOCKERFILE, ENV, rendered
 
 COMPOSE = rendered()
 BIN = Path(sys.executable).parent
@@ -52,6 +54,27 @@ def _health(service: str, *args: str, env: dict[str, str]) -> subprocess.Complet
     assert test[:2] == ["CMD", "labmate"]
     argv = [str(BIN / "labmate"), *test[2:], *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+def _image_health(proc: subprocess.Popen, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The Dockerfile's HEALTHCHECK, which names no service: it checks what the container's first
+    process runs; here that process is `proc` (`--pid`)."""
+    test = json.loads(re.search(r"^\s*CMD (\[.*\])$", DOCKERFILE.read_text().split("HEALTHCHECK", 1)[1], re.M).group(1))
+    assert test == ["labmate", "health"], test
+    return subprocess.run([str(BIN / "labmate"), *test[1:], "--pid", str(proc.pid), "--timeout", "2"],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def _budget(service: str) -> float:
+    """How long compose waits for the service to be healthy before calling it unhealthy."""
+    check = COMPOSE["services"][service]["healthcheck"]
+
+    def seconds(value: object) -> float:  # `docker compose config` gives nanoseconds or "30s"
+        if isinstance(value, (int, float)):
+            return value / 1e9
+        return float(str(value).removesuffix("s"))
+
+    return seconds(check.get("start_period", 0)) + seconds(check["interval"]) * int(check["retries"])
 
 
 def _wait_healthy(service: str, *args: str, env: dict[str, str], proc: subprocess.Popen, seconds: float) -> None:
@@ -133,7 +156,7 @@ def mlflow_process(databases: dict[str, str], tmp_path_factory: pytest.TempPathF
     env = {**os.environ, **service.get("environment", {})}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        _wait_healthy("mlflow", "--port", str(port), env=env, proc=proc, seconds=180)
+        _wait_healthy("mlflow", "--port", str(port), env=env, proc=proc, seconds=_budget("mlflow"))
         yield proc, port
     finally:
         _stop(proc)
@@ -151,6 +174,13 @@ def _get(port: int, path: str, host: str) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def test_the_images_health_check_finds_the_mlflow_server_and_its_port(mlflow_process):
+    proc, port = mlflow_process
+    answer = _image_health(proc, dict(os.environ))
+    assert answer.returncode == 0 and answer.stdout.startswith("ok      mlflow:"), answer
+    assert f":{port}/health" in answer.stdout
 
 
 def test_mlflow_server_answers_its_service_name(mlflow_server):
@@ -221,8 +251,11 @@ def test_worker_and_beat_start_together_and_answer_their_health_checks(stack_env
     assert _health("worker", "--timeout", "1", env=stack_env).returncode == 1  # nothing answers yet
     worker, beat = _start("worker", stack_env), _start("beat", stack_env)
     try:
-        _wait_healthy("worker", env=stack_env, proc=worker, seconds=90)
-        _wait_healthy("beat", env=stack_env, proc=beat, seconds=90)
+        _wait_healthy("worker", env=stack_env, proc=worker, seconds=_budget("worker"))
+        _wait_healthy("beat", env=stack_env, proc=beat, seconds=_budget("beat"))
+        for proc, name in ((worker, "worker"), (beat, "beat")):
+            answer = _image_health(proc, stack_env)
+            assert answer.returncode == 0 and answer.stdout.startswith(f"ok      {name}:"), answer
         no_slack = {k: v for k, v in stack_env.items() if not k.startswith("SLACK_")}
         doctor = subprocess.run([str(BIN / "labmate"), "doctor"], env=no_slack, capture_output=True, text=True, timeout=60)
         lines = {line.split(":")[0].split()[-1]: line for line in doctor.stdout.splitlines() if ":" in line}
@@ -257,7 +290,10 @@ def test_the_bot_serves_with_compose_flags_and_answers_its_health_check(stack_en
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         try:
-            _wait_healthy("bot", "--port", str(port), env=env, proc=bot, seconds=90)
+            _wait_healthy("bot", "--port", str(port), env=env, proc=bot, seconds=_budget("bot"))
+            answer = _image_health(bot, env)  # `labmate serve` became uWSGI, which renamed itself
+            assert answer.returncode == 0 and answer.stdout.startswith("ok      bot:"), answer
+            assert f":{port}/healthz" in answer.stdout
         finally:
             if bot.poll() is None:
                 bot.send_signal(signal.SIGTERM)
