@@ -17,11 +17,12 @@ PROBE = """
 import json, sys
 from labmate.cli import main
 sys.argv = ["labmate", "say", "help"]
+code = 0
 try:
     main()
-except SystemExit:
-    pass
-print(json.dumps(sorted(m for m in ("celery", "kombu", "alembic", "mlflow", "yaml", "bot.handlers.cleanup") if m in sys.modules)))
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"exit": code, "imported": sorted(m for m in ("celery", "kombu", "alembic", "mlflow", "yaml", "bot.handlers.cleanup") if m in sys.modules)}))
 """
 
 
@@ -30,7 +31,9 @@ def test_a_command_without_a_job_imports_no_job_machinery(lab_home, migrated, co
     env = {**os.environ, "LABMATE_HOME": str(lab_home)}  # its knowledge base at head: no Alembic either
     probe = PROBE.replace('"say", "help"', f'"say", {command!r}')
     out = subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True, timeout=120)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    *answer, last = out.stdout.strip().splitlines()
+    assert json.loads(last) == {"exit": 0, "imported": []}, out.stdout + out.stderr
+    assert answer, "the command answered"
 
 
 def test_the_slack_process_reads_its_settings_without_pydantic(lab_home) -> None:

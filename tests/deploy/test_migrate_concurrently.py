@@ -112,7 +112,9 @@ def test_an_upgrade_waits_out_a_migration_longer_than_the_statement_timeout(fres
                                    stderr=subprocess.PIPE, text=True)
         with holder.connect() as probe:  # until the upgrade really waits on the lock (its start varies)
             deadline = time.monotonic() + 60
-            while not probe.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).scalar():
+            waits = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = "
+                         "(SELECT oid FROM pg_database WHERE datname = current_database())")  # this test's database only
+            while not probe.execute(waits).scalar():
                 assert waiting.poll() is None and time.monotonic() < deadline, waiting.communicate()
                 time.sleep(0.1)
         try:
