@@ -338,7 +338,9 @@ def _run(app: typer.Typer) -> None:
         sys.exit(0)
     except UsageError as exc:
         exc.show()
-        sys.exit(1)
+        # `labmate regress` is a CI gate whose 1 means "the gate failed": a typo in its options must
+        # not read as that, so its usage errors are its documented 2 ("the run could not happen").
+        sys.exit(2 if exc.ctx is not None and exc.ctx.command.name == "regress" else 1)
     except ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -59,6 +59,10 @@ def regress(
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
     options["tracking_uri"] = tracking_uri or get_settings().mlflow_tracking_uri
+    unwritable = _unwritable([p for p in (junit, json_out, html) if p is not None])
+    if unwritable:  # before the run, not after minutes of conversations
+        err.print(f"[red]error:[/] cannot write a report to {unwritable}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR)
     try:
         report = _run(suites, candidate, baseline, tag, gate, options, workers, console)
     except RegressError as exc:
@@ -70,13 +74,26 @@ def regress(
     try:
         _write_outputs(report, junit, json_out, html)
     except OSError as exc:
-        err.print(f"[red]error:[/] cannot write report: {exc}")
+        err.print(f"[red]error:[/] cannot write report: {_one_line(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
     raise typer.Exit(EXIT_PASSED if report["verdict"]["passed"] else EXIT_FAILED)
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """One line, with a password in any URL it quotes (MLflow's errors quote the tracking URI) masked."""
+    from labmate.settings import mask_url
+
+    return mask_url(" ".join(text.split()))
+
+
+def _unwritable(paths: list[Path]) -> str:
+    """The first report path whose directory doesn't exist or is a path that can't be a file."""
+    for path in paths:
+        if not path.parent.is_dir():
+            return f"{path}: the directory {path.parent} doesn't exist"
+        if path.is_dir():
+            return f"{path}: it is a directory"
+    return ""
 
 
 def _run(

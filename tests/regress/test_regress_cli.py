@@ -144,3 +144,34 @@ def test_gate_unknown_tag_from_suite_exits_2(app, write_suite, agent):
     result = invoke(app, path)
     assert result.exit_code == 2
     assert "gate names unknown tag 'p0' in no_new_failures_tagged; tags used in the suite: p1" in result.stderr
+
+
+def test_a_tracking_uri_password_is_masked_in_the_error(app, suite, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    result = invoke(app, suite, "--candidate", "models:/sales-agent@candidate",
+                    "--tracking-uri", "http://alice:mlpass777@127.0.0.1:9")
+    assert result.exit_code == 2
+    assert "mlpass777" not in result.output and "http://alice:***@127.0.0.1:9" in result.stderr
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_the_run(app, suite, tmp_path):
+    result = invoke(app, suite, "--html", tmp_path / "missing" / "report.html")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: cannot write a report to {tmp_path / 'missing' / 'report.html'}: the directory "
+        f"{tmp_path / 'missing'} doesn't exist"
+    )
+    assert result.stdout == ""  # no conversation ran
+
+
+@pytest.mark.parametrize("option", [["--workers", "0"], ["--bogus"]])
+def test_a_usage_error_exits_2_not_the_gates_1(suite, option):
+    """CI reads 1 as "the gate failed"; the real CLI (labmate.cli) maps other commands' usage errors to 1."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    labmate = Path(sys.executable).with_name("labmate")
+    result = subprocess.run([str(labmate), "regress", str(suite), *option], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Usage: labmate regress" in result.stderr and "Traceback" not in result.stderr
