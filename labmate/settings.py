@@ -30,6 +30,7 @@ _FALSE = {"0", "false", "f", "no", "n", "off"}
 
 
 DATABASE_SCHEMES = ("sqlite://", "postgresql://", "postgresql+psycopg://")
+BROKER_SCHEMES = ("redis://", "rediss://", EMBEDDED_BROKER)
 
 
 def mask_url(text: str) -> str:
@@ -655,6 +656,16 @@ class Settings(Table, kw_only=True):
             raise ValueError(
                 f"database_url {mask_url(self.database_url)!r} is not a knowledge base labmate can use: give "
                 "sqlite:///path/to/labmate.db or postgresql://user:password@host:5432/database"
+            )
+        if not self.broker_url.startswith(BROKER_SCHEMES):
+            raise ValueError(
+                f"broker_url {mask_url(self.broker_url)!r} is not a broker labmate can use: give "
+                "redis://host:6379/0 (rediss:// with TLS), or leave it unset for the embedded one"
+            )
+        if self.result_backend and not self.result_backend.startswith(BROKER_SCHEMES[:2]):
+            raise ValueError(
+                f"result_backend {mask_url(self.result_backend)!r} is not a result store labmate can use: give "
+                "redis://host:6379/1, or leave it unset (the broker's Redis)"
             )
         if not self.mlflow_tracking_uri:
             self.mlflow_tracking_uri = f"sqlite:///{(self.home / 'mlflow.db').resolve()}"

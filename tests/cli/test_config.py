@@ -99,6 +99,22 @@ def test_a_setting_out_of_its_range_is_refused(tmp_path, variable, value, expect
     assert result.stderr.strip() == f"labmate: environment variable {variable}: {expected}"
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("LABMATE_BROKER_URL", "ftp://x", "broker_url 'ftp://x' is not a broker labmate can use: give redis://"),
+        ("LABMATE_RESULT_BACKEND", "mongodb://u:pw@x", "result_backend 'mongodb://u:***@x' is not a result store"),
+    ],
+)
+def test_a_broker_labmate_cannot_use_is_one_line_not_a_traceback(tmp_path, variable, value, expected):
+    """Celery raised KeyError('No such transport: ftp') from deep inside `labmate worker`."""
+    for command in (["worker"], ["doctor", "--no-check"]):
+        result = _labmate(tmp_path, *command, **{variable: value})
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"labmate: environment variable {variable}: {expected}"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_wrong_environment_value_names_the_variable(tmp_path):
     result = _labmate(tmp_path, "say", "help", LABMATE_JOB_TIMEOUT="soon")
     assert result.returncode == 1
