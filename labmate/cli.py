@@ -113,7 +113,7 @@ def worker(
             "labmate worker needs a shared broker: set LABMATE_BROKER_URL=redis://localhost:6379/0. "
             "With the embedded default, `labmate serve` and `labmate shell` run their own worker."
         )
-        raise typer.Exit(2)
+        raise typer.Exit(1)  # the configuration, not labmate, is what's wrong
     prepare()
     from bot.post import router
     from tasks.app import celery_app
@@ -184,7 +184,7 @@ def beat(loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
     settings = get_settings()
     if settings.embedded_broker:
         Console(stderr=True).print("labmate beat needs a shared broker: set LABMATE_BROKER_URL=redis://localhost:6379/0.")
-        raise typer.Exit(2)
+        raise typer.Exit(1)
     prepare()
     from tasks.app import celery_app
 

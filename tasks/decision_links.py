@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from labmate.errors import LabmateError
 from models import decision as decisions
 from models.db import session_scope
 from tasks import mlflow_io
@@ -65,6 +66,19 @@ def check_links(decision_id: int) -> Replies:
     return [("links_checked", {"decision_id": decision_id, "found": found, "missing": missing})]
 
 
+def _checked_or_said(decision_id: int) -> Replies:
+    """MLflow down while the links are checked: the decision is saved all the same, so the reply says
+    that first, not "ask again" as a question's answer would."""
+    try:
+        return check_links(decision_id)
+    except Exception as exc:
+        explained = mlflow_io.user_error(exc) if type(exc).__module__.startswith(("mlflow", "requests", "urllib3")) else None
+        if explained is None:
+            raise
+        raise LabmateError(f"Decision #{decision_id} is saved, but its MLflow links weren't checked: {explained.message}",
+                           hint="The decision is complete; only the links' run details are missing.") from exc
+
+
 @shared_task(name="labmate.decisions.check_links", base=JobTask, bind=True)
 def check_links_task(self: Task, decision_id: int, reply_to: dict[str, Any], audit_id: int | None = None) -> str:
-    return run_job(self, "check_links", lambda: check_links(decision_id), reply_to, audit_id)
+    return run_job(self, "check_links", lambda: _checked_or_said(decision_id), reply_to, audit_id)

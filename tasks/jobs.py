@@ -167,6 +167,17 @@ def _open_audit(key: str, reply_to: dict[str, Any]) -> int:
     return audit_id
 
 
+def _mlflow_explained(exc: Exception) -> LabmateError | None:
+    """Every job's MLflow failure said as the question jobs say it ("MLflow at … can't be reached"),
+    not as an error id: only MLflow's own errors and its HTTP client's, never the database's."""
+    if not type(exc).__module__.startswith(("mlflow", "requests", "urllib3")):
+        return None
+    from tasks import mlflow_io
+
+    explained = mlflow_io.user_error(exc)
+    return explained if isinstance(explained, LabmateError) else None
+
+
 def _answer(key: str, name: str, work: Callable[[], Replies]) -> tuple[Replies, str]:
     """The job's replies: computed once (a retry after a delivery failure reuses them)."""
     with session_scope() as session:
@@ -188,11 +199,17 @@ def _answer(key: str, name: str, work: Callable[[], Replies]) -> tuple[Replies, 
                               "hint": "Ask for less (a shorter time window, fewer runs), or try again later.",
                               "error_id": None})]
         outcome = "error"
-    except Exception:
-        error_id = new_error_id()
-        log.exception("job %s failed [%s]", name, error_id)
-        message = f"The job `{name}` failed; nothing was lost."
-        replies, outcome = [("error", {"message": message, "hint": "", "error_id": error_id})], "error"
+    except Exception as exc:
+        explained = _mlflow_explained(exc)
+        if explained is not None:  # MLflow down or refusing its store: the person can act on it
+            log.warning("job %s: %s", name, exc)
+            replies = [("error", {"message": explained.message, "hint": explained.hint, "error_id": None})]
+            outcome = explained.outcome
+        else:
+            error_id = new_error_id()
+            log.exception("job %s failed [%s]", name, error_id)
+            message = f"The job `{name}` failed; nothing was lost."
+            replies, outcome = [("error", {"message": message, "hint": "", "error_id": error_id})], "error"
     with session_scope() as session:
         jobs.save_replies(session, key=key, replies=dumps([replies, outcome]))
     return replies, outcome

@@ -115,6 +115,13 @@ def test_a_broker_labmate_cannot_use_is_one_line_not_a_traceback(tmp_path, varia
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", ["worker", "beat"])
+def test_a_worker_or_beat_on_the_embedded_broker_is_a_configuration_error(tmp_path, command):
+    result = _labmate(tmp_path, command)
+    assert result.returncode == 1  # wrong input, not an internal error (2)
+    assert f"labmate {command} needs a shared broker: set LABMATE_BROKER_URL=redis://" in " ".join(result.stderr.split())
+
+
 def test_a_wrong_environment_value_names_the_variable(tmp_path):
     result = _labmate(tmp_path, "say", "help", LABMATE_JOB_TIMEOUT="soon")
     assert result.returncode == 1
@@ -323,6 +330,23 @@ def test_say_with_an_mlflow_server_that_does_not_answer_says_so_within_seconds(t
     assert "MLflow at `http://ml:***@127.0.0.1:1` can't be reached right now" in result.stdout, result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "s3cr3t" not in result.stdout + result.stderr  # the answer goes to chat: the password never
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("watch sales-agent", "MLflow at `http://ml:***@127.0.0.1:1` can't be reached right now"),
+        # the decision is saved before its links are checked: the reply says so first
+        ("decide ship it exp:sales-agent",
+         "Decision #1 is saved, but its MLflow links weren't checked: MLflow at `http://ml:***@127.0.0.1:1` can't be reached"),
+    ],
+)
+def test_every_job_says_mlflow_cannot_be_reached_not_an_error_id(tmp_path, command, said):
+    """watch and a decision's link check answered "The job … failed" with an error id (exit 2)."""
+    result = _labmate(tmp_path, "say", "--json", command, MLFLOW_TRACKING_URI="http://ml:s3cr3t@127.0.0.1:1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert said in result.stdout and "Error id" not in result.stdout, result.stdout
+    assert "s3cr3t" not in result.stdout + result.stderr + (tmp_path / "home" / "labmate.log").read_text()
 
 
 def test_say_that_stops_waiting_for_a_job_says_so_and_exits_at_once(tmp_path):
