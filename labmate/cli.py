@@ -211,6 +211,7 @@ def _prepare_terminal(console: Console, *, as_json: bool = False) -> None:
     configure_logging("WARNING", to_file=True)
     try:
         prepare()
+        _settle_what_ended_terminals_left()
     except Unreachable:  # one line saying which database and what to do, exit 1, as from every command
         raise
     except Exception:
@@ -270,6 +271,30 @@ TERMINAL_MLFLOW_HTTP = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
+
+
+def _settle_what_ended_terminals_left() -> None:
+    """A `labmate say` that stopped waiting left its job running on the worker that died with it: once
+    its heartbeat is stale, the next terminal command gives it up (a launch fails and leaves `status`),
+    even one that starts no worker. One query when there is nothing to do, without importing
+    the job machinery (Celery) that only the giving up needs."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import DateTime, String, column, select, table
+
+    from labmate.settings import get_settings
+    from models.db import session_scope
+
+    ledger = table("jobs", column("state", String), column("heartbeat_at", DateTime(timezone=True)))
+    cutoff = datetime.now(UTC) - timedelta(seconds=get_settings().job_stale_after)
+    with session_scope() as session:
+        stale = session.execute(
+            select(ledger.c.state).where(ledger.c.state == "running", ledger.c.heartbeat_at < cutoff).limit(1)
+        ).first()
+    if stale is not None:
+        from tasks.maintenance import reap_left_by_terminals
+
+        reap_left_by_terminals()
 
 
 def _terminal_jobs_in_process() -> None:

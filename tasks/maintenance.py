@@ -128,16 +128,49 @@ def _must_not_rerun(job: jobs.JobRecord) -> bool:
     return lost is not None and job.state == jobs.RUNNING and not job.replies and lost.decide(job) == FAIL
 
 
-def reap() -> Reaped:
-    done = Reaped()
+POLICY_MODULES = ("tasks.launches.jobs", "tasks.regressions.jobs")
+"""The modules that register a lost-job policy when imported. A worker imports every task module; the
+terminal's embedded worker only its command's, so a launch its last `say` left behind was given up
+without the policy that fails the launch, and `status` showed it running for good."""
+
+
+def _orphans() -> list[jobs.JobRecord]:
     from tasks.jobs import stale_after
 
     with session_scope() as session:
         orphans = jobs.orphans(session, stale=stale_after())
         session.expunge_all()
-    for job in orphans:
-        if (job.kwargs.get("reply_to") or {}).get("source") == "shell":
-            if _give_up(job, "the terminal session that asked for it ended with its process"):
+    if orphans:
+        import importlib
+
+        for module in POLICY_MODULES:
+            importlib.import_module(module)
+    return orphans
+
+
+def _left_by_a_terminal(job: jobs.JobRecord) -> bool:
+    return (job.kwargs.get("reply_to") or {}).get("source") == "shell"
+
+
+TERMINAL_GONE = "the terminal session that asked for it ended with its process"
+
+
+def reap_left_by_terminals() -> list[str]:
+    """Only the jobs an ended `labmate say` or shell left running: given up (a launch fails, its run is
+    settled) before the next terminal command answers, even one that starts no worker (`status`).
+    Sends nothing, so it is safe in any process."""
+    given_up = []
+    for job in _orphans():
+        if _left_by_a_terminal(job) and _give_up(job, TERMINAL_GONE):
+            given_up.append(job.key)
+    return given_up
+
+
+def reap() -> Reaped:
+    done = Reaped()
+    for job in _orphans():
+        if _left_by_a_terminal(job):
+            if _give_up(job, TERMINAL_GONE):
                 done.given_up.append(job.key)
             continue
         if job.state == jobs.QUEUED and job.enqueued_at is None:

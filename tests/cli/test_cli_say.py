@@ -220,3 +220,27 @@ def test_the_shell_takes_the_same_short_options_as_say(say, lab_home, tmp_path):
     with sqlite3.connect(db_path(lab_home)) as conn:
         assert conn.execute('SELECT "user", actor, channel, outcome FROM audit_events ORDER BY id').fetchall()[-1] == (
             "U0ADMIN", getpass.getuser(), "C1", "ok")
+
+
+def test_a_launch_a_say_left_running_is_failed_by_the_next_command_even_status(lab_home, migrated, tmp_path):
+    """`say "run …"` past LABMATE_JOB_TIMEOUT exits and its in-process worker (and the run) with it; once
+    the job's heartbeat is stale, the next command, even `status` (which starts no worker), fails the
+    launch instead of listing it as running for good (docs/launch.md says so)."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+    env.update(LABMATE_HOME=str(lab_home), LABMATE_CONFIG=str(tmp_path / "labmate.toml"), LABMATE_JOB_STALE_AFTER="2")
+
+    def say(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([LABMATE, "say", *args], cwd=tmp_path, env={**env, **extra}, capture_output=True,
+                              text=True, timeout=180)
+
+    left = say("run sales-agent epochs=200", LABMATE_JOB_TIMEOUT="6")
+    assert left.returncode == 2 and "still running" not in left.stderr, left.stdout + left.stderr
+    assert "running" in " ".join(say("status").stdout.split())  # its heartbeat is fresh yet: it may be running
+    time.sleep(3)
+    shown = " ".join(say("status").stdout.split())
+    assert "0 launches queued or running" in shown, shown
+    with sqlite3.connect(db_path(lab_home)) as db:
+        (status, reason), = db.execute("SELECT status, reason FROM launches").fetchall()
+    assert status == "failed" and "the terminal session that asked for it ended with its process" in reason
