@@ -75,6 +75,7 @@ class IndexedRun(Base):
 
     __table_args__ = (
         Index("ix_run_index_runs_exp_status", "store", "experiment_id", "deleted", "status"),
+        Index("ix_run_index_runs_exp_user", "store", "experiment_id", "deleted", "user"),
         Index("ix_run_index_runs_exp_start", "store", "experiment_id", "start_time"),
         Index("ix_run_index_runs_exp_end", "store", "experiment_id", "end_time"),
         Index("ix_run_index_runs_exp_name", "store", "experiment_id", "name"),
@@ -460,6 +461,16 @@ def count_by_status(session: Session, store: str, experiment_id: str) -> dict[st
         .group_by(IndexedRun.status)
     ).all()
     return {status: int(count) for status, count in rows}
+
+
+def count_by_user(session: Session, store: str, experiment_id: str) -> dict[str, int]:
+    """Runs per owner ("" for runs MLflow recorded no user for), over the runs `count_by_status` counts."""
+    rows = session.execute(
+        select(IndexedRun.user, func.count())
+        .where(IndexedRun.store == store, IndexedRun.experiment_id == experiment_id, IndexedRun.deleted.is_(False))
+        .group_by(IndexedRun.user)
+    ).all()
+    return {user or "": int(count) for user, count in rows}
 
 
 def _keys(session: Session, store: str, experiment_id: str, kind: str) -> dict[str, tuple[int, int | None]]:

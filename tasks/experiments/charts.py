@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 from labmate.settings import get_settings
+from tasks.experiments import views
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,16 @@ KEEP_S = 24 * 3600
 MAX_FILES = 500
 _last_prune = 0.0
 PRUNE_EVERY_S = 300
+# In every chart's file name: bump it when charts are drawn differently, so a file drawn the old way
+# (2: an inf made an empty chart) isn't reused.
+DRAWING = 2
+# Beyond this matplotlib overflows computing the axis limits (and fails the chart). Infinities that
+# MLflow's SQL stores return as the largest float are beyond it too.
+PLOTTABLE = 1e300
+
+
+def plottable(value: float) -> bool:
+    return math.isfinite(value) and abs(value) < PLOTTABLE
 
 
 def _thin(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -39,7 +51,7 @@ def chart_path(kind: str, label: str, content: object = None) -> Path:
     directory = get_settings().charts_dir
     directory.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^\w.-]+", "_", label)[:60]
-    digest = hashlib.sha256(json.dumps([kind, label, content], default=str).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps([DRAWING, kind, label, content], default=str).encode()).hexdigest()[:12]
     return directory / f"{kind}-{safe}-{digest}.png"
 
 
@@ -91,7 +103,8 @@ def _figure() -> Any:
 
 def history(series: Series, *, metric: str, title: str, path: Path) -> Path | None:
     """One line per run, or one bar per run when each run has a single value; None when no run has
-    a value. An existing file for the same content is reused."""
+    a value (or, for lines, none that can be drawn). Values that can't be drawn (inf, nan) are left
+    out and named in the legend. An existing file for the same content is reused."""
     series = [(name, points) for name, points in series if points]
     if not series:
         return None
@@ -101,6 +114,8 @@ def history(series: Series, *, metric: str, title: str, path: Path) -> Path | No
     _maybe_prune()
     if single_values(series):
         return bars([(name, points[-1][1]) for name, points in series], metric=metric, title=title, path=path)
+    if not any(plottable(v) for _, points in series for _, v in points):
+        return None
     from matplotlib.ticker import MaxNLocator
 
     # Fixed margins and a legend outside the axes: tight_layout and legend(loc="best") cost more
@@ -108,10 +123,12 @@ def history(series: Series, *, metric: str, title: str, path: Path) -> Path | No
     figure = _figure()
     axes = figure.subplots()
     for name, points in series:
-        points = _thin(points)
-        steps = [p[0] for p in points]
-        values = [p[1] for p in points]
-        axes.plot(steps, values, label=name, linewidth=1.4, marker="o" if len(points) <= 30 else None, markersize=3)
+        kept = _thin([p for p in points if plottable(p[1])])
+        left_out = sorted({views.fmt(v) for _, v in points if not plottable(v)})
+        label = f"{name} ({', '.join(left_out)} not drawn)" if left_out else name
+        steps = [p[0] for p in kept]
+        values = [p[1] for p in kept]
+        axes.plot(steps, values, label=label, linewidth=1.4, marker="o" if len(kept) <= 30 else None, markersize=3)
     axes.set_title(title, fontsize=10)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("step")
@@ -123,14 +140,16 @@ def history(series: Series, *, metric: str, title: str, path: Path) -> Path | No
 
 
 def bars(values: list[tuple[str, float]], *, metric: str, title: str, path: Path) -> Path:
-    """One horizontal bar per run, best first as given."""
+    """One horizontal bar per run, best first as given; a value that can't be drawn (inf) is named
+    beside an empty bar, so the run still shows."""
     figure = _figure()
     axes = figure.subplots()
     names = [name if len(name) <= 28 else name[:27] + "…" for name, _ in values][::-1]
     numbers = [value for _, value in values][::-1]
-    drawn = axes.barh(range(len(numbers)), numbers, color="#4c72b0")
+    drawn = axes.barh(range(len(numbers)), [v if plottable(v) else 0.0 for v in numbers], color="#4c72b0")
     axes.set_yticks(range(len(names)), labels=names, fontsize=8)
-    axes.bar_label(drawn, labels=[f"{v:.4g}" for v in numbers], fontsize=8, padding=3)
+    labels = [views.fmt(v) if plottable(v) else f"{views.fmt(v)} (not drawn)" for v in numbers]
+    axes.bar_label(drawn, labels=labels, fontsize=8, padding=3)
     axes.set_title(title, fontsize=10)
     axes.set_xlabel(metric)
     axes.grid(True, axis="x", alpha=0.3)

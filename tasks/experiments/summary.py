@@ -7,6 +7,7 @@ saying so; `summary` (and `best`) answer from the index. `first.answer` decides 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from tasks.jobs import Replies
 
 STATUS_ORDER = ("FINISHED", "RUNNING", "SCHEDULED", "FAILED", "KILLED")
 KEY_METRICS = 3
+SHOWN_USERS = 5
 PREVIEW_RUNS = 1000
 Interim = Callable[[str, dict[str, Any]], None] | None
 
@@ -52,6 +54,12 @@ def _preference(metric: str) -> tuple[bool, bool, str]:
 def varying_params(params: dict[str, dict[str, str]]) -> list[str]:
     keys = sorted({k for p in params.values() for k in p})
     return [k for k in keys if len({p.get(k) for p in params.values()}) > 1]
+
+
+def owners(runs_by_user: dict[str, int]) -> dict[str, Any]:
+    """The "Run by" line: the owners with the most runs first, then "and N others"."""
+    named = sorted((u for u in runs_by_user if u), key=lambda u: (-runs_by_user[u], u))
+    return {"users": named[:SHOWN_USERS], "other_users": max(len(named) - SHOWN_USERS, 0)}
 
 
 def key_metrics(metric: str, keys: dict[str, Any] | list[str] | set[str]) -> list[str]:
@@ -178,6 +186,8 @@ def _summary_text(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     status_counts, keys, metric, chosen, ranked = _ranked(experiment, metric, top, None, ascending)
     total = sum(status_counts.values())
+    with session_scope() as session:
+        runs_by_user = run_index.count_by_user(session, experiment.store, experiment.experiment_id)
     context: dict[str, Any] = {
         "experiment": experiment.name,
         "experiment_url": views.experiment_url(experiment.experiment_id),
@@ -189,7 +199,7 @@ def _summary_text(
         "runs": [],
         "varying": [],
         "gain": None,
-        "users": [],
+        **owners(runs_by_user),
         "files": [],
         "preview": None,
     }
@@ -204,7 +214,6 @@ def _summary_text(
         best=rows[0],
         best_value=views.fmt(best_value),
         gain=_gain(experiment, best_row, best_value, metric, chosen.ascending, keys[metric][1] is not None),
-        users=sorted({r["user"] for r in rows if r["user"]}),
     )
     return context, rows
 
@@ -288,7 +297,7 @@ def summary_preview(
             "best": rows[0] if rows else None,
             "best_value": views.fmt(ranked[0][1]) if ranked else "",
             "gain": {"previous": None},
-            "users": sorted({r["user"] for r in rows if r["user"]}),
+            **owners(Counter(r.user for r in records if not r.deleted)),
             "files": [],
             "empty_reason": f"None of the newest {len(records):,} runs has a value for `{metric}` yet.",
             "preview": first.preview_note(experiment, len(records), expected),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,12 +30,18 @@ def when(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
 
 
+def logged(value: float) -> float:
+    """What the run logged: MLflow's SQL stores keep an infinity as the largest float, so a diverged
+    run's `inf` comes back as 1.798e+308."""
+    return math.copysign(math.inf, value) if abs(value) == sys.float_info.max else value
+
+
 def fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4g}"
+    return "–" if value is None else f"{logged(value):.4g}"
 
 
 def signed(value: float) -> str:
-    return f"{value:+.4g}"
+    return f"{logged(value):+.4g}"
 
 
 def run_view(run: Any, experiment_id: str, groups: dict[str, str] | None = None) -> dict[str, Any]:

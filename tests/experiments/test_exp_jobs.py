@@ -9,7 +9,7 @@ import pytest
 
 from bot.messages.render import render
 from labmate.errors import LabmateError
-from tests.experiments.conftest import Store, add_run
+from tests.experiments.conftest import BASE_MS, Store, add_run
 
 
 def _text(template: str, context: dict) -> str:
@@ -26,12 +26,84 @@ def test_summary_ranks_shows_varying_params_gain_users_and_chart(sales: Store) -
     assert {c["status"]: c["count"] for c in ctx["counts"]} == {"finished": 4, "failed": 1}
     assert ctx["varying"] == ["alpha", "ngram_max"]  # epochs and seed are the same everywhere
     assert ctx["gain"]["previous"] == "bigram" and ctx["gain"]["delta"] == "+0.06"
-    assert ctx["users"] == ["dana", "sam"]
+    assert ctx["users"] == ["lee", "sam", "dana"] and ctx["other_users"] == 0  # every run's owner, not the top 3's
     chart = Path(ctx["files"][0]["path"])
     assert chart.exists() and chart.stat().st_size > 1000 and chart.suffix == ".png"
     blocks = _text(template, ctx)
     assert "unigram-v2" in blocks and "+0.06 against the previous best bigram" in blocks
     assert "deleted-one" not in blocks and "crash-mid" not in blocks
+
+
+def test_run_by_names_the_owners_of_all_the_runs_it_counts_the_most_frequent_first(sales: Store) -> None:
+    from tasks.experiments.summary import summary
+
+    for i, user in enumerate(["kim", "ola", "pat", "ray", "sue"]):
+        add_run(sales, f"by-{user}", user=user, params={}, f1s=[0.1], start_hour=20 + i)
+    add_run(sales, "kim-again", user="kim", params={}, f1s=[0.2], start_hour=26, status="FAILED")
+    sales.client.delete_run(add_run(sales, "gone", user="ghost", params={}, f1s=[0.3], start_hour=27))
+    [(template, ctx)] = summary("sales-agent", "val_f1", 2)
+    assert [r["user"] for r in ctx["runs"]] == ["sam", "sam"]
+    blocks = _text(template, ctx)
+    assert "11 runs*: 9 finished · 2 failed\\nRun by kim, lee, sam, dana, ola and 3 others" in blocks
+    assert "ghost" not in blocks  # a deleted run isn't counted
+
+
+def test_a_preview_says_whose_runs_among_the_newest_it_names(sales: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.experiments import resolve, summary
+
+    monkeypatch.setattr(summary, "PREVIEW_RUNS", 3)  # crash-mid (lee), strong-reg (lee), unigram-v2 (sam)
+    template, ctx = summary.summary_preview(resolve.experiment("sales-agent"), "val_f1", 1)
+    assert "\\nNewest 3 runs by lee, sam" in _text(template, ctx)
+
+
+def test_summary_and_compare_show_an_infinite_metric_and_chart_the_rest(sales: Store) -> None:
+    """A diverged run logs inf (MLflow's SQL store keeps it as the largest float): the run is ranked
+    and shown as `inf`; the chart leaves out what it can't draw, without matplotlib's overflow."""
+    import warnings
+
+    from mlflow.entities import Metric
+
+    from tasks.experiments.compare import compare
+    from tasks.experiments.summary import summary
+
+    diverged = add_run(sales, "diverged", user="kim", params={}, f1s=[], start_hour=23)
+    sales.client.log_batch(diverged, metrics=[Metric("score", float("inf"), BASE_MS, 0)])
+    for name, value in [("tame", 0.7), ("tamer", 0.6)]:
+        run = add_run(sales, name, user="kim", params={}, f1s=[], start_hour=21)
+        sales.client.log_batch(run, metrics=[Metric("score", value, BASE_MS, 0)])
+    grown = add_run(sales, "grown", user="kim", params={}, f1s=[], start_hour=22)
+    history = [Metric("val_f1", v, BASE_MS + s, s) for s, v in enumerate([0.5, float("inf"), 0.7])]
+    sales.client.log_batch(grown, metrics=history)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        [(template, ctx)] = summary("sales-agent", "score", 5)
+        [(_t, single)] = compare(["tame", "diverged"])
+        [(_t, lines)] = compare(["baseline", "grown"])
+    assert [r["name"] for r in ctx["runs"]] == ["diverged", "tame", "tamer"] and ctx["best_value"] == "inf"
+    assert "with score *inf*, +inf against the previous best tame (0.7)" in _text(template, ctx)
+    assert Path(ctx["files"][0]["path"]).exists()
+    score = next(m for m in single["metrics"] if m["key"] == "score")
+    assert [(c["value"], c["delta"]) for c in score["cells"]] == [("0.7", ""), ("inf", "+inf")]
+    assert [f["title"] for f in single["files"]] == ["score"] and Path(single["files"][0]["path"]).exists()
+    assert "val_f1" in [f["title"] for f in lines["files"]]
+
+
+def test_a_history_chart_leaves_out_what_it_cant_draw_and_says_so(
+    lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from tasks.experiments import charts
+
+    drawn: list = []
+    monkeypatch.setattr(charts, "_save", lambda figure, path: drawn.append(figure) or path)
+    series = [("ok", [(0, 1.0), (1, 2.0)]), ("diverged", [(0, 1.5), (1, sys.float_info.max), (2, float("nan"))])]
+    assert charts.history(series, metric="loss", title="t", path=charts.chart_path("t", "loss", 1)) is not None
+    [axes] = drawn[0].axes
+    assert axes.get_ylim()[1] < 3
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["ok", "diverged (inf, nan not drawn)"]
+    unplottable = [("diverged", [(0, float("inf")), (1, float("nan"))])]
+    assert charts.history(unplottable, metric="loss", title="t", path=charts.chart_path("t", "loss", 2)) is None
 
 
 def _error(work) -> LabmateError:  # type: ignore[no-untyped-def]
