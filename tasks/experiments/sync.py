@@ -12,6 +12,11 @@ the running runs whose newest metric timestamp in MLflow is newer than the index
 query; stores that can't say are refreshed ROTATE runs per pass, stalest first), plus the ids of
 deleted runs. Freshness is measured from when a sync *finished*; the next sync's high-water mark
 from when it *started*, so nothing that changed during a long sync is missed.
+
+**Runs labmate saw end** (a launch it supervised, a watch poll's notices): written to the index at once
+(`runs_ended`, `write`), so an answer inside MAX_AGE never contradicts what labmate has just said. Every
+write keeps a run the index holds from a *later* read (its `refreshed_ms`): a sync that read a run before
+it ended never puts it back as running.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from models import run_index
 from models.db import session_scope
@@ -139,7 +147,8 @@ def build(
                     assert state is not None
                     if state.lease_owner != owner:
                         return None  # stalled past the lease: another worker took the build over
-                    run_index.upsert(session, store, page, now_ms=started_ms, new=first)
+                    rows = page if first else _newest(session, store, page, started_ms)
+                    run_index.upsert(session, store, rows, now_ms=started_ms, new=first)
                     if page:
                         last = max(page, key=lambda r: r.run_id) if reader.ordered_by_id else page[-1]
                         cursor = (last.start_time, last.run_id)
@@ -256,7 +265,7 @@ def refresh(experiment: Experiment, *, now: datetime | None = None) -> SyncStats
     now_ms = _ms(now)
     try:
         with session_scope() as session:
-            run_index.upsert(session, store, list(records.values()), now_ms=now_ms)
+            run_index.upsert(session, store, _newest(session, store, list(records.values()), now_ms), now_ms=now_ms)
             restored = run_index.set_deleted(session, store, experiment_id=eid, run_ids=deleted)
             if restored:
                 run_index.upsert(session, store, reader.records(eid, restored), now_ms=now_ms)
@@ -270,6 +279,56 @@ def refresh(experiment: Experiment, *, now: datetime | None = None) -> SyncStats
     except Conflict:
         return SyncStats(read=len(records), skipped=True)  # a concurrent sync wrote the same runs
     return SyncStats(read=len(records))
+
+
+def _newest(session: Session, store: str, records: Sequence[run_index.RunRecord], read_ms: int) -> list[run_index.RunRecord]:
+    """These records, less the runs the index already holds from a read that began after `read_ms`
+    (a run that ended while this sync read it was written, ended, by the later read)."""
+    ids = [r.run_id for r in records]
+    newer: set[str] = set()
+    for i in range(0, len(ids), 500):
+        newer.update(
+            session.scalars(
+                select(run_index.IndexedRun.run_id).where(
+                    run_index.IndexedRun.store == store,
+                    run_index.IndexedRun.run_id.in_(ids[i : i + 500]),
+                    run_index.IndexedRun.refreshed_ms > read_ms,
+                )
+            )
+        )
+    return [r for r in records if r.run_id not in newer] if newer else list(records)
+
+
+def write(session: Session, experiment: Experiment, records: Sequence[run_index.RunRecord], *, read_ms: int) -> None:
+    """Runs read from MLflow at `read_ms` (ms; taken before the read), written to a built index with its
+    counts by status. The high-water marks and the freshness are left to the syncs: this is not one."""
+    store, eid = experiment.store, experiment.experiment_id
+    run_index.upsert(session, store, _newest(session, store, records, read_ms), now_ms=read_ms)
+    state = run_index.sync_state(session, store, eid)
+    if state is not None and records:
+        state.counts = run_index.count_by_status(session, store, eid)
+
+
+def runs_ended(experiment: Experiment, run_ids: Sequence[str]) -> int:
+    """Runs labmate saw end (a launch it supervised, once MLflow has its end): re-read from MLflow and
+    written to the experiment's index now, so the next answer, even one inside MAX_AGE that reads only the
+    index, agrees with the card. An index not built yet is left alone (its build reads them). Returns how
+    many runs were written."""
+    ids = [r for r in run_ids if r]
+    if not ids:
+        return 0
+    with session_scope() as session:
+        state = run_index.sync_state(session, experiment.store, experiment.experiment_id)
+        if state is None or not state.ready:
+            return 0
+    read_ms = _ms(datetime.now(UTC))
+    records = mlflow_io.run_reader().records(experiment.experiment_id, ids)
+    try:
+        with session_scope(write=True) as session:
+            write(session, experiment, records, read_ms=read_ms)
+    except Conflict:
+        return 0  # a concurrent sync wrote the same runs
+    return len(records)
 
 
 def counts(experiment: Experiment) -> dict[str, int]:

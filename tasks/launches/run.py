@@ -403,12 +403,27 @@ def settle(launch_id: int) -> None:
             mlflow_launch.end_run(launch.mlflow_run_id, MLFLOW_STATUS[launch.status])
         except Exception:
             log.warning("could not set run %s to %s in MLflow", launch.mlflow_run_id, launch.status, exc_info=True)
+        _index_end(launch)
     if launch.started_at is None and launch.status == launches.KILLED:
         _revoke(launch.task_id)
     if launch.sweep_id is not None:
         from tasks.launches import sweeps
 
         sweeps.after_end(launch)
+
+
+def _index_end(launch: launches.Launch) -> None:
+    """The ended run, into its experiment's run index before the card goes out: an answer right after the
+    card (inside the index's freshness window) must not contradict it. Best effort: otherwise the next
+    periodic or on-demand sync reads it."""
+    if not launch.mlflow_run_id or not launch.experiment_id:
+        return
+    try:
+        from tasks.experiments import sync
+
+        sync.runs_ended(sync.Experiment(launch.experiment_id, launch.experiment), [launch.mlflow_run_id])
+    except Exception:
+        log.warning("could not write the end of run %s to the run index", launch.mlflow_run_id, exc_info=True)
 
 
 def _revoke(task_id: str) -> None:

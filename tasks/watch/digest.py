@@ -109,6 +109,9 @@ def _experiments() -> tuple[list[Experiment], str]:
 
 
 def _new_best(session: Any, experiment: Experiment, since_ms: int) -> dict[str, Any] | None:
+    """The experiment's best finished run by its primary metric, when it finished in the digest's window,
+    and the previous best it beat: the best of the runs that had finished before it did (inside the window
+    too: a run that beat one which finished earlier the same day beat that one), as the launch card says."""
     keys = run_index.metric_keys(session, experiment.store, experiment.experiment_id)
     if not keys:
         return None
@@ -117,22 +120,39 @@ def _new_best(session: Any, experiment: Experiment, since_ms: int) -> dict[str, 
         return None
     direction = resolve.direction(experiment, metric, None)
     leaves = keys[metric][1] is not None
-    args = {"experiment_id": experiment.experiment_id, "metric": metric, "limit": 1, "ascending": direction.ascending,
+    args = {"experiment_id": experiment.experiment_id, "metric": metric, "ascending": direction.ascending,
             "leaves_only": leaves}  # fmt: skip
-    now_best = run_index.top_runs(session, experiment.store, finished_before=2**62, **args)
+    now_best = run_index.top_runs(session, experiment.store, finished_before=2**62, limit=1, **args)
     if not now_best or (now_best[0][0].end_time or 0) < since_ms:
         return None
-    before = run_index.top_runs(session, experiment.store, finished_before=since_ms, **args)
     row, value = now_best[0]
-    return {
+    ended = row.end_time or 0
+    # runs that ended in the same millisecond count as before it; the best itself is left out by its id
+    before = [
+        (r, v) for r, v in run_index.top_runs(session, experiment.store, finished_before=ended + 1, limit=2, **args)
+        if r.run_id != row.run_id
+    ]  # fmt: skip
+    found: dict[str, Any] = {
         "experiment": experiment.name,
         "name": row.name or row.run_id[:8],
         "url": views.run_url(experiment.experiment_id, row.run_id),
         "metric": metric,
         "value": f"{value:.4g}",
-        "previous_value": f"{before[0][1]:.4g}" if before else "",
+        "previous": "",
+        "previous_url": "",
+        "previous_value": "",
+        "delta": "",
         "first": not before,
     }
+    if before:
+        previous, previous_value = before[0]
+        found.update(
+            previous=previous.name or previous.run_id[:8],
+            previous_url=views.run_url(experiment.experiment_id, previous.run_id),
+            previous_value=f"{previous_value:.4g}",
+            delta=f"{value - previous_value:+.4g}",
+        )
+    return found
 
 
 def _runs(experiments: list[Experiment], since_ms: int, until_ms: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

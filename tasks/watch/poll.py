@@ -110,8 +110,9 @@ def _experiment(experiment_id: str, name: str, store: str) -> Experiment | None:
 def catch_up(experiment: Experiment, *, ended_since: int | None = None) -> bool:
     """The experiment's index, current for what a poll needs: built in steps while it is new (no notices
     until it is ready); then the runs that started or ended since the index last saw them, read from
-    MLflow in one query and written to the index. The rest of a sync (running runs' new metrics, deleted
-    runs, counts) is the periodic sync's, unless it hasn't run for FULL_SYNC_AFTER: then a whole one.
+    MLflow in one query and written to the index with its counts (`sync.write`: an answer right after a
+    notice agrees with it). The rest of a sync (running runs' new metrics, deleted runs, the freshness) is
+    the periodic sync's, unless it hasn't run for FULL_SYNC_AFTER: then a whole one.
 
     `ended_since`: the caller has read every run that ended before this (ms) already (a watch's last poll);
     the index's own mark is used when it is later."""
@@ -127,9 +128,10 @@ def catch_up(experiment: Experiment, *, ended_since: int | None = None) -> bool:
     if stale:
         sync.refresh(experiment)
         return True
+    read_ms = _ms(datetime.now(UTC))
     records = mlflow_io.run_reader().changed(eid, since_start, since_end)
     with session_scope(write=True) as session:
-        run_index.upsert(session, store, records, now_ms=_ms(datetime.now(UTC)))
+        sync.write(session, experiment, records, read_ms=read_ms)  # and the counts: answers agree with the notices
         state = run_index.sync_state(session, store, eid)
         if state is not None and records:
             state.max_start_time = max(state.max_start_time, max(r.start_time for r in records))

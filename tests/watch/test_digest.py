@@ -154,3 +154,31 @@ def test_labmates_own_regression_reports_are_not_in_the_digest(watched) -> None:
     _template, context = digest.build()  # type: ignore[misc]
     assert [row["experiment"] for row in context["experiments"]] == ["sales-agent"]
     assert EXPERIMENT not in str(context["bests"])
+
+
+def test_a_new_best_names_the_previous_best_it_beat_even_inside_the_day(watched) -> None:
+    """An experiment whose every run ended within the day (the demo, then a launch): the new best beat the
+    best of the runs that finished before it, not "its first ranked run"."""
+    fresh = watched.client.create_experiment("fresh", artifact_location=str(watched.root / "fresh"))
+    end_run(watched, "one", f1=0.7, experiment_id=fresh)
+    end_run(watched, "two", f1=0.8, experiment_id=fresh)
+    end_run(watched, "crashed", status="FAILED", f1=0.99, experiment_id=fresh)  # a failed run is not ranked
+    end_run(watched, "three", f1=0.9, experiment_id=fresh)
+    end_run(watched, "after", f1=0.75, experiment_id=fresh)  # ended after the best: not what it beat
+    template, context = digest.build()  # type: ignore[misc]
+    best = next(b for b in context["bests"] if b["experiment"] == "fresh")
+    assert (best["name"], best["metric"], best["value"], best["first"]) == ("three", "val_f1", "0.9", False)
+    assert (best["previous"], best["previous_value"], best["delta"]) == ("two", "0.8", "+0.1")
+    from bot.messages.render import render
+
+    shown = str(render(template, context).blocks)
+    assert ":trophy: fresh: *three*, val_f1 *0.9* (+0.1 on the previous best, *two*, 0.8)" in shown
+    assert "its first ranked run" not in shown
+
+
+def test_the_first_ranked_run_of_an_experiment_is_said_to_be_one(watched) -> None:
+    fresh = watched.client.create_experiment("fresh", artifact_location=str(watched.root / "fresh"))
+    end_run(watched, "only", f1=0.7, experiment_id=fresh)
+    _template, context = digest.build()  # type: ignore[misc]
+    best = next(b for b in context["bests"] if b["experiment"] == "fresh")
+    assert best["first"] and best["previous"] == "" and best["delta"] == ""

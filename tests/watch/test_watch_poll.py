@@ -174,3 +174,24 @@ def test_a_new_best_follows_the_declared_direction(watched, tmp_path: Path) -> N
     best = next(c for t, c, _k in _shown(replies) if t == "watch_best")
     assert best["run_id"] == better != worse and best["metric"] == "train_loss"
     assert best["direction"] == "lower is better" and best["previous"] == "unigram-v2" and best["delta"].startswith("-")
+
+
+def test_an_answer_right_after_a_poll_agrees_with_its_notices(watched, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The poll wrote the runs it announces to the index: a summary inside the index's freshness window
+    (which reads only the index) counts them too."""
+    from tasks.experiments import sync
+    from tasks.experiments.summary import summary
+
+    watch()
+    [(_t, before)] = summary("sales-agent", "val_f1", 1)  # the index built and fresh
+    end_run(watched, "good", f1=0.91)
+    end_run(watched, "crashed", status="FAILED")
+    replies, _keys = poll.poll()
+    assert sorted(c.get("name") for _t, c, _k in _shown(replies)) == ["crashed", "good", "good"]
+    monkeypatch.setattr(sync, "refresh", lambda *a, **kw: pytest.fail("a warm answer synced"))
+    [(_t, after)] = summary("sales-agent", "val_f1", 1)
+    assert after["runs"][0]["name"] == "good"
+    assert after["total"] == before["total"] + 2
+    counts = {c["status"]: c["count"] for c in after["counts"]}
+    before_counts = {c["status"]: c["count"] for c in before["counts"]}
+    assert counts == {"finished": before_counts["finished"] + 1, "failed": before_counts["failed"] + 1}
