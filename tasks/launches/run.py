@@ -174,6 +174,12 @@ def run_launch(launch_id: int) -> Replies:
     except LabmateError as exc:
         return _fail_to_start(launch_id, exc.message)
     except Exception as exc:
+        from tasks import mlflow_io
+
+        explained = mlflow_io.user_error(exc) if type(exc).__module__.startswith(("mlflow", "requests", "urllib3")) else None
+        if explained is not None:  # MLflow down: say so, as every other command does, not an error id
+            log.warning("launch L%s could not start: %s", launch_id, exc)
+            return _fail_to_start(launch_id, explained.message)
         error_id = new_error_id()
         log.exception("launch L%s could not start [%s]", launch_id, error_id)
         return _fail_to_start(launch_id, f"{type(exc).__name__} (error id {error_id})")
@@ -242,10 +248,12 @@ def _check_declared(entry: projects.EntryPoint, declared: dict[str, Any]) -> Non
 
 
 def _fail_to_start(launch_id: int, why: str) -> Replies:
+    """The card says why; the command's outcome is a user error (`labmate say` exits 1), since nothing ran."""
     with session_scope() as session:
         launches.end(session, launch_id=launch_id, status=launches.FAILED, reason=f"It did not start: {why}")
     settle(launch_id)
-    return [cards.reply(launch_id)]
+    template, context = cards.reply(launch_id)
+    return [(template, {**context, "outcome": "user_error"})]
 
 
 def _close_lost_run(launch: launches.Launch) -> None:
