@@ -18,6 +18,17 @@ _LINK = re.compile(r"<([^<>|]+)\|([^<>]+)>|<([^<>|]+)>")
 _STYLES = {"*": "bold", "_": "italic", "~": "strike", "`": "cyan"}
 _FENCE = re.compile(r"```\n?(.*?)\n?```", re.S)
 _SPAN = re.compile(r"(?<![\w*_~`])([*_~`])(?!\s|\1)(.+?)(?<!\s)\1(?![\w*_~`])")  # `***` (a mask) is no span
+SLACK_EMOJI = {
+    "octagonal_sign": "\U0001f6d1",
+    "large_green_circle": "\U0001f7e2",
+    "large_yellow_circle": "\U0001f7e1",
+    "large_orange_circle": "\U0001f7e0",
+    "large_red_circle": "\U0001f534",
+    "large_purple_circle": "\U0001f7e3",
+}
+"""Slack's names for emoji that rich knows by another name (or not at all): rich's `Emoji.replace`
+would leave `:octagonal_sign:` (a killed run's icon) as it is."""
+_SLACK_EMOJI = re.compile(":(" + "|".join(SLACK_EMOJI) + "):")
 
 
 def _link(match: re.Match[str]) -> str:
@@ -38,7 +49,7 @@ def _link(match: re.Match[str]) -> str:
 def mrkdwn_text(source: str) -> Text:
     """mrkdwn -> rich Text: code blocks and formatting spans styled (nested ones too, as `~*#1*~`),
     links spelled out, entities decoded."""
-    plain = Emoji.replace(_LINK.sub(_link, source))
+    plain = Emoji.replace(_SLACK_EMOJI.sub(lambda m: SLACK_EMOJI[m.group(1)], _LINK.sub(_link, source)))
     plain = re.sub(r"^>", "▎ ", plain, flags=re.M)
     text = Text()
     position = 0

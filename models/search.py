@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from msgspec import Struct
+from msgspec import Struct, structs
 from sqlalchemy import DateTime, TextClause, bindparam, select, text
 from sqlalchemy.orm import Session
 
-from models.decision import Decision, DecisionTag, get_many
+from models.decision import Decision, DecisionLink, DecisionTag, get_many
 
 WORD = re.compile(r"\w+", re.UNICODE)
 MAX_WORDS = 16
@@ -28,6 +28,8 @@ class Filters(Struct, frozen=True):
     tags: tuple[str, ...] = ()
     author: str | None = None
     since: datetime | None = None
+    links: tuple[str, ...] = ()
+    """Link kinds (`model`, `run`, `experiment`) a decision must each have."""
 
 
 class Hit(Struct, frozen=True):
@@ -63,6 +65,9 @@ def _filter_sql(filters: Filters, params: dict[str, object]) -> str:
     for i, tag in enumerate(filters.tags):
         clauses.append(f"EXISTS (SELECT 1 FROM decision_tags t{i} WHERE t{i}.decision_id = d.id AND t{i}.tag = :tag{i})")
         params[f"tag{i}"] = tag
+    for i, kind in enumerate(filters.links):
+        clauses.append(f"EXISTS (SELECT 1 FROM decision_links l{i} WHERE l{i}.decision_id = d.id AND l{i}.kind = :link{i})")
+        params[f"link{i}"] = kind
     return "".join(f" AND {c}" for c in clauses)
 
 
@@ -115,6 +120,8 @@ def latest(session: Session, *, filters: Filters = Filters(), limit: int = 10) -
         stmt = stmt.where(Decision.created_at >= _utc(filters.since))
     for tag in filters.tags:
         stmt = stmt.where(Decision.tags.any(DecisionTag.tag == tag))
+    for kind in filters.links:
+        stmt = stmt.where(Decision.links.any(DecisionLink.kind == kind))
     return list(session.scalars(stmt))
 
 
@@ -140,7 +147,7 @@ def search(
     tagged = [t for t in known_tags(session, words) if t not in filters.tags]
     if tagged:
         rest = [w for w in words if w.lower() not in tagged]
-        by_tag = Filters(tags=(*filters.tags, *tagged), author=filters.author, since=filters.since)
+        by_tag = structs.replace(filters, tags=(*filters.tags, *tagged))
         hits = _search(session, " ".join(rest), by_tag, limit, any_word) if rest else [
             Hit(d, 0.0) for d in latest(session, filters=by_tag, limit=limit)
         ]
@@ -167,6 +174,51 @@ def _search(session: Session, query: str, filters: Filters, limit: int, any_word
         if ranked:
             break
     return _with_replacements(session, get_many(session, ids=[i for i, _ in ranked]), dict(ranked))
+
+
+def mentioning_any(session: Session, *, query: str, filters: Filters = Filters(), limit: int = 50) -> list[Hit]:
+    """The decisions that mention any word of `query`, in their text (ranked) or as a tag (then, newest
+    first): a wider net than `search`, whose tagged decisions must match the other words, for an
+    answer that ranks them by how many of the words they mention (`words_matched`)."""
+    words = _words(query)
+    if not words:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        ranked = _postgres_ids(session, " ".join(words), filters, limit, True)
+    else:
+        ranked = _sqlite_ids(session, words, filters, limit, True)
+    scores = dict(ranked)
+    for tag in known_tags(session, words):
+        for decision in latest(session, filters=structs.replace(filters, tags=(*filters.tags, tag)), limit=limit):
+            scores.setdefault(decision.id, 0.0)
+    ids = list(scores)[:limit]
+    return _with_replacements(session, get_many(session, ids=ids), scores)
+
+
+def words_matched(session: Session, *, words: list[str], ids: list[int]) -> dict[int, list[str]]:
+    """Which of `words` each of these decisions matches the way `search` matches a word: in its
+    text as the full-text index reads it (stemmed), or as one of its tags."""
+    matched: dict[int, list[str]] = {i: [] for i in ids}
+    if not ids:
+        return matched
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        sql = "SELECT d.id FROM decisions d WHERE d.search @@ websearch_to_tsquery('english', :word) AND d.id IN :ids"
+    else:
+        sql = "SELECT rowid FROM decisions_fts WHERE decisions_fts MATCH :word AND rowid IN :ids"
+    stmt = text(sql).bindparams(bindparam("ids", expanding=True))
+    unique: dict[str, str] = {}
+    for word in (w for q in words for w in _words(q)):
+        unique.setdefault(word.lower(), word)
+    for word in list(unique.values())[:MAX_WORDS]:
+        query = word if postgres else '"' + word.replace('"', '""') + '"'
+        found = {int(r[0]) for r in session.execute(stmt, {"word": query, "ids": ids})}
+        tag = select(DecisionTag.decision_id).where(DecisionTag.tag == word.lower(), DecisionTag.decision_id.in_(ids))
+        found.update(session.scalars(tag))
+        for i in ids:
+            if i in found:
+                matched[i].append(word)
+    return matched
 
 
 def _with_replacements(session: Session, decisions: list[Decision], scores: dict[int, float]) -> list[Hit]:

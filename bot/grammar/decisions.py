@@ -9,10 +9,13 @@ from msgspec import Struct
 
 from bot.grammar import tokens
 from bot.grammar.command import Verb
+from bot.messages.mrkdwn import code_text
 from labmate.errors import UsageError
 
 MAX_DECISION = 3000
 HEX = re.compile(r"^[0-9a-fA-F]+$")
+WORD = re.compile(r"\w", re.UNICODE)
+"""What the search looks for (models/search.py reads `\\w+` words; the rest is punctuation)."""
 MIN_PREFIX = 8
 MODEL_REF = re.compile(r"^(?P<name>[\w.\-]+?)(?:/(?P<version>\d+)|/?@(?P<alias>[\w\-]+))$")
 MAX_REF = 256
@@ -89,7 +92,15 @@ def parse_search(rest: str, now: datetime) -> SearchArgs:
             author = tokens.user_ref(value)
         else:
             since = tokens.since(value, now)
-    return SearchArgs(" ".join(parts.words), tuple(parts.tags), author, since)
+    query = " ".join(parts.words)
+    if query and not WORD.search(query):
+        raise UsageError(
+            f"{code_text(query[:40])} has no words to search for: the decision log is searched by words, "
+            "not punctuation.",
+            hint="`decisions` alone lists the latest ten; or search for a word (`decisions bigram`), "
+            "a tag (`decisions #release`) or a person (`decisions by:@dana`).",
+        )
+    return SearchArgs(query, tuple(parts.tags), author, since)
 
 
 def parse_supersede(rest: str, now: datetime) -> SupersedeArgs:

@@ -94,9 +94,10 @@ def _metric_and_direction(parts: tokens.Split, usage: str) -> tuple[str | None, 
     return metric, ascending
 
 
-def _count(key: str, value: str, most: int) -> int:
+def _count(syntax: str, value: str, most: int) -> int:
+    """A count typed as `syntax` (`top:{}` or `limit {}`): the message shows it the way it is typed."""
     if not value.isdigit() or not 1 <= int(value) <= most:
-        raise UsageError(f"`{key}:{value}` needs a whole number from 1 to {most}, e.g. `{key}:5`.")
+        raise UsageError(f"`{syntax.format(value)}` needs a whole number from 1 to {most}, e.g. `{syntax.format(5)}`.")
     return int(value)
 
 
@@ -109,7 +110,7 @@ def parse_summary(rest: str, now: datetime) -> SummaryArgs:
     metric, ascending = _metric_and_direction(parts, f"{SUMMARY_USAGE}`, e.g. `summary sales-agent val_f1 top:3")
     top = 5
     for _key, value in parts.options:
-        top = _count("top", value, MAX_TOP)
+        top = _count("top:{}", value, MAX_TOP)
     return SummaryArgs(experiment, metric, top, ascending)
 
 
@@ -208,7 +209,7 @@ def parse_find(rest: str, now: datetime) -> FindArgs:
             )
         order_by = words[0]
         ascending = None if len(words) == 1 else words[1].lower() == "asc"
-    limit = _count("limit", limit_text, MAX_LIMIT) if limit_text else 10
+    limit = _count("limit {}", limit_text, MAX_LIMIT) if limit_text else 10
     return FindArgs(experiment, conditions, order_by, ascending, limit)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -108,39 +109,77 @@ def _filters_text(args: SearchArgs) -> str:
     return ", ".join(parts)
 
 
-def search(args: SearchArgs, origin: Origin, session: Session) -> Reply:
+def _hit_views(hits: list[search_service.Hit]) -> list[dict[str, Any]]:
     ui = get_settings().mlflow_ui_url
-    filters = search_service.Filters(tags=args.tags, author=args.author, since=args.since)
-    hits = search_service.search(session, query=args.query, filters=filters, limit=10)
     views = []
     for hit in hits:
         view = decision_view(hit.decision, ui)
         view["replacement"] = decision_view(hit.replacement, ui) if hit.replacement else None
         views.append(view)
-    return Reply("decisions", {"hits": views, "query": args.query, "filters": _filters_text(args)})
+    return views
+
+
+def search(args: SearchArgs, origin: Origin, session: Session) -> Reply:
+    filters = search_service.Filters(tags=args.tags, author=args.author, since=args.since)
+    hits = search_service.search(session, query=args.query, filters=filters, limit=10)
+    return Reply("decisions", {"hits": _hit_views(hits), "query": args.query, "filters": _filters_text(args)})
 
 
 QUESTION_NOISE = frozenset(
     "a about after all an and any are as at be been before being but by can could decide decided decision "
     "decisions did do does for from had has have how i in is it its know labmate me my of on or our please "
     "should tell that the their there these this those to us was we were what when where which who whom whose "
-    "why will with would you your".split()
+    "why will with would you your "
+    # ways of asking about a decision, like "decide" ("why did we pick the candidate model?")
+    "choose chose chosen pick picked".split()
 )
+LINK_WORDS = {
+    "model": "model", "models": "model", "run": "run", "runs": "run",
+    "experiment": "experiment", "experiments": "experiment",
+}
+"""Words of a question that can name what a decision links to ("the candidate model": a decision
+that links a model and mentions "candidate")."""
 WORD = re.compile(r"\w+", re.UNICODE)
+ASK_LIMIT = 10
+SOME_WORDS_POOL = 50
+"""How many decisions that mention any of the words are ranked by how many of them they mention."""
+
+
+def _links_text(kinds: tuple[str, ...]) -> str:
+    return " and ".join(f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}" for kind in kinds)
 
 
 def ask(args: AskArgs, origin: Origin, session: Session) -> Reply:
-    """A question that isn't about runs: the decisions that match all of its words. When none
-    does, say what labmate can answer instead of listing decisions that share a word with it."""
-    words = [w for w in WORD.findall(args.question) if w.lower() not in QUESTION_NOISE]
-    if words:
-        ui = get_settings().mlflow_ui_url
-        hits = search_service.search(session, query=" ".join(words), limit=10, any_word=False)
+    """A question that isn't about runs, answered from the decision log, each answer saying what it is:
+    the decisions that mention all of its words; else, when it names a model, run or experiment, the
+    decisions that link one and mention the other words; else those that mention some of its words,
+    the most first; else what labmate can answer."""
+    unique: dict[str, str] = {}
+    for word in WORD.findall(args.question):
+        if word.lower() not in QUESTION_NOISE:
+            unique.setdefault(word.lower(), word)
+    words = list(unique.values())
+    if not words:
+        return Reply("ask_unknown", {"question": args.question, "words": words})
+    hits = search_service.search(session, query=" ".join(words), limit=ASK_LIMIT, any_word=False)
+    if hits:
+        return Reply("decisions", {"hits": _hit_views(hits), "query": args.question, "filters": ""})
+    kinds = tuple(dict.fromkeys(LINK_WORDS[w.lower()] for w in words if w.lower() in LINK_WORDS))
+    if kinds:
+        rest = [w for w in words if w.lower() not in LINK_WORDS]
+        linked = search_service.Filters(links=kinds)
+        hits = search_service.search(session, query=" ".join(rest), filters=linked, limit=ASK_LIMIT, any_word=False)
         if hits:
-            views = []
-            for hit in hits:
-                view = decision_view(hit.decision, ui)
-                view["replacement"] = decision_view(hit.replacement, ui) if hit.replacement else None
-                views.append(view)
-            return Reply("decisions", {"hits": views, "query": args.question, "filters": ""})
+            return Reply("ask_decisions", {
+                "how": "linked", "words": rest, "links": _links_text(kinds), "hits": _hit_views(hits),
+            })
+    if len(words) > 1:
+        hits = search_service.mentioning_any(session, query=" ".join(words), limit=SOME_WORDS_POOL)
+        if hits:
+            matched = search_service.words_matched(session, words=words, ids=[h.decision.id for h in hits])
+            hits = sorted(hits, key=lambda h: -len(matched[h.decision.id]))[:ASK_LIMIT]  # stable: rank kept on ties
+            views = _hit_views(hits)
+            for view in views:
+                view["mentions"] = matched[view["id"]]
+            return Reply("ask_decisions", {"how": "some", "words": words, "links": "", "hits": views})
     return Reply("ask_unknown", {"question": args.question, "words": words})

@@ -31,5 +31,22 @@ def user(user_id: str) -> Mrkdwn:
     return Mrkdwn(escape(user_id))
 
 
+CODE_TICK = "\u02cb"
+"""A backtick in user text shown as code: Slack has no escape for one inside code, and a real one would end it."""
+
+
+def code_text(value: object) -> str:
+    """Text as inline code, before escaping (for messages escaped later, such as errors): Slack
+    formats nothing inside code, so the text's `*`, `_` or `~` can't open or close a span around it.
+    Its backticks are shown as `ˋ` and its line breaks as spaces (inline code is one line)."""
+    text = " ".join(str(value).split()).replace("`", CODE_TICK)
+    return f"`{text}`" if text else ""
+
+
+def code(value: object) -> Mrkdwn:
+    """User text as inline code, escaped: the template filter `code`."""
+    return Mrkdwn(escape(code_text(value)))
+
+
 def unescape(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

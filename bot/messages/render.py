@@ -2,8 +2,9 @@
 
 Templates write Block Kit as JSON. Every `{{ expression }}` is escaped for mrkdwn and for a
 JSON string by the environment's finalize hook, so user, database and MLflow text can't
-inject mentions, links or break the JSON; only values wrapped in `Mrkdwn` (built by `link`
-and `user`) pass through as markup.
+inject mentions, links or break the JSON; only values wrapped in `Mrkdwn` (built by `link`,
+`user` and `code`) pass through as markup. User text inside formatting (`*…*`) could close it:
+show it outside, or as inline code with `| code`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from jinja2.bccache import Bucket
 from msgspec import Struct
 
 from bot.messages import limits
-from bot.messages.mrkdwn import Mrkdwn, escape, link, user
+from bot.messages.mrkdwn import Mrkdwn, code, escape, link, user
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -114,6 +115,7 @@ def environment() -> Environment:
         cut=limits.cut,
         link=lambda label, url: link(url, label),
         user=user,
+        code=code,
         mrkdwn=lambda v: Mrkdwn(v),
     )
     env.globals["block_button"] = button

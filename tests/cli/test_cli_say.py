@@ -244,3 +244,24 @@ def test_a_launch_a_say_left_running_is_failed_by_the_next_command_even_status(l
     with sqlite3.connect(db_path(lab_home)) as db:
         (status, reason), = db.execute("SELECT status, reason FROM launches").fetchall()
     assert status == "failed" and "the terminal session that asked for it ended with its process" in reason
+
+
+def test_the_example_questions_about_a_logged_decision_are_answered(say):
+    """After `labmate demo`'s suggested decision, labmate's own example questions said "No decision
+    mentions “candidate”, “model”" although one did; a query of punctuation listed every decision."""
+    assert say("decide ship the candidate model:sales-agent@candidate #release").code == 0
+    for question in ("what did we decide about the candidate model?", "ask why did we pick the candidate model?"):
+        said = say(question)
+        assert said.code == 0, said.stdout + said.stderr
+        (payload,) = said.payloads
+        assert payload["text"] == "1 decision that links a model and mentions “candidate”"
+        assert payload["blocks"][0]["text"]["text"] == "*Decisions that link a model and mention* “candidate”"
+        assert payload["blocks"][1]["text"]["text"] == "*#1* ship the candidate"
+    said = say("decisions (((")
+    assert said.code == 1
+    assert said.payloads[0]["text"] == (
+        "`(((` has no words to search for: the decision log is searched by words, not punctuation."
+    )
+    said = say("find sales-agent limit 0")
+    assert said.code == 1
+    assert said.payloads[0]["text"] == "`limit 0` needs a whole number from 1 to 50, e.g. `limit 5`."

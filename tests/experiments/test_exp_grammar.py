@@ -27,6 +27,22 @@ def test_summary() -> None:
         args("summary sales-agent top:0")
 
 
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("find sales-agent limit 0", "`limit 0` needs a whole number from 1 to 50, e.g. `limit 5`."),
+        ("find sales-agent order by val_f1 limit ten", "`limit ten` needs a whole number from 1 to 50, e.g. `limit 5`."),
+        ("summary sales-agent top:0", "`top:0` needs a whole number from 1 to 20, e.g. `top:5`."),
+        ("summary sales-agent top:x", "`top:x` needs a whole number from 1 to 20, e.g. `top:5`."),
+    ],
+)
+def test_a_bad_count_is_shown_in_the_syntax_it_is_typed_in(typed: str, message: str) -> None:
+    """`find … limit 0` said "`limit:0` needs …, e.g. `limit:5`", a syntax `find` doesn't read."""
+    with pytest.raises(UsageError) as bad:
+        args(typed)
+    assert bad.value.message == message
+
+
 def test_find_full_structure() -> None:
     parsed = args("find sales-agent where val_f1 > 0.8 and alpha < 0.01 order by val_f1 desc limit 5")
     assert parsed == FindArgs(
@@ -56,7 +72,7 @@ def test_find_malformed_condition_names_the_token_and_shows_an_example() -> None
         args("find sales-agent whre val_f1 > 0.8")
     with pytest.raises(UsageError, match=r"`order by val_f1 sideways`"):
         args("find sales-agent order by val_f1 sideways")
-    with pytest.raises(UsageError, match=r"`limit:500` needs a whole number from 1 to 50"):
+    with pytest.raises(UsageError, match=r"`limit 500` needs a whole number from 1 to 50"):
         args("find sales-agent limit 500")
 
 
@@ -187,3 +203,9 @@ def test_the_questions_ask_unknown_suggests_are_understood() -> None:
     assert len(examples) >= 4
     for question in examples:
         assert interpret(question, NOW) is not None, question
+    # The questions about past decisions go to the decision log, where tests/kb/test_kb_ask.py asks them.
+    decisions_part = template.split("*Past decisions*:")[1].split('"}}')[0]
+    asked = re.findall(r"`([^`]+)`", decisions_part)
+    assert "what did we decide about the candidate model?" in asked
+    for question in asked:
+        assert interpret(question, NOW) is None, question

@@ -45,3 +45,32 @@ def test_consecutive_sections_are_apart_as_in_slack() -> None:
     console.print(renderable(message))
     lines = [line.strip("│ ") for line in console.export_text().splitlines()[1:-1]]
     assert lines == ["one", "", "two", "note"]
+
+
+def _emoji_names() -> set[str]:
+    """Every `:name:` our messages use: in the templates (comments aside) and the status icons."""
+    import re
+
+    from bot.messages.render import TEMPLATES
+    from tasks.cleanup import proposals
+    from tasks.launches import cards as launch_cards
+    from tasks.regressions import cards as regress_cards
+    from tasks.watch import poll
+
+    names: set[str] = set()
+    for path in TEMPLATES.glob("*.j2"):
+        source = re.sub(r"\{#.*?#\}", "", path.read_text(), flags=re.S)
+        names.update(re.findall(r":([a-z0-9_+-]+):", source))
+    for icons in (launch_cards.ICONS, poll.ICONS, regress_cards.ICONS, proposals.ICONS):
+        names.update(icon.strip(":") for icon in icons.values())
+    return names
+
+
+def test_every_emoji_our_messages_use_is_shown_as_one() -> None:
+    """`cancel L3` showed a raw `:octagonal_sign:`: rich knows that emoji as `stop_sign`."""
+    names = _emoji_names()
+    assert {"octagonal_sign", "trophy", "hourglass_flowing_sand"} <= names
+    for name in sorted(names):
+        shown = mrkdwn_text(f"*L3* :{name}: stopped").plain
+        assert f":{name}:" not in shown and shown.startswith("L3 ") and shown.endswith(" stopped"), (name, shown)
+    assert mrkdwn_text(":octagonal_sign: :not_an_emoji:").plain == "\U0001f6d1 :not_an_emoji:"  # unknown: as typed

@@ -123,6 +123,20 @@ def test_decisions_alone_is_the_latest():
     assert p("decisions").args == SearchArgs("", (), None, None)
 
 
+@pytest.mark.parametrize(("typed", "shown"), [("(((", "`(((`"), ("\\", "`\\`"), ("#", "`#`"), ("* ?", "`* ?`"),
+                                              ("``", "`ˋˋ`"), ("( #release", "`(`")])
+def test_a_query_of_punctuation_only_says_it_has_no_words(typed: str, shown: str) -> None:
+    """It listed every decision under "Decisions matching “(((”": the search reads words only."""
+    err = usage_error(f"decisions {typed}")
+    assert err.message == f"{shown} has no words to search for: the decision log is searched by words, not punctuation."
+    assert err.hint == (
+        "`decisions` alone lists the latest ten; or search for a word (`decisions bigram`), "
+        "a tag (`decisions #release`) or a person (`decisions by:@dana`)."
+    )
+    assert p("decisions ship*").args.query == "ship*"  # a word and punctuation: searched
+    assert p("decisions _").args.query == "_"  # `_` is a word character to the search
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -246,6 +260,37 @@ def test_every_verb_example_parses():
     for verb in grammar.VERBS:
         for example in verb.examples:
             assert p(example).verb == verb.name, example
+
+
+# --- run id prefixes, as the docs state them ----------------------------------------------
+
+
+def test_the_docs_state_the_run_id_prefixes_the_grammar_takes() -> None:
+    """docs/cleanup.md said 6+ characters and the README 8 "everywhere": the clean-up answers and
+    `cancel` take 6 (their grammar), a run named in `decide` or `compare` needs 8 to be read as a prefix."""
+    import re
+    from pathlib import Path
+
+    from bot.grammar.decisions import MIN_PREFIX
+
+    root = Path(__file__).resolve().parents[2]
+    cleanup_doc = " ".join((root / "docs/cleanup.md").read_text().split())
+    readme = " ".join((root / "README.md").read_text().split())
+    documented = re.search(r"/lab keep \w+ answer one run: its id, or a prefix of it of (\d+) characters or more", cleanup_doc)
+    answers = re.search(r"\(`keep`, `delete`, `snooze`, `restore`\) and `cancel` take run ids only, "
+                        r"and a prefix of (\d+) characters or more", readme)
+    named = re.search(r"Runs are named by their full id, a unique id prefix of (\d+) characters or more", readme)
+    assert documented and answers and named, "the docs no longer say how long a run id prefix must be"
+    shortest = int(documented.group(1))
+    assert int(answers.group(1)) == shortest
+    for verb in ("keep", "delete", "snooze", "restore", "cancel"):
+        args = p(f"{verb} {RUN[:shortest]}").args
+        assert (args.run_ref if verb == "cancel" else args.runs[0]) == RUN[:shortest], verb
+        assert "at least 6 characters" in usage_error(f"{verb} {RUN[:shortest - 1]}").message
+    assert int(named.group(1)) == MIN_PREFIX
+    assert p(f"decide x run:{RUN[:MIN_PREFIX].upper()}").args.links == (("run", RUN[:MIN_PREFIX]),)  # a prefix: lowered
+    short = RUN[: MIN_PREFIX - 1].upper()
+    assert p(f"decide x run:{short}").args.links == (("run", short),)  # kept as typed: a run name
 
 
 # --- any text -----------------------------------------------------------------

@@ -148,6 +148,11 @@ def contexts(text: str = HOSTILE) -> dict[str, list[dict[str, Any]]]:
             {"hits": [], "query": text, "filters": f"by {text}"},
             {"hits": [plain], "query": "", "filters": ""},
         ],
+        "ask_decisions": [
+            {"how": "some", "words": [text, "weather"], "links": "", "hits": [{**replaced, "mentions": [text]}, plain]},
+            {"how": "linked", "words": [text, "candidate"], "links": "a model", "hits": [plain]},
+            {"how": "linked", "words": [], "links": "a model and a run", "hits": [replaced]},
+        ],
         "error": [
             {"message": text, "hint": text, "error_id": None},
             {"message": text, "hint": "", "error_id": "E-12345678"},
@@ -223,6 +228,27 @@ def test_trusted_markup_still_works():
     assert "<@U999>" in rendered  # a known author is a real mention
     assert "<https://team.slack.com/archives/C1/p1|message>" in rendered
     assert "<https://mlflow.example/#/models/x/versions/1|m/" in rendered
+
+
+@pytest.mark.parametrize("query", ["*", "ship*", "a *b* c", "_x_ ~y~", "`code` and *bold*", "x\n *y*", "&lt;*"])
+def test_the_query_cannot_close_the_bold_of_its_header(query: str) -> None:
+    """`decisions ship*` showed `*Decisions matching “ship*”*`: the query's star ended the bold. The
+    query is shown as code after the bold words (a backtick in it as ˋ, as code has no escape)."""
+    from bot.console import mrkdwn_text
+    from bot.messages.mrkdwn import CODE_TICK, escape
+
+    hit = view("x")
+    hit["replacement"] = None
+    message = render("decisions", {"hits": [hit], "query": query, "filters": ""})
+    checked(message)
+    header = message.blocks[0]["text"]["text"]
+    shown = " ".join(query.split()).replace("`", CODE_TICK)
+    assert header == f"*Decisions matching* `{escape(shown)}`"
+    styled = mrkdwn_text(header)
+    assert styled.plain == f"Decisions matching {shown}"
+    assert [(styled.plain[s.start : s.end], str(s.style)) for s in styled.spans] == [
+        ("Decisions matching", "bold"), (shown, "cyan")
+    ]
 
 
 def test_non_http_links_and_odd_authors_are_plain_text():
