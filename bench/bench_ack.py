@@ -25,6 +25,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "slack"))
+sys.path.insert(0, str(REPO))  # for bench.config
+from bench.config import empty_config  # noqa: E402
 
 SECRET = "bench-signing-secret"
 PREFIX = f"bench-ack-{os.getpid()}:"
@@ -143,6 +145,7 @@ def main() -> None:
     from fakeslack import FakeSlack
 
     with FakeSlack() as fake, tempfile.TemporaryDirectory() as home:
+        empty_config(Path(home) / "labmate.toml")
         os.environ.update(
             LABMATE_HOME=home,
             LABMATE_CONFIG=str(Path(home) / "labmate.toml"),

@@ -31,8 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
 from bench import mlflow_stores  # noqa: E402
+from bench.config import empty_config  # noqa: E402
 
 HOUR = 3_600_000
 TOML = """
@@ -102,6 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-cleanup-"))
     try:
+        empty_config(home / "labmate.toml")
         os.environ.update(LABMATE_HOME=str(home), LABMATE_CONFIG=str(home / "labmate.toml"),
                           MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}", MLFLOW_LOGGING_LEVEL="WARNING")
         (home / "labmate.toml").write_text(TOML)

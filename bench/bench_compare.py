@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.config import empty_config  # noqa: E402
 
 
 def log_run(client, experiment_id: str, name: str, steps: int, shift: float) -> str:  # type: ignore[no-untyped-def]
@@ -49,6 +50,7 @@ def main() -> None:
     home = Path(opts.dir)
     home.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{home / 'mlflow.db'}"
+    empty_config(home / "labmate.toml")
     os.environ.update(LABMATE_HOME=str(home), MLFLOW_TRACKING_URI=uri, LABMATE_CONFIG=str(home / "labmate.toml"))
 
     from mlflow import MlflowClient

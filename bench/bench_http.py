@@ -34,6 +34,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "slack"))
+sys.path.insert(0, str(REPO))  # for bench.config
+from bench.config import empty_config  # noqa: E402
 
 SECRET = "bench-signing-secret"
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -294,6 +296,7 @@ def main() -> None:
     with FakeSlack() as fake, tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "SLACK_", "MLFLOW_"))}
+        empty_config(Path(tmp) / "labmate.toml")
         env.update(
             LABMATE_HOME=str(home),
             LABMATE_CONFIG=str(Path(tmp) / "labmate.toml"),

@@ -34,9 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "faults"))
 sys.path.insert(0, str(REPO / "tests" / "slack"))
-
 from harness import FakeSlack, Lab, lab_env, unique_prefix, wait_until  # noqa: E402
 from slackreq import OverHTTP, Slack, forget_keys  # noqa: E402
+
+from bench.config import empty_config  # noqa: E402
 
 PROJECT = REPO / "tests" / "launch" / "project"
 
@@ -223,6 +224,7 @@ def bench_card(root: Path, fake: FakeSlack, rounds: int, spin: float, epochs: in
     home = root / "card-home"
     home.mkdir()
     (home / "labmate.toml").write_text(config())
+    empty_config(home / "labmate.toml")
     os.environ.update(
         LABMATE_HOME=str(home), LABMATE_CONFIG=str(home / "labmate.toml"), SLACK_BOT_TOKEN="xoxb-test",
         LABMATE_SLACK_API_URL=fake.api_url, MLFLOW_TRACKING_URI=f"sqlite:///{root / 'card-mlflow.db'}",

@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.config import empty_config  # noqa: E402
 from bench.interleaved import Runner, report, rounds  # noqa: E402
 
 LABMATE = str(Path(sys.executable).with_name("labmate"))
@@ -70,6 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="bench-start-"))
+    empty_config(home / "none.toml")
     settings = {
         "LABMATE_HOME": str(home),
         "LABMATE_DATABASE_URL": f"sqlite:///{home / 'labmate.db'}",

@@ -27,8 +27,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
 from bench import mlflow_stores  # noqa: E402
+from bench.config import empty_config  # noqa: E402
 
 
 def free_port() -> int:
@@ -128,6 +128,7 @@ def run_all(label: str, uri: str, home: Path, counting: Counting, history_ids: l
 
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
+    empty_config(home / "labmate.toml")
     os.environ.update(LABMATE_HOME=str(home), MLFLOW_TRACKING_URI=uri, LABMATE_CONFIG=str(home / "labmate.toml"))
     reset_settings()
     resolve.forget_cache()

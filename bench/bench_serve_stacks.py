@@ -40,8 +40,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "slack"))
 sys.path.insert(0, str(REPO / "bench"))
-
+sys.path.insert(0, str(REPO))  # for bench.config
 from bench_http import free_port, memory, tree, wait_healthy  # noqa: E402
+
+from bench.config import empty_config  # noqa: E402
 
 SECRET = "bench-signing-secret"
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -122,6 +124,7 @@ def run_stack(stack: str, args: argparse.Namespace, fake_url: str, tmp: Path) ->
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "SLACK_", "MLFLOW_"))}
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+    empty_config(home / "labmate.toml")
     env.update(LABMATE_HOME=str(home), LABMATE_CONFIG=str(home / "labmate.toml"), LABMATE_BROKER_URL=REDIS_URL,
                LABMATE_BROKER_KEY_PREFIX=prefix, SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SECRET,
                LABMATE_SLACK_API_URL=fake_url)

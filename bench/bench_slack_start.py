@@ -29,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "slack")]
 from fakeslack import FakeSlack  # noqa: E402
 from slackreq import free_port  # noqa: E402
 
+from bench.config import empty_config  # noqa: E402
 from bench.interleaved import Runner, report, rounds, timed  # noqa: E402
 
 FLOOR = "import slack_bolt, sqlalchemy.orm"
@@ -76,6 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="labmate-bench-slack-") as tmp, FakeSlack(token="xoxb-bench") as slack:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_")) and k != "PYTHONDONTWRITEBYTECODE"}
+        empty_config(Path(tmp) / "labmate.toml")
         env.update(LABMATE_HOME=str(Path(tmp) / "home"), LABMATE_CONFIG=str(Path(tmp) / "labmate.toml"),
                    SLACK_BOT_TOKEN="xoxb-bench", SLACK_SIGNING_SECRET="bench-secret", LABMATE_SLACK_API_URL=slack.api_url)
         subprocess.run([sys.executable, "-m", "labmate.cli", "db", "upgrade"], cwd=ROOT, env=env, check=True,

@@ -31,8 +31,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "slack"))
 sys.path.insert(0, str(REPO / "bench"))
-
+sys.path.insert(0, str(REPO))  # for bench.config
 from bench_http import free_port, memory, wait_healthy  # noqa: E402
+
+from bench.config import empty_config  # noqa: E402
 
 SECRET = b"bench-signing-secret"
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -173,6 +175,7 @@ def main() -> None:
         else:
             database_url = f"sqlite:///{home / 'labmate.db'}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "SLACK_", "MLFLOW_"))}
+        empty_config(Path(tmp) / "labmate.toml")
         env.update(LABMATE_HOME=str(home), LABMATE_CONFIG=str(Path(tmp) / "labmate.toml"), LABMATE_BROKER_URL=REDIS_URL,
                    LABMATE_BROKER_KEY_PREFIX=prefix, LABMATE_DATABASE_URL=database_url, SLACK_BOT_TOKEN="xoxb-test",
                    SLACK_SIGNING_SECRET=SECRET.decode(), LABMATE_SLACK_API_URL=fake.api_url)

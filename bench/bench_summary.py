@@ -38,8 +38,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
 from bench import mlflow_stores  # noqa: E402
+from bench.config import empty_config  # noqa: E402
 
 POSTGRES = os.environ.get("LABMATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("LABMATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
@@ -176,6 +176,7 @@ def prepare_store(kind: str, size: int, root: Path) -> tuple[str, dict[str, str]
     home = root / f"{kind}-{size}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
+    empty_config(home / "labmate.toml")
     env = {"LABMATE_HOME": str(home), "LABMATE_CONFIG": str(home / "labmate.toml"), "MLFLOW_LOGGING_LEVEL": "WARNING"}
     if kind == "sqlite":
         uri = f"sqlite:///{home / 'mlflow.db'}"

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_slack_start import FLOOR as SLACK_FLOOR
 from bench.bench_slack_start import IMPORT as SLACK_IMPORT
+from bench.config import empty_config
 from bench.interleaved import report, rounds, timed
 
 BIN = Path(sys.executable).parent
@@ -85,6 +86,7 @@ def main() -> None:
             for k, v in os.environ.items()
             if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_")) and k != "PYTHONDONTWRITEBYTECODE"
         }
+        empty_config(Path(tmp) / "labmate.toml")
         env.update(LABMATE_HOME=str(Path(tmp) / "home"), LABMATE_CONFIG=str(Path(tmp) / "labmate.toml"))
         subprocess.run([LABMATE, "demo"], env=env, check=True, capture_output=True)
         for text in ("decide ship the candidate #release", "decide keep the candidate's bigram features #features"):

@@ -31,8 +31,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
 from bench import mlflow_stores  # noqa: E402
+from bench.config import empty_config  # noqa: E402
 
 NEW_ENDED = 50
 
@@ -76,6 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="labmate-bench-watch-"))
+    empty_config(home / "labmate.toml")
     os.environ.update(LABMATE_HOME=str(home), LABMATE_CONFIG=str(home / "labmate.toml"), MLFLOW_LOGGING_LEVEL="WARNING")
     uri = f"sqlite:///{home / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri

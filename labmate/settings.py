@@ -771,11 +771,15 @@ def load_settings(environ: Mapping[str, str] | None = None, path: Path | None = 
     import tomllib
 
     environ = os.environ if environ is None else environ
+    named = path is None and "LABMATE_CONFIG" in os.environ
     path = _config_path() if path is None else path
     try:
         with path.open("rb") as handle:
             table: dict[str, Any] = tomllib.load(handle)
     except FileNotFoundError:
+        if named:  # a mistyped path would silently drop [access] and the projects' launchers
+            raise ConfigError(f"{path}: not found, though LABMATE_CONFIG names it; create it (it may be empty) "
+                              "or unset LABMATE_CONFIG to read ./labmate.toml") from None
         table = {}
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1

@@ -139,6 +139,7 @@ def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     home = tmp_path / "labmate-home"
     monkeypatch.setenv("LABMATE_HOME", str(home))
     monkeypatch.setenv("LABMATE_CONFIG", str(tmp_path / "labmate.toml"))
+    (tmp_path / "labmate.toml").touch()  # named by LABMATE_CONFIG, so it must exist; tests write into it
     monkeypatch.chdir(tmp_path)
     reset_process_state()
     yield home

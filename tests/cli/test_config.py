@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    (tmp_path / "labmate.toml").touch(exist_ok=True)  # LABMATE_CONFIG names it: an empty one is no configuration
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
     env.update({"LABMATE_HOME": str(tmp_path / "home"), "LABMATE_CONFIG": str(tmp_path / "labmate.toml"), **extra})
     return env
@@ -231,11 +232,32 @@ def test_doctor_passes_on_a_migrated_embedded_setup(tmp_path):
     assert _labmate(tmp_path, "db", "upgrade").returncode == 0
     result = _labmate(tmp_path, "doctor")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines()[0] == (  # LABMATE_CONFIG names a file that isn't there: said, not an error
-        f"configuration file (LABMATE_CONFIG): {tmp_path / 'labmate.toml'}: not found, so only the environment "
-        "and the defaults apply"
-    )
+    assert result.stdout.splitlines()[0] == f"configuration file (LABMATE_CONFIG): {tmp_path / 'labmate.toml'}"
     assert "skipped slack: no SLACK_BOT_TOKEN" in result.stdout
+
+
+def test_doctor_without_a_labmate_toml_says_only_defaults_apply(tmp_path):
+    env = {k: v for k, v in _env(tmp_path).items() if k != "LABMATE_CONFIG"}
+    (tmp_path / "labmate.toml").unlink()
+    result = subprocess.run([LABMATE, "doctor", "--no-check"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == (
+        f"configuration file (the working directory's labmate.toml): {tmp_path / 'labmate.toml'}: not found, so only "
+        "the environment and the defaults apply"
+    )
+
+
+@pytest.mark.parametrize("command", [["say", "help"], ["doctor"], ["serve"], ["worker"]])
+def test_a_labmate_config_naming_a_missing_file_is_refused(tmp_path, command):
+    """A mistyped path silently dropped [access] and the projects' launchers: everyone could launch."""
+    missing = tmp_path / "labmate.tolm"
+    result = _labmate(tmp_path, *command, LABMATE_CONFIG=str(missing))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"labmate: {missing}: not found, though LABMATE_CONFIG names it; create it (it may be empty) or unset "
+        "LABMATE_CONFIG to read ./labmate.toml"
+    )
 
 
 def test_doctor_says_an_unreachable_database_in_one_line(tmp_path):

@@ -204,6 +204,7 @@ def test_labmate_and_pytest_commands_run(tmp_path):
     (the docs' relative paths are the checkout's). Outputs go to tmp_path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
     env.update(LABMATE_HOME=str(tmp_path / "home"), LABMATE_CONFIG=str(tmp_path / "labmate.toml"))
+    (tmp_path / "labmate.toml").touch()
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     subprocess.run([str(BIN / "labmate"), "demo"], env=env, check=True, capture_output=True, timeout=600)
     outputs = {"report.html", "report.json", "junit.xml"}

@@ -279,6 +279,8 @@ class Lab:
 
 def lab_env(home: Path, fake: FakeSlack, *, broker_url: str, database_url: str, prefix: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "SLACK_", "MLFLOW_"))}
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "labmate.toml").touch(exist_ok=True)  # LABMATE_CONFIG names it: it must exist
     env.update(
         LABMATE_HOME=str(home),
         LABMATE_CONFIG=str(home / "labmate.toml"),

@@ -90,9 +90,11 @@ def test_values_become_exactly_one_argument_each_and_no_shell_reads_them(tmp_pat
     assert argv[argv.index("--lr") + 1] == "-0.5"
     assert argv[argv.index("--data") + 1] == str(PROJECT / "data" / "rows.txt")
     echo = [sys.executable, "-c", "import sys; print(sys.argv[1])", argv[argv.index("--note") + 1]]
-    out = subprocess.run(echo, cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    work = tmp_path / "work"
+    work.mkdir()
+    out = subprocess.run(echo, cwd=work, capture_output=True, text=True, check=True).stdout
     assert out.strip() == hostile
-    assert list(tmp_path.iterdir()) == []
+    assert list(work.iterdir()) == []  # nothing touched: no shell read the value
 
 
 def test_a_command_that_needs_a_shell_is_refused_not_run_through_one() -> None:

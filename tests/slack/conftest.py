@@ -103,6 +103,8 @@ class Served:
 
 def serve_env(home: Path, fake: FakeSlack, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "SLACK_", "MLFLOW_"))}
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "labmate.toml").touch(exist_ok=True)  # LABMATE_CONFIG names it: it must exist
     env.update(
         SLACK_BOT_TOKEN=BOT_TOKEN,
         SLACK_SIGNING_SECRET=SIGNING_SECRET,

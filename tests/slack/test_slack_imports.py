@@ -41,13 +41,19 @@ print(json.dumps({"after_import": after_import, "statuses": statuses, "outcomes"
 """
 
 
+def _empty(path: Path) -> Path:
+    """A configuration file LABMATE_CONFIG can name: it must exist."""
+    path.touch(exist_ok=True)
+    return path
+
+
 def _run(tmp_path: Path, fake: FakeSlack, *texts: str, **env: str) -> dict[str, object]:
     home = tmp_path / "sub-home"
     process_env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
         "LABMATE_HOME": str(home),
-        "LABMATE_CONFIG": str(tmp_path / "none.toml"),
+        "LABMATE_CONFIG": str(_empty(tmp_path / "none.toml")),
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "LABMATE_SLACK_API_URL": fake.api_url,
@@ -103,7 +109,7 @@ def test_serve_checks_slack_before_it_execs_uwsgi_without_loading_the_app(tmp_pa
     probe = ("import json, sys; from bot.server import preflight; preflight(); "
              "print(json.dumps(sorted(m for m in ('bot.slack_app', 'bot.grammar', 'jinja2', 'pydantic') if m in sys.modules)))")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LABMATE_HOME": str(tmp_path / "home"),
-           "LABMATE_CONFIG": str(tmp_path / "none.toml"), "SLACK_BOT_TOKEN": BOT_TOKEN,
+           "LABMATE_CONFIG": str(_empty(tmp_path / "none.toml")), "SLACK_BOT_TOKEN": BOT_TOKEN,
            "SLACK_SIGNING_SECRET": SIGNING_SECRET, "LABMATE_SLACK_API_URL": fake_slack.api_url}
     result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=str(tmp_path), capture_output=True, text=True,
                             timeout=120)
