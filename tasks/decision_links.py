@@ -72,7 +72,7 @@ def _checked_or_said(decision_id: int) -> Replies:
     try:
         return check_links(decision_id)
     except Exception as exc:
-        explained = mlflow_io.user_error(exc) if type(exc).__module__.startswith(("mlflow", "requests", "urllib3")) else None
+        explained = mlflow_io.client_error(exc)
         if explained is None:
             raise
         raise LabmateError(f"Decision #{decision_id} is saved, but its MLflow links weren't checked: {explained.message}",

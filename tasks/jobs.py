@@ -169,12 +169,10 @@ def _open_audit(key: str, reply_to: dict[str, Any]) -> int:
 
 def _mlflow_explained(exc: Exception) -> LabmateError | None:
     """Every job's MLflow failure said as the question jobs say it ("MLflow at … can't be reached"),
-    not as an error id: only MLflow's own errors and its HTTP client's, never the database's."""
-    if not type(exc).__module__.startswith(("mlflow", "requests", "urllib3")):
-        return None
+    not as an error id."""
     from tasks import mlflow_io
 
-    explained = mlflow_io.user_error(exc)
+    explained = mlflow_io.client_error(exc)
     return explained if isinstance(explained, LabmateError) else None
 
 

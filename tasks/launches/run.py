@@ -176,7 +176,7 @@ def run_launch(launch_id: int) -> Replies:
     except Exception as exc:
         from tasks import mlflow_io
 
-        explained = mlflow_io.user_error(exc) if type(exc).__module__.startswith(("mlflow", "requests", "urllib3")) else None
+        explained = mlflow_io.client_error(exc)
         if explained is not None:  # MLflow down: say so, as every other command does, not an error id
             log.warning("launch L%s could not start: %s", launch_id, exc)
             return _fail_to_start(launch_id, explained.message)

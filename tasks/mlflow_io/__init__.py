@@ -256,6 +256,14 @@ def user_error(exc: BaseException) -> Any:
     return None
 
 
+def client_error(exc: BaseException) -> Any:
+    """`user_error` for a failure of MLflow's own client (MLflow's errors, its HTTP client's), for code
+    that also meets the knowledge base's errors: a database "connection refused" there is not MLflow's."""
+    if not type(exc).__module__.startswith(("mlflow", "requests", "urllib3")):
+        return None
+    return user_error(exc)
+
+
 def _value(value: float) -> float | None:
     return None if value != value else float(value)  # NaN -> None
 
