@@ -86,6 +86,10 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             with self._lock:
+                if self._server is not server:  # stopped while this connection was being made: it must not live
+                    client.close()
+                    upstream.close()
+                    return
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -105,13 +109,16 @@ class TcpProxy:
                     pass
 
     def stop(self) -> None:
-        if self._server is not None:
+        """Refuse new connections and cut the open ones, including one accepted a moment ago whose
+        upstream was still being opened (it is closed by its accept thread, which sees the stop)."""
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
             try:
-                self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
+                server.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
             except OSError:
                 pass
-            self._server.close()
-            self._server = None
+            server.close()
         with self._lock:
             conns, self._conns = self._conns, []
         for conn in conns:
