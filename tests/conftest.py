@@ -11,6 +11,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -204,9 +205,12 @@ def migrated(lab_home: Path, migrated_template: Path) -> str:
     return url
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, migrated schema in the test PostgreSQL database, dropped afterwards."""
+@contextmanager
+def fresh_postgres_schema() -> Iterator[str]:
+    """A fresh, migrated schema in the test PostgreSQL database, dropped on exit.
+
+    Whoever started processes on it stops them before leaving: a worker still writing while the
+    schema is dropped can deadlock the DROP (seen in CI)."""
     base = service_or_skip("PostgreSQL", POSTGRES_URL)
     from sqlalchemy import create_engine, text
 
@@ -218,13 +222,21 @@ def postgres_url() -> Iterator[str]:
     from models.db import upgrade
 
     upgrade(url)
-    yield url
-    from models.db import engine_for
+    try:
+        yield url
+    finally:
+        from models.db import engine_for
 
-    engine_for(url).dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+        engine_for(url).dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with fresh_postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import FakeSlack, Lab, TcpProxy, iptables_available, lab_env, unique_prefix
+
+from tests.conftest import fresh_postgres_schema
 
 pytestmark = [pytest.mark.slow]
 
@@ -74,14 +77,15 @@ class Setup:
 def make_lab(tmp_path: Path, redis_url: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., Setup]]:
     made: list[Setup] = []
     fakes: list[FakeSlack] = []
+    schemas = ExitStack()
 
     def make(*, postgres: bool = False, proxy_redis: bool = False, proxy_db: bool = False, **extra_env: str) -> Setup:
         fake = FakeSlack(token="xoxb-test", retry_after=0).start()
         fakes.append(fake)
         home = tmp_path / f"lab{len(made)}"
         home.mkdir()
-        if postgres:
-            db_url = request.getfixturevalue("postgres_url")
+        if postgres:  # not the postgres_url fixture: pytest would drop its schema before the lab stops
+            db_url = schemas.enter_context(fresh_postgres_schema())
         else:  # at head already, like postgres_url's schema: its processes start without Alembic
             shutil.copyfile(request.getfixturevalue("migrated_template"), home / "labmate.db")
             db_url = f"sqlite:///{home / 'labmate.db'}"
@@ -104,17 +108,18 @@ def make_lab(tmp_path: Path, redis_url: str, request: pytest.FixtureRequest) -> 
     yield make
     import redis
 
-    client = redis.Redis.from_url(redis_url)
-    for setup in made:
-        setup.lab.stop()
-        for proxy in (setup.redis_proxy, setup.db_proxy):
-            if proxy is not None:
-                proxy.close()
-        for key in client.scan_iter(f"{setup.prefix}*", count=1000):
-            client.delete(key)
-    client.close()
-    for fake in fakes:
-        fake.stop()
+    with schemas:  # dropped last, once nothing of the lab can still write to them
+        client = redis.Redis.from_url(redis_url)
+        for setup in made:
+            setup.lab.stop()
+            for proxy in (setup.redis_proxy, setup.db_proxy):
+                if proxy is not None:
+                    proxy.close()
+            for key in client.scan_iter(f"{setup.prefix}*", count=1000):
+                client.delete(key)
+        client.close()
+        for fake in fakes:
+            fake.stop()
 
 
 @pytest.fixture
