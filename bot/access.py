@@ -3,8 +3,13 @@
 Defaults: everyone may read and decide; admin verbs are for admins; `author_or_admin`
 verbs for the author of the thing changed and for admins; `owner_or_admin` verbs (cancel) for
 whoever started the thing and for admins. A verb listed under `[access.verbs]` is limited to
-those users, user groups and channels (plus admins). Launching a project is also limited by the
-project's own `launchers` list in labmate.toml, checked on every launch and cancel.
+those users, user groups and channels (plus admins): a listing narrows who may use a verb and
+grants nothing more, except for `supersede`, whose listed entries may replace anyone's decision
+(the README says so). Launching a project is also limited by the project's own `launchers` list
+in labmate.toml, checked on every launch and cancel.
+
+A channel entry matches only a command Slack sent from that channel: in the terminal the channel
+is a label the typist chooses (`--channel`), so it can't open what its listing guards.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ def _in_group(entries: list[str], origin: Origin) -> bool:
 
 
 def _matches(entries: list[str], origin: Origin) -> bool:
-    return origin.user in entries or origin.channel in entries or _in_group(entries, origin)
+    in_channel = origin.source == "slack" and origin.channel in entries
+    return origin.user in entries or in_channel or _in_group(entries, origin)
 
 
 def check(verb: Verb, origin: Origin, rules: AccessRules) -> None:
@@ -61,9 +67,9 @@ def check_author(verb: str, author: str, origin: Origin, rules: AccessRules) -> 
 
 
 def check_owner(verb: str, owner: str, what: str, origin: Origin, rules: AccessRules) -> None:
-    """Whoever started it may act on their own; admins, and whoever labmate.toml names for the verb, on anyone's."""
-    listed = rules.verbs.get(verb)
-    if origin.user == owner or origin.user in rules.admins or (listed is not None and _matches(listed, origin)):
+    """Whoever started it may act on their own, admins on anyone's. A listing for the verb (checked by
+    `check` before this) only narrows who may use it at all."""
+    if origin.user == owner or origin.user in rules.admins:
         return
     raise AccessDenied(f"Only whoever launched {what} (<@{owner}>) or an admin ({_names(rules.admins)}) can `{verb}` it.")
 

@@ -52,10 +52,9 @@ def may_answer(proposal: proposals.Proposal, origin: Origin) -> bool:
 
 
 def _check(verb: str, proposal: proposals.Proposal, origin: Origin) -> None:
+    """Only the owner (or whom the proposal went to) and the admins: a listing of the verb in
+    labmate.toml narrows who may use it at all (`access.check`) and grants nothing on others' runs."""
     if may_answer(proposal, origin):
-        return
-    listed = get_settings().access.verbs.get(verb)
-    if listed is not None and (origin.user in listed or origin.channel in listed):
         return
     admins = get_settings().access.admins
     who = mrkdwn.user(proposal.recipient) if proposal.recipient else f"`{mrkdwn.escape(proposal.owner)}`"

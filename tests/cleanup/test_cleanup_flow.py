@@ -239,3 +239,25 @@ def test_pending_proposals_reach_the_home_tab_with_buttons_and_the_digest(lab) -
     assert run_one(f"keep {alice.label}", user="alice", channel="C0LAB").exit_code == 0
     assert home.cleanup_proposals("U0ALICE") == []
     assert all(p["owner"] != "U0ALICE" for p in digest.cleanup_pending(None))
+
+
+def test_a_verbs_listing_narrows_who_answers_and_grants_nothing_on_others_runs(lab, tmp_path: Path) -> None:
+    """docs/cleanup.md: only the owner and the admins may answer. Listing `delete` or `snooze` under
+    [access.verbs] limits who may use them at all; it doesn't open anyone's proposal to the listed."""
+    from labmate.settings import reset_settings
+
+    config = tmp_path / "labmate.toml"
+    config.write_text(config.read_text().replace(
+        "[primary_metrics]", '[access.verbs]\ndelete = ["alice", "mallory"]\nsnooze = ["alice", "mallory"]\n\n[primary_metrics]'))
+    reset_settings()
+    assert run_one("cleanup sales-agent", user="alice", channel="C0LAB").exit_code == 0
+    alice = proposal_of("alice")
+    for verb in ("delete", "snooze"):
+        refused = run_one(f"{verb} {alice.label}", user="mallory", channel="C0LAB")
+        assert refused.exit_code != 0
+        assert f"{alice.label} is <@U0ALICE>'s: only they or an admin (<@UADMIN>) can `{verb}` its runs." in text(refused)
+    assert set(states(alice.id).values()) == {"pending"}
+    unlisted = run_one(f"delete {proposal_of('U0CAROL').label}", user="U0CAROL", channel="C0LAB")
+    assert "You can't use `delete` here." in text(unlisted)
+    snoozed = run_one(f"snooze {alice.label}", user="alice", channel="C0LAB")
+    assert snoozed.exit_code == 0, text(snoozed)

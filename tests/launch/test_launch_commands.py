@@ -10,10 +10,11 @@ import pytest
 
 from bot import dispatch
 from bot.origin import Origin, Reply
+from labmate.settings import reset_settings
 from models import audit, jobs, launches
 from models.base import utcnow
 from models.db import session_scope
-from tests.launch.conftest import ADMIN
+from tests.launch.conftest import ADMIN, toml
 
 
 @pytest.fixture(autouse=True)
@@ -114,6 +115,26 @@ def make(user: str = "U0ALICE", channel: str = "C0LAB", status: str = launches.Q
         return launch.id
 
 
+def test_a_cancel_listing_narrows_who_may_cancel_and_grants_nothing_on_others_launches(configured, tmp_path) -> None:
+    """README: a verb listed under [access.verbs] is open only to those entries and the admins;
+    `cancel` stays for whoever launched the run (only `supersede`'s listing reaches anyone's)."""
+    (tmp_path / "labmate.toml").write_text(toml().replace("[primary_metrics]", '[access.verbs]\ncancel = ["U0ALICE", "U0BOB", "C0OPS"]\n[primary_metrics]'))
+    reset_settings()
+    alices = make(user="U0ALICE")
+    for user, channel in (("U0BOB", "C0LAB"), ("U0MALLORY", "C0OPS")):
+        refused = ask(f"cancel L{alices}", user=user, channel=channel)
+        assert refused.outcome == "refused", (user, message(refused))
+        assert message(refused).startswith(f"Only whoever launched L{alices} (<@U0ALICE>) or an admin")
+    with session_scope() as session:
+        assert launches.get(session, launch_id=alices).status == launches.QUEUED
+    bobs = make(user="U0BOB")
+    assert ask(f"cancel L{bobs}", user="U0BOB").template == "launch_cancelled"
+    carols = make(user="U0CAROL")
+    unlisted = ask(f"cancel L{carols}", user="U0CAROL")
+    assert unlisted.outcome == "refused" and message(unlisted).startswith("You can't use `cancel` here.")
+    assert ask(f"cancel L{alices}", user="U0ALICE").template == "launch_cancelled"
+
+
 def test_cancel_of_someone_elses_launch_is_for_admins(configured) -> None:
     launch_id = make(user="U0ALICE")
     reply = ask(f"cancel L{launch_id}", user="U0MALLORY")
@@ -153,9 +174,6 @@ def test_cancel_by_run_id_and_by_an_owner_no_longer_allowed(configured, tmp_path
         launches.set_run(session, launch_id=launch_id, run_id="0a1b2c3d4e5f60718293a4b5c6d7e8f9", experiment_id="1")
     nothing = ask("cancel 0a1b2c3e")
     assert message(nothing).startswith("No launch has an MLflow run `0a1b2c3e`")
-    from labmate.settings import reset_settings
-    from tests.launch.conftest import toml
-
     (tmp_path / "labmate.toml").write_text(toml().replace('experiment = "quick"', 'experiment = "quick"\nlaunchers = ["U0BOB"]'))
     reset_settings()
     refused = ask("cancel 0a1b2c3d")

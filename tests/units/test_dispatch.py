@@ -128,9 +128,18 @@ def test_refused_names_who_may_and_is_audited(migrated):
 
 def test_listed_users_channels_and_admins_may(migrated):
     write_access(ACCESS)
-    for origin in (Origin(user="UWRITER", channel="C1"), Origin(user="UX", channel="CDECIDE"), Origin(user="UADMIN")):
+    for origin in (Origin(user="UWRITER", channel="C1"), Origin(user="UX", channel="CDECIDE", source="slack"),
+                   Origin(user="UADMIN")):
         assert dispatch.handle("decide ship it", origin).outcome == "ok", origin
     assert [r.outcome for r in audit_rows(migrated)] == ["ok", "ok", "ok"]
+
+
+def test_a_channel_entry_counts_only_where_slack_says_the_command_came_from(migrated):
+    """In the terminal the channel is a label the typist picks (`labmate say -c CDECIDE`): it opens nothing."""
+    write_access(ACCESS)
+    reply = dispatch.handle("decide ship it", Origin(user="UX", channel="CDECIDE", source="shell"))
+    assert reply.outcome == "refused"
+    assert "You can't use `decide` here. It is limited to <@UWRITER>, <#CDECIDE> and the admins" in shown(reply)
 
 
 def test_supersede_by_non_author_non_admin_is_refused(migrated):
