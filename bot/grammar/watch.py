@@ -95,5 +95,7 @@ VERBS = (
         examples=("unwatch sales-agent",),
         access="write",
         parse=parse_unwatch,
+        details="Anyone in a channel may stop its notices there; from another channel, only whoever started "
+        "the watch and the admins.",
     ),
 )

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from bot import access
 from bot.grammar.watch import UnwatchArgs, WatchArgs
+from bot.messages import mrkdwn
 from bot.origin import JobRequest, Origin, Reply
-from labmate.errors import NotFoundError
+from labmate.errors import AccessDenied, NotFoundError
+from labmate.settings import get_settings
 from models import watch as watches
 
 ADD_TASK = "labmate.watch.add"
@@ -46,6 +49,22 @@ def unwatch(args: UnwatchArgs, origin: Origin, session: Session) -> Reply:
             f"{where[0].upper() + where[1:]} doesn't watch `{args.experiment}`.",
             hint=f"It watches: {names}." if names else "It watches no experiment; `watch <experiment>` starts one.",
         )
+    if channel != origin.channel:
+        _check_elsewhere(found, channel, origin)
     for w in found:
         watches.remove(session, watch_id=w.id)
     return Reply("watch_removed", {"experiment": found[0].experiment, "channel": channel, "here": channel == origin.channel})
+
+
+def _check_elsewhere(found: list[watches.Watch], channel: str, origin: Origin) -> None:
+    """Anyone in a channel may stop its notices there; from elsewhere, only whoever started the watch
+    and the admins, so nobody silences a channel they aren't in."""
+    admins = get_settings().access.admins
+    others = sorted({w.created_by for w in found if w.created_by != origin.user})
+    if not others or origin.user in admins:
+        return
+    raise AccessDenied(
+        f"{mrkdwn.channel(channel)}'s watch of `{mrkdwn.escape(found[0].experiment)}` was started by "
+        f"{', '.join(str(mrkdwn.user(u)) for u in others)}: from another channel, only they or an admin "
+        f"({access.names(admins)}) can stop it. In {mrkdwn.channel(channel)} itself, anyone can. Nothing changed."
+    )

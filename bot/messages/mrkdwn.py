@@ -31,6 +31,13 @@ def user(user_id: str) -> Mrkdwn:
     return Mrkdwn(escape(user_id))
 
 
+def channel(channel_id: str) -> Mrkdwn:
+    """A channel link for a Slack channel id; anything else (the terminal's label) as escaped text."""
+    if channel_id[:1] in ("C", "G", "D") and channel_id[1:].isalnum() and channel_id.isupper():
+        return Mrkdwn(f"<#{channel_id}>")
+    return Mrkdwn(escape(channel_id))
+
+
 CODE_TICK = "\u02cb"
 """A backtick in user text shown as code: Slack has no escape for one inside code, and a real one would end it."""
 

@@ -14,7 +14,7 @@ from bot.terminal import run_one
 from labmate.errors import UsageError
 from models import audit
 from models.db import session_scope
-from tests.watch.conftest import end_run
+from tests.watch.conftest import ADMIN, end_run
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -70,6 +70,25 @@ def test_watch_list_and_unwatch_through_the_terminal(watched) -> None:
     with session_scope() as session:
         verbs = [e.verb for e in audit.latest(session, limit=10)]
     assert verbs.count("watch") == 3 and verbs.count("unwatch") == 2
+
+
+def test_another_channels_watch_is_stopped_from_elsewhere_only_by_its_starter_or_an_admin(watched) -> None:
+    for channel in ("C0TEAMCHAN1", "C0OPSCHAN1"):
+        started = run_one(f"watch sales-agent {channel}", user="U0DANA", channel="D0DANA0001")
+        assert started.exit_code == 0, _text(started)
+    refused = run_one("unwatch sales-agent C0TEAMCHAN1", user="U0MALLORY", channel="D0MALLORY1")
+    assert refused.exit_code == 1
+    assert ("<#C0TEAMCHAN1>'s watch of `sales-agent` was started by <@U0DANA>: from another channel, only they "
+            f"or an admin (<@{ADMIN}>) can stop it. In <#C0TEAMCHAN1> itself, anyone can. Nothing changed.") in _text(refused)
+    assert "`sales-agent`" in _text(run_one("watch", user="U0MALLORY", channel="C0TEAMCHAN1"))
+    assert run_one("unwatch sales-agent C0TEAMCHAN1", user="U0DANA", channel="D0DANA0001").exit_code == 0
+    assert run_one("unwatch sales-agent C0OPSCHAN1", user=ADMIN, channel="D0ADMIN001").exit_code == 0
+    run_one("watch sales-agent C0TEAMCHAN1", user="U0DANA", channel="D0DANA0001")
+    here = run_one("unwatch sales-agent", user="U0MALLORY", channel="C0TEAMCHAN1")
+    assert here.exit_code == 0 and "No more notices about *sales-agent* here" in _text(here)
+    with session_scope() as session:
+        refusals = [e for e in audit.latest(session, limit=20) if e.outcome == "refused"]
+    assert [(e.user, e.verb) for e in refusals] == [("U0MALLORY", "unwatch")]
 
 
 def test_watch_of_an_unknown_experiment_in_the_terminal(watched) -> None:
