@@ -225,6 +225,18 @@ def newer_failed(session: Session, *, run: RegressionRun) -> RegressionRun | Non
     return session.scalars(query).first()
 
 
+def newer_promoted(session: Session, *, run: RegressionRun) -> RegressionRun | None:
+    """The newest later run of the same suite that was promoted: promoting `run` after it would move
+    the alias back to a candidate compared with a production that is no longer there."""
+    query = (
+        select(RegressionRun)
+        .where(RegressionRun.suite == run.suite, RegressionRun.id > run.id, RegressionRun.promoted_by.is_not(None))
+        .order_by(RegressionRun.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
+
+
 def recent(session: Session, *, suite: str | None, since: datetime | None, limit: int = 20) -> list[RegressionRun]:
     query = select(RegressionRun).order_by(RegressionRun.id.desc()).limit(limit)
     if suite:

@@ -134,7 +134,7 @@ VERBS = (
         access="write",
         parse=parse_promote,
         details="Only when the run passed its gate, its candidate is a registered model version and no newer "
-        "run of the suite failed. Who may promote is set in labmate.toml (`[regress] promoters`; admins always). "
+        "run of the suite failed or was promoted. Who may promote is set in labmate.toml (`[regress] promoters`; admins always). "
         "Logs a decision linked to both model versions and the run.",
     ),
 )

@@ -147,6 +147,14 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
         raise UsageError(f"{run.label} can't be promoted: a newer run of `{run.suite}`, {newer.label}, "
                          f"{'failed its gate' if newer.status == regressions.FAILED else 'could not finish'}"
                          f"{': ' + newer.reason.rstrip('.') if newer.reason else ''}.")
+    promoted = regressions.newer_promoted(session, run=run)
+    if promoted is not None:
+        raise UsageError(
+            f"{run.label} can't be promoted: a newer run of `{run.suite}`, {promoted.label}, was promoted since "
+            f"(`{promoted.candidate_model} v{promoted.candidate_version}` to `@{settings.regress.promote_alias}`). "
+            f"Promoting {run.label} would move the alias back to a candidate compared with the production before it. "
+            f"`regress {run.suite}` compares it with today's."
+        )
     if not regressions.claim_promotion(session, run_id=run.id, user=origin.user):
         session.refresh(run)
         raise _already(run, settings.regress.promote_alias)

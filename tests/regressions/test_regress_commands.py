@@ -169,6 +169,25 @@ def test_promote_refusals(configured) -> None:
         assert all(r.promoted_by is None for r in session.query(regressions.RegressionRun).all())
 
 
+def test_a_passed_run_older_than_a_promoted_one_cannot_move_the_alias_back(configured) -> None:
+    """A stale card's Promote (or `promote R1` typed from memory) after a newer run was promoted would roll
+    production back to a candidate compared with the production before it."""
+    older = make_run(regressions.PASSED, version="3")
+    newer = make_run(regressions.PASSED, version="4")
+    assert ask(f"promote R{newer}", user=PROMOTER).template == "regress_promoting"
+    stale = ask(f"promote R{older}", user=PROMOTER)
+    assert message(stale) == (
+        f"R{older} can't be promoted: a newer run of `shop`, R{newer}, was promoted since (`shop v4` to `@production`). "
+        f"Promoting R{older} would move the alias back to a candidate compared with the production before it. "
+        "`regress shop` compares it with today's.")
+    other_suite = make_run(regressions.PASSED, suite="other", version="5")
+    assert ask(f"promote R{other_suite}", user=PROMOTER).template == "regress_promoting"
+    with session_scope() as session:
+        promoted = {r.id for r in session.query(regressions.RegressionRun).all() if r.promoted_by}
+        assert promoted == {newer, other_suite}
+        assert session.query(jobs.JobRecord).filter_by(task="labmate.regressions.promote").count() == 2
+
+
 def test_two_presses_at_once_promote_once(configured) -> None:
     passed = make_run(regressions.PASSED)
     replies: list[Reply] = []
