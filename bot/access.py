@@ -15,6 +15,7 @@ is a label the typist chooses (`--channel`), so it can't open what its listing g
 from __future__ import annotations
 
 from bot.grammar.command import Verb
+from bot.messages import mrkdwn
 from bot.origin import Origin
 from labmate.errors import AccessDenied
 from labmate.settings import AccessRules, ProjectConfig
@@ -62,7 +63,7 @@ def check_author(verb: str, author: str, origin: Origin, rules: AccessRules) -> 
     if origin.user == author or origin.user in rules.admins or (listed is not None and _matches(listed, origin)):
         return
     raise AccessDenied(
-        f"Only its author (<@{author}>) or an admin ({_names(rules.admins)}) can `{verb}` that decision."
+        f"Only its author ({mrkdwn.user(author)}) or an admin ({_names(rules.admins)}) can `{verb}` that decision."
     )
 
 
@@ -71,7 +72,7 @@ def check_owner(verb: str, owner: str, what: str, origin: Origin, rules: AccessR
     `check` before this) only narrows who may use it at all."""
     if origin.user == owner or origin.user in rules.admins:
         return
-    raise AccessDenied(f"Only whoever launched {what} (<@{owner}>) or an admin ({_names(rules.admins)}) can `{verb}` it.")
+    raise AccessDenied(f"Only whoever launched {what} ({mrkdwn.user(owner)}) or an admin ({_names(rules.admins)}) can `{verb}` it.")
 
 
 def may_launch(project_name: str, project: ProjectConfig, origin: Origin, rules: AccessRules) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 
+from bot.messages import mrkdwn
 from labmate.errors import AccessDenied
 from labmate.settings import Settings
 
@@ -26,8 +27,9 @@ def terminal_user(requested: str | None, settings: Settings) -> tuple[str, str]:
         return own, me
     if me in settings.terminal.allow_acting_as:
         return requested, me
+    shown = mrkdwn.escape(me)
     raise AccessDenied(
-        f"You are `{me}` here, so you can't run commands as `{requested}`.",
-        hint=f'To act as others from this terminal, an admin adds `allow_acting_as = ["{me}"]` under '
-        f'`[terminal]` in labmate.toml; to be your Slack self here, `users = {{ "{me}" = "U…" }}`.',
+        f"You are {mrkdwn.code(me)} here, so you can't run commands as {mrkdwn.code(requested)}.",
+        hint=f'To act as others from this terminal, an admin adds `allow_acting_as = ["{shown}"]` under '
+        f'`[terminal]` in labmate.toml; to be your Slack self here, `users = {{ "{shown}" = "U…" }}`.',
     )

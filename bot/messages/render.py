@@ -160,6 +160,6 @@ def render_reply(reply: Any) -> Message:
 
 def with_notes(message: Message, notes: list[str]) -> Message:
     extra = [{"type": "context", "elements": [{"type": "mrkdwn", "text": ":hourglass: " + escape(note)}]} for note in notes]
-    text = " ".join([message.text, *notes])
+    text = " ".join([message.text, *map(escape, notes)])
     blocks = limits.fit_blocks([*message.blocks, *extra])
     return Message(text=limits.cut(text, limits.MAX_FALLBACK_TEXT), blocks=blocks, template=message.template, files=message.files)

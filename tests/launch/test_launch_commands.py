@@ -135,6 +135,13 @@ def test_a_cancel_listing_narrows_who_may_cancel_and_grants_nothing_on_others_la
     assert ask(f"cancel L{alices}", user="U0ALICE").template == "launch_cancelled"
 
 
+def test_a_launchers_name_in_the_refusal_is_text_not_a_link(configured) -> None:
+    launch_id = make(user="a> <https://evil.example/|click here")
+    refused = ask(f"cancel L{launch_id}", user="U0MALLORY")
+    assert message(refused).startswith(
+        f"Only whoever launched L{launch_id} (a&gt; &lt;https://evil.example/|click here) or an admin (<@{ADMIN}>)")
+
+
 def test_cancel_of_someone_elses_launch_is_for_admins(configured) -> None:
     launch_id = make(user="U0ALICE")
     reply = ask(f"cancel L{launch_id}", user="U0MALLORY")

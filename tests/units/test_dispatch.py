@@ -142,6 +142,35 @@ def test_a_channel_entry_counts_only_where_slack_says_the_command_came_from(migr
     assert "You can't use `decide` here. It is limited to <@UWRITER>, <#CDECIDE> and the admins" in shown(reply)
 
 
+HOSTILE = "a> <https://evil.example/|click here"
+"""A name labmate didn't get from Slack (the terminal's login comes from $USER): text, never markup."""
+
+
+def test_names_in_refusals_are_escaped_not_links(migrated, monkeypatch):
+    write_access(ACCESS.replace('decide = ["UWRITER", "CDECIDE"]', ""))
+    first = dispatch.handle("decide keep the tokenizer", Origin(user=HOSTILE, channel="C1"))
+    refused = dispatch.handle(f"supersede {first.context['d']['id']} drop it", Origin(user="UOTHER", channel="C1"))
+    assert "Only its author (a&gt; &lt;https://evil.example/|click here) or an admin (<@UADMIN>)" in shown(refused)
+    assert "<https://evil" not in json.dumps(render(refused.template, refused.context).blocks)
+
+    from bot import identity
+    from labmate.errors import AccessDenied
+
+    monkeypatch.setattr(identity, "login", lambda: HOSTILE)
+    with pytest.raises(AccessDenied) as told:
+        identity.terminal_user("<!channel>", get_settings())
+    assert told.value.message == "You are `a&gt; &lt;https://evil.example/|click here` here, so you can't run commands as `&lt;!channel&gt;`."
+    assert '`allow_acting_as = ["a&gt; &lt;https://evil.example/|click here"]`' in told.value.hint
+
+
+def test_a_jobs_note_is_escaped_in_the_fallback_text_too():
+    from bot.messages.render import Message, with_notes
+
+    noted = with_notes(Message(text="Working on it.", blocks=[]), ["checking <!channel> in MLflow"])
+    assert noted.text == "Working on it. checking &lt;!channel&gt; in MLflow"
+    assert noted.blocks[-1]["elements"][0]["text"] == ":hourglass: checking &lt;!channel&gt; in MLflow"
+
+
 def test_supersede_by_non_author_non_admin_is_refused(migrated):
     write_access(ACCESS.replace('decide = ["UWRITER", "CDECIDE"]', ""))
     first = dispatch.handle("decide drop bigrams", Origin(user="UAUTHOR", channel="C1"))
