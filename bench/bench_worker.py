@@ -24,7 +24,10 @@ class RedisDelivery:
         self.url = url
         self._client: Any = None
 
-    def deliver(self, reply_to: dict[str, Any], template: str, context: dict[str, Any]) -> None:
+    def deliver(
+        self, reply_to: dict[str, Any], template: str, context: dict[str, Any], *, key: str | None = None,
+        final: bool = True,
+    ) -> str | None:
         import redis
 
         if self._client is None:  # one per forked child
@@ -38,6 +41,7 @@ class RedisDelivery:
             "indexed": context.get("indexed"),
         }
         self._client.rpush(f"bench:replies:{reply_to['session']}", json.dumps(shown, default=str))
+        return None
 
 
 def main() -> None:
