@@ -139,9 +139,25 @@ def handle(text: str, origin: Origin, *, now: datetime | None = None) -> Reply:
     return run(command.verb, command.args, origin, text, started=started)
 
 
-def refuse(exc: LabmateError, origin: Origin, text: str) -> Reply:
-    """A command refused before it could run (the terminal's identity check): audited like any other."""
-    return _finish(error_reply(exc), origin, text, "", perf_counter())
+def refuse(exc: LabmateError, origin: Origin, text: str, *, verb: str = "") -> Reply:
+    """A command refused before it could run (the terminal's identity check, a Slack message or form that
+    can't be logged): audited like any other. `duplicate` when this request's key was already used."""
+    return _finish(error_reply(exc, verb), origin, text, verb, perf_counter())
+
+
+def open_form(origin: Origin, verb: str, text: str, opener: Callable[[], object]) -> Reply:
+    """Open a form (a Slack modal) that runs no command itself: one row for the opening, `ok` when it
+    opened, `user_error`/`refused` for a LabmateError (the caller tells the user), `error` otherwise."""
+    started = perf_counter()
+    try:
+        opener()
+    except LabmateError as exc:
+        return _finish(error_reply(exc, verb), origin, text, verb, started)
+    except Exception:
+        error_id = new_error_id()
+        log.exception("could not open the %s form [%s]", verb, error_id)
+        return _finish(internal_error_reply(verb, error_id), origin, text, verb, started)
+    return _finish(Reply("opened", {}, verb=verb), origin, text, verb, started)
 
 
 def run(
@@ -248,10 +264,18 @@ def _store_jobs(session: Session, requests: list[JobRequest], origin: Origin, au
 
 
 def _finish(reply: Reply, origin: Origin, text: str, verb: str, started: float) -> Reply:
-    """Audit a command that ended before (or instead of) its handler's transaction."""
+    """Audit a command that ended before (or instead of) its handler's transaction. It claims the
+    request's key as a stored command does, so Slack's retry of a failed event is a `duplicate`
+    (no second row, no second answer) rather than a second failure."""
     try:
         with session_scope() as session:
+            if origin.idempotency_key:
+                from models import idempotency
+
+                idempotency.claim(session, key=origin.idempotency_key)
             _audit(session, origin, verb, text, reply, started)
+    except Conflict:
+        return Reply("error", {}, outcome="duplicate", verb=verb)
     except Exception as exc:
         log.error("could not write the audit row for %r (%s by %s): %s", verb, origin.source, origin.user, exc)
     return reply

@@ -14,7 +14,7 @@ from bot import dispatch
 from bot.listeners.actions import origin_of
 from bot.origin import Origin
 from bot.replies import send
-from labmate.errors import AccessDenied, NotFoundError
+from labmate.errors import NotFoundError
 from labmate.settings import Settings
 
 CHOOSE_ACTION = "lab:choose:3"
@@ -72,16 +72,18 @@ def _ack(ack: Ack) -> None:
 
 
 def open_chooser(body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+    """One `choose` row: `ok` when the modal opened, refused for someone who may not answer the proposal."""
     origin = origin_of(body, action)
     label = str(action.get("value", ""))
-    try:
-        proposal_id, runs = _pending(label, origin)
-    except (AccessDenied, NotFoundError) as exc:
-        reply = dispatch.refuse(exc, origin, f"choose {label}")
-        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
-        return
     metadata = {"channel": origin.channel}
-    client.views_open(trigger_id=body["trigger_id"], view=modal(proposal_id, runs, metadata))
+
+    def open_it() -> None:
+        proposal_id, runs = _pending(label, origin)
+        client.views_open(trigger_id=body["trigger_id"], view=modal(proposal_id, runs, metadata))
+
+    reply = dispatch.open_form(origin, "choose", f"choose {label}", open_it)
+    if reply.failed:
+        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
 
 
 def choices(values: dict[str, Any]) -> dict[str, list[str]]:

@@ -12,6 +12,7 @@ from slack_sdk import WebClient
 from bot import dispatch, grammar
 from bot.listeners import logging_decisions, slack_messages
 from bot.listeners.slack_origin import from_event
+from bot.origin import Origin
 from bot.replies import send
 from labmate.errors import LabmateError
 from labmate.settings import Settings
@@ -41,48 +42,46 @@ def on_mention(body: dict[str, Any], event: dict[str, Any]) -> None:
         send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
 
 
+class SlackDidNotAnswer(LabmateError):
+    outcome = "error"  # ours (Slack's), not the user's
+
+
+def _refuse_decision(exc: LabmateError, origin: Origin, text: str) -> None:
+    """A reaction that logs nothing: one failed `decide` row and one answer (a retry is a duplicate)."""
+    reply = dispatch.refuse(exc, origin, text, verb="decide")
+    if reply.outcome != "duplicate":
+        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
+
+
 def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, settings: Settings) -> None:
     item = event.get("item", {})
     if event.get("reaction") != settings.decision_emoji or item.get("type") != "message":
         return
     channel, ts = item.get("channel", ""), item.get("ts", "")
     origin = from_event(body, event)
+    unread = f"decide (:{settings.decision_emoji}: on {channel}/{ts})"
     try:
         message = slack_messages.fetch(client, channel, ts)
     except slack_messages.SlackUnanswered:
         log.warning("Slack did not answer reading %s/%s for a decision reaction", channel, ts)
-        send(
-            origin.reply_to(),
-            "error",
-            {
-                "message": "Slack didn't answer when I read that message, so nothing was logged.",
-                "hint": "React again in a minute.",
-                "error_id": None,
-            },
-            key=origin.idempotency_key,
+        _refuse_decision(
+            SlackDidNotAnswer(
+                "Slack didn't answer when I read that message, so nothing was logged.", hint="React again in a minute."
+            ),
+            origin,
+            unread,
         )
         return
     if message is None:
-        send(
-            origin.reply_to(),
-            "error",
-            {
-                "message": "I can't read that message to log it; invite me to the channel and react again.",
-                "hint": "",
-                "error_id": None,
-            },
-            key=origin.idempotency_key,
+        _refuse_decision(
+            LabmateError("I can't read that message to log it; invite me to the channel and react again."), origin, unread
         )
         return
+    text = slack_messages.typed_text(message)
     try:
-        args = logging_decisions.parse(slack_messages.typed_text(message))
+        args = logging_decisions.parse(text)
     except LabmateError as exc:
-        send(
-            origin.reply_to(),
-            "error",
-            {"message": exc.message, "hint": exc.hint, "error_id": None},
-            key=origin.idempotency_key,
-        )
+        _refuse_decision(exc, origin, f"decide {text}".strip())
         return
     reply = logging_decisions.store(
         args,

@@ -8,8 +8,11 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
+from bot import dispatch
 from bot.grammar.decisions import MAX_DECISION
 from bot.listeners import slack_messages
+from bot.origin import Origin
+from bot.replies import send
 from labmate.settings import Settings
 
 SHORTCUT_ID = "log_decision"
@@ -68,7 +71,23 @@ def open_modal(body: dict[str, Any], client: WebClient) -> None:
     message = body.get("message", {})
     channel = body.get("channel", {}).get("id", "")
     metadata = {"channel": channel, "ts": message.get("ts", ""), "author": message.get("user", "")}
-    client.views_open(trigger_id=body["trigger_id"], view=modal(slack_messages.typed_text(message), metadata))
+    origin = Origin(
+        user=(body.get("user") or {}).get("id", ""),
+        channel=channel,
+        source="slack",
+        thread_ts=message.get("ts") or None,
+        response_url=body.get("response_url"),
+        ephemeral=True,
+        idempotency_key=f"sc:{body['trigger_id']}",
+    )
+    reply = dispatch.open_form(
+        origin,
+        "decide",
+        "decide (form opened)",
+        lambda: client.views_open(trigger_id=body["trigger_id"], view=modal(slack_messages.typed_text(message), metadata)),
+    )
+    if reply.failed:
+        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
 
 
 def register(app: App, settings: Settings) -> None:

@@ -106,3 +106,27 @@ def test_choose_per_run_in_a_modal(lab, inprocess) -> None:  # noqa: F811
     [refused] = fake.wait_for("response_url", where=lambda c: "Nothing was changed" in json.dumps(c.params))
     assert "can `delete` its runs" in refused.params["text"]
     assert len(fake.calls("views.open")) == 1
+
+
+def test_choose_per_run_writes_one_choose_row_opened_or_refused(lab, inprocess) -> None:  # noqa: F811
+    slack, fake = inprocess.slack, inprocess.fake
+    slack.command("cleanup sales-agent", user="U0CAROL", channel="C0LAB")
+    fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "U0CAROL", timeout=30)
+    carol = proposal_for("U0CAROL")
+
+    slack.block_action(action_id="lab:choose:3", value=carol.label, user="U0CAROL", channel="U0CAROL")
+    fake.wait_for("views.open", timeout=30)
+    slack.block_action(action_id="lab:choose:3", value=carol.label, user="U0MALLORY", channel="U0CAROL")
+    [refused] = fake.wait_for("response_url", where=lambda c: "Nothing was changed" in json.dumps(c.params))
+    inprocess.drain()
+
+    assert refused.params["text"] == (
+        f"{carol.label} is <@U0CAROL>'s: only they or an admin (<@UADMIN>) can `delete` its runs. Nothing was changed."
+    )
+    assert len(fake.calls("views.open")) == 1
+    # each click is handled on its own thread: the opening's row (written once the modal is open) may come second
+    assert sorted((e.user, e.verb, e.outcome, e.text) for e in inprocess.audit(verb="choose")) == [
+        ("U0CAROL", "choose", "ok", f"choose {carol.label}"),
+        ("U0MALLORY", "choose", "refused", f"choose {carol.label}"),
+    ]
+    assert [(e.verb, e.outcome) for e in inprocess.audit(user="U0MALLORY")] == [("choose", "refused")]

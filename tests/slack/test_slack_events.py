@@ -168,3 +168,53 @@ def test_the_web_client_gives_up_after_two_retries(slack_env: FakeSlack) -> None
     assert caught.value.response.status_code == 429
     assert [c.status for c in slack_env.calls("chat.postMessage")] == [429] * 3
     assert slack_env.posted() == []
+
+
+def rows(lab: Lab, user: str) -> list[tuple[str, str, str]]:
+    return [(e.user, e.verb, e.outcome) for e in lab.audit(user=user)]
+
+
+def test_a_reaction_that_logs_nothing_writes_one_decide_row(lab: Lab) -> None:
+    user, channel = unique("U"), unique("C")
+    missing = message_ts()
+    lab.slack.reaction("reaction_added", reaction="memo", user=user, channel=channel, ts=missing, item_user=user)
+    [told] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, missing))
+    assert told.params["text"] == "I can't read that message to log it; invite me to the channel and react again."
+
+    blank = message_ts()
+    lab.fake.add_message(channel, {"user": user, "ts": blank, "text": "   "})
+    lab.slack.reaction("reaction_added", reaction="memo", user=user, channel=channel, ts=blank, item_user=user)
+    [told] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, blank))
+    assert told.params["text"] == "A decision needs some text saying what was decided."
+
+    lab.drain()
+    assert lab.decisions(channel=channel) == []
+    assert rows(lab, user) == [(user, "decide", "user_error"), (user, "decide", "user_error")]
+    assert [e.text for e in lab.audit(user=user)] == [f"decide (:memo: on {channel}/{missing})", "decide"]
+
+
+@pytest.mark.parametrize(
+    ("command", "verb", "shown"),
+    [
+        ("supersede abc", "", "`abc` is not a decision id. Say which decision is replaced, then the new text."),
+        ("supersede 424242 keep bigrams", "supersede", "There is no decision #424242."),
+    ],
+)
+def test_a_retried_event_whose_command_fails_is_audited_once(lab: Lab, command: str, verb: str, shown: str) -> None:
+    user, channel = unique("U"), unique("C")
+    _, event_id, ts = lab.slack.mention(f"<@{BOT_USER_ID}> {command}", user=user, channel=channel)
+    [told] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, ts))
+    lab.drain()
+
+    retried, _, _ = lab.slack.mention(
+        f"<@{BOT_USER_ID}> {command}", user=user, channel=channel, ts=ts, event_id=event_id, retry_num=1
+    )
+
+    assert retried.status == 200
+    lab.drain()
+    _, _, barrier = lab.slack.mention(f"<@{BOT_USER_ID}> help", user=user, channel=channel)
+    lab.fake.wait_for("chat.postMessage", where=in_thread(channel, barrier))
+    assert told.params["text"] == shown
+    assert [c.params["thread_ts"] for c in lab.fake.posted(channel)] == [ts, barrier]
+    assert rows(lab, user) == [(user, verb, "user_error"), (user, "help", "ok")]
+    assert lab.audit(user=user)[0].idempotency_key == f"evt:{event_id}"

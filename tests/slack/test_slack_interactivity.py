@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fakeslack import iter_texts, permalink
-from slackreq import Lab, message_ts, unique
+from slackreq import Lab, message_ts, poll, unique
 
 RUN_ID = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
@@ -26,6 +26,7 @@ def test_shortcut_opens_a_prefilled_modal_and_its_submission_stores_the_decision
     [text_block] = [b for b in view["blocks"] if b["block_id"] == "text"]
     assert text_block["element"]["initial_value"] == "switch to the distilled model & keep v2 <warm>"
     assert [b["block_id"] for b in view["blocks"]] == ["text", "tags", "links"]
+    poll(lambda: lab.audit(user=user), what="the opening's audit row")  # served: written just after views.open
 
     submitted = lab.slack.view_submission(
         opened.response["view"],
@@ -46,7 +47,8 @@ def test_shortcut_opens_a_prefilled_modal_and_its_submission_stores_the_decision
     shown = "\n".join(iter_texts(confirmation.params["blocks"]))
     assert f"*Decision #{decision.id}* logged by <@{author}>" in shown
     assert "keep v2 &lt;warm&gt;" in shown
-    [event] = lab.audit(user=user)
+    opening, event = lab.audit(user=user)
+    assert (opening.verb, opening.outcome, opening.text) == ("decide", "ok", "decide (form opened)")
     assert (event.verb, event.outcome, event.channel) == ("decide", "ok", channel)
 
     # Slack may deliver the same submission twice: one decision, one confirmation.
@@ -116,3 +118,51 @@ def test_a_button_whose_command_fails_tells_the_clicker_why(lab: Lab) -> None:
     assert response.status == 200
     [answer] = lab.fake.wait_for("response_url", where=lambda c: "424242" in json.dumps(c.params))
     assert "There is no decision #424242" in answer.params["text"]
+
+
+def test_opening_the_log_as_decision_form_writes_one_row(lab: Lab) -> None:
+    author, user, channel = unique("U"), unique("U"), unique("C")
+    message = {"type": "message", "user": author, "ts": message_ts(), "text": "ship it"}
+
+    response = lab.slack.message_shortcut(callback_id="log_decision", user=user, channel=channel, message=message)
+
+    assert response.status == 200 and response.body == ""
+    lab.fake.wait_for("views.open", where=lambda c: channel in c.params["view"]["private_metadata"])
+    lab.drain()
+    # Served, the row is written just after views.open answers: wait for it, then check it is the only one.
+    poll(lambda: lab.audit(user=user), what="the opening's audit row")
+    assert [(e.user, e.verb, e.outcome, e.text, e.channel) for e in lab.audit(user=user)] == [
+        (user, "decide", "ok", "decide (form opened)", channel)
+    ]
+    assert lab.fake.posted(channel) == []
+
+
+def test_a_modal_refused_by_validation_writes_one_row_and_a_corrected_one_is_stored(lab: Lab) -> None:
+    from bot.listeners.shortcuts import modal
+
+    user, channel = unique("U"), unique("C")
+    view = {**modal("ship it", {"channel": channel, "ts": message_ts(), "author": user}), "id": unique("V"), "hash": "1.abc"}
+    bad = {"text": "ship it", "tags": "", "links": "model:nothex"}
+
+    first = lab.slack.view_submission(view, user=user, values=bad)
+    repeat = lab.slack.view_submission(view, user=user, values=bad)  # Slack delivering the same one twice
+
+    for response in (first, repeat):
+        assert response.json() == {
+            "response_action": "errors",
+            "errors": {"links": first.json()["errors"]["links"]},
+        }
+    assert first.json()["errors"]["links"].startswith("`model:nothex` is not a registered model version.")
+    assert [(e.user, e.verb, e.outcome, e.text) for e in lab.audit(user=user)] == [
+        (user, "decide", "user_error", "decide ship it model:nothex")
+    ]
+
+    # Corrected in the same modal (same view id and hash): a new submission, stored.
+    fixed = lab.slack.view_submission(view, user=user, values={"text": "ship it", "tags": "", "links": None})
+    assert fixed.status == 200 and fixed.body == ""
+    [decision] = lab.decisions(channel=channel)
+    assert decision.text == "ship it"
+    assert [(e.user, e.verb, e.outcome) for e in lab.audit(user=user)] == [
+        (user, "decide", "user_error"),
+        (user, "decide", "ok"),
+    ]
