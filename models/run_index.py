@@ -162,6 +162,8 @@ class SyncState(Base):
     max_start_time: Mapped[int] = mapped_column(BigInteger, default=0)
     full_sync_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    owner_counts: Mapped[dict[str, int] | None] = mapped_column(JSON, default=None)
+    """Runs per owner, kept with `counts`; None until the first sync after migration 0012."""
     build_cursor: Mapped[str | None] = mapped_column(String(80), default=None)
     """Set while a build runs: `<start_time>:<run_id>` of the last run written."""
     build_started_ms: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -461,6 +463,12 @@ def count_by_status(session: Session, store: str, experiment_id: str) -> dict[st
         .group_by(IndexedRun.status)
     ).all()
     return {status: int(count) for status, count in rows}
+
+
+def recount(session: Session, state: SyncState) -> None:
+    """The counts a sync keeps on its state, so answers read them instead of counting every run."""
+    state.counts = count_by_status(session, state.store, state.experiment_id)
+    state.owner_counts = count_by_user(session, state.store, state.experiment_id)
 
 
 def count_by_user(session: Session, store: str, experiment_id: str) -> dict[str, int]:

@@ -19,7 +19,7 @@ from models.db import reading, session_scope
 from models.run_index import RunRecord
 from tasks import mlflow_io
 from tasks.experiments import charts, first, resolve, views
-from tasks.experiments.sync import Experiment, counts, ensure_fresh
+from tasks.experiments.sync import Experiment, counts, ensure_fresh, owner_counts
 from tasks.jobs import Replies
 
 STATUS_ORDER = ("FINISHED", "RUNNING", "SCHEDULED", "FAILED", "KILLED")
@@ -186,8 +186,7 @@ def _summary_text(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     status_counts, keys, metric, chosen, ranked = _ranked(experiment, metric, top, None, ascending)
     total = sum(status_counts.values())
-    with session_scope() as session:
-        runs_by_user = run_index.count_by_user(session, experiment.store, experiment.experiment_id)
+    runs_by_user = owner_counts(experiment)
     context: dict[str, Any] = {
         "experiment": experiment.name,
         "experiment_url": views.experiment_url(experiment.experiment_id),

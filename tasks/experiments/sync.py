@@ -186,7 +186,7 @@ def _finish_build(experiment: Experiment, reader: object, started_ms: int) -> No
         run_index.rebuild_keys(session, store, eid)
         state = run_index.sync_state(session, store, eid)
         assert state is not None
-        state.counts = run_index.count_by_status(session, store, eid)
+        run_index.recount(session, state)
         # the first sync re-reads every run started since the build began: a run created while it
         # ran may sort before its cursor
         state.max_start_time = min(run_index.max_start(session, store, eid), started_ms)
@@ -271,7 +271,7 @@ def refresh(experiment: Experiment, *, now: datetime | None = None) -> SyncStats
                 run_index.upsert(session, store, reader.records(eid, restored), now_ms=now_ms)
             state = run_index.sync_state(session, store, eid)
             assert state is not None
-            state.counts = run_index.count_by_status(session, store, eid)
+            run_index.recount(session, state)
             state.max_start_time = max(state.max_start_time, run_index.max_start(session, store, eid))
             state.synced_ms = now_ms
             state.synced_at = now + timedelta(seconds=time.perf_counter() - started)
@@ -306,7 +306,7 @@ def write(session: Session, experiment: Experiment, records: Sequence[run_index.
     run_index.upsert(session, store, _newest(session, store, records, read_ms), now_ms=read_ms)
     state = run_index.sync_state(session, store, eid)
     if state is not None and records:
-        state.counts = run_index.count_by_status(session, store, eid)
+        run_index.recount(session, state)
 
 
 def runs_ended(experiment: Experiment, run_ids: Sequence[str]) -> int:
@@ -335,6 +335,15 @@ def counts(experiment: Experiment) -> dict[str, int]:
     with session_scope() as session:
         state = run_index.sync_state(session, experiment.store, experiment.experiment_id)
         return dict(state.counts) if state is not None else {}
+
+
+def owner_counts(experiment: Experiment) -> dict[str, int]:
+    """Runs per owner as of the last sync (counted now for a state no sync has filled yet)."""
+    with session_scope() as session:
+        state = run_index.sync_state(session, experiment.store, experiment.experiment_id)
+        if state is not None and state.owner_counts is not None:
+            return dict(state.owner_counts)
+        return run_index.count_by_user(session, experiment.store, experiment.experiment_id)
 
 
 def indexed_experiments(store: str | None = None) -> list[tuple[Experiment, bool, bool]]:

@@ -48,6 +48,33 @@ def test_run_by_names_the_owners_of_all_the_runs_it_counts_the_most_frequent_fir
     assert "ghost" not in blocks  # a deleted run isn't counted
 
 
+def test_run_by_reads_the_owner_counts_the_sync_keeps(sales: Store) -> None:
+    """The owners are counted by the sync, with the counts by status, not on every answer; an index
+    synced before those counts were kept (migration 0012) is counted live until its next sync."""
+    from sqlalchemy import update
+
+    from models import run_index
+    from models.db import session_scope
+    from tasks.experiments import resolve, sync
+    from tasks.experiments.summary import summary
+
+    summary("sales-agent", "val_f1", 2)
+    experiment = resolve.experiment("sales-agent")
+    with session_scope() as session:
+        state = run_index.sync_state(session, experiment.store, experiment.experiment_id)
+        assert state.owner_counts == {"lee": 2, "sam": 2, "dana": 1}
+        session.execute(update(run_index.SyncState).values(owner_counts={"cached": 5}))
+    assert summary("sales-agent", "val_f1", 2)[0][1]["users"] == ["cached"]  # read, not counted
+    with session_scope() as session:
+        session.execute(update(run_index.SyncState).values(owner_counts=None))
+    assert summary("sales-agent", "val_f1", 2)[0][1]["users"] == ["lee", "sam", "dana"]
+    add_run(sales, "by-kim", user="kim", params={}, f1s=[0.1], start_hour=20)
+    sync.refresh(experiment)
+    with session_scope() as session:
+        state = run_index.sync_state(session, experiment.store, experiment.experiment_id)
+        assert state.owner_counts == {"lee": 2, "sam": 2, "dana": 1, "kim": 1}
+
+
 def test_a_preview_says_whose_runs_among_the_newest_it_names(sales: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks.experiments import resolve, summary
 
