@@ -37,9 +37,10 @@ from tasks.jobs import keyed
 
 log = logging.getLogger(__name__)
 
-LOOKBACK_MS = 2 * 60_000
+LOOKBACK_MS = sync.CLOCK_SLACK_MS
 """A run's start and end times are its training machine's clock: runs that ended this long before the last
-poll are looked at again (their notice rows say whether they were announced)."""
+poll are looked at again (their notice rows say whether they were announced). The index sync re-reads as
+far back, so a run it catches is one the poll looks at."""
 MAX_RUNS = 2000
 BUILD_BUDGET_S = 20.0
 FULL_SYNC_AFTER = timedelta(minutes=5)

@@ -63,6 +63,26 @@ def test_a_poll_announces_each_ended_run_once_with_metrics_error_and_new_best(wa
     assert poll.poll() == ([], [])
 
 
+def test_a_run_whose_machine_clock_runs_minutes_behind_is_still_announced(watched):
+    """docs/watch-and-digest.md: the poll looks five minutes back (the index sync's clock slack) for
+    training machines whose clocks disagree; it looked two."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    watch()
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    with session_scope() as session:
+        session.execute(update(watches.Watch).values(created_at=hour_ago, since_ms=int(hour_ago.timestamp() * 1000)))
+    assert poll.poll() == ([], [])
+    client, now = watched.client, int(time.time() * 1000)
+    behind = client.create_run(watched.experiment_id, start_time=now - 8 * 60_000, run_name="clock-behind").info.run_id
+    client.set_terminated(behind, status="FINISHED", end_time=now - 4 * 60_000)
+    replies, _keys = poll.poll()
+    assert [c.get("run_id") for t, c, _k in _shown(replies) if t == "watch_notice"] == [behind]
+
+
 def test_the_notices_render_for_slack(watched):
     from bot.messages.render import render
 
