@@ -60,6 +60,8 @@ def _postgres_session_settings(statement_timeout_ms: int) -> Any:
         # Not in connect_args["options"]: that would replace the URL's own `options` (a search_path).
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET statement_timeout = {statement_timeout_ms}")
+            # timestamptz values come back in the session's zone: UTC, whatever the server or PGTZ says
+            cursor.execute("SET TIME ZONE 'UTC'")
         dbapi_connection.commit()
 
     return apply

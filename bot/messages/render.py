@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,9 @@ def _finalize(value: Any) -> str:
 
 
 def _when(value: datetime) -> str:
+    """Naive values are UTC already (SQLite keeps no zone); aware ones are converted."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 

@@ -91,3 +91,23 @@ def test_model_links_stored_as_run_ids_get_their_name_and_version_back(tmp_path)
         refs = conn.execute(text("SELECT ref FROM decision_links ORDER BY id")).scalars().all()
     assert refs == ["sales-agent/2", "sales-agent@production", run]
     engine_for(url).dispose()
+
+
+def test_postgres_sessions_read_times_in_utc_whatever_the_client_zone(postgres_url, monkeypatch):
+    """timestamptz comes back in the session's zone; PGTZ (or a server's `timezone`) would have made the
+    decision log's "08:57 UTC" a Los Angeles time."""
+    from datetime import UTC, datetime
+
+    from models import decision as decisions
+    from models.db import session_scope
+
+    monkeypatch.setenv("PGTZ", "America/Los_Angeles")
+    engine_for(postgres_url).dispose()  # new connections, under PGTZ
+    with engine_for(postgres_url).connect() as conn:
+        assert conn.execute(text("SHOW TimeZone")).scalar() == "UTC"
+    before = datetime.now(UTC)
+    with session_scope(postgres_url) as session:
+        decision_id = decisions.create(session, new=decisions.NewDecision(text="ship it", author="U1")).id
+    with session_scope(postgres_url) as session:
+        created = decisions.get(session, decision_id=decision_id).created_at
+    assert created.utcoffset().total_seconds() == 0 and abs((created - before).total_seconds()) < 60

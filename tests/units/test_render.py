@@ -355,3 +355,13 @@ def test_a_template_cache_that_cannot_be_written_still_renders(monkeypatch: pyte
         assert "Nothing saved." in json.dumps(message.payload())
     finally:
         render_module.environment.cache_clear()
+
+
+def test_times_are_shown_in_utc_whatever_zone_they_come_in() -> None:
+    from zoneinfo import ZoneInfo
+
+    from bot.messages.render import environment
+
+    when = environment().filters["when"]
+    assert when(datetime(2026, 11, 30, 8, 57, tzinfo=ZoneInfo("America/Los_Angeles"))) == "2026-11-30 16:57 UTC"
+    assert when(datetime(2026, 11, 30, 16, 57)) == "2026-11-30 16:57 UTC"  # SQLite's: naive, UTC
