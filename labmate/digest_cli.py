@@ -78,7 +78,7 @@ def _post(console: Console, channels: list) -> None:  # type: ignore[type-arg]
         if not claimed:
             console.print(f"{config.channel}: today's digest ({day}) was already made; nothing posted.")
             continue
-        replies = digest.post_work(config.channel, day, now)
+        replies = digest.post_work(config.channel, day, now, up_to_now=True)
         if not replies:
             console.print(f"{config.channel}: a quiet day, and quiet = \"none\": nothing posted.")
             continue

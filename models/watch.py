@@ -35,6 +35,8 @@ from models.base import Base, utcnow
 ENDED = "ended"
 BEST = "best"
 PENDING, DELIVERED, UNDELIVERED = "pending", "delivered", "undelivered"
+QUIET = "quiet"
+"""A digest of a day with nothing to say, not posted (`quiet = "none"`)."""
 
 
 class Watch(Base):
@@ -85,6 +87,8 @@ class Digest(Base):
     state: Mapped[str] = mapped_column(String(16), default=PENDING)
     outcome: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    covered_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    """The end of the window the digest covered (set when it is made; counts once it is delivered or quiet)."""
 
     __table_args__ = (UniqueConstraint("channel", "day"),)
 
@@ -236,6 +240,22 @@ def digest_done(session: Session, *, channel: str, day: str, state: str, outcome
 
 def digest_of(session: Session, *, channel: str, day: str) -> Digest | None:
     return session.scalar(select(Digest).where(Digest.channel == channel, Digest.day == day))
+
+
+def set_covered(session: Session, *, channel: str, day: str, until: datetime) -> None:
+    session.execute(
+        update(Digest).where(Digest.channel == channel, Digest.day == day).values(covered_until=until)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+
+
+def last_covered(session: Session, *, channel: str, before_day: str) -> datetime | None:
+    """Where the channel's last digest that reached it (posted, or a quiet day) before `before_day` ended."""
+    return session.scalar(
+        select(func.max(Digest.covered_until)).where(
+            Digest.channel == channel, Digest.day < before_day, Digest.state.in_((DELIVERED, QUIET))
+        )
+    )
 
 
 def alert_once(session: Session, *, key: str) -> bool:

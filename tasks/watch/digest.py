@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
+from labmate.launch_text import aware
 from labmate.settings import DigestChannel, get_settings
 from models import decision as decisions
 from models import launches, run_activity, run_index
@@ -35,6 +36,7 @@ from tasks.watch.poll import catch_up
 log = logging.getLogger(__name__)
 
 DAY = timedelta(days=1)
+CATCH_UP = timedelta(days=7)
 SHOWN_DECISIONS = 5
 SHOWN_EXPERIMENTS = 15
 NOT_IN_CHANNEL = "not_in_channel"
@@ -65,6 +67,22 @@ def local_day(channel: DigestChannel, now: datetime) -> tuple[str, bool]:
     local = now.astimezone(ZoneInfo(channel.timezone))
     hour, minute = (int(x) for x in channel.at.split(":"))
     return local.date().isoformat(), local.time() >= time(hour, minute)
+
+
+def window(channel: DigestChannel, day: str, now: datetime, *, up_to_now: bool = False) -> tuple[datetime, datetime]:
+    """The span the channel's digest of `day` covers: from where its last posted digest ended (the day
+    before's digest time, for a first one) to `day`'s digest time (or `now`, if sooner), or to `now`
+    for `labmate digest --now`. Fixed by the day, not by when the job runs, so a late post, a day beat
+    was down or a clock change neither skips nor repeats anything; at most CATCH_UP back."""
+    zone = ZoneInfo(channel.timezone)
+    hour, minute = (int(x) for x in channel.at.split(":"))
+    at = time(hour, minute)
+    local_day = date.fromisoformat(day)
+    until = now if up_to_now else min(now, datetime.combine(local_day, at, tzinfo=zone).astimezone(UTC))
+    with session_scope() as session:
+        last = watches.last_covered(session, channel=channel.channel, before_day=day)
+    since = aware(last) if last is not None else datetime.combine(local_day - DAY, at, tzinfo=zone).astimezone(UTC)
+    return max(since, until - CATCH_UP), until
 
 
 def due(now: datetime | None = None) -> list[Due]:
@@ -108,7 +126,7 @@ def _experiments() -> tuple[list[Experiment], str]:
     return found, note
 
 
-def _new_best(session: Any, experiment: Experiment, since_ms: int) -> dict[str, Any] | None:
+def _new_best(session: Any, experiment: Experiment, since_ms: int, until_ms: int) -> dict[str, Any] | None:
     """The experiment's best finished run by its primary metric, when it finished in the digest's window,
     and the previous best it beat: the best of the runs that had finished before it did (inside the window
     too: a run that beat one which finished earlier the same day beat that one), as the launch card says."""
@@ -122,7 +140,7 @@ def _new_best(session: Any, experiment: Experiment, since_ms: int) -> dict[str, 
     leaves = keys[metric][1] is not None
     args = {"experiment_id": experiment.experiment_id, "metric": metric, "ascending": direction.ascending,
             "leaves_only": leaves}  # fmt: skip
-    now_best = run_index.top_runs(session, experiment.store, finished_before=2**62, limit=1, **args)
+    now_best = run_index.top_runs(session, experiment.store, finished_before=until_ms, limit=1, **args)
     if not now_best or (now_best[0][0].end_time or 0) < since_ms:
         return None
     row, value = now_best[0]
@@ -166,46 +184,52 @@ def _runs(experiments: list[Experiment], since_ms: int, until_ms: int) -> tuple[
                 continue
             rows.append({"experiment": experiment.name, "url": views.experiment_url(experiment.experiment_id),
                          "started": counts.started, "finished": counts.finished, "failed": counts.failed + counts.killed})  # fmt: skip
-            best = _new_best(session, experiment, since_ms)
+            best = _new_best(session, experiment, since_ms, until_ms)
             if best is not None:
                 bests.append(best)
     rows.sort(key=lambda r: -(r["started"] + r["finished"] + r["failed"]))
     return rows, bests
 
 
-def _launches(since: datetime) -> dict[str, Any]:
+def _launches(since: datetime, until: datetime) -> dict[str, Any]:
+    launched = launches.Launch.created_at
+    swept = launches.Sweep.created_at
     with session_scope() as session:
         by_status = dict(
             session.execute(
-                select(launches.Launch.status, func.count()).where(launches.Launch.created_at >= since)
+                select(launches.Launch.status, func.count()).where(launched >= since, launched < until)
                 .group_by(launches.Launch.status)
             ).all()
         )  # fmt: skip
-        sweeps = int(session.scalar(select(func.count()).where(launches.Sweep.created_at >= since)) or 0)
+        sweeps = int(session.scalar(select(func.count()).where(swept >= since, swept < until)) or 0)
     total = sum(int(v) for v in by_status.values())
     return {"total": total, "sweeps": sweeps,
             "counts": [{"status": s, "count": int(by_status[s])} for s in launches.ACTIVE + launches.ENDED if by_status.get(s)]}  # fmt: skip
 
 
-def _decisions(since: datetime) -> tuple[int, list[dict[str, Any]]]:
+def _decisions(since: datetime, until: datetime) -> tuple[int, list[dict[str, Any]]]:
+    made = decisions.Decision.created_at
     with session_scope() as session:
-        total = int(session.scalar(select(func.count()).where(decisions.Decision.created_at >= since)) or 0)
+        total = int(session.scalar(select(func.count()).where(made >= since, made < until)) or 0)
         latest = session.scalars(
-            select(decisions.Decision).where(decisions.Decision.created_at >= since)
+            select(decisions.Decision).where(made >= since, made < until)
             .order_by(decisions.Decision.created_at.desc()).limit(SHOWN_DECISIONS)
         ).all()  # fmt: skip
         return total, [{"id": d.id, "text": d.text, "author": d.author} for d in latest]
 
 
-def build(now: datetime | None = None, *, channel: str | None = None, quiet: str = "line") -> tuple[str, dict[str, Any]] | None:
-    """The digest of the day before `now`: (template, context), or None for a quiet day with `quiet="none"`."""
+def build(
+    now: datetime | None = None, *, since: datetime | None = None, channel: str | None = None, quiet: str = "line"
+) -> tuple[str, dict[str, Any]] | None:
+    """The digest of `since` (a day before `now` by default) to `now`: (template, context), or None for a
+    quiet day with `quiet="none"`."""
     now = now or datetime.now(UTC)
-    since = now - DAY
+    since = since or now - DAY
     since_ms, until_ms = int(since.timestamp() * 1000), int(now.timestamp() * 1000)
     experiments, note = _experiments()
     runs, bests = _runs(experiments, since_ms, until_ms)
-    launched = _launches(since)
-    decision_count, latest = _decisions(since)
+    launched = _launches(since, now)
+    decision_count, latest = _decisions(since, now)
     cleanup = cleanup_pending(channel)
     is_quiet = not runs and not launched["total"] and not decision_count and not cleanup
     if is_quiet and quiet == "none":
@@ -272,13 +296,18 @@ def channel_config(channel: str) -> DigestChannel:
     return DigestChannel(channel=channel)
 
 
-def post_work(channel: str, day: str, now: datetime | None = None) -> list[tuple[str, dict[str, Any]]]:
+def post_work(
+    channel: str, day: str, now: datetime | None = None, *, up_to_now: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
     """The post job's replies: the digest under its (channel, day) key, or nothing on a quiet day."""
     config = channel_config(channel)
-    built = build(now, channel=channel, quiet=config.quiet)
+    since, until = window(config, day, now or datetime.now(UTC), up_to_now=up_to_now)
+    built = build(until, since=since, channel=channel, quiet=config.quiet)
+    with session_scope() as session:
+        watches.set_covered(session, channel=channel, day=day, until=until)
+        if built is None:
+            watches.digest_done(session, channel=channel, day=day, state=watches.QUIET)
     if built is None:
-        with session_scope() as session:
-            watches.digest_done(session, channel=channel, day=day, state="quiet")
         return []
     template, context = built
     return [keyed(template, context, key=digest_key(channel, day), reply_to={"channel": channel, "source": "slack"})]

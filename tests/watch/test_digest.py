@@ -182,3 +182,67 @@ def test_the_first_ranked_run_of_an_experiment_is_said_to_be_one(watched) -> Non
     _template, context = digest.build()  # type: ignore[misc]
     best = next(b for b in context["bests"] if b["experiment"] == "fresh")
     assert best["first"] and best["previous"] == "" and best["delta"] == ""
+
+
+def _made(channel: str, day: str, now: datetime, outcome: str = "ok") -> dict:
+    with session_scope() as session:
+        assert watches.claim_digest(session, channel=channel, day=day)
+    [(_template, context)] = digest.post_work(channel, day, now)
+    digest.settle(channel, day, outcome, "" if outcome == "ok" else "channel_not_found")
+    return context
+
+
+def _decided_at(*when: datetime) -> None:
+    from sqlalchemy import update
+
+    for at in when:
+        with session_scope() as session:
+            made = decision.create(session, new=decision.NewDecision(text=f"at {at:%d %H:%M}", author="U1"))
+            session.execute(update(decision.Decision).where(decision.Decision.id == made.id).values(created_at=at))
+
+
+def test_each_digest_covers_from_where_the_last_one_ended_to_its_days_time(watched, tmp_path: Path) -> None:
+    """The window is fixed by the day and the last posted digest, not by when the job runs: a digest posted
+    late, a clock change, a digest Slack refused and a week beat was down neither skip nor repeat anything."""
+    configure(tmp_path, tables=('[[digest.channels]]', 'channel = "CPARIS"', 'at = "09:00"', 'timezone = "Europe/Paris"'))
+    z = UTC
+    _decided_at(datetime(2026, 10, 23, 12, 0, tzinfo=z), datetime(2026, 10, 24, 7, 30, tzinfo=z),
+                datetime(2026, 10, 24, 14, 0, tzinfo=z), datetime(2026, 10, 25, 7, 59, tzinfo=z))
+    # posted six hours late (beat was down at 09:00): still the day before 09:00 CEST, not 15:00 to 15:00
+    late = _made("CPARIS", "2026-10-24", datetime(2026, 10, 24, 13, 0, tzinfo=z))
+    assert (late["since"], late["until"]) == (datetime(2026, 10, 23, 7, 0, tzinfo=z), datetime(2026, 10, 24, 7, 0, tzinfo=z))
+    assert [d["text"] for d in late["decisions"]] == ["at 23 12:00"]
+    # clocks go back that night: 09:00 CET is 08:00 UTC, a 25-hour day; 09:30 CEST on the 24th is in it
+    after_dst = _made("CPARIS", "2026-10-25", datetime(2026, 10, 25, 8, 1, tzinfo=z))
+    assert (after_dst["since"], after_dst["until"]) == (datetime(2026, 10, 24, 7, 0, tzinfo=z),
+                                                        datetime(2026, 10, 25, 8, 0, tzinfo=z))
+    assert sorted(d["text"] for d in after_dst["decisions"]) == ["at 24 07:30", "at 24 14:00", "at 25 07:59"]
+    # a digest Slack refused: the next one covers its day too
+    _made("CPARIS", "2026-10-26", datetime(2026, 10, 26, 8, 0, tzinfo=z), outcome="undelivered")
+    next_one = _made("CPARIS", "2026-10-27", datetime(2026, 10, 27, 8, 0, tzinfo=z))
+    assert next_one["since"] == datetime(2026, 10, 25, 8, 0, tzinfo=z)
+    # beat down for two weeks: the next digest covers the last week, not the whole gap
+    back = _made("CPARIS", "2026-11-10", datetime(2026, 11, 10, 8, 30, tzinfo=z))
+    assert (back["since"], back["until"]) == (datetime(2026, 11, 3, 8, 0, tzinfo=z), datetime(2026, 11, 10, 8, 0, tzinfo=z))
+
+
+def test_a_digest_made_before_its_time_covers_up_to_now(migrated) -> None:
+    from labmate.settings import DigestChannel
+
+    now = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
+    since, until = digest.window(DigestChannel(channel="CX", at="09:00", timezone="UTC"), "2026-11-30", now)
+    assert (since, until) == (datetime(2026, 11, 29, 9, 0, tzinfo=UTC), now)
+
+
+def test_digest_now_covers_up_to_now_and_the_next_digest_starts_there(migrated) -> None:
+    from labmate.settings import DigestChannel
+
+    now = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+    channel = DigestChannel(channel="CX", at="09:00", timezone="UTC")
+    assert digest.window(channel, "2026-11-30", now, up_to_now=True) == (datetime(2026, 11, 29, 9, 0, tzinfo=UTC), now)
+    with session_scope() as session:
+        watches.claim_digest(session, channel="CX", day="2026-11-30")
+        watches.set_covered(session, channel="CX", day="2026-11-30", until=now)
+        watches.digest_done(session, channel="CX", day="2026-11-30", state=watches.DELIVERED)
+    tomorrow = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    assert digest.window(channel, "2026-12-01", tomorrow) == (now, tomorrow)
