@@ -16,6 +16,7 @@ from msgspec import Struct
 from bot.grammar import tokens
 from bot.grammar.experiments import BestArgs, CompareArgs, RunsArgs, SummaryArgs
 from labmate.errors import UsageError
+from labmate.when import window_start
 
 WHY = re.compile(r"^\s*(why|who decided|what did we decide|when did we decide)\b", re.I)
 QUOTED_OR_WORD = r"(\"[^\"]+\"|“[^”“]+[”“]|'[^']+'|‘[^’‘]+[’‘]|[\w/][\w./@-]*)"
@@ -110,7 +111,7 @@ def _status(text: str) -> str | None:
 
 
 def _window(since: datetime | None) -> str:
-    return f" since {since:%Y-%m-%d}" if since else ""
+    return f" since {window_start(since)}" if since else ""
 
 
 def interpret(question: str, now: datetime) -> Interpretation | None:

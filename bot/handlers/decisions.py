@@ -13,6 +13,7 @@ from bot.handlers.present import decision_view
 from bot.origin import JobRequest, Origin, Reply
 from labmate.errors import NotFoundError
 from labmate.settings import get_settings
+from labmate.when import window_start
 from models import decision as decisions
 from models import search as search_service
 from models.errors import AlreadySuperseded, NotFound
@@ -105,7 +106,7 @@ def _filters_text(args: SearchArgs) -> str:
     if args.author:
         parts.append(f"by {args.author}")
     if args.since:
-        parts.append(f"since {args.since:%Y-%m-%d %H:%M}")
+        parts.append(f"since {window_start(args.since)}")
     return ", ".join(parts)
 
 

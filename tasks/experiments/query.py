@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labmate.errors import NotFoundError, UsageError
+from labmate.when import window_start
 from models import run_index
 from models.db import reading, session_scope
 from tasks.experiments import first, resolve, views
@@ -264,7 +265,7 @@ def _runs(
         rows.append(view)
     views.attach_decisions(rows)
     parts = [f"status {status.lower()}" if status else "", f"by {user}" if user else ""]
-    parts += [f"since {views.when(since_ms):%Y-%m-%d}" if since_ms else ""]
+    parts += [f"since {window_start(views.when(since_ms))}" if since_ms else ""]
     parts += [f"tag {k}={v}" for k, v in tags]
     return [
         (

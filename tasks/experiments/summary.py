@@ -14,6 +14,7 @@ from typing import Any
 
 from labmate.errors import NotFoundError
 from labmate.settings import get_settings
+from labmate.when import window_start
 from models import run_index
 from models.db import reading, session_scope
 from models.run_index import RunRecord
@@ -335,7 +336,7 @@ def _best_final(
 ) -> Replies:
     _counts, keys, metric, chosen, ranked = _ranked(experiment, metric, 1, since_ms, ascending)
     if not ranked:
-        window = f" since {views.when(since_ms):%Y-%m-%d}" if since_ms else ""
+        window = f" since {window_start(views.when(since_ms))}" if since_ms else ""
         raise NotFoundError(f"No run in `{experiment.name}`{window} has a value for `{metric}`.")
     rows, _varying, _shown = _table(experiment, ranked, metric, keys)
     with session_scope() as session:

@@ -101,14 +101,14 @@ def test_help_lists_the_new_verbs() -> None:
         (
             "which run had the best val_f1 in sales-agent last week?",
             "best",
-            "best sales-agent by val_f1 since 2026-11-22",
+            "best sales-agent by val_f1 since 2026-11-22 10:00 UTC",  # "last week": 7 days back from now
         ),
-        ("show failed runs in sales-agent since monday", "runs", "failed runs in sales-agent since 2026-11-23"),
+        ("show failed runs in sales-agent since monday", "runs", "failed runs in sales-agent since 2026-11-23 (UTC)"),
         ("what is the best run in sales-agent?", "best", "best sales-agent by its primary metric"),
         ("how is sales-agent doing? give me a summary of sales-agent", "summary", "summary of sales-agent"),
         ("how is sales-agent doing?", "summary", "summary of sales-agent"),  # ask_unknown's own example
         ("how's the experiment 'wine quality' going", "summary", "summary of wine quality"),
-        ("runs by @dana in sales-agent this week", "runs", "runs in sales-agent by dana since 2026-11-23"),
+        ("runs by @dana in sales-agent this week", "runs", "runs in sales-agent by dana since 2026-11-23 (UTC)"),
         ("compare demo-baseline and demo-unigram-v2", "compare", "compare demo-baseline and demo-unigram-v2"),
     ],
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -315,3 +315,15 @@ def test_any_text_is_a_command_or_a_usage_error(text):
         return
     assert isinstance(cmd, Command)
     assert grammar.lookup(cmd.verb) is not None
+
+
+def test_a_window_start_says_its_time_when_it_isnt_midnight_and_always_utc() -> None:
+    from labmate.when import window_start
+
+    assert window_start(datetime(2026, 3, 10, 0, 0, tzinfo=UTC)) == "2026-03-10 (UTC)"
+    assert window_start(datetime(2026, 3, 10, 22, 0, tzinfo=UTC)) == "2026-03-10 22:00 UTC"
+    assert window_start(datetime(2026, 3, 10, 15, 0, tzinfo=timezone(timedelta(hours=-7)))) == "2026-03-10 22:00 UTC"
+    from bot.grammar import questions
+
+    asked = questions.interpret("show failed runs in sales-agent in the last 3 hours", datetime(2026, 3, 11, 1, tzinfo=UTC))
+    assert asked is not None and asked.understood.endswith("since 2026-03-10 22:00 UTC")
