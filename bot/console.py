@@ -111,13 +111,20 @@ def block(block: dict[str, Any]) -> RenderableType | None:
     return None
 
 
+PER_RUN = {"choose": "`delete`, `keep` or `snooze` with the run ids (`delete 1a2b3c 4d5e6f`)"}
+"""Buttons that open a Slack form, and what does the same in the terminal."""
+
+
 def _button(element: dict[str, Any]) -> str:
     """A button with the command that does the same here: `[Stop] → cancel L12`."""
     label = element.get("text", {}).get("text", "")
     action = element.get("action_id", "")
     if not action.startswith("lab:"):
         return f"[{label}]"
-    command = f"{action.split(':')[1]} {element.get('value', '')}".strip()
+    verb = action.split(":")[1]
+    if verb in PER_RUN:  # a form in Slack; here, the answer verbs take run ids
+        return f"[{label}] → type {PER_RUN[verb]}"
+    command = f"{verb} {element.get('value', '')}".strip()
     return f"[{label}] → type `{command}`"
 
 

@@ -74,3 +74,26 @@ def test_every_emoji_our_messages_use_is_shown_as_one() -> None:
         shown = mrkdwn_text(f"*L3* :{name}: stopped").plain
         assert f":{name}:" not in shown and shown.startswith("L3 ") and shown.endswith(" stopped"), (name, shown)
     assert mrkdwn_text(":octagonal_sign: :not_an_emoji:").plain == "\U0001f6d1 :not_an_emoji:"  # unknown: as typed
+
+
+def test_every_button_tells_the_terminal_a_command_that_exists() -> None:
+    """A button is a typed command; one that opens a Slack form ("Choose per run") has no command of its
+    name, and the terminal said `choose P1`, which it then refused as unknown."""
+    import json
+    import re
+    from pathlib import Path
+
+    from bot import grammar
+    from bot.console import PER_RUN, block
+    from bot.messages.render import button
+
+    templates = Path(grammar.__file__).resolve().parents[1] / "messages" / "templates"
+    verbs = {v for t in templates.glob("*.j2") for v in re.findall(r'button\("[^"]*", "(\w+)"', t.read_text())}
+    assert {"cancel", "promote", "delete", "choose"} <= verbs
+    known = {verb.name for verb in grammar.VERBS}
+    assert {v for v in verbs if v not in known} == set(PER_RUN)
+    elements = [json.loads(button("Choose per run", "choose", "P1", 3)), json.loads(button("Delete", "delete", "P1"))]
+    shown = block({"type": "actions", "elements": elements})
+    assert shown.plain == ("buttons: [Choose per run] → type `delete`, `keep` or `snooze` with the run ids "
+                           "(`delete 1a2b3c 4d5e6f`) | [Delete] → type `delete P1`")
+    assert grammar.parse("delete 1a2b3c 4d5e6f").verb == "delete"
