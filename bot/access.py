@@ -23,7 +23,12 @@ from labmate.settings import AccessRules, ProjectConfig
 
 def _names(entries: list[str]) -> str:
     shown = [f"<@{e}>" if e[:1] in "UW" else f"<!subteam^{e}>" if e[:1] == "S" else f"<#{e}>" for e in entries]
-    return ", ".join(shown) or "nobody (no admins are configured in labmate.toml)"
+    return ", ".join(shown) or "nobody"
+
+
+def admin_names(rules: AccessRules) -> str:
+    """The admins as mentions, for a message that says who else may."""
+    return _names(rules.admins) if rules.admins else "none are configured in labmate.toml"
 
 
 def _in_group(entries: list[str], origin: Origin) -> bool:
@@ -51,10 +56,10 @@ def check(verb: Verb, origin: Origin, rules: AccessRules) -> None:
             return
         raise AccessDenied(
             f"You can't use `{verb.name}` here. It is limited to {_names(listed)} and the admins "
-            f"({_names(rules.admins)})."
+            f"({admin_names(rules)})."
         )
     if verb.access == "admin":
-        raise AccessDenied(f"`{verb.name}` is for admins: {_names(rules.admins)}. Ask one of them.")
+        raise AccessDenied(f"`{verb.name}` is for admins: {admin_names(rules)}. Ask one of them.")
 
 
 def check_author(verb: str, author: str, origin: Origin, rules: AccessRules) -> None:
@@ -63,7 +68,7 @@ def check_author(verb: str, author: str, origin: Origin, rules: AccessRules) -> 
     if origin.user == author or origin.user in rules.admins or (listed is not None and _matches(listed, origin)):
         return
     raise AccessDenied(
-        f"Only its author ({mrkdwn.user(author)}) or an admin ({_names(rules.admins)}) can `{verb}` that decision."
+        f"Only its author ({mrkdwn.user(author)}) or an admin ({admin_names(rules)}) can `{verb}` that decision."
     )
 
 
@@ -72,7 +77,7 @@ def check_owner(verb: str, owner: str, what: str, origin: Origin, rules: AccessR
     `check` before this) only narrows who may use it at all."""
     if origin.user == owner or origin.user in rules.admins:
         return
-    raise AccessDenied(f"Only whoever launched {what} ({mrkdwn.user(owner)}) or an admin ({_names(rules.admins)}) can `{verb}` it.")
+    raise AccessDenied(f"Only whoever launched {what} ({mrkdwn.user(owner)}) or an admin ({admin_names(rules)}) can `{verb}` it.")
 
 
 def may_launch(project_name: str, project: ProjectConfig, origin: Origin, rules: AccessRules) -> bool:
@@ -84,7 +89,7 @@ def check_launch(project_name: str, project: ProjectConfig, origin: Origin, rule
         return
     raise AccessDenied(
         f"You can't launch `{project_name}`. It is limited to {_names(project.launchers)} and the admins "
-        f"({_names(rules.admins)})."
+        f"({admin_names(rules)})."
     )
 
 

@@ -42,7 +42,11 @@ def _split(rest: str, verb: str) -> tuple[str | None, str | None]:
     if len(found) >= 2 and not found[-1].quoted and channel_ref(found[-1].text) is not None:
         channel = channel_ref(found.pop().text)
     if len(found) > 1:
-        extra = found[1].text
+        stray = next((w for w in found[1:] if w.quoted or channel_ref(w.text) is None), None)
+        if stray is None:
+            raise UsageError(f"`{verb}` takes one channel: name just the one for the notices.",
+                             hint=f"e.g. `{verb} sales-agent #ml-runs`")
+        extra = stray.text
         if extra.startswith(("#", "<#")):
             raise UsageError(
                 f"`{extra[:40]}` is not a channel I can post to: pick it from Slack's list (`#` then its name) "

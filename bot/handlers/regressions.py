@@ -131,7 +131,7 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
     if not may_promote(origin):
         raise AccessDenied(
             f"You can't promote {run.label}: promoting is for {access.names(settings.regress.promoters)} and the admins "
-            f"({access.names(settings.access.admins)}), as labmate.toml `[regress] promoters` says. Nothing changed."
+            f"({access.admin_names(settings.access)}), as labmate.toml `[regress] promoters` says. Nothing changed."
         )
     if run.status != regressions.PASSED:
         why = {regressions.FAILED: f"its verdict is *failed* ({run.reason or 'the gate failed'})",

@@ -59,12 +59,12 @@ def unwatch(args: UnwatchArgs, origin: Origin, session: Session) -> Reply:
 def _check_elsewhere(found: list[watches.Watch], channel: str, origin: Origin) -> None:
     """Anyone in a channel may stop its notices there; from elsewhere, only whoever started the watch
     and the admins, so nobody silences a channel they aren't in."""
-    admins = get_settings().access.admins
+    rules = get_settings().access
     others = sorted({w.created_by for w in found if w.created_by != origin.user})
-    if not others or origin.user in admins:
+    if not others or origin.user in rules.admins:
         return
     raise AccessDenied(
         f"{mrkdwn.channel(channel)}'s watch of `{mrkdwn.escape(found[0].experiment)}` was started by "
         f"{', '.join(str(mrkdwn.user(u)) for u in others)}: from another channel, only they or an admin "
-        f"({access.names(admins)}) can stop it. In {mrkdwn.channel(channel)} itself, anyone can. Nothing changed."
+        f"({access.admin_names(rules)}) can stop it. In {mrkdwn.channel(channel)} itself, anyone can. Nothing changed."
     )

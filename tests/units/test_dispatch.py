@@ -265,3 +265,13 @@ def test_every_verb_has_a_handler_that_imports() -> None:
     assert {verb.name for verb in grammar.VERBS} | {"help"} == set(dispatch.HANDLERS)
     for verb in dispatch.HANDLERS:
         assert callable(dispatch.handler_for(verb)), verb
+
+
+def test_an_empty_list_is_said_as_nobody_not_as_missing_admins(migrated):
+    write_access('[access]\nadmins = ["UADMIN"]\n[access.verbs]\ndecide = []\n')
+    refused = shown(dispatch.handle("decide ship it", Origin(user="UX", channel="C1")))
+    assert "It is limited to nobody and the admins (<@UADMIN>)." in refused
+    Path(os.environ["LABMATE_CONFIG"]).write_text('[access.verbs]\ndecide = ["UWRITER"]\n')
+    reset_settings()
+    no_admins = shown(dispatch.handle("decide ship it", Origin(user="UX", channel="C1")))
+    assert "It is limited to <@UWRITER> and the admins (none are configured in labmate.toml)." in no_admins

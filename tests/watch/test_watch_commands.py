@@ -46,6 +46,8 @@ def test_watch_grammar(text: str, args: object) -> None:
         ("watch sales-agent #Bad Name", "`#Bad` is not a channel I can post to"),
         ("unwatch", "Which experiment should I stop watching?"),
         ("watch sales-agent #UPPER!", "is not a channel I can post to"),
+        ("watch sales-agent <#C0123ABCD|ml-runs> extra", "I read `extra` as an extra word"),  # not the channel
+        ("watch sales-agent C0123ABCD C0123ABCE", "`watch` takes one channel"),
     ],
 )
 def test_watch_grammar_says_what_was_wrong(text: str, says: str) -> None:
