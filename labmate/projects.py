@@ -13,8 +13,10 @@ become the child process's argv. A command that needs a shell (pipes, `&&`, redi
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from string import Formatter
@@ -28,11 +30,24 @@ from labmate.settings import ParameterDeclaration, ProjectConfig, Settings
 TYPES = ("float", "int", "string", "path", "uri")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,63}$")
-FLOAT = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
-INT = re.compile(r"^[+-]?\d{1,18}$")
+# ASCII digits only: `\d` would also take `٣` or `３`, which a training script may read differently or not at all.
+FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+INT = re.compile(r"[+-]?[0-9]+")
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+"""An `int` value must fit in 64 bits (what a C long, NumPy's int64 or an MLflow step can hold)."""
+STEPS_MAX = 2**31 - 1
+"""The largest `total_steps` the launches table stores (an SQL INTEGER); a larger total shows no bar."""
 PATH = re.compile(r"^[\w][\w./-]{0,254}$")
 URI = re.compile(r"^[a-z][a-z0-9+.-]{0,15}://[^\s\x00-\x1f\x7f]{1,2000}$")
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+REFUSED_CATEGORIES = {
+    "Cc": "a control character",
+    "Cf": "an invisible formatting character",
+    "Zl": "a line break",
+    "Zp": "a line break",
+}
+"""Unicode categories no value may contain: control characters (line breaks among them), format
+characters (e.g. U+202E, which reverses how the rest of a line is shown) and line/paragraph separators."""
+LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85")
 MAX_STRING = 500
 SHELL_SYNTAX = re.compile(r"[|&;<>()$`*?~\[\]]")
 EXAMPLES = {"float": "0.001", "int": "5", "string": "baseline", "path": "data/train.csv", "uri": "s3://bucket/data"}
@@ -174,23 +189,63 @@ def entry_point(project_name: str, project: ProjectConfig, name: str) -> EntryPo
 # -- values ---------------------------------------------------------------------------------------
 
 
+ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _refused_character(value: str) -> str | None:
+    """The first character of `value` that no value may contain, or None."""
+    return next((ch for ch in value if unicodedata.category(ch) in REFUSED_CATEGORIES), None)
+
+
+def _escaped(ch: str) -> str:
+    return ESCAPES.get(ch) or (f"\\u{ord(ch):04x}" if unicodedata.category(ch) in REFUSED_CATEGORIES else ch)
+
+
 def _shown(value: str) -> str:
-    text = value.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    """`value` as a message can show it: line breaks and invisible characters escaped, at most 60 characters."""
+    text = "".join(_escaped(ch) for ch in value[:200])
     return text if len(text) <= 60 else text[:60] + "…"
+
+
+def _character(ch: str) -> str:
+    """`U+202E RIGHT-TO-LEFT OVERRIDE`, `U+000A` (control characters have no name)."""
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X}" + (f" {name}" if name else "")
+
+
+def _kind(ch: str) -> str:
+    return "a line break" if ch in LINE_BREAKS else REFUSED_CATEGORIES[unicodedata.category(ch)]
 
 
 def check_value(param: Parameter, value: str) -> str:
     """The value as the training process will get it, or UsageError saying what was wrong."""
     bad = f"`{_shown(value)}` is not a valid {param.type} for `{param.name}`"
     example = f"e.g. `{param.name}={EXAMPLES[param.type]}`"
-    if CONTROL.search(value):
-        raise UsageError(f"{bad}: it contains a line break or another control character. {example}.")
+    refused = _refused_character(value)
+    if refused is not None:
+        raise UsageError(
+            f"{bad}: it contains {_kind(refused)} ({_character(refused)}). A value can't contain line breaks, "
+            f"control or invisible formatting characters; {example}."
+        )
+    if param.type in ("float", "int") and any(ch.isdigit() and not "0" <= ch <= "9" for ch in value):
+        other = next(ch for ch in value if ch.isdigit() and not "0" <= ch <= "9")
+        raise UsageError(f"{bad}: `{other}` ({_character(other)}) is not one of the digits 0-9; {example}.")
     if param.type == "float":
-        if not FLOAT.match(value):
+        if not FLOAT.fullmatch(value):
             raise UsageError(f"{bad}: write a plain number, {example}.")
+        if not math.isfinite(float(value)):
+            raise UsageError(f"{bad}: it is beyond what a float can hold (about ±1.8e308); write a finite number, {example}.")
     elif param.type == "int":
-        if not INT.match(value):
+        if not INT.fullmatch(value):
             raise UsageError(f"{bad}: write a whole number, {example}.")
+        negative = value.startswith("-")
+        digits = value.lstrip("+-").lstrip("0") or "0"
+        number = int(digits) * (-1 if negative else 1) if len(digits) <= 20 else None  # longer: out of range anyway
+        if number is None or not INT_MIN <= number <= INT_MAX:
+            raise UsageError(
+                f"`{_shown(value)}` is too {'small' if negative else 'large'} for `{param.name}`: an int must fit in "
+                f"64 bits, so it is at {'least' if negative else 'most'} {INT_MIN if negative else INT_MAX}; {example}."
+            )
     elif param.type == "path":
         parts = value.split("/")
         if not PATH.match(value) or ".." in parts:
@@ -243,7 +298,9 @@ def resolve(
 
 def total_steps(project: ProjectConfig, params: dict[str, str]) -> int | None:
     value = params.get(project.progress_param)
-    return int(value) if value is not None and INT.match(value) and int(value) > 0 else None
+    if value is None or not INT.fullmatch(value) or len(value) > 20:
+        return None
+    return int(value) if 0 < int(value) <= STEPS_MAX else None
 
 
 # -- the command -----------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ from bot.grammar.command import Verb
 from labmate.errors import UsageError
 
 PROJECT = re.compile(r"^(?P<project>[A-Za-z0-9][\w.-]{0,63})(?::(?P<entry>[A-Za-z0-9_][\w.-]{0,63}))?$")
-LAUNCH_ID = re.compile(r"^#?[Ll]?(?P<id>\d{1,12})$")
-RUN_REF = re.compile(r"^(?:run:)?(?P<run>[0-9a-fA-F]{6,32})$")
-PARALLEL = re.compile(r"^parallel:(?P<n>.*)$", re.I)
+LAUNCH_ID = re.compile(r"(?P<prefix>#|[Ll]|#[Ll])?(?P<id>[0-9]{1,12})")
+RUN_REF = re.compile(r"(?:run:)?(?P<run>[0-9a-fA-F]{6,32})")
+PARALLEL = re.compile(r"parallel:(?P<n>.*)", re.I | re.S)
+MIN_RUN_REF = 6
 DRY_RUN = ("--dry-run", "--dryrun", "dry-run")
 RUN_EXAMPLE = "run sales-agent epochs=3 alpha=0.001"
 SWEEP_EXAMPLE = "sweep sales-agent alpha=0.001,0.0001 ngram_max=1,2 parallel:2"
@@ -45,6 +46,9 @@ class StatusArgs(Struct, frozen=True):
 
 
 class CancelArgs(Struct, frozen=True):
+    """Which launch: its id, the start of its MLflow run id, or both for a bare number of 6 or more digits
+    (`cancel 12345678`), which the handler looks up as a launch id first, then as a run id."""
+
     launch_id: int | None = None
     run_ref: str | None = None
 
@@ -104,9 +108,11 @@ def parse_sweep(rest: str, now: datetime) -> SweepArgs:
         option = PARALLEL.match(word)
         if option:
             value = option.group("n")
-            if not value.isdigit() or not 1 <= int(value) <= 64:
+            if not re.fullmatch(r"[0-9]+", value):
                 raise UsageError(f"`{word[:40]}` needs a whole number of runs at once, e.g. `parallel:2`.")
-            parallel = int(value)
+            if int(value) < 1:
+                raise UsageError(f"`{word[:40]}` needs at least 1 run at once, e.g. `parallel:2`.")
+            parallel = int(value)  # the project's limit is the handler's to check: it reads labmate.toml
             continue
         name, value = _pair(word)
         if name is None:
@@ -143,10 +149,13 @@ def parse_cancel(rest: str, now: datetime) -> CancelArgs:
             hint="e.g. `cancel L12`, `cancel 3f9a2c1d`; `status` lists what runs now.",
         )
     word = words[0]
-    launch = LAUNCH_ID.match(word)
+    launch = LAUNCH_ID.fullmatch(word)
     if launch:
-        return CancelArgs(launch_id=int(launch.group("id")))
-    run = RUN_REF.match(word)
+        number = launch.group("id")
+        # a bare number of 6 or more digits may also be the start of an MLflow run id (hex): the handler tries both
+        ambiguous = launch.group("prefix") is None and len(number) >= MIN_RUN_REF
+        return CancelArgs(launch_id=int(number), run_ref=number if ambiguous else None)
+    run = RUN_REF.fullmatch(word)
     if run:
         return CancelArgs(run_ref=run.group("run").lower())
     raise UsageError(

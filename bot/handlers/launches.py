@@ -131,8 +131,9 @@ def sweep(args: SweepArgs, origin: Origin, session: Session) -> Reply:
             hint="Drop some values, or split it into sweeps of the allowed size.",
         )
     if args.parallel is not None and args.parallel > project.max_parallel_runs:
+        shown = str(args.parallel) if args.parallel < 10**20 else f"{str(args.parallel)[:20]}…"
         raise UsageError(
-            f"`parallel:{args.parallel}` is more than `{args.project}` allows: at most {project.max_parallel_runs} "
+            f"`parallel:{shown}` is more than `{args.project}` allows: at most {project.max_parallel_runs} "
             "of its runs at once.",
             hint=f"e.g. `parallel:{project.max_parallel_runs}`",
         )
@@ -199,11 +200,30 @@ def status(args: StatusArgs, origin: Origin, session: Session) -> Reply:
 
 
 def _find(args: CancelArgs, session: Session) -> launches.Launch:
+    """The launch `cancel` names. A bare number of 6+ digits (both fields set) is a launch id or the start of
+    a run id: whichever exists is it, and when both do, the user is asked to say which."""
+    hint = "`status` lists the queued and running launches."
     if args.launch_id is not None:
         found = launches.get(session, launch_id=args.launch_id)
-        if found is None:
-            raise NotFoundError(f"There is no launch L{args.launch_id}.", hint="`status` lists the queued and running launches.")
-        return found
+        if args.run_ref is None:
+            if found is None:
+                raise NotFoundError(f"There is no launch L{args.launch_id}.", hint=hint)
+            return found
+        by_run = [m for m in launches.by_run(session, ref=args.run_ref) if found is None or m.id != found.id]
+        if found is not None and by_run:
+            runs = ", ".join(f"{m.label} ({(m.mlflow_run_id or '')[:12]}…)" for m in by_run)
+            ids = "run ids" if len(by_run) > 1 else "run id"
+            raise UsageError(
+                f"`{args.run_ref}` is both launch L{args.launch_id} and the start of the MLflow {ids} of {runs}. "
+                f"Say `cancel L{args.launch_id}` or `cancel run:{args.run_ref}`."
+            )
+        if found is not None:
+            return found
+        if not by_run:
+            raise NotFoundError(
+                f"There is no launch L{args.launch_id}, and no launch has an MLflow run id starting `{args.run_ref}`.",
+                hint=hint,
+            )
     ref = args.run_ref or ""
     matches = launches.by_run(session, ref=ref)
     if not matches:

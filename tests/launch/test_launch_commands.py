@@ -64,6 +64,18 @@ LISTING = "Parameters of `quick:train`: epochs (int, default 3)"
         ("sweep quick lr=0.1,0.2,0.3 epochs=1,2", "That sweep is 6 runs (3 lr × 2 epochs); `quick` allows at most 4 "
          "in one sweep.", ""),
         ("sweep quick lr=0.1,0.2 parallel:3", "`parallel:3` is more than `quick` allows: at most 2 of its runs at once.", ""),
+        ("sweep quick lr=0.1,0.2 parallel:999", "`parallel:999` is more than `quick` allows: at most 2 of its runs at "
+         "once.", ""),
+        ("run quick epochs=٣", "`٣` is not a valid int for `epochs`: `٣` (U+0663 ARABIC-INDIC DIGIT THREE) is not one "
+         "of the digits 0-9; e.g. `epochs=5`.", LISTING),
+        ("run quick lr=1e999", "`1e999` is not a valid float for `lr`: it is beyond what a float can hold (about "
+         "±1.8e308); write a finite number, e.g. `lr=0.001`.", LISTING),
+        ("run quick epochs=99999999999999999999999", "`99999999999999999999999` is too large for `epochs`: an int must "
+         "fit in 64 bits, so it is at most 9223372036854775807; e.g. `epochs=5`.", LISTING),
+        ("run quick note=a\u2028b", "`a\\u2028b` is not a valid string for `note`: it contains a line break (U+2028 "
+         "LINE SEPARATOR).", LISTING),
+        ("run quick note=x\u202ey", "`x\\u202ey` is not a valid string for `note`: it contains an invisible formatting "
+         "character (U+202E RIGHT-TO-LEFT OVERRIDE).", LISTING),
         ("sweep quick lr=0.1,abc", "`abc` is not a valid float for `lr`", LISTING),
         ("sweep quick x;id=1,2", "`x;id` is not a parameter of `quick:train`.", LISTING),
     ],
@@ -230,3 +242,41 @@ def test_a_local_projects_command_is_checked_before_anything_is_stored(configure
     shell = ask("run quick:needs_shell")
     assert message(shell).startswith("Entry point `needs_shell` needs a shell (its command uses `&`)")
     assert stored() == (0, 0)
+
+
+def test_a_bare_number_finds_the_launch_by_its_run_id_when_no_launch_has_that_id(configured) -> None:
+    launch_id = make(status=launches.RUNNING)
+    with session_scope() as session:
+        launches.set_run(session, launch_id=launch_id, run_id="12345678e5f60718293a4b5c6d7e8f90", experiment_id="1")
+    none = ask("cancel 87654321")
+    assert (none.outcome, message(none)) == (
+        "user_error", "There is no launch L87654321, and no launch has an MLflow run id starting `87654321`.")
+    assert message(ask("cancel L12345678")) == "There is no launch L12345678."
+    reply = ask("cancel 12345678")
+    assert reply.template == "launch_cancelled" and reply.context["label"] == f"L{launch_id}"
+    with session_scope() as session:
+        assert launches.get(session, launch_id=launch_id).status == launches.KILLED
+
+
+def _renumber(launch_id: int, new_id: int, run_id: str) -> None:
+    with session_scope() as session:
+        launches.set_run(session, launch_id=launch_id, run_id=run_id, experiment_id="1")
+        session.execute(launches.Launch.__table__.update().where(launches.Launch.id == launch_id).values(id=new_id))
+
+
+def test_a_bare_number_that_is_both_a_launch_id_and_a_run_id_prefix_asks_which(configured) -> None:
+    _renumber(make(status=launches.RUNNING), 654321, "0b1c2d3e4f60718293a4b5c6d7e8f90a")
+    other = make(status=launches.RUNNING)
+    with session_scope() as session:
+        launches.set_run(session, launch_id=other, run_id="654321e5f60718293a4b5c6d7e8f90ab", experiment_id="1")
+    both = ask("cancel 654321")
+    assert (both.outcome, message(both)) == (
+        "user_error", f"`654321` is both launch L654321 and the start of the MLflow run id of L{other} "
+        "(654321e5f607…). Say `cancel L654321` or `cancel run:654321`.")
+    with session_scope() as session:
+        assert {launches.get(session, launch_id=i).status for i in (654321, other)} == {launches.RUNNING}
+    assert ask("cancel run:654321").context["label"] == f"L{other}"
+    assert ask("cancel L654321").context["label"] == "L654321"
+    # a launch whose own run id starts with its id is no ambiguity
+    _renumber(make(status=launches.RUNNING), 777777, "777777aa5f60718293a4b5c6d7e8f90a")
+    assert ask("cancel 777777").context["label"] == "L777777"

@@ -35,7 +35,10 @@ def test_run_takes_a_project_an_entry_point_and_pairs() -> None:
         ("run quick note='open", "A quote in your command isn't closed."),
         ("sweep quick", "A sweep needs at least one parameter with the values to try"),
         ("sweep quick lr=0.1,,0.2", "`lr=0.1,,0.2` has an empty value: separate values with single commas"),
-        ("sweep quick lr=0.1 parallel:0", "`parallel:0` needs a whole number of runs at once, e.g. `parallel:2`."),
+        ("sweep quick lr=0.1 parallel:0", "`parallel:0` needs at least 1 run at once, e.g. `parallel:2`."),
+        ("sweep quick lr=0.1 parallel:two", "`parallel:two` needs a whole number of runs at once, e.g. `parallel:2`."),
+        ("sweep quick lr=0.1 parallel:²", "`parallel:²` needs a whole number of runs at once, e.g. `parallel:2`."),
+        ("cancel L٣", "`L٣` is neither a launch id (`L12`) nor an MLflow run id (hex, at least 6 characters)."),
         ("status mine", "`status` takes nothing, or `all`; not `mine`."),
         ("cancel", "Say which run to stop: its launch id (`L12`, on its card) or its MLflow run id."),
         ("cancel L12 L13", "Say which run to stop"),
@@ -61,3 +64,19 @@ def test_status_and_cancel() -> None:
     assert parse("cancel 12") == CancelArgs(launch_id=12)
     assert parse("cancel 3F9A2C1D") == CancelArgs(run_ref="3f9a2c1d")
     assert parse("cancel run:0a1b2c3d4e5f60718293a4b5c6d7e8f9") == CancelArgs(run_ref="0a1b2c3d4e5f60718293a4b5c6d7e8f9")
+
+
+def test_parallel_above_any_fixed_cap_is_left_to_the_projects_limit() -> None:
+    """The grammar doesn't know the project's `max_parallel_runs`: the handler says it (test_launch_commands)."""
+    assert parse("sweep quick lr=0.1,0.2 parallel:999").parallel == 999
+
+
+def test_a_bare_number_of_six_or_more_digits_may_be_a_launch_id_or_a_run_id() -> None:
+    assert parse("cancel 12345678") == CancelArgs(launch_id=12345678, run_ref="12345678")
+    assert parse("cancel 123456") == CancelArgs(launch_id=123456, run_ref="123456")
+    # a prefix says which it is; a short number is a launch id (a run id prefix has at least 6 characters)
+    assert parse("cancel L12345678") == CancelArgs(launch_id=12345678)
+    assert parse("cancel #12345678") == CancelArgs(launch_id=12345678)
+    assert parse("cancel #L12") == CancelArgs(launch_id=12)
+    assert parse("cancel 12345") == CancelArgs(launch_id=12345)
+    assert parse("cancel run:12345678") == CancelArgs(run_ref="12345678")

@@ -57,7 +57,7 @@ LISTING = (
     [
         ([("lr", "1; id")], "`1; id` is not a valid float for `lr`: write a plain number, e.g. `lr=0.001`."),
         ([("lr", "$(id)")], "`$(id)` is not a valid float for `lr`: write a plain number, e.g. `lr=0.001`."),
-        ([("lr", "0.1\nid")], "`0.1\\nid` is not a valid float for `lr`: it contains a line break or another control character."),
+        ([("lr", "0.1\nid")], "`0.1\\nid` is not a valid float for `lr`: it contains a line break (U+000A)."),
         ([("lr", "nan")], "`nan` is not a valid float for `lr`"),
         ([("epochs", "1.5")], "`1.5` is not a valid int for `epochs`: write a whole number, e.g. `epochs=5`."),
         ([("x;id", "3")], "`x;id` is not a parameter of `quick:train`."),
@@ -74,6 +74,57 @@ def test_each_bad_value_is_refused_with_the_parameter_list(pairs, message) -> No
         projects.resolve("quick", entry(), pairs)
     assert message in caught.value.message
     assert caught.value.hint == LISTING
+
+
+INVISIBLE = "A value can't contain line breaks, control or invisible formatting characters"
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        ([("epochs", "٣")], "`٣` is not a valid int for `epochs`: `٣` (U+0663 ARABIC-INDIC DIGIT THREE) is not one of "
+         "the digits 0-9; e.g. `epochs=5`."),
+        ([("epochs", "３")], "`３` is not a valid int for `epochs`: `３` (U+FF13 FULLWIDTH DIGIT THREE) is not one of the "
+         "digits 0-9; e.g. `epochs=5`."),
+        ([("lr", "0.٥")], "`0.٥` is not a valid float for `lr`: `٥` (U+0665 ARABIC-INDIC DIGIT FIVE) is not one of the "
+         "digits 0-9; e.g. `lr=0.001`."),
+        ([("lr", "1e999")], "`1e999` is not a valid float for `lr`: it is beyond what a float can hold (about ±1.8e308); "
+         "write a finite number, e.g. `lr=0.001`."),
+        ([("lr", "-1e999")], "`-1e999` is not a valid float for `lr`: it is beyond what a float can hold (about "
+         "±1.8e308); write a finite number, e.g. `lr=0.001`."),
+        ([("epochs", "99999999999999999999999")], "`99999999999999999999999` is too large for `epochs`: an int must fit "
+         "in 64 bits, so it is at most 9223372036854775807; e.g. `epochs=5`."),
+        ([("epochs", "9223372036854775808")], "`9223372036854775808` is too large for `epochs`: an int must fit in 64 "
+         "bits, so it is at most 9223372036854775807; e.g. `epochs=5`."),
+        ([("fail", "-9223372036854775809")], "`-9223372036854775809` is too small for `fail`: an int must fit in 64 "
+         "bits, so it is at least -9223372036854775808; e.g. `fail=5`."),
+        ([("note", "a\x85b")], f"`a\\u0085b` is not a valid string for `note`: it contains a line break (U+0085). "
+         f"{INVISIBLE}; e.g. `note=baseline`."),
+        ([("note", "a\u2028b")], f"`a\\u2028b` is not a valid string for `note`: it contains a line break (U+2028 LINE "
+         f"SEPARATOR). {INVISIBLE}; e.g. `note=baseline`."),
+        ([("note", "a\u2029b")], f"`a\\u2029b` is not a valid string for `note`: it contains a line break (U+2029 "
+         f"PARAGRAPH SEPARATOR). {INVISIBLE}; e.g. `note=baseline`."),
+        ([("note", "gpj.\u202eexe")], f"`gpj.\\u202eexe` is not a valid string for `note`: it contains an invisible "
+         f"formatting character (U+202E RIGHT-TO-LEFT OVERRIDE). {INVISIBLE}; e.g. `note=baseline`."),
+        ([("note", "a\x1bb")], f"`a\\u001bb` is not a valid string for `note`: it contains a control character "
+         f"(U+001B). {INVISIBLE}; e.g. `note=baseline`."),
+    ],
+)
+def test_numbers_are_ascii_and_in_range_and_no_value_hides_characters(pairs, message) -> None:
+    with pytest.raises(UsageError) as caught:
+        projects.resolve("quick", entry(), pairs)
+    assert caught.value.message == message
+    assert caught.value.hint == LISTING
+
+
+def test_the_largest_values_that_fit_are_accepted_and_a_huge_total_shows_no_bar() -> None:
+    given = [("epochs", "9223372036854775807"), ("fail", "-9223372036854775808"), ("lr", "1e308")]
+    assert projects.resolve("quick", entry(), given).params["epochs"] == "9223372036854775807"
+    demo = Settings().projects["sales-agent"]
+    # the launches table keeps the total in an SQL INTEGER (32 bits): a larger one is not stored, no bar is shown
+    assert projects.total_steps(demo, {"epochs": "2147483647"}) == 2147483647
+    assert projects.total_steps(demo, {"epochs": "2147483648"}) is None
+    assert projects.total_steps(demo, {"epochs": "٣"}) is None
 
 
 def test_a_missing_required_parameter_is_named() -> None:
