@@ -96,7 +96,7 @@ def _metric_and_direction(parts: tokens.Split, usage: str) -> tuple[str | None, 
 
 def _count(syntax: str, value: str, most: int) -> int:
     """A count typed as `syntax` (`top:{}` or `limit {}`): the message shows it the way it is typed."""
-    if not value.isdigit() or not 1 <= int(value) <= most:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= most:
         raise UsageError(f"`{syntax.format(value)}` needs a whole number from 1 to {most}, e.g. `{syntax.format(5)}`.")
     return int(value)
 

@@ -34,6 +34,8 @@ def test_summary() -> None:
         ("find sales-agent order by val_f1 limit ten", "`limit ten` needs a whole number from 1 to 50, e.g. `limit 5`."),
         ("summary sales-agent top:0", "`top:0` needs a whole number from 1 to 20, e.g. `top:5`."),
         ("summary sales-agent top:x", "`top:x` needs a whole number from 1 to 20, e.g. `top:5`."),
+        ("summary sales-agent top:²", "`top:²` needs a whole number from 1 to 20, e.g. `top:5`."),  # int("²") raised
+        ("summary sales-agent top:٣", "`top:٣` needs a whole number from 1 to 20, e.g. `top:5`."),
     ],
 )
 def test_a_bad_count_is_shown_in_the_syntax_it_is_typed_in(typed: str, message: str) -> None:
