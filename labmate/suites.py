@@ -47,7 +47,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _name_of(path: Path) -> str:
     try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:4000]
+        with path.open("rb") as file:
+            head = file.read(4000).decode("utf-8", errors="replace")
     except OSError:
         return path.stem
     match = SUITE_NAME.search(head)
@@ -67,6 +68,11 @@ def available(config: RegressConfig) -> list[Found]:
     return found
 
 
+def _inside_path(found: Found) -> str:
+    """The suite's path inside its folder, as `regress` takes it."""
+    return found.path.relative_to(found.folder).as_posix()
+
+
 def _listing(config: RegressConfig) -> str:
     suites = available(config)
     if not suites:
@@ -84,6 +90,10 @@ def find(word: str, config: RegressConfig) -> Found:
     if ".." in pure.parts:
         raise UsageError(f"`{word[:80]}` leads outside the suites folder ({where}); only suites in it can be run.",
                          hint=_listing(config))
+    if not pure.name:
+        shown = f"`{word[:80]}`" if word.strip() else "An empty name"
+        raise UsageError(f"{shown} is not a suite: name one by its `suite:` name, its file name or its path "
+                         f"inside {where}.", hint=_listing(config))
     for folder in _folders(config):
         for candidate in (folder / pure, *(folder / pure.with_name(pure.name + s) for s in SUFFIXES)):
             if candidate.suffix not in SUFFIXES or not (candidate.is_file() or candidate.is_symlink()):
@@ -93,7 +103,12 @@ def find(word: str, config: RegressConfig) -> Found:
                     f"`{word[:80]}` is a link that leads outside the suites folder ({where}); only suites in it can "
                     "be run.", hint=_listing(config))
             return Found(_name_of(candidate), candidate, folder)
-    matches = [s for s in available(config) if word in (s.name, s.path.stem)]
+    everything = available(config)
+    matches = [s for s in everything if s.name == word] or [s for s in everything if s.path.stem == word]
+    if len(matches) > 1:
+        files = ", ".join(f"`{s.shown}`" for s in matches)
+        raise UsageError(f"`{word[:80]}` is ambiguous: {len(matches)} suites are named so ({files}). Name the file "
+                         f"instead, e.g. `regress {_inside_path(matches[0])}`.")
     if matches:
         return matches[0]
     raise NotFoundError(f"There is no suite `{word[:80]}` in {where}.", hint=_listing(config))

@@ -60,10 +60,16 @@ def parse_regress(rest: str, now: datetime) -> RegressArgs:
             if not value:
                 raise UsageError(f"`{key}:` needs a value right after the colon.", hint=f"e.g. `{REGRESS_EXAMPLE}`")
             if key == "tag":
-                tags.extend(t for t in value.split(",") if t)
+                named = [t for t in value.split(",") if t]
+                if not named:
+                    raise UsageError(f"`tag:{value[:20]}` names no tag: write one right after the colon, e.g. "
+                                     "`tag:p0` (several: `tag:p0,p1`).", hint=f"e.g. `{REGRESS_EXAMPLE}`")
+                tags.extend(named)
             elif key == "workers":
-                if not value.isdigit() or int(value) < 1:
+                if not re.fullmatch(r"[0-9]+", value):
                     raise UsageError(f"`workers:{value[:20]}` needs a whole number of workers, e.g. `workers:2`.")
+                if int(value) < 1:
+                    raise UsageError(f"`workers:{value[:20]}` must be at least 1, e.g. `workers:2`.")
                 workers = int(value)
             else:
                 if key in found:

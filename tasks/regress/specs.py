@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from tasks.regress.similarity import METHODS
 from tasks.regress.templating import is_template
@@ -219,6 +219,8 @@ def validate(kind: str, value: Any, modifiers: dict[str, Any]) -> dict[str, Any]
 # -- conversations and turns ----------------------------------------------------------------------
 
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+MAX_REPEAT = 1000
+"""A conversation runs at most this many times (`repeat:`) in one run."""
 
 
 class ConversationSpec(BaseModel):
@@ -228,7 +230,7 @@ class ConversationSpec(BaseModel):
     id: str | int
     tags: list[str] = Field(default_factory=list)
     vars: dict[Any, Any] = Field(default_factory=dict)
-    repeat: int = Field(1, ge=1)
+    repeat: int = Field(1, ge=1, le=MAX_REPEAT)
     pass_rate: float = Field(1.0, ge=0, le=1)
     min_score: float = Field(1.0, ge=0, le=1)
     turns: list[Any] = Field(min_length=1)
@@ -278,9 +280,21 @@ class TargetsSpec(BaseModel):
 class OptionsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     timeout: float | None = Field(None, gt=0)
-    reply_path: Any = None
-    intent_path: Any = None
-    headers: Any = None
+    reply_path: str | None = None
+    intent_path: str | None = None
+    headers: dict[str, str] | None = None
+
+    @field_validator("reply_path", "intent_path")
+    @classmethod
+    def _json_path(cls, value: str | None) -> str | None:
+        from tasks.regress.expectations import ExpectationSpecError, compile_json_path
+
+        if value is not None:
+            try:
+                compile_json_path(value)
+            except ExpectationSpecError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class GateSpec(BaseModel):

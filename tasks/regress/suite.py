@@ -14,7 +14,7 @@ from tasks.regress import specs
 from tasks.regress.errors import SuiteError
 from tasks.regress.expectations import ExpectationSpecError, parse_expectation
 from tasks.regress.templating import TemplateSyntaxError, referenced_variables
-from tasks.regress.yaml_lines import LineDict, item_line, line_of, load_yaml_with_lines, to_plain
+from tasks.regress.yaml_lines import AliasRefused, LineDict, item_line, line_of, load_yaml_with_lines, to_plain
 
 SUITE_KEYS = ("suite", "description", "include", "targets", "gate", "vars", "options", "conversations")
 CONVERSATION_KEYS = ("id", "tags", "vars", "turns", "repeat", "pass_rate", "min_score", "description")
@@ -24,6 +24,15 @@ TURN_KEYS = ("user", "expect", "capture")
 TARGET_ROLES = ("baseline", "candidate")
 GATE_KEYS = ("min_pass_rate", "max_drop", "no_new_failures_tagged", "p95_latency_ms")
 OPTION_KEYS = ("timeout", "reply_path", "intent_path", "headers")
+MAX_SUITE_MB = 2
+MAX_SUITE_BYTES = MAX_SUITE_MB * 1024 * 1024
+"""A suite file (and each file it includes) is read whole, in the Slack-facing process too: bounded."""
+OPTION_PROBLEMS = {
+    "timeout": "option 'timeout' must be a positive number of seconds",
+    "reply_path": "option 'reply_path' must be a JSON path string, e.g. '$.reply'",
+    "intent_path": "option 'intent_path' must be a JSON path string, e.g. '$.intent'",
+    "headers": "option 'headers' must map header names to strings, e.g. {Authorization: 'Bearer …'}",
+}
 
 
 @dataclass
@@ -62,7 +71,7 @@ def load_suite(path: str | Path, within: list[Path] | None = None) -> Suite:
         raise SuiteError("suite file not found", str(path))
     doc = _read(root)
     conversations: list[dict[str, Any]] = []
-    _collect(root, doc, conversations, stack=[root.resolve()], inherited_vars={}, within=within)
+    _collect(root, doc, conversations, stack=[root.resolve()], inherited_vars={}, within=within, read={root.resolve()})
     if not conversations:
         raise SuiteError("empty suite: no conversations (add a 'conversations:' list)", str(root), 1)
     _check_unique_ids(conversations)
@@ -110,11 +119,21 @@ def validate_gate(gate: Any, known_tags: set[str]) -> dict[str, Any]:
 
 def _read(path: Path) -> LineDict:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_SUITE_BYTES + 1)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SuiteError(f"cannot read suite: {exc}", str(path)) from None
+    if len(data) > MAX_SUITE_BYTES:
+        raise SuiteError(f"the file is larger than {MAX_SUITE_MB} MB, the limit for a suite file; split it into "
+                         "files that `include:` each other", str(path))
     try:
         doc = load_yaml_with_lines(text)
+    except AliasRefused as exc:
+        raise SuiteError(f"YAML aliases are not supported in suites (found *{exc.anchor}); write the value out, or "
+                         "share it with `vars:` or `include:`", str(path), exc.problem_mark.line + 1) from None
+    except RecursionError:
+        raise SuiteError("the YAML is nested too deeply", str(path)) from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
@@ -151,7 +170,11 @@ def _collect(
     stack: list[Path],
     inherited_vars: dict[str, Any],
     within: list[Path] | None = None,
+    read: set[Path] | None = None,
 ) -> None:
+    """`read`: every file of the suite so far; each is read once (a second include of one would only repeat
+    its conversation ids, and a tree of repeated includes would read files without end)."""
+    read = read if read is not None else set()
     file_vars = doc.get("vars", {})
     if not isinstance(file_vars, dict):
         raise SuiteError("'vars' must be a mapping", str(path), line_of(doc, "vars"))
@@ -175,7 +198,10 @@ def _collect(
             raise SuiteError(f"included file is outside the suites folder: {name}", str(path), line)
         if not target.is_file():
             raise SuiteError(f"included file not found: {name}", str(path), line)
-        _collect(target, _read(target), out, [*stack, target], scope_vars, within)
+        if target in read:
+            raise SuiteError(f"{name} is included twice in this suite; include each file once", str(path), line)
+        read.add(target)
+        _collect(target, _read(target), out, [*stack, target], scope_vars, within, read)
     conversations = doc.get("conversations", [])
     if conversations is None:
         conversations = []
@@ -232,7 +258,7 @@ def _conversation_error(raw: dict[str, Any], key: str, problem: str, file: str, 
     what = {
         "tags": "'tags' must be a list of strings",
         "vars": "'vars' must be a mapping",
-        "repeat": "'repeat' must be an integer >= 1",
+        "repeat": f"'repeat' must be an integer from 1 to {specs.MAX_REPEAT}",
         "pass_rate": "'pass_rate' must be between 0 and 1",
         "min_score": "'min_score' must be between 0 and 1",
     }.get(key, f"{key!r} is not valid")
@@ -339,7 +365,8 @@ def _parse_options(doc: LineDict, path: Path) -> dict[str, Any]:
         if problem == "unknown":
             raise SuiteError(f"unknown option {key!r}; valid options: {', '.join(OPTION_KEYS)}", str(path),
                              line_of(options, key)) from None
-        raise SuiteError(
-            "option 'timeout' must be a positive number of seconds", str(path), line_of(options, "timeout")
-        ) from None
+        if problem == "value_error":  # a reply_path / intent_path that is a string but not a JSON path
+            raise SuiteError(f"option {key!r}: {specs.SpecMessage.of(exc)}", str(path), line_of(options, key)) from None
+        raise SuiteError(OPTION_PROBLEMS.get(key, f"option {key!r} is not valid"), str(path),
+                         line_of(options, key)) from None
     return to_plain(options)

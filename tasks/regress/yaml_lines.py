@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, SequenceNode
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 
 class LineDict(dict):
@@ -22,8 +23,22 @@ class LineList(list):
     item_lines: list[int]
 
 
+class AliasRefused(yaml.YAMLError):
+    """A suite used a YAML alias (`*name`, `<<: *name`). Refused: aliases let a few lines stand for
+    billions of values ("billion laughs"), and a suite shares values with `vars:` and `include:`."""
+
+    def __init__(self, anchor: str, mark: yaml.Mark) -> None:
+        self.anchor = anchor
+        self.problem_mark = mark
+        super().__init__(f"alias *{anchor}")
+
+
 class _LineLoader(yaml.SafeLoader):
-    pass
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if self.check_event(AliasEvent):
+            event = self.peek_event()
+            raise AliasRefused(str(event.anchor), event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _LineLoader, node: MappingNode) -> LineDict:
@@ -58,7 +73,8 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 
 
 def load_yaml_with_lines(text: str) -> Any:
-    """Parse YAML text; raises yaml.YAMLError (with problem_mark) when malformed."""
+    """Parse YAML text; raises yaml.YAMLError (with problem_mark) when malformed, AliasRefused (one) at its
+    first alias."""
     return yaml.load(text, Loader=_LineLoader)
 
 

@@ -175,3 +175,34 @@ def test_a_usage_error_exits_2_not_the_gates_1(suite, option):
     result = subprocess.run([str(labmate), "regress", str(suite), *option], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "Usage: labmate regress" in result.stderr and "Traceback" not in result.stderr
+
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+) + "conversations:\n  - {id: a, turns: [{user: x}]}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (LAUGHS, "suite.yaml:3: YAML aliases are not supported in suites (found *a); write the value out, or share it "
+                 "with `vars:` or `include:`"),
+        ("options: {headers: x}\nconversations: [{id: a, turns: [{user: x}]}]\n",
+         "suite.yaml:2: option 'headers' must map header names to strings, e.g. {Authorization: 'Bearer …'}"),
+        ("options:\n  intent_path: 7\nconversations: [{id: a, turns: [{user: x}]}]\n",
+         "suite.yaml:3: option 'intent_path' must be a JSON path string, e.g. '$.intent'"),
+        ("conversations: [{id: a, repeat: 1001, turns: [{user: x}]}]\n",
+         "suite.yaml:2: conversation 'a': 'repeat' must be an integer from 1 to 1000"),
+        ("conversations: [{id: a, turns: [{user: x}]}]\n" + "#" * 3_000_000 + "\n",
+         "suite.yaml: the file is larger than 2 MB, the limit for a suite file; split it into files that `include:` "
+         "each other"),
+    ],
+)
+def test_suites_the_loader_refuses_exit_2_with_the_message(app, write_suite, agent, text, expected):
+    """With a candidate that would load: the suite itself is what is refused (a headers string used to reach
+    the target's loader and end in a traceback)."""
+    path = write_suite(f"targets: {{candidate: '{agent('echo')}'}}\n" + text)
+    result = invoke(app, path)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.strip() == f"error: {path.parent}/{expected}"

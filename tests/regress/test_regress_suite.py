@@ -239,3 +239,90 @@ def test_looks_like_suite(tmp_path):
     other = tmp_path / "o.yaml"
     other.write_text("services:\n  conversations: 3\n")
     assert looks_like_suite(suite) and not looks_like_suite(other)
+
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+) + "conversations:\n  - {id: a, turns: [{user: x}]}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "alias"),
+    [
+        (LAUGHS, 2, "a"),  # "billion laughs": 9 levels of 9 aliases each
+        ("conversations:\n  - &c {id: a, turns: [{user: x}]}\n  - <<: *c\n    id: b\n", 3, "c"),
+        ("vars: {v: &v hi}\nconversations:\n  - {id: a, vars: {w: *v}, turns: [{user: x}]}\n", 3, "v"),
+    ],
+)
+def test_yaml_aliases_are_refused_with_file_and_line(write_suite, text, line, alias):
+    path = write_suite(text)
+    assert str(_error(path)) == (f"{path}:{line}: YAML aliases are not supported in suites (found *{alias}); write "
+                                 "the value out, or share it with `vars:` or `include:`")
+
+
+def test_an_included_file_with_an_alias_is_refused_too(write_suite):
+    write_suite("conversations:\n  - &c {id: b, turns: [{user: x}]}\n  - *c\n", name="parts/inner.yaml")
+    path = write_suite("include: parts/inner.yaml\nconversations: [{id: a, turns: [{user: x}]}]\n")
+    err = _error(path)
+    assert (err.path, err.line) == (str(path.parent / "parts" / "inner.yaml"), 3)
+
+
+def test_a_suite_file_over_2_mb_is_refused_without_parsing_it(write_suite):
+    body = "conversations:\n" + "".join(f"  - {{id: c{i}, turns: [{{user: x}}]}}\n" for i in range(80_000))
+    assert len(body) > 2 * 1024 * 1024
+    path = write_suite(body)
+    assert str(_error(path)) == (f"{path}: the file is larger than 2 MB, the limit for a suite file; split it into "
+                                 "files that `include:` each other")
+    under = write_suite("conversations:\n  - {id: a, turns: [{user: x}]}\n" + "#" * (2 * 1024 * 1024 - 100) + "\n",
+                        name="under.yaml")
+    assert [c["id"] for c in load_suite(under).conversations] == ["a"]
+
+
+def test_an_included_file_over_2_mb_is_refused(write_suite):
+    write_suite("conversations: []\n" + "#" * (2 * 1024 * 1024) + "\n", name="big.yaml")
+    path = write_suite("include: big.yaml\nconversations: [{id: a, turns: [{user: x}]}]\n")
+    assert str(_error(path)) == (f"{path.parent / 'big.yaml'}: the file is larger than 2 MB, the limit for a suite "
+                                 "file; split it into files that `include:` each other")
+
+
+def test_a_file_included_twice_is_refused(write_suite):
+    """Each file is read once: a tree of repeated includes would otherwise read the same files without end."""
+    write_suite("vars: {v: 1}\n", name="shared.yaml")
+    write_suite("include: [shared.yaml]\n", name="mid.yaml")
+    path = write_suite("include: [mid.yaml, shared.yaml]\nconversations: [{id: a, turns: [{user: x}]}]\n")
+    err = _error(path)
+    assert str(err) == f"{path}:1: shared.yaml is included twice in this suite; include each file once"
+
+
+def test_deeply_nested_yaml_is_refused(write_suite):
+    path = write_suite("conversations: " + "[" * 100_000 + "\n")
+    assert str(_error(path)) == f"{path}: the YAML is nested too deeply"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ("{headers: x}", "1: option 'headers' must map header names to strings, e.g. {Authorization: 'Bearer …'}"),
+        ("{headers: {X-Count: 3}}",
+         "1: option 'headers' must map header names to strings, e.g. {Authorization: 'Bearer …'}"),
+        ("{reply_path: 3}", "1: option 'reply_path' must be a JSON path string, e.g. '$.reply'"),
+        ("{intent_path: [a]}", "1: option 'intent_path' must be a JSON path string, e.g. '$.intent'"),
+        ("{intent_path: '$[['}", "1: option 'intent_path': bad JSON path '$[[': Parse error at 1:2 near token [ ([)"),
+    ],
+)
+def test_options_of_the_wrong_type_are_refused(write_suite, options, expected):
+    path = write_suite(f"options: {options}\nconversations: [{{id: a, turns: [{{user: x}}]}}]\n")
+    assert str(_error(path)) == f"{path}:{expected}"
+
+
+def test_typed_options_are_kept(write_suite):
+    path = write_suite("options: {reply_path: '$.r', intent_path: null, headers: {Authorization: Bearer t}}\n"
+                       "conversations: [{id: a, turns: [{user: x}]}]\n")
+    assert load_suite(path).options == {"reply_path": "$.r", "intent_path": None, "headers": {"Authorization": "Bearer t"}}
+
+
+def test_repeat_is_bounded(write_suite):
+    path = write_suite("conversations:\n  - id: a\n    repeat: 100000000\n    turns: [{user: x}]\n")
+    assert str(_error(path)) == f"{path}:3: conversation 'a': 'repeat' must be an integer from 1 to 1000"
+    ok = write_suite("conversations:\n  - id: a\n    repeat: 1000\n    turns: [{user: x}]\n", name="ok.yaml")
+    assert load_suite(ok).conversations[0]["repeat"] == 1000

@@ -22,7 +22,7 @@ TURN = HEAD + "    turns:\n      - user: x\n"
         ("conversations:\n  - id: true\n    turns: [{user: x}]\n", "2: a conversation needs an 'id'"),
         (HEAD + "    tags: [1, 2]\n    turns: [{user: x}]\n", "3: conversation 'a': 'tags' must be a list of strings"),
         (HEAD + "    vars: [1]\n    turns: [{user: x}]\n", "3: conversation 'a': 'vars' must be a mapping"),
-        (HEAD + "    repeat: '3'\n    turns: [{user: x}]\n", "3: conversation 'a': 'repeat' must be an integer >= 1"),
+        (HEAD + "    repeat: '3'\n    turns: [{user: x}]\n", "3: conversation 'a': 'repeat' must be an integer from 1 to 1000"),
         (HEAD + "    pass_rate: 2\n    turns: [{user: x}]\n", "3: conversation 'a': 'pass_rate' must be between 0 and 1"),
         (HEAD + "    repeat: 0\n    turns: []\n    tags: [1]\n", "5: conversation 'a': 'tags' must be a list of strings"),
         (HEAD + "    turns: []\n", "3: conversation 'a' has no turns"),

@@ -60,7 +60,7 @@ LISTED = "Suites you can run: `shop` (suites/shop.yaml)."
         ("regress /etc/passwd", "`/etc/passwd` is an absolute path; from chat only suites in `suites/` can be run.", LISTED),
         ("regress shop workers:9", "`workers:9` is more than allowed: at most 4 (labmate.toml `[regress] max_workers`).",
          "e.g. `workers:4`"),
-        ("regress shop workers:0", "`workers:0` needs a whole number of workers, e.g. `workers:2`.", ""),
+        ("regress shop workers:0", "`workers:0` must be at least 1, e.g. `workers:2`.", ""),
         ("regress shop candidate:http://10.0.0.1/agent", "`http://10.0.0.1/agent` is an HTTP endpoint; from chat the "
          "candidate must be an MLflow model", ""),
         ("regress shop baseline:<https://evil.example/x|evil.example/x>", "`https://evil.example/x` is an HTTP endpoint; "
@@ -225,3 +225,71 @@ def test_a_suite_that_includes_a_file_outside_the_folder_is_refused(configured, 
     reply = ask("regress sneaky")
     assert message(reply) == "suites/sneaky.yaml:2: included file is outside the suites folder: ../secret.yaml"
     assert stored() == (0, 0)
+
+
+NOT_A_SUITE = "is not a suite: name one by its `suite:` name, its file name or its path inside `suites/`."
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "hint"),
+    [
+        ("regress .", f"`.` {NOT_A_SUITE}", LISTED),
+        ("regress ./", f"`./` {NOT_A_SUITE}", LISTED),
+        ("regress ''", f"An empty name {NOT_A_SUITE}", LISTED),
+        ("regress shop tag:,", "`tag:,` names no tag: write one right after the colon, e.g. `tag:p0` (several: "
+         "`tag:p0,p1`).", "e.g. `regress sales-agent candidate:models:/sales-agent@candidate tag:p0`"),
+        ("regress shop tag:,,", "`tag:,,` names no tag: write one right after the colon, e.g. `tag:p0` (several: "
+         "`tag:p0,p1`).", "e.g. `regress sales-agent candidate:models:/sales-agent@candidate tag:p0`"),
+        ("regress shop workers:²", "`workers:²` needs a whole number of workers, e.g. `workers:2`.", ""),
+    ],
+)
+def test_what_is_not_a_suite_or_names_no_tag_is_refused(configured, text: str, expected: str, hint: str) -> None:
+    reply = ask(text)
+    assert reply.outcome == "user_error"
+    assert message(reply) == expected
+    assert reply.context["hint"] == hint
+    assert stored() == (0, 0)
+    assert outcomes() == ["user_error"]
+
+
+def test_two_suites_of_one_name_are_ambiguous(configured, suites_dir: Path) -> None:
+    body = "suite: same\nconversations:\n  - id: a\n    turns:\n      - user: hi\n"
+    (suites_dir / "first.yaml").write_text(body)
+    (suites_dir / "second.yaml").write_text(body)
+    reply = ask("regress same")
+    assert reply.outcome == "user_error"
+    assert message(reply) == ("`same` is ambiguous: 2 suites are named so (`suites/first.yaml`, `suites/second.yaml`). "
+                              "Name the file instead, e.g. `regress first.yaml`.")
+    assert stored() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("suite: laughs\na: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+         "conversations:\n  - id: a\n    turns:\n      - user: hi\n",
+         "suites/laughs.yaml:3: YAML aliases are not supported in suites (found *a); write the value out, or share it "
+         "with `vars:` or `include:`"),
+        ("suite: laughs\nvars:\n  a: &a [lol, lol, lol]\n  b: [*a, *a, *a]\nconversations:\n  - id: a\n    turns:\n"
+         "      - user: hi\n", "suites/laughs.yaml:4: YAML aliases are not supported in suites (found *a); write the value "
+         "out, or share it with `vars:` or `include:`"),
+        ("suite: laughs\noptions: {headers: x}\nconversations:\n  - id: a\n    turns:\n      - user: hi\n",
+         "suites/laughs.yaml:2: option 'headers' must map header names to strings, e.g. {Authorization: 'Bearer …'}"),
+        ("suite: laughs\noptions:\n  reply_path: [1]\nconversations:\n  - id: a\n    turns:\n      - user: hi\n",
+         "suites/laughs.yaml:3: option 'reply_path' must be a JSON path string, e.g. '$.reply'"),
+        ("suite: laughs\nconversations:\n  - id: a\n    repeat: 100000000\n    turns:\n      - user: hi\n",
+         "suites/laughs.yaml:4: conversation 'a': 'repeat' must be an integer from 1 to 1000"),
+        ("suite: laughs\ndescription: " + "x" * (2 * 1024 * 1024) + "\nconversations: []\n",
+         "suites/laughs.yaml: the file is larger than 2 MB, the limit for a suite file; split it into files that "
+         "`include:` each other"),
+    ],
+)
+def test_a_suite_the_loader_refuses_is_refused_before_anything_is_stored(
+        configured, suites_dir: Path, text: str, expected: str) -> None:
+    (suites_dir / "laughs.yaml").write_text(text)
+    reply = ask("regress laughs")
+    assert reply.outcome == "user_error"
+    assert message(reply) == expected
+    assert reply.context["hint"] == "`labmate regress suites/laughs.yaml` says the same in a terminal."
+    assert stored() == (0, 0)
+    assert outcomes() == ["user_error"]
