@@ -15,6 +15,8 @@ SUFFIXES = (".yaml", ".yml")
 SUITE_NAME = re.compile(r"^suite:\s*['\"]?(?P<name>[^'\"#\s]+)", re.MULTILINE)
 MODEL_SCHEMES = ("models:/", "runs:/")
 MODEL_EXAMPLES = "`models:/sales-agent@candidate`, `models:/sales-agent/3` or `runs:/<run id>/model`"
+MODEL_URI = re.compile(r"models:/[^/@\s]+(?:@[^/@\s]+|/[^/@\s]+)|runs:/[^/\s]+/\S+")
+"""The shapes MLflow loads: a registered model by alias, version or stage; a run's artifact path."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,9 @@ def check_target(role: str, uri: str, suite: str, rules: RegressSuiteRules) -> N
     """A target named in chat: an MLflow model, or what labmate.toml allows for this suite."""
     found = kind(uri)
     if found == "mlflow":
-        return
+        if MODEL_URI.fullmatch(uri):
+            return
+        raise UsageError(f"`{uri[:120]}` is not a model MLflow can load: the {role} is written like {MODEL_EXAMPLES}.")
     if found == "http":
         if rules.allow_http:
             return
