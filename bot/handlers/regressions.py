@@ -104,6 +104,8 @@ def _card_reply_to(origin: Origin) -> dict[str, Any]:
 
 def listing(args: RegressionsArgs, origin: Origin, session: Session) -> Reply:
     rows = regressions.recent(session, suite=args.suite, since=args.since)
+    if not rows and args.suite:
+        suites.find(args.suite, get_settings().regress)  # "0 runs of nosuch" hid a misspelt name: say so
     shown = []
     for run in rows:
         candidate = run.counts.get("candidate") or {}

@@ -212,13 +212,19 @@ def test_two_presses_at_once_promote_once(configured) -> None:
         assert session.query(jobs.JobRecord).filter_by(task="labmate.regressions.promote").count() == 1
 
 
-def test_regressions_lists_runs_with_their_verdicts(configured) -> None:
+def test_regressions_lists_runs_with_their_verdicts(configured, suites_dir: Path) -> None:
     make_run(regressions.FAILED, reason="pass rate dropped")
     make_run(regressions.PASSED, suite="other")
     reply = ask("regressions shop since:7d")
     assert [(r["label"], r["status"]) for r in reply.context["runs"]] == [("R1", "failed")]
     assert [r["label"] for r in ask("regressions").context["runs"]] == ["R2", "R1"]
     assert message(ask("regressions since:whenever")).startswith("`since:whenever` is not a time I understand.")
+    misspelt = ask("regressions shpo")
+    assert misspelt.template == "error" and message(misspelt).startswith("There is no suite `shpo` in")
+    assert [r["label"] for r in ask("regressions other").context["runs"]] == ["R2"]  # runs kept, its file gone
+    (suites_dir / "fresh.yaml").write_text("suite: fresh\nconversations:\n  - id: a\n    turns:\n      - user: hi\n")
+    none_yet = ask("regressions fresh")  # a real suite without runs: an empty list
+    assert none_yet.template == "regressions_list" and none_yet.context["runs"] == []
 
 
 def test_a_suite_that_includes_a_file_outside_the_folder_is_refused(configured, suites_dir: Path, tmp_path: Path) -> None:
