@@ -134,8 +134,8 @@ def handle(text: str, origin: Origin, *, now: datetime | None = None) -> Reply:
     try:
         command = grammar.parse(text, now=now)
     except LabmateError as exc:
-        reply = error_reply(exc)
-        return _finish(reply, origin, text, "", started)
+        verb = grammar.verb_named(text)
+        return _finish(error_reply(exc, verb), origin, text, verb, started)
     return run(command.verb, command.args, origin, text, started=started)
 
 

@@ -61,6 +61,16 @@ def lookup(name: str) -> Verb | None:
     return _BY_NAME.get(name.lower())
 
 
+def verb_named(text: str) -> str:
+    """The verb a command starts with (after `/lab`), or "": the audit row of a command that didn't parse
+    still says which verb was tried."""
+    words = text[:200].split(None, 2)
+    if words and words[0].startswith("/"):
+        words = words[1:]
+    verb = lookup(words[0]) if words else None
+    return verb.name if verb is not None else ""
+
+
 def unknown_verb(name: str) -> UsageError:
     close = difflib.get_close_matches(name.lower(), list(_BY_NAME), n=2, cutoff=0.6)
     shown = name if len(name) <= 40 else name[:40] + "…"

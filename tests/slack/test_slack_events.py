@@ -196,7 +196,7 @@ def test_a_reaction_that_logs_nothing_writes_one_decide_row(lab: Lab) -> None:
 @pytest.mark.parametrize(
     ("command", "verb", "shown"),
     [
-        ("supersede abc", "", "`abc` is not a decision id. Say which decision is replaced, then the new text."),
+        ("supersede abc", "supersede", "`abc` is not a decision id. Say which decision is replaced, then the new text."),
         ("supersede 424242 keep bigrams", "supersede", "There is no decision #424242."),
     ],
 )

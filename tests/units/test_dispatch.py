@@ -275,3 +275,11 @@ def test_an_empty_list_is_said_as_nobody_not_as_missing_admins(migrated):
     reset_settings()
     no_admins = shown(dispatch.handle("decide ship it", Origin(user="UX", channel="C1")))
     assert "It is limited to <@UWRITER> and the admins (none are configured in labmate.toml)." in no_admins
+
+
+def test_a_command_that_doesnt_parse_is_audited_under_the_verb_it_tried(migrated):
+    for typed in ("cancel L-1", "/lab summary", "frobnicate now"):
+        assert dispatch.handle(typed, Origin(user="U1", channel="C1")).outcome == "user_error"
+    assert [(r.verb, r.text, r.outcome) for r in audit_rows(migrated)] == [
+        ("cancel", "cancel L-1", "user_error"), ("summary", "/lab summary", "user_error"),
+        ("", "frobnicate now", "user_error")]
