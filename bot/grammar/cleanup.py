@@ -11,7 +11,7 @@ from msgspec import Struct
 from bot.grammar.command import Verb
 from labmate.errors import UsageError
 
-PROPOSAL = re.compile(r"^#?[Pp](?P<id>\d{1,12})$")
+PROPOSAL = re.compile(r"^#?[Pp](?P<id>[0-9]{1,12})$")
 RUN_REF = re.compile(r"^(?:run:)?(?P<run>[0-9a-fA-F]{6,32})$")
 DRY_RUN = ("--dry-run", "--dryrun", "dry-run")
 MAX_RUNS = 100

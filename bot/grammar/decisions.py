@@ -17,7 +17,7 @@ HEX = re.compile(r"^[0-9a-fA-F]+$")
 WORD = re.compile(r"\w", re.UNICODE)
 """What the search looks for (models/search.py reads `\\w+` words; the rest is punctuation)."""
 MIN_PREFIX = 8
-MODEL_REF = re.compile(r"^(?P<name>[\w.\-]+?)(?:/(?P<version>\d+)|/?@(?P<alias>[\w\-]+))$")
+MODEL_REF = re.compile(r"^(?P<name>[\w.\-]+?)(?:/(?P<version>[0-9]+)|/?@(?P<alias>[\w\-]+))$")
 MAX_REF = 256
 LINK_KEYS = ("run", "exp", "model")
 
@@ -105,7 +105,7 @@ def parse_search(rest: str, now: datetime) -> SearchArgs:
 
 def parse_supersede(rest: str, now: datetime) -> SupersedeArgs:
     head, _, tail = rest.strip().partition(" ")
-    if not re.fullmatch(r"#?\d{1,12}", head):
+    if not re.fullmatch(r"#?[0-9]{1,12}", head):
         raise UsageError(
             f"`{head or '(nothing)'}` is not a decision id. Say which decision is replaced, then the new text.",
             hint="e.g. `supersede 12 ship the candidate after all: the p0 failure was a flaky test`",

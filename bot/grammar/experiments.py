@@ -21,7 +21,7 @@ STATUSES = ("running", "scheduled", "finished", "failed", "killed")
 OPS = ("!=", ">=", "<=", "=", ">", "<")
 COND_EXAMPLE = "`where val_f1 > 0.8 and alpha < 0.01`"
 FIND_EXAMPLE = "find sales-agent where val_f1 > 0.8 and alpha < 0.01 order by val_f1 desc limit 5"
-NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+NUMBER = re.compile(r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$")
 CONDITION = re.compile(
     r"^(?P<name>[A-Za-z_`][\w.\-`/ ]*?)\s*(?P<op>!=|>=|<=|==|=|>|<|\s(?:like|LIKE)\s)\s*(?P<value>.+)$"
 )

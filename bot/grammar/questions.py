@@ -44,10 +44,10 @@ RUNS = re.compile(r"\b(runs|list|show)\b", re.I)
 COMPARE = re.compile(r"^\s*compare\s+(\S+)\s+(?:and|with|to|vs\.?)\s+(\S+)\s*$", re.I)
 VERSUS = re.compile(r"^\s*(\S+)\s+vs\.?\s+(\S+)\s*$", re.I)
 BY = re.compile(r"\bby\s+(<@[\w|.-]+>|@?[\w.-]+)", re.I)
-LAST_N = re.compile(r"\b(?:in\s+the\s+)?(?:last|past)\s+(\d{1,4})\s+(minute|hour|day|week)s?\b", re.I)
+LAST_N = re.compile(r"\b(?:in\s+the\s+)?(?:last|past)\s+([0-9]{1,4})\s+(minute|hour|day|week)s?\b", re.I)
 LAST_UNIT = re.compile(r"\b(?:in\s+the\s+)?(?:last|past)\s+(hour|day|week|month)\b", re.I)
 SINCE_WORD = re.compile(
-    r"\bsince\s+(today|yesterday|monday|tuesday|wednesday|thursday|friday|saturday|sunday|\d{4}-\d\d-\d\d)\b", re.I
+    r"\bsince\s+(today|yesterday|monday|tuesday|wednesday|thursday|friday|saturday|sunday|[0-9]{4}-[0-9][0-9]-[0-9][0-9])\b", re.I
 )
 THIS_WEEK = re.compile(r"\bthis\s+week\b", re.I)
 TODAY = re.compile(r"\btoday\b", re.I)

@@ -15,7 +15,7 @@ from labmate.errors import UsageError
 
 REGRESS_EXAMPLE = "regress sales-agent candidate:models:/sales-agent@candidate tag:p0"
 OPTIONS = ("candidate", "baseline", "tag", "workers")
-RUN_ID = re.compile(r"^#?[Rr]?(?P<id>\d{1,12})$")
+RUN_ID = re.compile(r"^#?[Rr]?(?P<id>[0-9]{1,12})$")
 SLACK_LINK = re.compile(r"^<(?P<url>[^|>]+)(?:\|[^>]*)?>$")
 
 

@@ -327,3 +327,10 @@ def test_a_window_start_says_its_time_when_it_isnt_midnight_and_always_utc() -> 
 
     asked = questions.interpret("show failed runs in sales-agent in the last 3 hours", datetime(2026, 3, 11, 1, tzinfo=UTC))
     assert asked is not None and asked.understood.endswith("since 2026-03-10 22:00 UTC")
+
+
+@pytest.mark.parametrize("typed", ["promote R٣", "delete P٣", "supersede ٣ keep it", "runs sales-agent since:٣d"])
+def test_ids_and_durations_take_ascii_digits_only(typed: str) -> None:
+    """`\\d` took `٣` (Arabic-Indic three): `promote R٣` answered about R3."""
+    with pytest.raises(UsageError):
+        grammar.parse(typed)
