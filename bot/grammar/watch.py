@@ -99,7 +99,7 @@ VERBS = (
         examples=("unwatch sales-agent",),
         access="write",
         parse=parse_unwatch,
-        details="Anyone in a channel may stop its notices there; from another channel, only whoever started "
-        "the watch and the admins.",
+        details="Anyone in a channel may stop its notices there; from another channel (or the terminal), only "
+        "whoever started the watch and the admins.",
     ),
 )

@@ -49,7 +49,7 @@ def unwatch(args: UnwatchArgs, origin: Origin, session: Session) -> Reply:
             f"{where[0].upper() + where[1:]} doesn't watch `{args.experiment}`.",
             hint=f"It watches: {names}." if names else "It watches no experiment; `watch <experiment>` starts one.",
         )
-    if channel != origin.channel:
+    if channel != origin.channel or origin.source != "slack":  # the terminal's channel is a label, not presence
         _check_elsewhere(found, channel, origin)
     for w in found:
         watches.remove(session, watch_id=w.id)
@@ -57,8 +57,9 @@ def unwatch(args: UnwatchArgs, origin: Origin, session: Session) -> Reply:
 
 
 def _check_elsewhere(found: list[watches.Watch], channel: str, origin: Origin) -> None:
-    """Anyone in a channel may stop its notices there; from elsewhere, only whoever started the watch
-    and the admins, so nobody silences a channel they aren't in."""
+    """Anyone in a channel may stop its notices there (a command Slack sent from it); from elsewhere, and
+    from the terminal, only whoever started the watch and the admins, so nobody silences a channel they
+    aren't in."""
     rules = get_settings().access
     others = sorted({w.created_by for w in found if w.created_by != origin.user})
     if not others or origin.user in rules.admins:
@@ -66,5 +67,5 @@ def _check_elsewhere(found: list[watches.Watch], channel: str, origin: Origin) -
     raise AccessDenied(
         f"{mrkdwn.channel(channel)}'s watch of `{mrkdwn.escape(found[0].experiment)}` was started by "
         f"{', '.join(str(mrkdwn.user(u)) for u in others)}: from another channel, only they or an admin "
-        f"({access.admin_names(rules)}) can stop it. In {mrkdwn.channel(channel)} itself, anyone can. Nothing changed."
+        f"({access.admin_names(rules)}) can stop it. In {mrkdwn.channel(channel)} itself, in Slack, anyone can. Nothing changed."
     )

@@ -81,16 +81,22 @@ def test_another_channels_watch_is_stopped_from_elsewhere_only_by_its_starter_or
     refused = run_one("unwatch sales-agent C0TEAMCHAN1", user="U0MALLORY", channel="D0MALLORY1")
     assert refused.exit_code == 1
     assert ("<#C0TEAMCHAN1>'s watch of `sales-agent` was started by <@U0DANA>: from another channel, only they "
-            f"or an admin (<@{ADMIN}>) can stop it. In <#C0TEAMCHAN1> itself, anyone can. Nothing changed.") in _text(refused)
+            f"or an admin (<@{ADMIN}>) can stop it. In <#C0TEAMCHAN1> itself, in Slack, anyone can. Nothing changed."
+            ) in _text(refused)
     assert "`sales-agent`" in _text(run_one("watch", user="U0MALLORY", channel="C0TEAMCHAN1"))
     assert run_one("unwatch sales-agent C0TEAMCHAN1", user="U0DANA", channel="D0DANA0001").exit_code == 0
     assert run_one("unwatch sales-agent C0OPSCHAN1", user=ADMIN, channel="D0ADMIN001").exit_code == 0
     run_one("watch sales-agent C0TEAMCHAN1", user="U0DANA", channel="D0DANA0001")
-    here = run_one("unwatch sales-agent", user="U0MALLORY", channel="C0TEAMCHAN1")
-    assert here.exit_code == 0 and "No more notices about *sales-agent* here" in _text(here)
+    labelled = run_one("unwatch sales-agent", user="U0MALLORY", channel="C0TEAMCHAN1")  # the terminal's -c: a label
+    assert labelled.exit_code == 1 and "was started by <@U0DANA>" in _text(labelled)
+    from bot import dispatch
+    from bot.origin import Origin
+
+    here = dispatch.handle("unwatch sales-agent", Origin(user="U0MALLORY", channel="C0TEAMCHAN1", source="slack"))
+    assert here.template == "watch_removed" and here.context["here"]
     with session_scope() as session:
         refusals = [e for e in audit.latest(session, limit=20) if e.outcome == "refused"]
-    assert [(e.user, e.verb) for e in refusals] == [("U0MALLORY", "unwatch")]
+    assert [(e.user, e.verb) for e in refusals] == [("U0MALLORY", "unwatch"), ("U0MALLORY", "unwatch")]
 
 
 def test_watch_of_an_unknown_experiment_in_the_terminal(watched) -> None:
