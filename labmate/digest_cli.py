@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 
 def digest(
-    now: bool = typer.Option(False, "--now", help="Make the digest of the last day now (without it: when it is posted)."),
+    now: bool = typer.Option(False, "--now", help="Make the digest now, up to this moment (without it: when it is posted)."),
     channel: str | None = typer.Option(None, "--channel", "-c", help="Only this configured channel."),
     show: bool = typer.Option(False, "--print", help="Print it here even when a Slack token is set (nothing is posted)."),
 ) -> None:

@@ -82,6 +82,19 @@ def _listing(config: RegressConfig) -> str:
     return "Suites you can run: " + ", ".join(f"`{s.name}` ({s.shown})" for s in suites) + "."
 
 
+def _file_in(folder: Path, pure: PurePosixPath, word: str, where: str, config: RegressConfig) -> Found | None:
+    """The suite file `pure` names inside `folder` (with or without its suffix), if there is one."""
+    for candidate in (folder / pure, *(folder / pure.with_name(pure.name + s) for s in SUFFIXES)):
+        if candidate.suffix not in SUFFIXES or not (candidate.is_file() or candidate.is_symlink()):
+            continue
+        if not _inside(candidate.resolve(), folder):
+            raise UsageError(
+                f"`{word[:80]}` is a link that leads outside the suites folder ({where}); only suites in it can "
+                "be run.", hint=_listing(config))
+        return Found(_name_of(candidate), candidate, folder)
+    return None
+
+
 def find(word: str, config: RegressConfig) -> Found:
     """The suite named `word` (its `suite:` name, its file name, or its path inside a folder)."""
     where = _shown_folders(config)
@@ -96,15 +109,13 @@ def find(word: str, config: RegressConfig) -> Found:
         shown = f"`{word[:80]}`" if word.strip() else "An empty name"
         raise UsageError(f"{shown} is not a suite: name one by its `suite:` name, its file name or its path "
                          f"inside {where}.", hint=_listing(config))
-    for folder in _folders(config):
-        for candidate in (folder / pure, *(folder / pure.with_name(pure.name + s) for s in SUFFIXES)):
-            if candidate.suffix not in SUFFIXES or not (candidate.is_file() or candidate.is_symlink()):
-                continue
-            if not _inside(candidate.resolve(), folder):
-                raise UsageError(
-                    f"`{word[:80]}` is a link that leads outside the suites folder ({where}); only suites in it can "
-                    "be run.", hint=_listing(config))
-            return Found(_name_of(candidate), candidate, folder)
+    by_path = [found for folder in _folders(config) if (found := _file_in(folder, pure, word, where, config))]
+    if len(by_path) > 1:
+        files = ", ".join(f"`{f.shown}` (suite `{f.name}`)" for f in by_path)
+        raise UsageError(f"`{word[:80]}` is a file in {len(by_path)} suite folders: {files}. Name the suite by its "
+                         "`suite:` name instead (rename one if they share it).")
+    if by_path:
+        return by_path[0]
     everything = available(config)
     matches = [s for s in everything if s.name == word] or [s for s in everything if s.path.stem == word]
     if len(matches) > 1:

@@ -172,7 +172,7 @@ VERBS = (
         examples=(RUN_EXAMPLE, "run sales-agent:train epochs=8 ngram_max=1 --dry-run"),
         access="write",
         parse=parse_run,
-        details="Values are checked against the entry point's declared types (float, int, string, path) before "
+        details="Values are checked against the entry point's declared types (float, int, string, path, uri) before "
         "anything is stored, and reach the training process as arguments, never through a shell. `--dry-run` "
         "shows the resolved parameters and the command. The run card is edited as the run goes (queued, running, "
         "finished, failed, killed) and has a Stop button. Projects and who may launch them are set in labmate.toml.",

@@ -253,7 +253,7 @@ def _chart(runs: list[dict[str, Any]], now: datetime) -> list[dict[str, str]]:
     try:
         path = charts.chart_path("digest", now.strftime("%Y-%m-%d"), values)
         path.parent.mkdir(parents=True, exist_ok=True)
-        made = charts.bars(values, metric="runs ended", title="Runs ended in the last day, per experiment", path=path)
+        made = charts.bars(values, metric="runs ended", title="Runs ended since the last digest, per experiment", path=path)
     except Exception:
         log.warning("digest: could not draw its chart", exc_info=True)
         return []

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from bot import dispatch
 from bot.origin import Origin, Reply
 from labmate.regress_cli import register
+from labmate.settings import reset_settings
 from models import audit, jobs, regressions
 from models.db import session_scope
 from tests.regressions.conftest import ADMIN, PROMOTER, write_toml
@@ -269,6 +270,21 @@ def test_two_suites_of_one_name_are_ambiguous(configured, suites_dir: Path) -> N
     assert reply.outcome == "user_error"
     assert message(reply) == ("`same` is ambiguous: 2 suites are named so (`suites/first.yaml`, `suites/second.yaml`). "
                               "Name the file instead, e.g. `regress first.yaml`.")
+    assert stored() == (0, 0)
+
+
+def test_a_file_name_two_suite_folders_share_is_ambiguous(configured, suites_dir: Path) -> None:
+    """The first folder's file won, and the second's could not be named from chat at all."""
+    more = suites_dir.parent / "more"
+    more.mkdir()
+    (configured).write_text(configured.read_text().replace('folders = ["suites"]', 'folders = ["suites", "more"]'))
+    reset_settings()
+    for folder, name in ((suites_dir, "twin-a"), (more, "twin-b")):
+        (folder / "twin.yaml").write_text(f"suite: {name}\nconversations:\n  - id: a\n    turns:\n      - user: hi\n")
+    reply = ask("regress twin")
+    assert reply.outcome == "user_error"
+    assert message(reply) == ("`twin` is a file in 2 suite folders: `suites/twin.yaml` (suite `twin-a`), `more/twin.yaml` "
+                              "(suite `twin-b`). Name the suite by its `suite:` name instead (rename one if they share it).")
     assert stored() == (0, 0)
 
 
