@@ -112,6 +112,8 @@ def parse_sweep(rest: str, now: datetime) -> SweepArgs:
                 raise UsageError(f"`{word[:40]}` needs a whole number of runs at once, e.g. `parallel:2`.")
             if int(value) < 1:
                 raise UsageError(f"`{word[:40]}` needs at least 1 run at once, e.g. `parallel:2`.")
+            if parallel is not None:
+                raise UsageError(f"`parallel:` is given twice (`parallel:{parallel}`, `{word[:40]}`): give it once.")
             parallel = int(value)  # the project's limit is the handler's to check: it reads labmate.toml
             continue
         name, value = _pair(word)

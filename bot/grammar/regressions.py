@@ -70,6 +70,8 @@ def parse_regress(rest: str, now: datetime) -> RegressArgs:
                     raise UsageError(f"`workers:{value[:20]}` needs a whole number of workers, e.g. `workers:2`.")
                 if int(value) < 1:
                     raise UsageError(f"`workers:{value[:20]}` must be at least 1, e.g. `workers:2`.")
+                if workers is not None:
+                    raise UsageError(f"`workers:` is given twice (`workers:{workers}`, `workers:{value[:20]}`): give it once.")
                 workers = int(value)
             else:
                 if key in found:

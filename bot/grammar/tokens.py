@@ -121,6 +121,10 @@ def tag(token: str) -> str | None:
     return None
 
 
+SINGLE = frozenset({"top", "since", "by", "status"})
+"""Options that take one value: a second one used to replace the first without a word."""
+
+
 def split(text: str, keys: tuple[str, ...], *, unquote: bool = True) -> Split:
     result: list[str] = []
     tags: list[str] = []
@@ -132,6 +136,10 @@ def split(text: str, keys: tuple[str, ...], *, unquote: bool = True) -> Split:
         if sep and key.lower() in keys:
             if not value:
                 raise UsageError(f"`{key}:` needs a value right after the colon, e.g. `{key}:{_example(key)}`.")
+            given = next((v for k, v in options if k == key.lower()), None)
+            if given is not None and key.lower() in SINGLE:
+                raise UsageError(f"`{key.lower()}:` is given twice (`{key.lower()}:{given[:20]}`, `{key.lower()}:{value[:20]}`): "
+                                 "give it once.")
             options.append((key.lower(), value))
             continue
         if not word.quoted:

@@ -334,3 +334,19 @@ def test_ids_and_durations_take_ascii_digits_only(typed: str) -> None:
     """`\\d` took `٣` (Arabic-Indic three): `promote R٣` answered about R3."""
     with pytest.raises(UsageError):
         grammar.parse(typed)
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("runs sales-agent since:7d since:2d", "`since:` is given twice (`since:7d`, `since:2d`): give it once."),
+        ("summary sales-agent top:3 top:5", "`top:` is given twice (`top:3`, `top:5`): give it once."),
+        ("decisions by:@dana by:@lee", "`by:` is given twice (`by:@dana`, `by:@lee`): give it once."),
+        ("regress shop workers:1 workers:2", "`workers:` is given twice (`workers:1`, `workers:2`): give it once."),
+        ("sweep sales-agent alpha=1,2 parallel:1 parallel:2", "`parallel:` is given twice (`parallel:1`, `parallel:2`): give it once."),
+    ],
+)
+def test_an_option_given_twice_is_refused_not_replaced(typed: str, message: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        grammar.parse(typed)
+    assert refused.value.message == message
