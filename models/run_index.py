@@ -456,13 +456,17 @@ def _row(run: IndexedRun) -> RunRow:
     )
 
 
-def count_by_status(session: Session, store: str, experiment_id: str) -> dict[str, int]:
+def _count_by(session: Session, store: str, experiment_id: str, column: Any) -> dict[str, int]:
     rows = session.execute(
-        select(IndexedRun.status, func.count())
+        select(column, func.count())
         .where(IndexedRun.store == store, IndexedRun.experiment_id == experiment_id, IndexedRun.deleted.is_(False))
-        .group_by(IndexedRun.status)
+        .group_by(column)
     ).all()
-    return {status: int(count) for status, count in rows}
+    return {value or "": int(count) for value, count in rows}
+
+
+def count_by_status(session: Session, store: str, experiment_id: str) -> dict[str, int]:
+    return _count_by(session, store, experiment_id, IndexedRun.status)
 
 
 def recount(session: Session, state: SyncState) -> None:
@@ -473,12 +477,7 @@ def recount(session: Session, state: SyncState) -> None:
 
 def count_by_user(session: Session, store: str, experiment_id: str) -> dict[str, int]:
     """Runs per owner ("" for runs MLflow recorded no user for), over the runs `count_by_status` counts."""
-    rows = session.execute(
-        select(IndexedRun.user, func.count())
-        .where(IndexedRun.store == store, IndexedRun.experiment_id == experiment_id, IndexedRun.deleted.is_(False))
-        .group_by(IndexedRun.user)
-    ).all()
-    return {user or "": int(count) for user, count in rows}
+    return _count_by(session, store, experiment_id, IndexedRun.user)
 
 
 def _keys(session: Session, store: str, experiment_id: str, kind: str) -> dict[str, tuple[int, int | None]]:
