@@ -7,6 +7,8 @@ every second), Redis, the fake Slack, a real MLflow store.
 - MLflow unreachable (its PostgreSQL store behind a proxy that stops): the poll logs it, nobody is told,
   and the runs that ended meanwhile are announced once MLflow is back.
 - Two `labmate digest --now` at once on PostgreSQL: one digest is posted.
+- The digest beat finds due, posted while Slack answers 429, or while its worker is SIGKILLed with Slack
+  holding the post: one digest, its day's row `delivered`.
 """
 
 from __future__ import annotations
@@ -149,16 +151,18 @@ def test_mlflow_unreachable_during_polls_is_logged_and_caught_up_later(make_lab,
         worker = setup.lab.worker()
         setup.lab.beat()
     wait_until(lambda: "watch poll: done" in worker.output(), timeout=60, what="a first poll")
+    before = posts(setup, channel)
     proxy.stop()  # MLflow's database is down
     while_down = _end_run(client, experiment_id, "while-down", f1=0.9)
     try:
         wait_until(lambda: worker.output().count("could not read MLflow") >= 3, timeout=60,
                    what="three failed polls")  # fmt: skip
+        while_mlflow_was_down = posts(setup, channel)
     except AssertionError:
         raise AssertionError(setup.lab.logs()) from None
-        assert posts(setup, channel) == []  # nobody is told
     finally:
         proxy.start()
+    assert while_mlflow_was_down == before  # nobody was told anything
     wait_until(lambda: about(posts(setup, channel), while_down), timeout=90, what="the notice once MLflow is back")
     time.sleep(3)
     assert len(about(posts(setup, channel), while_down)) == 1
@@ -190,3 +194,67 @@ def test_two_digest_runs_at_once_post_one_digest(make_lab, tmp_path, empty_mlflo
     assert sum("posted the digest" in o for o in outputs) == 1 and sum("already made" in o for o in outputs) == 1, outputs
     [digest] = posts(setup, channel)
     assert "Daily digest" in digest and "*sales-agent*: 1 started · 1 finished · 0 failed" in digest
+
+
+def digest_lab(make_lab: Any, tmp_path: Path, empty_db: Path) -> tuple[Any, str]:
+    """A lab whose beat checks every second for a due digest, and a channel whose digest came due five
+    minutes ago, covering a run that ended ten minutes ago."""
+    from datetime import UTC, datetime, timedelta
+
+    from mlflow import MlflowClient
+
+    mlflow_db = tmp_path / f"mlflow-{unique('m')}.db"
+    shutil.copy(empty_db, mlflow_db)
+    uri = f"sqlite:///{mlflow_db}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("sales-agent", artifact_location=str(tmp_path / "artifacts"))
+    ended = int(time.time() * 1000) - 600_000
+    run = client.create_run(experiment_id, start_time=ended - 30_000, tags={"mlflow.user": "dana"}, run_name="r1")
+    client.set_terminated(run.info.run_id, status="FINISHED", end_time=ended)
+    setup = make_lab(MLFLOW_TRACKING_URI=uri, LABMATE_WATCH_EVERY="1")
+    channel = unique("C")
+    at = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%H:%M")
+    digest_table = ("[[digest.channels]]", f'channel = "{channel}"', f'at = "{at}"', 'timezone = "UTC"')
+    (setup.lab.home / "labmate.toml").write_text(_toml(*digest_table))
+    return setup, channel
+
+
+def digest_states(setup: Any, channel: str) -> list[str]:
+    from sqlalchemy import select
+
+    from models import watch as watches
+    from models.db import session_scope
+
+    with session_scope(setup.db_url) as session:
+        return list(session.scalars(select(watches.Digest.state).where(watches.Digest.channel == channel)))
+
+
+def test_slack_429s_during_the_digest_post_it_once(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
+    setup, channel = digest_lab(make_lab, tmp_path, empty_mlflow_db)
+    setup.lab.fake.rate_limit("chat.postMessage", 3, where=lambda params: params.get("channel") == channel)
+    with setup.lab.starting():
+        setup.lab.worker()
+        setup.lab.beat()
+    wait_until(lambda: posts(setup, channel), timeout=90, what="the digest")
+    time.sleep(4)  # four more digest checks
+    [digest] = posts(setup, channel)
+    assert "Daily digest" in digest and "*sales-agent*: 1 started · 1 finished · 0 failed" in digest, setup.lab.logs()
+    refused = [c for c in setup.lab.fake.calls("chat.postMessage") if c.params.get("channel") == channel and not c.ok]
+    assert len(refused) == 3  # Slack did refuse it three times
+    assert digest_states(setup, channel) == ["delivered"]
+
+
+def test_a_worker_killed_while_slack_holds_the_digest_posts_it_once(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
+    setup, channel = digest_lab(make_lab, tmp_path, empty_mlflow_db)
+    # Carried out; the worker never hears back (its client gives up after 1 s) and is killed before Slack
+    # answers the abandoned call after 5 s: the replacement finds the posted digest by its key.
+    setup.lab.fake.stall("chat.postMessage", 5)
+    worker = setup.lab.worker()
+    setup.lab.beat()
+    setup.lab.fake.wait_in_flight("chat.postMessage")
+    worker.kill()
+    setup.lab.worker()
+    wait_until(lambda: digest_states(setup, channel) == ["delivered"], timeout=90, what="the digest delivered")
+    time.sleep(3)
+    digests = [m for m in setup.lab.fake.messages(channel) if "Daily digest" in str(m)]
+    assert len(digests) == 1, setup.lab.logs()
