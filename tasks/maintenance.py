@@ -2,8 +2,8 @@
 
 The reaper runs every `reap_every` seconds (beat), and once when a worker starts. It sends the jobs
 a command stored but could not enqueue (the broker was down), re-sends the jobs a dead worker left
-running (their heartbeat stopped), and gives up, telling the user, on a job whose workers keep
-dying (MAX_RESCUES). A job is never left `running`.
+running (their heartbeat stopped, and no live worker says it runs them), and gives up, telling the
+user, on a job whose workers keep dying (MAX_RESCUES). A job is never left `running`.
 
 Re-sending is right for a job that is safe to run again (most are: they read, or their writes are
 idempotent). A job that isn't (a training launch) registers its own policy with `on_worker_lost`:
@@ -166,9 +166,40 @@ def reap_left_by_terminals() -> list[str]:
     return given_up
 
 
+ASK_WORKERS_S = 1.0
+
+
+def _still_run_by_a_worker(orphans: list[jobs.JobRecord]) -> set[str]:
+    """The `running` orphans a live worker says it is executing (Celery's `query_task` over the broker).
+
+    A heartbeat also goes stale when the database was out of reach: the worker couldn't stamp it, and
+    the reaper often runs before the first stamp once the database is back. A worker that was killed,
+    or frozen with its process group, doesn't answer, so its jobs are rescued as before."""
+    from labmate.settings import get_settings
+    from tasks.app import celery_app
+
+    keys = [job.key for job in orphans if job.state == jobs.RUNNING and not _left_by_a_terminal(job)]
+    if not keys or get_settings().embedded_broker:  # embedded: the one worker is this process's, just started
+        return set()
+
+    try:  # a broadcast, not inspect(): inspect merges the replies of workers that share a node name
+        replies = celery_app().control.broadcast("query_task", arguments={"ids": keys}, reply=True,
+                                                 timeout=ASK_WORKERS_S) or []  # fmt: skip
+    except Exception as exc:
+        log.warning("could not ask the workers whether they still run %d job(s): %s", len(keys), exc)
+        return set()
+    return {key for reply in replies for found in reply.values() for key, (state, _info) in (found or {}).items()
+            if state == "active"}  # fmt: skip
+
+
 def reap() -> Reaped:
     done = Reaped()
-    for job in _orphans():
+    orphans = _orphans()
+    still_run = _still_run_by_a_worker(orphans)
+    for job in orphans:
+        if job.key in still_run:
+            log.info("job %s (%s): its heartbeat is stale, but a worker still runs it; left to it", job.key, job.task)
+            continue
         if _left_by_a_terminal(job):
             if _give_up(job, TERMINAL_GONE):
                 done.given_up.append(job.key)

@@ -7,6 +7,7 @@ beat, Redis (behind a proxy the test can stop), the fake Slack, and a real train
 - A launch while the broker is down: the user is told it is stored and starts when the queue is back;
   it then runs once.
 - Racing cancels (and a cancel racing the end of the run): the launch, its MLflow run and its card agree.
+- PostgreSQL away for longer than a heartbeat may be stale: the run goes on and finishes, once.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from tests.launch.conftest import toml
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 
-def deploy(make_lab: Any, tmp_path: Path, empty_db: Path, *, postgres: bool = False, proxy_redis: bool = False, **limits: Any):
+def deploy(make_lab: Any, tmp_path: Path, empty_db: Path, *, postgres: bool = False, proxy_redis: bool = False,
+           proxy_db: bool = False, **limits: Any):
     mlflow_db = tmp_path / f"mlflow-{unique('m')}.db"
     shutil.copy(empty_db, mlflow_db)
-    setup = make_lab(postgres=postgres, proxy_redis=proxy_redis, MLFLOW_TRACKING_URI=f"sqlite:///{mlflow_db}",
-                     LABMATE_LAUNCH_PROGRESS_EVERY="0.5")
+    setup = make_lab(postgres=postgres, proxy_redis=proxy_redis, proxy_db=proxy_db,
+                     MLFLOW_TRACKING_URI=f"sqlite:///{mlflow_db}", LABMATE_LAUNCH_PROGRESS_EVERY="0.5")
     (setup.lab.home / "labmate.toml").write_text(toml(**limits))
     setup.extra["mlflow"] = f"sqlite:///{mlflow_db}"
     return setup
@@ -239,3 +241,32 @@ def test_a_frozen_launch_worker_is_given_up_and_stops_its_run_when_it_wakes(make
     texts = card_texts(setup, channel)
     wait_until(lambda: ": *failed*" in card_texts(setup, channel)[-1], timeout=30, what="the card to end failed")
     assert texts
+
+
+@pytest.mark.postgres
+def test_a_database_outage_longer_than_the_heartbeats_staleness_leaves_a_healthy_launch_running(
+    make_lab, tmp_path, empty_mlflow_db  # noqa: F811
+) -> None:
+    """The worker can't stamp the heartbeat while PostgreSQL is away, and the reaper often runs before its
+    first stamp once the database is back. The worker, asked over the broker, still runs the job: the
+    launch is left to it (it was failed, and its training process stopped, in most tries before)."""
+    setup = deploy(make_lab, tmp_path, empty_mlflow_db, postgres=True, proxy_db=True)
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker(queues="launch")
+        setup.lab.worker(queues="default")
+        setup.lab.beat()
+    channel = unique("C")
+    slack(setup).command("run quick epochs=100 sleep=0.2", user="U0ALICE", channel=channel)
+    wait_until(lambda: (row := launch_row(setup)) and row.step, timeout=120, what="the run's first step")
+    pid = training_pid(setup, launch_row(setup))
+    assert setup.db_proxy is not None
+    setup.db_proxy.stop()
+    time.sleep(8)  # the lab's heartbeat is stale after 3 s; the reaper looks every second
+    setup.db_proxy.start()
+    ended = wait_until(lambda: (row := launch_row(setup)).status != "running" and row, timeout=120,
+                       what="the launch to end")  # fmt: skip
+    assert (ended.status, ended.reason, ended.attempts) == ("finished", "", 1), setup.lab.logs()
+    assert not alive(pid)
+    assert mlflow_status(setup, ended.mlflow_run_id) == "FINISHED"
+    wait_until(lambda: ": *finished*" in card_texts(setup, channel)[-1], timeout=30, what="the card to end finished")
