@@ -24,7 +24,8 @@ from msgspec import Meta, Struct, ValidationError, convert, field
 
 EMBEDDED_BROKER = "memory://"
 URL_FIELDS = ("database_url", "broker_url", "result_backend", "mlflow_tracking_uri", "mlflow_ui_url", "slack_api_url")
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
+_USERINFO = re.compile(r"(?P<scheme>\b(?P<name>[A-Za-z][\w+.-]*)://)(?P<userinfo>[^@\s'\"<>]*?)@")
+_SECRET_QUERY = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|access_token|api_key|secret)=)[^&#\s'\"]+", re.I)
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
@@ -35,8 +36,23 @@ BROKER_SCHEMES = ("redis://", "rediss://", EMBEDDED_BROKER)
 
 def mask_url(text: str) -> str:
     """`postgresql://labmate:secret@db/x` -> `postgresql://labmate:***@db/x`, for every URL in `text`
-    (a setting, a log line, a git error quoting the URL it cloned), for repr, logs and messages."""
-    return _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", text)
+    (a setting, a log line, a git error quoting the URL it cloned), for repr, logs and messages.
+
+    A database or broker password may hold a `/` (SQLAlchemy reads up to the `@`); in a web URL a `/`
+    before the `@` is a path (`http://host:8080/path@v1`), and a user name alone is a token
+    (`https://<token>@github.com/…`). `?password=` and `&token=` values are masked too."""
+    return _SECRET_QUERY.sub(lambda m: f"{m.group('key')}***", _USERINFO.sub(_masked_userinfo, text))
+
+
+def _masked_userinfo(match: re.Match[str]) -> str:
+    scheme, userinfo = match.group("scheme"), match.group("userinfo")
+    web = match.group("name").lower().startswith(("http", "git", "ssh", "ws"))
+    if web and "/" in userinfo:
+        return match.group(0)
+    user, colon, _password = userinfo.partition(":")
+    if colon:
+        return f"{scheme}{user}:***@"
+    return f"{scheme}***@" if web and userinfo else match.group(0)
 
 
 def about(description: str, *, env: str = "", shown_default: str = "", **constraints: Any) -> Meta:

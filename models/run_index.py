@@ -219,14 +219,10 @@ def store_key(uri: str) -> str:
 
 
 def shown_uri(uri: str) -> str:
-    """The URI without credentials, for the stores table."""
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri.split("?", 1)[0]
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return parts._replace(netloc=netloc, query="").geturl()
+    """The URI with its password masked and no query, for the stores table."""
+    from labmate.settings import mask_url
+
+    return mask_url(uri.split("?", 1)[0])
 
 
 def remember_store(session: Session, *, store: str, uri: str) -> None:

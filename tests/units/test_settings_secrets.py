@@ -32,6 +32,14 @@ def test_repr_masks_passwords_in_every_url(monkeypatch: pytest.MonkeyPatch) -> N
         ("clone https://bot:tok@git/x.git failed; 'https://bot:tok@git/x.git/'",
          "clone https://bot:***@git/x.git failed; 'https://bot:***@git/x.git/'"),
         ("http://host:8080/path@v1", "http://host:8080/path@v1"),
+        ("https://git.example.com:8443/acme/train.git@main", "https://git.example.com:8443/acme/train.git@main"),
+        # SQLAlchemy takes a raw `/` in a password (base64 ones often have one)
+        ("postgresql+psycopg://u:Xk9/Qw+pw==@h:5432/d", "postgresql+psycopg://u:***@h:5432/d"),
+        ("postgresql+psycopg://u@h/d?password=s3cret&sslmode=require", "postgresql+psycopg://u@h/d?password=***&sslmode=require"),
+        ("https://h/api?token=abc123", "https://h/api?token=***"),
+        # a token as the user name of a web URL (GitHub's https://<token>@github.com/…)
+        ("https://ghp_TOKEN42@github.com/acme/train.git@main", "https://***@github.com/acme/train.git@main"),
+        ("sqlite:////tmp/a@b.db", "sqlite:////tmp/a@b.db"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
