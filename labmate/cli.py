@@ -164,6 +164,14 @@ def demo() -> None:
     except DemoError as exc:
         console.print(f"[red]The demo could not be set up:[/red] {exc}")
         raise typer.Exit(2) from None
+    except Exception as exc:  # MLflow's client failing mid-demo (its server went away): one masked line
+        from tasks.mlflow_io import client_error
+
+        explained = client_error(exc)
+        first_line = (mask_url(str(exc)).splitlines() or [""])[0]
+        shown = str(explained) if explained is not None else f"{type(exc).__name__}: {first_line}"
+        console.print(f"[red]The demo could not be set up:[/red] {shown}", highlight=False)
+        raise typer.Exit(2) from None
     runs = ", ".join(f"{len(ids)} {status.lower()}" for status, ids in sorted(report.runs_by_status.items()))
     aliases = ", ".join(f"@{alias} = version {version}" for alias, version in sorted(report.aliases.items()))
     verb = "Created" if report.created else "Already there (nothing added)"
@@ -371,6 +379,13 @@ def _run(app: typer.Typer) -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         print("Aborted.", file=sys.stderr)
+        sys.exit(1)
+    except Exception:  # our bug or an unexplained failure: its traceback, with any URL's password masked
+        import traceback
+
+        from labmate.settings import mask_url
+
+        print(mask_url(traceback.format_exc()), file=sys.stderr, end="")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 

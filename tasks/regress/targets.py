@@ -163,8 +163,10 @@ def _load_mlflow(uri: str, options: dict[str, Any]) -> Callable[[Messages], Any]
     try:
         return load_pyfunc(uri, options.get("tracking_uri"))
     except Exception as exc:  # MlflowException, OSError, import errors inside the model…
+        from labmate.settings import mask_url
+
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TargetLoadError(f"cannot load target {uri!r}: {first_line}") from None
+        raise TargetLoadError(f"cannot load target {uri!r}: {mask_url(first_line)}") from None
 
 
 def _http_agent(url: str, options: dict[str, Any]) -> Agent:

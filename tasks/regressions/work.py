@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from labmate import suites
 from labmate.errors import LabmateError, new_error_id
-from labmate.settings import get_settings
+from labmate.settings import get_settings, mask_url
 from models import decision, jobs, regressions
 from models.db import session_scope
 from models.errors import Unavailable
@@ -221,7 +221,7 @@ def _report(run_id: int) -> Replies:
         _log_to_mlflow(run, built)
     except Exception as exc:
         log.warning("regression run R%s: report not logged to MLflow", run_id, exc_info=True)
-        notes.append(f"The report could not be logged to MLflow ({type(exc).__name__}: {str(exc)[:200]}).")
+        notes.append(f"The report could not be logged to MLflow ({type(exc).__name__}: {mask_url(str(exc))[:200]}).")
     status = regressions.PASSED if built["verdict"]["passed"] else regressions.FAILED
     with session_scope() as session:
         regressions.finish(session, run_id=run_id, status=status, reason="\n".join(built["verdict"]["reasons"]),

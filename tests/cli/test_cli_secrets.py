@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from labmate.settings import get_settings, reset_settings
 
@@ -61,3 +62,58 @@ def test_a_token_in_a_git_project_uri_is_masked_in_chat_mlflow_and_the_log(lab_h
     assert "the worker could not fetch" in outputs[1] and "Failed to connect to 127.0.0.1 port 9" in outputs[1]
     assert "fetching https://bot:***@127.0.0.1:9/acme/train.git failed" in log  # git's answer was logged, masked
     assert all(token not in out for out in [*outputs, log])
+
+
+def _mlflow_that_drops_requests() -> tuple[Any, int]:
+    """Answers the check `labmate demo` makes first (experiments/search), then drops every other
+    request, as a tracking server that went away mid-demo would."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/api/2.0/mlflow/experiments/search"):
+                body = b'{"experiments": []}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.close_connection = True
+                self.connection.close()
+
+        do_POST = do_GET
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def test_the_demo_failing_mid_way_says_so_in_a_line_without_the_servers_password(lab_home: Path) -> None:
+    server, port = _mlflow_that_drops_requests()
+    try:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://ml:ml-SECRET-pw@127.0.0.1:{port}",
+               "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # fmt: skip
+        done = subprocess.run([str(LABMATE), "demo"], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert "ml-SECRET-pw" not in out and "Traceback" not in out, out
+    assert "The demo could not be set up:" in out and "ml:***@127.0.0.1" in out, out
+
+
+def test_a_regression_target_mlflow_cant_load_is_named_without_the_servers_password(monkeypatch) -> None:
+    import pytest
+
+    from tasks.regress.errors import RegressError
+    from tasks.regress.targets import _load_mlflow
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(RegressError) as raised:
+        _load_mlflow("models:/shop@candidate", {"tracking_uri": "http://ml:ml-SECRET-pw@127.0.0.1:9"})
+    assert "ml-SECRET-pw" not in str(raised.value) and "ml:***@127.0.0.1:9" in str(raised.value), raised.value
