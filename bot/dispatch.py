@@ -266,10 +266,12 @@ def _store_jobs(session: Session, requests: list[JobRequest], origin: Origin, au
 def _finish(reply: Reply, origin: Origin, text: str, verb: str, started: float) -> Reply:
     """Audit a command that ended before (or instead of) its handler's transaction. It claims the
     request's key as a stored command does, so Slack's retry of a failed event is a `duplicate`
-    (no second row, no second answer) rather than a second failure."""
+    (no second row, no second answer) rather than a second failure. A failed form or command keeps
+    its key free: the same one sent again is the person trying again (a form Saved again after
+    "something went wrong" was closed as a duplicate, and its decision lost)."""
     try:
         with session_scope() as session:
-            if origin.idempotency_key:
+            if origin.idempotency_key and (not reply.failed or origin.resent_by_slack):
                 from models import idempotency
 
                 idempotency.claim(session, key=origin.idempotency_key)

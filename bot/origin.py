@@ -5,6 +5,8 @@ from typing import Any, Literal
 from msgspec import Struct
 
 Source = Literal["slack", "shell"]
+EVENT_KEY = "evt:"
+"""The idempotency keys of Slack events: the one kind of request Slack sends again on its own."""
 
 
 class Origin(Struct, frozen=True):
@@ -22,6 +24,12 @@ class Origin(Struct, frozen=True):
     """Who really typed it, when the command runs as someone else (the terminal's `--user`)."""
     ephemeral: bool = False
     """Answers are for this person only (a button's): Slack shows them to nobody else."""
+
+    @property
+    def resent_by_slack(self) -> bool:
+        """Slack re-sends an event it thinks went unanswered; a command, button or form it never re-sends,
+        so the same one again is the person trying again."""
+        return (self.idempotency_key or "").startswith(EVENT_KEY)
 
     def reply_to(self) -> dict[str, Any]:
         return {

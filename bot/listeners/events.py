@@ -12,7 +12,7 @@ from slack_sdk import WebClient
 from bot import dispatch, grammar
 from bot.listeners import logging_decisions, slack_messages
 from bot.listeners.slack_origin import from_event
-from bot.origin import Origin
+from bot.origin import EVENT_KEY, Origin
 from bot.replies import send
 from labmate.errors import LabmateError
 from labmate.settings import Settings
@@ -104,7 +104,7 @@ def on_home_opened(body: dict[str, Any], event: dict[str, Any]) -> None:
     from tasks.client import enqueue, task_id
 
     user = event["user"]
-    key = f"evt:{body['event_id']}" if body.get("event_id") else None
+    key = f"{EVENT_KEY}{body['event_id']}" if body.get("event_id") else None
     reply_to = {"home": user, "user": user, "channel": "", "source": "slack"}
     enqueue(HOME_TASK, {"user": user, "reply_to": reply_to, "audit_id": None}, job_id=task_id(key, HOME_TASK))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.origin import Origin
+from bot.origin import EVENT_KEY, Origin
 
 
 def from_command(body: dict[str, Any]) -> Origin:
@@ -24,5 +24,5 @@ def from_event(body: dict[str, Any], event: dict[str, Any], *, key_suffix: str =
         channel=event.get("channel") or event.get("item", {}).get("channel", ""),
         source="slack",
         thread_ts=event.get("thread_ts") or ts,
-        idempotency_key=f"evt:{body['event_id']}{key_suffix}" if body.get("event_id") else None,
+        idempotency_key=f"{EVENT_KEY}{body['event_id']}{key_suffix}" if body.get("event_id") else None,
     )

@@ -137,7 +137,7 @@ def test_opening_the_log_as_decision_form_writes_one_row(lab: Lab) -> None:
     assert lab.fake.posted(channel) == []
 
 
-def test_a_modal_refused_by_validation_writes_one_row_and_a_corrected_one_is_stored(lab: Lab) -> None:
+def test_a_modal_refused_by_validation_is_refused_again_when_saved_again_and_a_corrected_one_is_stored(lab: Lab) -> None:
     from bot.listeners.shortcuts import modal
 
     user, channel = unique("U"), unique("C")
@@ -145,7 +145,7 @@ def test_a_modal_refused_by_validation_writes_one_row_and_a_corrected_one_is_sto
     bad = {"text": "ship it", "tags": "", "links": "model:nothex"}
 
     first = lab.slack.view_submission(view, user=user, values=bad)
-    repeat = lab.slack.view_submission(view, user=user, values=bad)  # Slack delivering the same one twice
+    repeat = lab.slack.view_submission(view, user=user, values=bad)  # Save pressed again, unchanged
 
     for response in (first, repeat):
         assert response.json() == {
@@ -155,7 +155,7 @@ def test_a_modal_refused_by_validation_writes_one_row_and_a_corrected_one_is_sto
     assert first.json()["errors"]["links"].startswith("`model:nothex` is not a registered model version.")
     assert [(e.user, e.verb, e.outcome, e.text) for e in lab.audit(user=user)] == [
         (user, "decide", "user_error", "decide ship it model:nothex")
-    ]
+    ] * 2  # Slack never re-sends a form: the second is the person's second try
 
     # Corrected in the same modal (same view id and hash): a new submission, stored.
     fixed = lab.slack.view_submission(view, user=user, values={"text": "ship it", "tags": "", "links": None})
@@ -164,5 +164,37 @@ def test_a_modal_refused_by_validation_writes_one_row_and_a_corrected_one_is_sto
     assert decision.text == "ship it"
     assert [(e.user, e.verb, e.outcome) for e in lab.audit(user=user)] == [
         (user, "decide", "user_error"),
+        (user, "decide", "user_error"),
         (user, "decide", "ok"),
     ]
+
+
+def test_a_modal_saved_again_after_something_went_wrong_stores_the_decision(inprocess: Lab, monkeypatch) -> None:
+    """The first Save fails on our side ("try again"); the same form Saved again is that try, not a
+    duplicate of the failure (it was closed as one, and the decision lost)."""
+    from bot.listeners import logging_decisions
+    from bot.listeners.shortcuts import modal
+
+    real, calls = logging_decisions.log_message, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a failure of ours (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(logging_decisions, "log_message", fails_once)
+    user, channel = unique("U"), unique("C")
+    view = {**modal("ship it", {"channel": channel, "ts": message_ts(), "author": user}), "id": unique("V"), "hash": "1.abc"}
+    values = {"text": "ship it", "tags": "", "links": None}
+
+    first = inprocess.slack.view_submission(view, user=user, values=values)
+    assert first.json()["response_action"] == "errors" and "went wrong" in first.json()["errors"]["text"]
+    again = inprocess.slack.view_submission(view, user=user, values=values)
+    assert again.status == 200 and again.body == ""
+    inprocess.drain()
+    [decision] = inprocess.decisions(channel=channel)
+    assert decision.text == "ship it"
+    assert [e.outcome for e in inprocess.audit(user=user)] == ["error", "ok"]
+    [confirmation] = inprocess.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == channel)
+    assert f"*Decision #{decision.id}* logged" in "\n".join(iter_texts(confirmation.params["blocks"]))
