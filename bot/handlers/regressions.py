@@ -170,6 +170,12 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
 
 def _already(run: regressions.RegressionRun, alias: str) -> UsageError:
     model = mrkdwn.escape(f"{run.candidate_model} v{run.candidate_version}")
+    if not (run.promotion or {}).get("decision_id"):  # pressed, its job not done: the alias hasn't moved yet
+        return UsageError(
+            f"{run.label} is being promoted by {mrkdwn.user(run.promoted_by or '')}: `{model}` becomes "
+            f"`@{mrkdwn.escape(alias)}` once its job has moved the alias; its card will say so. Nothing more to do.",
+            markup=True,
+        )
     return UsageError(
         f"{run.label} was already promoted by {mrkdwn.user(run.promoted_by or '')}: `{model}` is `@{mrkdwn.escape(alias)}`. "
         "It was promoted once; nothing changed.",

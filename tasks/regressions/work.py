@@ -299,6 +299,16 @@ def promote(run_id: int) -> Replies:
     model, version = run.candidate_model or "", run.candidate_version or ""
     if run.promotion.get("decision_id"):
         return [_promoted_reply(run), cards.reply(run_id)]  # a redelivered job: done already
+    with session_scope() as session:
+        newer = regressions.newer_promoted(session, run=run)
+        if newer is not None:
+            regressions.release_promotion(session, run_id=run_id)
+    if newer is not None:  # its press came after this one's, its job ran first: this one must not undo it
+        raise LabmateError(
+            f"{run.label} was not promoted: a newer run of `{run.suite}`, {newer.label}, was promoted meanwhile "
+            f"(`{newer.candidate_model} v{newer.candidate_version}`), and moving `@{alias}` back to v{version} "
+            "would undo that. Nothing moved."
+        )
     try:
         before = mlflow_regressions.move_alias(model, alias, version)
     except Exception:

@@ -192,6 +192,32 @@ def test_a_passed_run_older_than_a_promoted_one_cannot_move_the_alias_back(confi
         assert session.query(jobs.JobRecord).filter_by(task="labmate.regressions.promote").count() == 2
 
 
+def test_an_older_runs_promote_job_after_a_newer_ones_moves_nothing(configured, mlflow_uri: str) -> None:
+    """Both presses accepted, the older run's first; the newer run's job ran first, as a worker free
+    sooner may. The older run's job must not move the alias back."""
+    from mlflow import MlflowClient
+
+    from labmate.errors import LabmateError
+    from models import decision
+    from tasks.regressions import work
+
+    older = make_run(regressions.PASSED, version="2")
+    newer = make_run(regressions.PASSED, version="3")
+    assert ask(f"promote R{older}", user=PROMOTER).template == "regress_promoting"
+    assert ask(f"promote R{newer}", user=PROMOTER).template == "regress_promoting"
+    work.promote(newer)
+    with pytest.raises(LabmateError) as refused:
+        work.promote(older)
+    assert refused.value.message == (
+        f"R{older} was not promoted: a newer run of `shop`, R{newer}, was promoted meanwhile (`shop v3`), and moving "
+        "`@production` back to v2 would undo that. Nothing moved.")
+    assert str(MlflowClient(tracking_uri=mlflow_uri).get_model_version_by_alias("shop", "production").version) == "3"
+    with session_scope() as session:
+        assert regressions.get(session, run_id=older).promoted_by is None
+        assert [d.text for d in session.query(decision.Decision).all()] == [
+            f"Promoted shop v3 to @production after regression run R{newer} of suite shop passed its gate (replacing v1)."]
+
+
 def test_two_presses_at_once_promote_once(configured) -> None:
     passed = make_run(regressions.PASSED)
     replies: list[Reply] = []
@@ -208,7 +234,10 @@ def test_two_presses_at_once_promote_once(configured) -> None:
         t.join()
     assert sorted(r.template for r in replies) == ["error", "regress_promoting"]
     [loser] = [r for r in replies if r.template == "error"]
-    assert f"R{passed} was already promoted by" in message(loser) and "nothing changed" in message(loser)
+    with session_scope() as session:
+        winner = regressions.get(session, run_id=passed).promoted_by
+    assert message(loser) == (f"R{passed} is being promoted by <@{winner}>: `shop v2` becomes `@production` once its job "
+                              "has moved the alias; its card will say so. Nothing more to do.")
     with session_scope() as session:
         assert session.query(jobs.JobRecord).filter_by(task="labmate.regressions.promote").count() == 1
 
