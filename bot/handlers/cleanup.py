@@ -129,7 +129,8 @@ def answer(verb: str, args: AnswerArgs, origin: Origin, session: Session) -> Rep
         "cleanup_answering",
         {"verb": verb, "count": len(moved), "labels": labels, "missing": missing,
          "already": [{"run": c.run_name or c.run_id[:8], "state": DONE_WORDS.get(c.state, c.state)} for c in others]},
-        jobs=[JobRequest(ANSWER_TASK, {"proposal_ids": sorted(by_proposal), "verb": verb, "by": origin.user},
+        jobs=[JobRequest(ANSWER_TASK, {"proposal_ids": sorted(by_proposal), "verb": verb, "by": origin.user,
+                                       "candidate_ids": sorted(moved)},
                          what=f"{verb} in {labels}")],
     )
 

@@ -31,9 +31,11 @@ def scan_task(
 
 @shared_task(name=ANSWER_TASK, base=JobTask, bind=True)
 def answer_task(
-    self: Task, proposal_ids: list[int], verb: str, by: str, reply_to: dict[str, Any], audit_id: int | None = None
+    self: Task, proposal_ids: list[int], verb: str, by: str, reply_to: dict[str, Any], audit_id: int | None = None,
+    candidate_ids: list[int] | None = None,
 ) -> str:
-    return run_job(self, f"cleanup {verb}", lambda: work.answer_job(proposal_ids, verb, by, reply_to), reply_to, audit_id)
+    return run_job(self, f"cleanup {verb}", lambda: work.answer_job(proposal_ids, verb, by, reply_to, candidate_ids),
+                   reply_to, audit_id)
 
 
 @shared_task(name=proposals.CARD_TASK, base=JobTask, bind=True)

@@ -159,15 +159,20 @@ def _changed(candidate: proposals.Candidate, record: RunRecord | None, registere
     return ""
 
 
-def answer_job(proposal_ids: list[int], verb: str, by: str, reply_to: dict[str, Any]) -> Replies:
+def answer_job(proposal_ids: list[int], verb: str, by: str, reply_to: dict[str, Any],
+               candidate_ids: list[int] | None = None) -> Replies:
+    """Carry out one command's answer: the runs it moved (`candidate_ids`), not those another command
+    moved into the same state of the same proposal meanwhile (their own job does those). A job stored
+    before the ids were passed acts on every run of its proposals in that state."""
     done: dict[str, Any] = {"verb": verb, "done": 0, "skipped": [], "decision": None, "failed": ""}
+    only = set(candidate_ids) if candidate_ids is not None else None
     for proposal_id in proposal_ids:
         if verb == "delete":
-            _delete(proposal_id, by, done)
+            _delete(proposal_id, by, done, only)
         elif verb == "keep":
-            _keep(proposal_id)
+            _keep(proposal_id, only)
         elif verb == "restore":
-            _restore(proposal_id, by, done)
+            _restore(proposal_id, by, done, only)
     with session_scope() as session:
         for proposal_id in proposal_ids:
             proposals.close_if_answered(session, proposal_id=proposal_id)
@@ -175,18 +180,19 @@ def answer_job(proposal_ids: list[int], verb: str, by: str, reply_to: dict[str, 
             *(card(pid) for pid in proposal_ids)]
 
 
-def _load(proposal_id: int, state: str) -> tuple[proposals.Proposal, list[proposals.Candidate]]:
+def _load(proposal_id: int, state: str, only: set[int] | None) -> tuple[proposals.Proposal, list[proposals.Candidate]]:
     with session_scope() as session:
         proposal = proposals.get(session, proposal_id=proposal_id)
         if proposal is None:
             raise NotFoundError(f"There is no clean-up proposal P{proposal_id}.")
-        found = [c for c in proposals.candidates(session, proposal_id=proposal_id) if c.state == state]
+        found = [c for c in proposals.candidates(session, proposal_id=proposal_id)
+                 if c.state == state and (only is None or c.id in only)]
         session.expunge_all()
     return proposal, found
 
 
-def _delete(proposal_id: int, by: str, done: dict[str, Any]) -> None:
-    proposal, deleting = _load(proposal_id, proposals.DELETING)
+def _delete(proposal_id: int, by: str, done: dict[str, Any], only: set[int] | None) -> None:
+    proposal, deleting = _load(proposal_id, proposals.DELETING, only)
     if not deleting:
         return
     try:
@@ -251,8 +257,8 @@ def _give_back(proposal: proposals.Proposal, left: list[proposals.Candidate], st
     done["failed"] = f"{reason} {returned} run{'s' if returned != 1 else ''} left as {'proposed' if back == proposals.PENDING else 'deleted'}: try again later."
 
 
-def _keep(proposal_id: int) -> None:
-    proposal, kept = _load(proposal_id, proposals.KEPT)
+def _keep(proposal_id: int, only: set[int] | None) -> None:
+    proposal, kept = _load(proposal_id, proposals.KEPT, only)
     for candidate in kept:
         try:
             mlflow_cleanup.keep(candidate.run_id)
@@ -264,8 +270,8 @@ def _keep(proposal_id: int) -> None:
         run_index.upsert(session, proposal.store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))
 
 
-def _restore(proposal_id: int, by: str, done: dict[str, Any]) -> None:
-    proposal, restoring = _load(proposal_id, proposals.RESTORING)
+def _restore(proposal_id: int, by: str, done: dict[str, Any], only: set[int] | None) -> None:
+    proposal, restoring = _load(proposal_id, proposals.RESTORING, only)
     went: list[proposals.Candidate] = []
     for index, candidate in enumerate(restoring):
         try:

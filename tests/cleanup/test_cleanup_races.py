@@ -79,3 +79,29 @@ def _scan(reply_to: dict[str, Any], n: int) -> str:
     except Conflict:
         return "conflict"
     return "ok"
+
+
+def test_two_answers_on_one_proposal_each_carry_out_their_own_runs(lab, kb: str, monkeypatch) -> None:
+    """Alice deletes one run and an admin another of her proposal before either job ran: each job deletes,
+    counts and audits its own command's run (the first did both, said "2", logged a bulk decision in
+    Alice's name, and the admin's said "0")."""
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr("tasks.client.enqueue", lambda name, kwargs, **kw: sent.append(kwargs) or "job")
+    work.scan_job("sales-agent", False, {"user": "alice", "source": "shell", "session": "s"}, "scan-1")
+    with session_scope() as session:
+        [alice] = [p for p in session.query(proposals.Proposal).all() if p.owner == "alice"]
+        proposed = {c.run_id for c in proposals.candidates(session, proposal_id=alice.id)}
+    assert {lab.runs["died-early"], lab.runs["died-early-2"]} <= proposed  # one proposal, both runs
+    for n, (who, run) in enumerate((("alice", "died-early"), ("UADMIN", "died-early-2"))):
+        reply = dispatch.handle(f"delete {lab.runs[run]}", Origin(user=who, channel="C0LAB", source="slack",
+                                                                idempotency_key=f"act:{n}"))
+        assert reply.template == "cleanup_answering" and reply.context["count"] == 1, reply.context
+    assert len(sent) == 2
+    answers = [work.answer_job(kw["proposal_ids"], kw["verb"], kw["by"], kw["reply_to"], kw["candidate_ids"])[0][1]
+               for kw in sent]
+    assert [a["done"] for a in answers] == [1, 1] and [a["decision"] for a in answers] == [None, None]
+    with session_scope() as session:
+        rows = session.query(audit.AuditEvent).filter(audit.AuditEvent.verb == "cleanup.delete").all()
+        assert sorted((r.user, r.detail["run"]) for r in rows) == sorted(
+            [("alice", lab.runs["died-early"]), ("UADMIN", lab.runs["died-early-2"])])
+        assert session.query(decision.Decision).filter(decision.Decision.text.like("cleaned %")).count() == 0
