@@ -74,7 +74,7 @@ def _targets(verb: str, args: AnswerArgs, session: Session, from_state: str) -> 
         return proposals.candidates(session, proposal_id=proposal.id), []
     found: list[proposals.Candidate] = []
     missing: list[str] = []
-    states = (from_state,) if verb == "restore" else (from_state, *proposals.ANSWERED, proposals.DELETING)
+    states = (from_state, *proposals.ANSWERED, proposals.DELETING)  # an answered run is said so, not "no such run"
     for ref in args.runs:
         matches = proposals.by_run(session, store=_store(), ref=ref, states=states)
         live = [m for m in matches if m.state == from_state] or matches[:1]
@@ -154,6 +154,18 @@ def _already(verb: str, found: list[proposals.Candidate]) -> UsageError:
     states = sorted({DONE_WORDS.get(c.state, c.state) for c in found})
     who = sorted({c.decided_by for c in found if c.decided_by})
     by = f" by {', '.join(str(mrkdwn.user(w)) for w in who)}" if who else ""
+    if verb == "restore" and {c.state for c in found} == {proposals.DELETING}:
+        return UsageError(
+            f"Nothing to restore yet: {'that run is' if len(found) == 1 else 'those runs are'} still being deleted{by}.",
+            hint="Restore it once the deletion is done (its proposal's card says so); nothing was changed.", markup=True,
+        )
+    if verb == "restore" and {c.state for c in found} == {proposals.PURGED}:
+        days = f"{get_settings().cleanup.grace_days:g}"
+        return UsageError(
+            f"Nothing to restore: {'that run was' if len(found) == 1 else 'those runs were'} removed for good "
+            f"{days} days after the clean-up deleted {'it' if len(found) == 1 else 'them'}.",
+            hint="Only a backup of the MLflow store can bring it back.",
+        )
     return UsageError(
         f"Nothing to {verb}: {'that run was' if len(found) == 1 else 'those runs were'} already "
         f"{' or '.join(states)}{by}.",

@@ -150,7 +150,7 @@ def test_after_the_grace_period_deleted_runs_are_removed_for_good(lab) -> None:
     assert lab.client.get_run(lab.runs["died-early-2"]).info.lifecycle_stage == "deleted"
     assert states(alice.id) == {"died-early": "purged", "died-early-2": "deleted"}
     late = run_one(f"restore {lab.runs['died-early']}", user="alice", channel="C0LAB")
-    assert "No run the clean-up deleted has the id" in text(late)
+    assert "Nothing to restore: that run was removed for good 7 days after the clean-up deleted it." in text(late)
     assert audit_verbs().count("cleanup.purge") == 1
 
 

@@ -105,3 +105,30 @@ def test_two_answers_on_one_proposal_each_carry_out_their_own_runs(lab, kb: str,
         assert sorted((r.user, r.detail["run"]) for r in rows) == sorted(
             [("alice", lab.runs["died-early"]), ("UADMIN", lab.runs["died-early-2"])])
         assert session.query(decision.Decision).filter(decision.Decision.text.like("cleaned %")).count() == 0
+
+
+def test_restore_says_where_the_run_is_when_it_is_not_deleted(lab, kb: str) -> None:
+    """`restore` of a run still being deleted, already being restored, or restored: said so, not "no run the
+    clean-up deleted has the id"."""
+    work.scan_job("sales-agent", False, {"user": "alice", "source": "shell", "session": "s"}, "scan-1")
+    with session_scope() as session:
+        [alice] = [p for p in session.query(proposals.Proposal).all() if p.owner == "alice"]
+        pid = alice.id
+    run = lab.runs["died-early"]
+    keys = iter(range(100))
+
+    def say(text: str) -> Any:
+        return dispatch.handle(text, Origin(user="alice", channel="C0LAB", source="slack", idempotency_key=f"act:{next(keys)}"))
+
+    assert say(f"delete {run}").template == "cleanup_answering"
+    early = say(f"restore {run}")
+    assert early.context["message"] == "Nothing to restore yet: that run is still being deleted by alice."
+    work.answer_job([pid], "delete", "alice", {"source": "slack", "channel": "C0LAB"})
+    assert say(f"restore {run}").template == "cleanup_answering"
+    twice = say(f"restore {run}")
+    assert twice.context["message"] == "Nothing to restore: that run was already being restored by alice."
+    work.answer_job([pid], "restore", "alice", {"source": "slack", "channel": "C0LAB"})
+    after = say(f"restore {run}")
+    assert after.context["message"] == "Nothing to restore: that run was already restored by alice."
+    assert lab.client.get_run(run).info.lifecycle_stage == "active"
+
