@@ -297,9 +297,26 @@ def _close(
         log.exception("could not close job %s (audit row %s) as %s", key, audit_id, outcome)
 
 
+NOT_DONE = "I couldn't reach the knowledge base, so this was not done. Try again in a few minutes."
+
+
+def _after_the_outage(task: Task, reply_to: dict[str, Any], *, claimed: bool) -> str:
+    """What really becomes of a job given up while the knowledge base is down: its ledger row, which
+    this execution couldn't close, is what the reaper finds once the database is back."""
+    if not claimed and reply_to.get("audit"):
+        return NOT_DONE  # a command that stored nothing: no row, nothing left to run
+    from tasks.maintenance import policy
+
+    if claimed and policy(str(task.name)) is not None:  # a launch or a regression chunk: its policy settles it
+        return "I lost the knowledge base while running this. Once it is back, the card will say how it ended."
+    minutes = int(jobs.LOST_GRACE.total_seconds() // 60)
+    return ("I can't reach the knowledge base right now, so this is waiting: it runs by itself once the knowledge "
+            f"base is back (within about {minutes} minutes of that). There's no need to ask again.")
+
+
 def _database_down(task: Task, name: str, reply_to: dict[str, Any], exc: Exception, *, key: str | None = None) -> str:
     """The knowledge base is unreachable: retry with backoff (the job's database work is safe to
-    repeat), and after the last try tell the user the truth (nothing the job would have done, done)."""
+    repeat), and after the last try tell the user the truth: not done, or done once the database is back."""
     try:
         raise task.retry(exc=exc, countdown=backoff(task), max_retries=max_retries())
     except (MaxRetriesExceededError, Unavailable):
@@ -310,11 +327,7 @@ def _database_down(task: Task, name: str, reply_to: dict[str, Any], exc: Excepti
         outbox.deliver(
             reply_to,
             "error",
-            {
-                "message": "I couldn't reach the knowledge base, so this was not done. Try again in a few minutes.",
-                "hint": "",
-                "error_id": error_id,
-            },
+            {"message": _after_the_outage(task, reply_to, claimed=key is not None), "hint": "", "error_id": error_id},
         )
     except Exception:
         log.exception("could not tell the user either [%s]", error_id)

@@ -66,6 +66,36 @@ def test_a_job_gives_up_telling_the_user_when_the_database_stays_down(make_lab) 
     assert "couldn't reach the knowledge base, so this was not done" in reply.params["text"]
 
 
+def test_a_stored_job_given_up_while_the_database_is_down_says_it_will_run_and_does(make_lab) -> None:
+    """A decision's link check (stored with the decision) meets the outage and gives up: the user is told it
+    runs once the database is back, not "not done, try again" (trying again duplicated the decision, and
+    the check ran anyway when the reaper found its row)."""
+    setup = make_lab(postgres=True, proxy_db=True, LABMATE_DELIVERY_RETRIES="1")
+    setup.lab.serve()
+    worker = setup.lab.worker()
+    worker.pause()  # the check waits in the queue while the database goes
+    channel = unique("C")
+    answer = _slack(setup).command("decide ship it run:0a1b2c3d4e5f60718293a4b5c6d7e8f9", user="U0ALICE", channel=channel)
+    assert "Decision #1" in answer_text(answer)
+    setup.db_proxy.stop()
+    worker.resume()
+    [waiting] = wait_until(lambda: setup.lab.fake.posted(channel), timeout=60, what="the give-up message")
+    assert "it runs by itself once the knowledge base is back" in waiting.params["text"], waiting.params["text"]
+    setup.db_proxy.start()
+    from sqlalchemy import text
+
+    from models.db import session_scope
+
+    with session_scope(setup.db_url) as session:  # as if the reaper's 15 minutes for a lost queued job had passed
+        session.execute(text("UPDATE jobs SET enqueued_at = enqueued_at - interval '16 minutes'"))
+    setup.lab.beat()
+    wait_until(lambda: len(setup.lab.fake.posted(channel)) >= 2, timeout=60, what="the check's answer")
+    time.sleep(2)
+    texts = [p.params["text"] for p in setup.lab.fake.posted(channel)]
+    assert len(texts) == 2 and "Decision #1" in texts[1], texts
+    assert [d.text for d in setup.decisions()] == ["ship it"]
+
+
 def test_a_black_holed_database_fails_commands_within_slacks_three_seconds(make_lab, blackholes) -> None:
     setup = make_lab(postgres=True, proxy_db=True)
     setup.lab.serve()
