@@ -125,6 +125,11 @@ def environment() -> Environment:
     return env
 
 
+NOTES = "_notes"
+"""A context key any message may carry: what it must also say (a job delayed), shown under it. It
+travels in the context, so a reply rendered later by a worker says it too."""
+
+
 def render(template: str, context: dict[str, Any]) -> Message:
     raw = environment().get_template(f"{template}.json.j2").render(**context)
     try:
@@ -133,7 +138,8 @@ def render(template: str, context: dict[str, Any]) -> Message:
         raise ValueError(f"template {template} produced invalid JSON: {exc}") from exc
     blocks = limits.fit_blocks(data.get("blocks", []))
     text = limits.cut(data.get("text", ""), limits.MAX_FALLBACK_TEXT)
-    return Message(text=text, blocks=blocks, template=template, files=list(context.get("files", [])))
+    message = Message(text=text, blocks=blocks, template=template, files=list(context.get("files", [])))
+    return with_notes(message, context[NOTES]) if context.get(NOTES) else message
 
 
 _rendered: OrderedDict[str, Message] = OrderedDict()
@@ -146,8 +152,7 @@ def render_reply(reply: Any) -> Message:
     The cache is keyed by template too, and never used for a reply with notes: what a reply says
     after its enqueue (an error, a delay) is never served from the cache, nor cached."""
     if reply.notes:
-        message = render(reply.template, reply.context)
-        return with_notes(message, reply.notes)
+        return render(reply.template, {**reply.context, NOTES: reply.notes})
     if reply.cache_key is None:
         return render(reply.template, reply.context)
     key = f"{reply.template}\0{reply.cache_key}"

@@ -130,3 +130,20 @@ def test_choose_per_run_writes_one_choose_row_opened_or_refused(lab, inprocess) 
         ("U0MALLORY", "choose", "refused", f"choose {carol.label}"),
     ]
     assert [(e.verb, e.outcome) for e in inprocess.audit(user="U0MALLORY")] == [("choose", "refused")]
+
+
+def test_a_click_while_the_job_queue_is_down_is_told_its_job_starts_when_it_is_back(lab, inprocess, monkeypatch) -> None:  # noqa: F811
+    """The clicker heard nothing until the broker was back: a typed command said so, a button didn't."""
+    slack, fake = inprocess.slack, inprocess.fake
+    slack.command("cleanup sales-agent", user="U0ALICE", channel="C0LAB")
+    fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "U0ALICE", timeout=30)
+    alice = proposal_for("alice")
+
+    def broker_down(*args: Any, **kwargs: Any) -> str:
+        raise ConnectionError("Error 111 connecting to redis:6379. Connection refused. (test)")
+
+    monkeypatch.setattr("tasks.client.enqueue", broker_down)
+    slack.block_action(action_id="lab:delete:0", value=alice.label, user="U0ALICE", channel="U0ALICE")
+    [told] = fake.wait_for("response_url", timeout=30)
+    assert f"The job queue is unreachable, so delete in {alice.label} will start when it is back." in texts(told), texts(told)
+    assert set(states(alice.id).values()) == {"deleting"}  # answered and stored: the reaper sends its job
