@@ -206,7 +206,7 @@ def claim_promotion(session: Session, *, run_id: int, user: str) -> bool:
 
 def release_promotion(session: Session, *, run_id: int) -> None:
     """A promotion whose alias move failed: the next press may try again."""
-    session.execute(update(_R).where(_R.c.id == run_id).values(promoted_by=None, promoted_at=None))
+    session.execute(update(_R).where(_R.c.id == run_id).values(promoted_by=None, promoted_at=None, promotion={}))
 
 
 def set_promotion(session: Session, *, run_id: int, promotion: dict[str, Any]) -> None:

@@ -125,6 +125,11 @@ def report_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="labmate-regress-"))
 
 
+def alias_version(name: str, alias: str) -> str | None:
+    found = mlflow_io.client().get_registered_model(name).aliases.get(alias)
+    return None if found is None else str(found)
+
+
 def move_alias(name: str, alias: str, version: str) -> str | None:
     """Point `alias` at `version`; returns the version it pointed at before (None: it was new)."""
     client = mlflow_io.client()

@@ -310,7 +310,13 @@ def promote(run_id: int) -> Replies:
             "would undo that. Nothing moved."
         )
     try:
-        before = mlflow_regressions.move_alias(model, alias, version)
+        if "moving_from" in run.promotion:  # a re-run: its worker died after the move, before the decision
+            before = run.promotion["moving_from"]
+        else:
+            before = mlflow_regressions.alias_version(model, alias)
+            with session_scope() as session:
+                regressions.set_promotion(session, run_id=run_id, promotion={"alias": alias, "moving_from": before})
+        mlflow_regressions.move_alias(model, alias, version)
     except Exception:
         with session_scope() as session:  # the press didn't take: the next one may try again
             regressions.release_promotion(session, run_id=run_id)
@@ -326,7 +332,7 @@ def promote(run_id: int) -> Replies:
     with session_scope() as session:
         made = decision.create(session, new=decision.NewDecision(
             text=text, author=run.promoted_by or run.user, channel=run.channel, tags=("promotion",), links=tuple(links)))
-        promotion = {"alias": alias, "before": before, "already": already, "decision_id": made.id}
+        promotion = {"alias": alias, "before": before, "already": already, "decision_id": made.id, "moving_from": before}
         regressions.set_promotion(session, run_id=run_id, promotion=promotion)
     try:  # the decision's links checked and tagged in MLflow, as a typed `decide` would have them
         from tasks.decision_links import check_links

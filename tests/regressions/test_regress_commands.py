@@ -218,6 +218,32 @@ def test_an_older_runs_promote_job_after_a_newer_ones_moves_nothing(configured, 
             f"Promoted shop v3 to @production after regression run R{newer} of suite shop passed its gate (replacing v1)."]
 
 
+def test_a_promote_job_run_again_after_dying_between_the_move_and_its_decision_says_what_moved(
+    configured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker died after moving the alias and before the decision: the job run again found the alias at
+    the candidate already and said "nothing moved", and the decision lost which version it replaced."""
+    from models import decision
+    from tasks.regressions import work
+
+    run_id = make_run(regressions.PASSED, version="2")
+    assert ask(f"promote R{run_id}", user=PROMOTER).template == "regress_promoting"
+    real = decision.create
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the worker died here (test)")
+
+    monkeypatch.setattr(decision, "create", dies)
+    with pytest.raises(RuntimeError):
+        work.promote(run_id)
+    monkeypatch.setattr(decision, "create", real)
+    [(template, context), _card] = work.promote(run_id)
+    assert (template, context["before"], context["already"]) == ("regress_promoted", "1", False)
+    with session_scope() as session:
+        assert [d.text for d in session.query(decision.Decision).all()] == [
+            f"Promoted shop v2 to @production after regression run R{run_id} of suite shop passed its gate (replacing v1)."]
+
+
 def test_two_presses_at_once_promote_once(configured) -> None:
     passed = make_run(regressions.PASSED)
     replies: list[Reply] = []
