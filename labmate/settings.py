@@ -23,7 +23,6 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta, Struct, ValidationError, convert, field
 
 EMBEDDED_BROKER = "memory://"
-URL_FIELDS = ("database_url", "broker_url", "result_backend", "mlflow_tracking_uri", "mlflow_ui_url", "slack_api_url")
 _USERINFO = re.compile(r"(?P<scheme>\b(?P<name>[A-Za-z][\w+.-]*)://)(?P<userinfo>[^@\s'\"<>]*?)@")
 _SECRET_QUERY = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|access_token|api_key|secret)=)[^&#\s'\"]+", re.I)
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
@@ -689,17 +688,15 @@ class Settings(Table, kw_only=True):
             self.slack_api_url += "/"
 
     def __repr__(self) -> str:
-        shown = (
-            f"{name}={mask_url(value) if isinstance(value, str) and name in URL_FIELDS else value!r}"
-            for name, value in ((name, getattr(self, name)) for name in self.__struct_fields__)
-        )
-        return f"Settings({', '.join(shown)})"
+        """Passwords masked in every URL, the nested tables' too (a project's git URI, the clean-up's store)."""
+        shown = (f"{name}={getattr(self, name)!r}" for name in self.__struct_fields__)
+        return mask_url(f"Settings({', '.join(shown)})")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for display: paths as text, secrets masked."""
         from msgspec import to_builtins
 
-        return to_builtins(self, enc_hook=_shown)
+        return _masked(to_builtins(self, enc_hook=_shown))
 
     @property
     def embedded_broker(self) -> bool:
@@ -718,6 +715,16 @@ def _shown(value: Any) -> Any:
     if isinstance(value, (Path, SecretStr)):
         return str(value)
     raise NotImplementedError(f"{type(value).__name__} has no shown form")
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return value
 
 
 def _decoded(kind: type, value: Any) -> Any:

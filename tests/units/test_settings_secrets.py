@@ -44,3 +44,20 @@ def test_repr_masks_passwords_in_every_url(monkeypatch: pytest.MonkeyPatch) -> N
 )
 def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+def test_repr_and_as_dict_mask_the_nested_tables_urls_too(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from labmate.settings import reset_settings
+
+    monkeypatch.setenv("LABMATE_DATABASE_URL", "postgresql://labmate:db-s3cret@db:5432/labmate")
+    (tmp_path / "labmate.toml").write_text(
+        '[projects.remote]\nuri = "https://bot:git-s3cret@git.example.com/acme/train.git"\n'
+        'entry_points = ["train"]\nexperiment = "remote"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    reset_settings()
+    settings = load_settings()
+    assert settings.projects["remote"].uri.startswith("https://bot:git-s3cret@")  # the value itself is intact
+    for shown in (repr(settings), str(settings.as_dict())):
+        assert "git-s3cret" not in shown and "db-s3cret" not in shown
+        assert "https://bot:***@git.example.com/acme/train.git" in shown
