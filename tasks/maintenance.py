@@ -188,8 +188,14 @@ def _still_run_by_a_worker(orphans: list[jobs.JobRecord]) -> set[str]:
     except Exception as exc:
         log.warning("could not ask the workers whether they still run %d job(s): %s", len(keys), exc)
         return set()
-    return {key for reply in replies for found in reply.values() for key, (state, _info) in (found or {}).items()
-            if state == "active"}  # fmt: skip
+    return active_keys(replies)
+
+
+def active_keys(replies: list[dict[str, Any]]) -> set[str]:
+    """The task ids in `query_task`'s replies, `[{node: {task id: [state, info]}}, …]`, that a node is
+    executing; a node without the command (beat) answers `{node: {"error": "…"}}`."""
+    return {key for reply in replies for found in reply.values() if isinstance(found, dict)
+            for key, told in found.items() if isinstance(told, (list, tuple)) and list(told[:1]) == ["active"]}  # fmt: skip
 
 
 def reap() -> Reaped:

@@ -90,3 +90,15 @@ def test_claim_rules(migrated: str) -> None:
         assert jobs.claim(session, key="k", task="t", kwargs={}, worker="c", retry=True).status == "owned"
         jobs.finish(session, key="k", state="done")
         assert jobs.claim(session, key="k", task="t", kwargs={}, worker="d", retry=True).status == "ended"
+
+
+def test_only_the_jobs_a_worker_says_it_is_executing_count_as_still_run() -> None:
+    from tasks.maintenance import active_keys
+
+    replies = [
+        {"celery@a": {"j1": ["active", {"id": "j1"}], "j2": ["reserved", {"id": "j2"}]}},
+        {"celery@a": {"j3": ("active", {})}},  # a second worker with the same node name
+        {"celerybeat@a": {"error": "KeyError('query_task')"}},
+        {"celery@b": {}},
+    ]
+    assert active_keys(replies) == {"j1", "j3"}
