@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from bot.messages.mrkdwn import Mrkdwn
+from bot.origin import Origin, Reply
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,20 @@ def unpack(value: Any) -> Any:
     if isinstance(value, list):
         return [unpack(v) for v in value]
     return value
+
+
+def left_to_its_job(reply: Reply) -> bool:
+    """A reply whose job answers (and edits its card): nothing to send now, unless it must say the job
+    is delayed (the queue didn't take it yet)."""
+    return bool(reply.jobs) and not reply.failed and not reply.public and not reply.notes
+
+
+def send_reply(origin: Origin, reply: Reply) -> None:
+    """A command's answer to where it came from, with what it must also say under it."""
+    from bot.messages.render import NOTES
+
+    context = {**reply.context, NOTES: reply.notes} if reply.notes else reply.context
+    send(origin.reply_to(), reply.template, context, key=origin.idempotency_key)
 
 
 def send(reply_to: dict[str, Any], template: str, context: dict[str, Any], *, key: str | None) -> None:

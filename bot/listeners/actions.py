@@ -12,9 +12,8 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot import dispatch
-from bot.messages.render import NOTES
 from bot.origin import Origin
-from bot.replies import send
+from bot.replies import left_to_its_job, send_reply
 from labmate.settings import Settings
 
 ACTION = re.compile(r"^lab:(?!choose:)([a-z]+)(?::.*)?$")
@@ -54,10 +53,9 @@ def on_action(body: dict[str, Any], action: dict[str, Any]) -> None:
     """After the ack (a lazy listener): run the command; its answer goes to the clicker only."""
     origin = origin_of(body, action)
     reply = dispatch.handle(command_of(action), origin)
-    if reply.outcome == "duplicate" or (reply.jobs and not reply.failed and not reply.public and not reply.notes):
-        return  # its job answers (and edits the card); a job the broker couldn't take yet is said now
-    send(origin.reply_to(), reply.template, {**reply.context, NOTES: reply.notes} if reply.notes else reply.context,
-         key=origin.idempotency_key)
+    if reply.outcome == "duplicate" or left_to_its_job(reply):
+        return  # its job answers (and edits the card)
+    send_reply(origin, reply)
 
 
 def register(app: App, settings: Settings) -> None:

@@ -13,7 +13,7 @@ from slack_sdk import WebClient
 from bot import dispatch
 from bot.listeners.actions import origin_of
 from bot.origin import Origin
-from bot.replies import send
+from bot.replies import left_to_its_job, send_reply
 from labmate.errors import NotFoundError
 from labmate.settings import Settings
 
@@ -83,7 +83,7 @@ def open_chooser(body: dict[str, Any], action: dict[str, Any], client: WebClient
 
     reply = dispatch.open_form(origin, "choose", f"choose {label}", open_it)
     if reply.failed:
-        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
+        send_reply(origin, reply)
 
 
 def choices(values: dict[str, Any]) -> dict[str, list[str]]:
@@ -105,9 +105,9 @@ def on_submit(body: dict[str, Any], view: dict[str, Any]) -> None:
         origin = Origin(user=user, channel=metadata.get("channel", ""), source="slack", ephemeral=True,
                         idempotency_key=f"view:{view['id']}:{verb}")
         reply = dispatch.handle(f"{verb} {' '.join(run_ids)}", origin)
-        if reply.outcome == "duplicate" or (reply.jobs and not reply.failed and not reply.public):
+        if reply.outcome == "duplicate" or left_to_its_job(reply):
             continue  # its job answers, and edits the proposal
-        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
+        send_reply(origin, reply)
 
 
 def register(app: App, settings: Settings) -> None:

@@ -13,7 +13,7 @@ from bot import dispatch, grammar
 from bot.listeners import logging_decisions, slack_messages
 from bot.listeners.slack_origin import from_event
 from bot.origin import EVENT_KEY, Origin
-from bot.replies import send
+from bot.replies import send_reply
 from labmate.errors import LabmateError
 from labmate.settings import Settings
 
@@ -39,7 +39,7 @@ def on_mention(body: dict[str, Any], event: dict[str, Any]) -> None:
     origin = from_event(body, event)
     reply = dispatch.handle(mention_command(slack_messages.unescape(event.get("text", ""))), origin)
     if reply.outcome != "duplicate":
-        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
+        send_reply(origin, reply)
 
 
 class SlackDidNotAnswer(LabmateError):
@@ -50,7 +50,7 @@ def _refuse_decision(exc: LabmateError, origin: Origin, text: str) -> None:
     """A reaction that logs nothing: one failed `decide` row and one answer (a retry is a duplicate)."""
     reply = dispatch.refuse(exc, origin, text, verb="decide")
     if reply.outcome != "duplicate":
-        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
+        send_reply(origin, reply)
 
 
 def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, settings: Settings) -> None:
@@ -91,7 +91,7 @@ def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, 
         source_ts=ts,
     )
     if reply.outcome != "duplicate":
-        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
+        send_reply(origin, reply)
 
 
 HOME_TASK = "labmate.home.publish"

@@ -12,7 +12,7 @@ from bot import dispatch
 from bot.grammar.decisions import MAX_DECISION
 from bot.listeners import slack_messages
 from bot.origin import Origin
-from bot.replies import send
+from bot.replies import send_reply
 from labmate.settings import Settings
 
 SHORTCUT_ID = "log_decision"
@@ -87,7 +87,7 @@ def open_modal(body: dict[str, Any], client: WebClient) -> None:
         lambda: client.views_open(trigger_id=body["trigger_id"], view=modal(slack_messages.typed_text(message), metadata)),
     )
     if reply.failed:
-        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
+        send_reply(origin, reply)
 
 
 def register(app: App, settings: Settings) -> None:

@@ -13,7 +13,7 @@ from bot import dispatch
 from bot.listeners import logging_decisions, slack_messages
 from bot.listeners.shortcuts import MODAL_ID
 from bot.origin import Origin
-from bot.replies import send
+from bot.replies import send_reply
 from labmate.errors import LabmateError
 from labmate.settings import Settings
 
@@ -64,7 +64,7 @@ def on_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebC
         return
     ack()
     if reply.outcome != "duplicate" and channel:
-        send(origin.reply_to(), reply.template, reply.context, key=origin.idempotency_key)
+        send_reply(origin, reply)
 
 
 def register(app: App, settings: Settings) -> None:

@@ -198,3 +198,19 @@ def test_a_modal_saved_again_after_something_went_wrong_stores_the_decision(inpr
     assert [e.outcome for e in inprocess.audit(user=user)] == ["error", "ok"]
     [confirmation] = inprocess.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == channel)
     assert f"*Decision #{decision.id}* logged" in "\n".join(iter_texts(confirmation.params["blocks"]))
+
+
+def test_a_modal_saved_while_the_job_queue_is_down_says_its_link_check_waits(inprocess: Lab, monkeypatch) -> None:
+    from bot.listeners.shortcuts import modal
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to redis:6379. Connection refused. (test)")
+
+    monkeypatch.setattr("tasks.client.enqueue", broker_down)
+    user, channel = unique("U"), unique("C")
+    view = {**modal("ship it", {"channel": channel, "ts": message_ts(), "author": user}), "id": unique("V"), "hash": "1.abc"}
+    saved = inprocess.slack.view_submission(view, user=user, values={"text": "ship it", "tags": "", "links": f"run:{RUN_ID}"})
+    assert saved.status == 200 and saved.body == ""
+    [confirmation] = inprocess.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == channel)
+    shown = "\n".join(iter_texts(confirmation.params["blocks"]))
+    assert "*Decision #" in shown and "The job queue is unreachable, so " in shown, shown
