@@ -225,16 +225,19 @@ def newer_failed(session: Session, *, run: RegressionRun) -> RegressionRun | Non
     return session.scalars(query).first()
 
 
-def newer_promoted(session: Session, *, run: RegressionRun) -> RegressionRun | None:
-    """The newest later run of the same suite that was promoted: promoting `run` after it would move
-    the alias back to a candidate compared with a production that is no longer there."""
+def newer_promoted(session: Session, *, run: RegressionRun, moving: bool = False) -> RegressionRun | None:
+    """The newest later run of the same suite that was promoted (its press accepted; with `moving`, its
+    job has started moving the alias): promoting `run` after it would move the alias back to a candidate
+    compared with a production that is no longer there."""
     query = (
         select(RegressionRun)
         .where(RegressionRun.suite == run.suite, RegressionRun.id > run.id, RegressionRun.promoted_by.is_not(None))
         .order_by(RegressionRun.id.desc())
-        .limit(1)
     )
-    return session.scalars(query).first()
+    found = session.scalars(query).all()
+    if moving:
+        found = [newer for newer in found if "moving_from" in (newer.promotion or {})]
+    return found[0] if found else None
 
 
 def recent(session: Session, *, suite: str | None, since: datetime | None, limit: int = 20) -> list[RegressionRun]:

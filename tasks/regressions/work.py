@@ -300,7 +300,7 @@ def promote(run_id: int) -> Replies:
     if run.promotion.get("decision_id"):
         return [_promoted_reply(run), cards.reply(run_id)]  # a redelivered job: done already
     with session_scope() as session:
-        newer = regressions.newer_promoted(session, run=run)
+        newer = regressions.newer_promoted(session, run=run, moving=True)
         if newer is not None:
             regressions.release_promotion(session, run_id=run_id)
     if newer is not None:  # its press came after this one's, its job ran first: this one must not undo it

@@ -218,6 +218,25 @@ def test_an_older_runs_promote_job_after_a_newer_ones_moves_nothing(configured, 
             f"Promoted shop v3 to @production after regression run R{newer} of suite shop passed its gate (replacing v1)."]
 
 
+def test_promote_jobs_run_in_press_order_both_move_the_alias(configured, mlflow_uri: str) -> None:
+    """A newer run's press accepted but its job not started doesn't stop the older run's job: the alias
+    goes to v2, then to v3 (it refused, and if the newer job then failed nothing was promoted)."""
+    from mlflow import MlflowClient
+
+    from models import decision
+    from tasks.regressions import work
+
+    older = make_run(regressions.PASSED, version="2")
+    newer = make_run(regressions.PASSED, version="3")
+    assert ask(f"promote R{older}", user=PROMOTER).template == "regress_promoting"
+    assert ask(f"promote R{newer}", user=PROMOTER).template == "regress_promoting"
+    work.promote(older)
+    work.promote(newer)
+    assert str(MlflowClient(tracking_uri=mlflow_uri).get_model_version_by_alias("shop", "production").version) == "3"
+    with session_scope() as session:
+        assert len(session.query(decision.Decision).all()) == 2
+
+
 def test_a_promote_job_run_again_after_dying_between_the_move_and_its_decision_says_what_moved(
     configured, monkeypatch: pytest.MonkeyPatch
 ) -> None:
