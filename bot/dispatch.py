@@ -141,7 +141,7 @@ def handle(text: str, origin: Origin, *, now: datetime | None = None) -> Reply:
 
 def refuse(exc: LabmateError, origin: Origin, text: str, *, verb: str = "") -> Reply:
     """A command refused before it could run (the terminal's identity check, a Slack message or form that
-    can't be logged): audited like any other. `duplicate` when this request's key was already used."""
+    can't be logged): audited like any other. `duplicate` for Slack's re-sending of an event already refused."""
     return _finish(error_reply(exc, verb), origin, text, verb, perf_counter())
 
 

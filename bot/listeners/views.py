@@ -48,7 +48,7 @@ def on_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebC
     try:
         args = logging_decisions.parse(text)
     except LabmateError as exc:
-        dispatch.refuse(exc, origin, f"decide {text}".strip(), verb="decide")  # a repeat is a duplicate: no row
+        dispatch.refuse(exc, origin, f"decide {text}".strip(), verb="decide")  # Saved again: refused and audited again
         block = "links" if any(k in exc.message for k in ("run:", "model:", "exp:")) else "text"
         ack(response_action="errors", errors={block: exc.message[:150]})
         return
