@@ -23,7 +23,7 @@ from time import perf_counter
 from typing import Any
 
 from celery import Task
-from celery.exceptions import MaxRetriesExceededError, SoftTimeLimitExceeded
+from celery.exceptions import MaxRetriesExceededError, Retry, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from kombu.utils.json import dumps, loads
 
@@ -127,7 +127,7 @@ def run_job(task: Task, name: str, work: Callable[[], Replies], reply_to: dict[s
                 audit_id = _open_audit(key, reply_to)
             replies, outcome = _answer(key, name, work)
         except Unavailable as exc:
-            return _database_down(task, name, reply_to, exc, key=key)
+            return _database_down(task, name, reply_to, exc)
         return _deliver_all(task, key, replies, outcome, reply_to, audit_id, started, claim.attempt)
 
 
@@ -245,7 +245,7 @@ def _deliver_all(
     except PermanentDeliveryError as exc:
         return _undelivered(key, audit_id, str(exc), started, attempt)
     except Unavailable as exc:
-        return _database_down(task, key, reply_to, exc, key=key)
+        return _database_down(task, key, reply_to, exc)
     except Exception:  # a reply that can't even be rendered: our bug, never a job left running
         error_id = new_error_id()
         log.exception("job %s: could not deliver its reply [%s]", key, error_id)
@@ -297,38 +297,40 @@ def _close(
         log.exception("could not close job %s (audit row %s) as %s", key, audit_id, outcome)
 
 
-NOT_DONE = "I couldn't reach the knowledge base, so this was not done. Try again in a few minutes."
+WAITING = ("I can't reach the knowledge base right now, so this is waiting: it runs by itself once the "
+           "knowledge base is back, and answers here. There's no need to ask again.")
+NOT_DONE = "I couldn't reach the knowledge base or the job queue, so this was not done. Try again in a few minutes."
 
 
-def _after_the_outage(task: Task, reply_to: dict[str, Any], *, claimed: bool) -> str:
-    """What really becomes of a job given up while the knowledge base is down: its ledger row, which
-    this execution couldn't close, is what the reaper finds once the database is back."""
-    if not claimed and reply_to.get("audit"):
-        return NOT_DONE  # a command that stored nothing: no row, nothing left to run
+def _waiting(task: Task) -> str:
     from tasks.maintenance import policy
 
-    if claimed and policy(str(task.name)) is not None:  # a launch or a regression chunk: its policy settles it
-        return "I lost the knowledge base while running this. Once it is back, the card will say how it ended."
-    minutes = int(jobs.LOST_GRACE.total_seconds() // 60)
-    return ("I can't reach the knowledge base right now, so this is waiting: it runs by itself once the knowledge "
-            f"base is back (within about {minutes} minutes of that). There's no need to ask again.")
+    if policy(str(task.name)) is not None:  # a launch or a regression chunk: the reaper may settle it instead
+        return "I can't reach the knowledge base right now. Once it is back, the card will say how this ended."
+    return WAITING
 
 
-def _database_down(task: Task, name: str, reply_to: dict[str, Any], exc: Exception, *, key: str | None = None) -> str:
-    """The knowledge base is unreachable: retry with backoff (the job's database work is safe to
-    repeat), and after the last try tell the user the truth: not done, or done once the database is back."""
+def _database_down(task: Task, name: str, reply_to: dict[str, Any], exc: Exception) -> str:
+    """The knowledge base is unreachable: retry with Celery's backoff for as long as it is down (the
+    job's database work is safe to repeat). Giving up could not be kept true: its ledger row, which
+    can't be closed now, is re-sent by the reaper once the database is back. When the usual retries are
+    used up, the user is told once that it waits; only a retry the broker won't take ends it here."""
+    if task.request.retries == max_retries():
+        _tell(reply_to, _waiting(task), name, exc)
     try:
-        raise task.retry(exc=exc, countdown=backoff(task), max_retries=max_retries())
-    except (MaxRetriesExceededError, Unavailable):
-        pass
+        raise task.retry(exc=exc, countdown=backoff(task), max_retries=None)
+    except Retry:
+        raise
+    except Exception as publish:
+        log.error("job %s: can't wait for the knowledge base, the broker refused its retry: %s", name, publish)
+        _tell(reply_to, NOT_DONE, name, exc)
+        return "error"
+
+
+def _tell(reply_to: dict[str, Any], message: str, name: str, exc: Exception) -> None:
     error_id = new_error_id()
-    log.error("job %s gave up: the knowledge base stayed unreachable [%s]: %s", name, error_id, exc)
+    log.error("job %s: the knowledge base is unreachable [%s]: %s", name, error_id, exc)
     try:
-        outbox.deliver(
-            reply_to,
-            "error",
-            {"message": _after_the_outage(task, reply_to, claimed=key is not None), "hint": "", "error_id": error_id},
-        )
+        outbox.deliver(reply_to, "error", {"message": message, "hint": "", "error_id": error_id})
     except Exception:
         log.exception("could not tell the user either [%s]", error_id)
-    return "error"

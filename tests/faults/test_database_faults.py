@@ -54,7 +54,9 @@ def test_a_job_whose_database_is_down_retries_and_answers_when_it_is_back(make_l
     assert row.outcome == "user_error"
 
 
-def test_a_job_gives_up_telling_the_user_when_the_database_stays_down(make_lab) -> None:
+def test_a_job_whose_database_stays_down_says_it_waits_and_answers_when_it_is_back(make_lab) -> None:
+    """Past its usual retries the job tells the user, once, that it waits, and keeps retrying: it used to
+    give up saying "not done", and its ledger row was run again by the reaper anyway."""
     setup = make_lab(postgres=True, proxy_db=True, LABMATE_DELIVERY_RETRIES="2")
     with setup.lab.starting():
         setup.lab.serve()
@@ -62,14 +64,19 @@ def test_a_job_gives_up_telling_the_user_when_the_database_stays_down(make_lab) 
     channel = unique("C")
     setup.db_proxy.stop()
     _slack(setup).command("summary no-such-experiment", user="U0ALICE", channel=channel)
-    [reply] = wait_until(lambda: setup.lab.fake.posted(channel), timeout=60, what="the give-up message")
-    assert "couldn't reach the knowledge base, so this was not done" in reply.params["text"]
+    [waiting] = wait_until(lambda: setup.lab.fake.posted(channel), timeout=60, what="the message that it waits")
+    assert "so this is waiting: it runs by itself once the knowledge base is back" in waiting.params["text"]
+    time.sleep(3)  # more retries, none of them tells the user again
+    assert len(setup.lab.fake.posted(channel)) == 1
+    setup.db_proxy.start()
+    wait_until(lambda: len(setup.lab.fake.posted(channel)) == 2, timeout=60, what="the job's answer")
+    assert "no-such-experiment" in setup.lab.fake.posted(channel)[1].params["text"]
 
 
-def test_a_stored_job_given_up_while_the_database_is_down_says_it_will_run_and_does(make_lab) -> None:
-    """A decision's link check (stored with the decision) meets the outage and gives up: the user is told it
-    runs once the database is back, not "not done, try again" (trying again duplicated the decision, and
-    the check ran anyway when the reaper found its row)."""
+def test_a_stored_job_waiting_out_the_database_runs_once_when_it_is_back(make_lab) -> None:
+    """A decision's link check (stored with the decision) meets the outage: the user is told it runs once
+    the database is back, not "not done, try again" (trying again duplicated the decision, and the check
+    ran anyway when the reaper found its row). Its own retry and the reaper's re-send run it once."""
     setup = make_lab(postgres=True, proxy_db=True, LABMATE_DELIVERY_RETRIES="1")
     setup.lab.serve()
     worker = setup.lab.worker()
@@ -79,7 +86,7 @@ def test_a_stored_job_given_up_while_the_database_is_down_says_it_will_run_and_d
     assert "Decision #1" in answer_text(answer)
     setup.db_proxy.stop()
     worker.resume()
-    [waiting] = wait_until(lambda: setup.lab.fake.posted(channel), timeout=60, what="the give-up message")
+    [waiting] = wait_until(lambda: setup.lab.fake.posted(channel), timeout=60, what="the message that it waits")
     assert "it runs by itself once the knowledge base is back" in waiting.params["text"], waiting.params["text"]
     setup.db_proxy.start()
     from sqlalchemy import text
