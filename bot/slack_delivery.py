@@ -117,6 +117,12 @@ class SlackPoster:
         if state == ledger.POSTED:
             if ts and posted_digest != digest:
                 self._edit(key, channel, ts, message, digest, final, updated_at)
+            elif not ts and final and posted_digest != digest and reply_to.get("response_url"):
+                # Said privately (the bot isn't in the channel): no message to edit, so its end goes the same
+                # way; the steps between are not sent (a response_url takes five messages).
+                self._respond(reply_to["response_url"], message)
+                with session_scope() as session:
+                    ledger.posted(session, key=key, ts=None, digest=digest)
             if files_done < len(message.files):
                 self._upload(key, reply_to, message, thread_ts=reply_to.get("thread_ts") or ts, start=files_done)
             if final and not ended:

@@ -10,6 +10,8 @@ real processes: `labmate serve`, workers (and beat) on Redis, the fake Slack, a 
   FINISHED), no job is left `running` or `queued`, and the launch job, which delivers the final card, ends
   `undelivered`, as does the command's audit row, with Slack's answer as the reason. With posts refused the
   card job (the queued card) ends `undelivered` too; with edits refused the card stays one message.
+- A launch in a channel the bot is not in: the queued card and the launch's end both reach the person
+  through the command's response_url.
 """
 
 from __future__ import annotations
@@ -200,3 +202,17 @@ def test_a_launch_whose_card_slack_always_refuses_finishes_and_the_card_ends_und
         assert "to chat.update" in run_job.error
         assert len(fake.posted(channel)) == 1 and len(fake.messages(channel)) == 1
     assert launch_row(setup).status == "finished"  # what Slack refused changed nothing about the run
+
+
+def test_a_launch_in_a_channel_the_bot_is_not_in_tells_its_end_privately_too(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
+    """The queued card went to the person through the command's response_url (Slack: not_in_channel); the
+    finished card went nowhere while the ledger and the audit row said delivered."""
+    setup = launch_lab(make_lab, tmp_path, empty_mlflow_db)
+    channel = unique("C")
+    setup.lab.fake.refuse_posts(channel)
+    run_to_the_end(setup, channel)
+    told = wait_until(lambda: [c for c in setup.lab.fake.calls("response_url") if "finished" in str(c.params)],
+                      timeout=60, what="the finished card through the response_url")  # fmt: skip
+    assert len(told) == 1
+    assert len(setup.lab.fake.calls("response_url")) == 2  # the queued card, then its end: no step between
+    assert setup.lab.fake.messages(channel) == []
