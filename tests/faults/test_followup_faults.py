@@ -25,6 +25,7 @@ from harness import answer_text, slack_for, wait_until
 from slackreq import unique
 
 from tests.experiments.conftest import empty_mlflow_db  # noqa: F401
+from tests.faults.test_launch_faults import launch_row, mlflow_status
 from tests.launch.conftest import toml
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -127,23 +128,6 @@ def test_slack_429s_to_the_link_checks_answer_are_waited_out_and_it_is_posted_on
 
 
 # -- a launch whose card never gets through --------------------------------------------------------
-
-
-def launch_row(setup: Any, launch_id: int = 1) -> Any:
-    from models import launches
-    from models.db import session_scope
-
-    with session_scope(setup.db_url) as session:
-        row = launches.get(session, launch_id=launch_id)
-        if row is not None:
-            session.expunge(row)
-        return row
-
-
-def mlflow_status(setup: Any, run_id: str) -> str:
-    from mlflow import MlflowClient
-
-    return str(MlflowClient(tracking_uri=setup.extra["mlflow"]).get_run(run_id).info.status)
 
 
 def launch_lab(make_lab: Any, tmp_path: Path, empty_db: Path) -> Any:
