@@ -6,7 +6,6 @@ from the same Verb table, so it lists exactly what parses.
 
 from __future__ import annotations
 
-import difflib
 import re
 from datetime import UTC, datetime
 
@@ -72,6 +71,8 @@ def verb_named(text: str) -> str:
 
 
 def unknown_verb(name: str) -> UsageError:
+    import difflib  # only a mistyped verb needs it (as in settings): not every process start
+
     close = difflib.get_close_matches(name.lower(), list(_BY_NAME), n=2, cutoff=0.6)
     shown = name if len(name) <= 40 else name[:40] + "…"
     suggestion = " Did you mean " + " or ".join(f"`{c}`" for c in close) + "?" if close else ""

@@ -39,7 +39,7 @@ def states(proposal_id: int) -> dict[str, str]:
 
 def audit_verbs() -> list[str]:
     with session_scope() as session:
-        return [e.verb for e in session.query(audit.AuditEvent).order_by(audit.AuditEvent.id)]
+        return [e.verb for e in reversed(audit.latest(session, limit=100))]
 
 
 def test_dry_run_lists_by_owner_and_changes_nothing(lab) -> None:

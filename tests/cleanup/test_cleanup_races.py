@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from bot import dispatch
 from bot.origin import Origin
@@ -54,7 +55,7 @@ def test_clicks_at_once_delete_once(lab, kb: str) -> None:
         work.answer_job([pid], "delete", "alice", {"user": "alice", "source": "slack", "channel": "C0LAB"})
     with session_scope() as session:
         assert {c.state for c in proposals.candidates(session, proposal_id=pid)} == {proposals.DELETED}
-        rows = session.query(audit.AuditEvent).filter(audit.AuditEvent.verb == "cleanup.delete").all()
+        rows = session.execute(select(audit.AUDIT_EVENTS).where(audit.AUDIT_EVENTS.c.verb == "cleanup.delete")).all()
         assert len(rows) == 2, [(r.text, r.at) for r in rows]
         assert session.query(decision.Decision).filter(decision.Decision.text.like("cleaned %")).count() == 1
     assert lab.client.get_run(lab.runs["died-early"]).info.lifecycle_stage == "deleted"
@@ -101,7 +102,7 @@ def test_two_answers_on_one_proposal_each_carry_out_their_own_runs(lab, kb: str,
                for kw in sent]
     assert [a["done"] for a in answers] == [1, 1] and [a["decision"] for a in answers] == [None, None]
     with session_scope() as session:
-        rows = session.query(audit.AuditEvent).filter(audit.AuditEvent.verb == "cleanup.delete").all()
+        rows = session.execute(select(audit.AUDIT_EVENTS).where(audit.AUDIT_EVENTS.c.verb == "cleanup.delete")).all()
         assert sorted((r.user, r.detail["run"]) for r in rows) == sorted(
             [("alice", lab.runs["died-early"]), ("UADMIN", lab.runs["died-early-2"])])
         assert session.query(decision.Decision).filter(decision.Decision.text.like("cleaned %")).count() == 0

@@ -37,16 +37,14 @@ class Setup:
     def audit(self, **where: Any) -> list[Any]:
         from sqlalchemy import select
 
-        from models.audit import AuditEvent
+        from models.audit import AUDIT_EVENTS
         from models.db import session_scope
 
         with session_scope(self.db_url) as session:
-            query = select(AuditEvent).order_by(AuditEvent.id)
+            query = select(AUDIT_EVENTS).order_by(AUDIT_EVENTS.c.id)
             for key, value in where.items():
-                query = query.where(getattr(AuditEvent, key) == value)
-            rows = list(session.scalars(query))
-            session.expunge_all()
-            return rows
+                query = query.where(AUDIT_EVENTS.c[key] == value)
+            return list(session.execute(query))
 
     def decisions(self) -> list[Any]:
         from sqlalchemy import select

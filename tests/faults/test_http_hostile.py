@@ -134,7 +134,9 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(served) -> None:
 
 
 def test_a_nul_byte_in_a_command_is_a_clear_message_and_audited(served) -> None:
-    from models.audit import AuditEvent
+    from sqlalchemy import select
+
+    from models.audit import AUDIT_EVENTS
     from models.db import session_scope
 
     user = unique("U")
@@ -146,7 +148,7 @@ def test_a_nul_byte_in_a_command_is_a_clear_message_and_audited(served) -> None:
 
     def audited():
         with session_scope(f"sqlite:///{served.home / 'labmate.db'}") as session:
-            return session.query(AuditEvent).filter(AuditEvent.user == user).all()
+            return session.execute(select(AUDIT_EVENTS).where(AUDIT_EVENTS.c.user == user)).all()
 
     (row,) = wait_until(audited, timeout=5, what="the audit row")
     assert row.outcome == "user_error"

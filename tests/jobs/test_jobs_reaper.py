@@ -72,7 +72,7 @@ def test_a_job_that_keeps_dying_is_given_up_and_the_user_told(told) -> None:
     assert key == "doomed/given-up"
     assert template == "error" and "its worker stopped 4 times" in context["message"]
     with session_scope() as session:
-        row = session.get(audit.AuditEvent, audit_id)
+        row = audit.get(session, event_id=audit_id)
         assert (row.outcome, row.error_id) == ("error", context["error_id"])
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from bot import dispatch
 from bot.origin import Origin
@@ -86,7 +87,7 @@ def test_decision_link_check_runs_on_a_separate_worker(redis_worker: str) -> Non
     deadline = time.monotonic() + 10
     while True:
         with session_scope() as session:
-            row = session.query(audit.AuditEvent).one()
+            row = session.execute(select(audit.AUDIT_EVENTS)).one()
         if row.outcome != "queued" or time.monotonic() > deadline:
             break
         time.sleep(0.1)

@@ -45,7 +45,7 @@ def stored() -> tuple[int, int]:
 
 def outcomes() -> list[str]:
     with session_scope() as session:
-        return [e.outcome for e in session.query(audit.AuditEvent).order_by(audit.AuditEvent.id)]
+        return [e.outcome for e in reversed(audit.latest(session, limit=100))]
 
 
 LISTED = "Suites you can run: `shop` (suites/shop.yaml)."

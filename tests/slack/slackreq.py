@@ -323,14 +323,14 @@ class Lab:
     def audit(self, **where: Any) -> list[Any]:
         from sqlalchemy import select
 
-        from models.audit import AuditEvent
+        from models.audit import AUDIT_EVENTS
         from models.db import session_scope
 
         with session_scope(self.db_url) as session:
-            query = select(AuditEvent).order_by(AuditEvent.id)
+            query = select(AUDIT_EVENTS).order_by(AUDIT_EVENTS.c.id)
             for key, value in where.items():
-                query = query.where(getattr(AuditEvent, key) == value)
-            return list(session.scalars(query))
+                query = query.where(AUDIT_EVENTS.c[key] == value)
+            return list(session.execute(query))
 
 
 def forget_keys(redis_url: str, prefix: str) -> None:

@@ -20,7 +20,7 @@ from models.db import session_scope
 RUN = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
 
-def audit_rows(url: str) -> list[audit.AuditEvent]:
+def audit_rows(url: str) -> list[audit.AuditRow]:
     with session_scope(url) as s:
         return list(reversed(audit.latest(s, limit=100)))
 
