@@ -1,7 +1,8 @@
 """Every command shown in README.md and docs/ is run here, or, where it can't run on this machine,
 checked to resolve to a real entry point (and the test says which and why):
 
-- `labmate …` and `pytest conversations/ …` lines run for real, in one home with the demo loaded.
+- `labmate …` and `pytest conversations/ …` lines run for real, in a home with the demo loaded (one
+  for the README, one for the guides in docs/).
 - `.venv/bin/python bench/…` lines: benchmarks take minutes to hours, so the script must exist and
   accept every option the docs show (`--help` lists them); `-c` one-liners run.
 - `/lab …` lines (in shell blocks, or in text blocks with an explanation column) are what a person
@@ -199,9 +200,11 @@ def test_docker_run_lines_name_real_commands():
 
 
 @pytest.mark.slow
-def test_labmate_and_pytest_commands_run(tmp_path):
+@pytest.mark.parametrize("readme", [True, False], ids=["README", "docs"])
+def test_labmate_and_pytest_commands_run(tmp_path, readme):
     """In the order the docs show them, in one home with the demo loaded, from the repository root
-    (the docs' relative paths are the checkout's). Outputs go to tmp_path."""
+    (the docs' relative paths are the checkout's). Outputs go to tmp_path. The README's commands and
+    the guides' run in two homes, so two pytest processes share what took one a minute."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
     env.update(LABMATE_HOME=str(tmp_path / "home"), LABMATE_CONFIG=str(tmp_path / "labmate.toml"))
     (tmp_path / "labmate.toml").touch()
@@ -210,7 +213,7 @@ def test_labmate_and_pytest_commands_run(tmp_path):
     outputs = {"report.html", "report.json", "junit.xml"}
     ran = 0
     for source, command in COMMANDS:
-        if _kind(command) != "run":
+        if _kind(command) != "run" or (source == "README.md") != readme:
             continue
         argv = shlex.split(command)
         argv = [str(tmp_path / a) if a in outputs else a for a in argv]  # reports land in tmp_path
@@ -236,7 +239,7 @@ def test_labmate_and_pytest_commands_run(tmp_path):
             assert result.returncode == 0, shown
         assert "Traceback" not in result.stderr, shown
         ran += 1
-    assert ran >= 8
+    assert ran >= (8 if readme else 10)
     assert (tmp_path / "report.html").is_file()
 
 
