@@ -24,7 +24,11 @@ from msgspec import Meta, Struct, ValidationError, convert, field
 
 EMBEDDED_BROKER = "memory://"
 _USERINFO = re.compile(r"(?P<scheme>\b(?P<name>[A-Za-z][\w+.-]*)://)(?P<userinfo>[^@\s'\"<>]*?)@")
-_SECRET_QUERY = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|access_token|api_key|secret)=)[^&#\s'\"]+", re.I)
+_SECRET_QUERY = re.compile(
+    r"(?P<key>[?&](?:password|passwd|pwd|secret|client_secret|token|access_token|refresh_token|private_token|"
+    r"api_key|apikey|sig|signature|x-amz-signature|x-amz-security-token|x-goog-signature)=)[^&#\s'\"]+",
+    re.I,
+)
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
@@ -39,19 +43,23 @@ def mask_url(text: str) -> str:
 
     A database or broker password may hold a `/` (SQLAlchemy reads up to the `@`); in a web URL a `/`
     before the `@` is a path (`http://host:8080/path@v1`), and a user name alone is a token
-    (`https://<token>@github.com/…`). `?password=` and `&token=` values are masked too."""
+    (`https://<token>@github.com/…`), but an ssh login (`ssh://git@host`) is not. Secrets in the
+    query are masked too: `?password=`, `&token=`, and the signatures of presigned artifact URLs
+    (S3's `X-Amz-Signature`, GCS's `X-Goog-Signature`, Azure's SAS `sig`)."""
     return _SECRET_QUERY.sub(lambda m: f"{m.group('key')}***", _USERINFO.sub(_masked_userinfo, text))
 
 
 def _masked_userinfo(match: re.Match[str]) -> str:
     scheme, userinfo = match.group("scheme"), match.group("userinfo")
-    web = match.group("name").lower().startswith(("http", "git", "ssh", "ws"))
+    name = match.group("name").lower()
+    web = name.startswith(("http", "git", "ssh", "ws"))
     if web and "/" in userinfo:
         return match.group(0)
     user, colon, _password = userinfo.partition(":")
     if colon:
         return f"{scheme}{user}:***@"
-    return f"{scheme}***@" if web and userinfo else match.group(0)
+    token_as_user = web and userinfo and "ssh" not in name
+    return f"{scheme}***@" if token_as_user else match.group(0)
 
 
 def about(description: str, *, env: str = "", shown_default: str = "", **constraints: Any) -> Meta:

@@ -40,6 +40,18 @@ def test_repr_masks_passwords_in_every_url(monkeypatch: pytest.MonkeyPatch) -> N
         # a token as the user name of a web URL (GitHub's https://<token>@github.com/…)
         ("https://ghp_TOKEN42@github.com/acme/train.git@main", "https://***@github.com/acme/train.git@main"),
         ("sqlite:////tmp/a@b.db", "sqlite:////tmp/a@b.db"),
+        # an ssh login is a user name, not a token; its password still is a secret
+        ("ssh://git@github.com/acme/train.git", "ssh://git@github.com/acme/train.git"),
+        ("git+ssh://git:pw@h/x.git", "git+ssh://git:***@h/x.git"),
+        ("git+https://ghp_TOKEN42@github.com/acme/train.git", "git+https://***@github.com/acme/train.git"),
+        # presigned artifact URLs (MLflow's proxied S3, GCS and Azure stores quote them in errors)
+        ("https://b.s3.amazonaws.com/a/model.pkl?X-Amz-Credential=AKIA1%2F2&X-Amz-Signature=f00d&X-Amz-Expires=60",
+         "https://b.s3.amazonaws.com/a/model.pkl?X-Amz-Credential=AKIA1%2F2&X-Amz-Signature=***&X-Amz-Expires=60"),
+        ("https://s.blob.core.windows.net/c/m.pkl?sv=2022-11-02&sig=abc%2Bdef%3D&se=2026",
+         "https://s.blob.core.windows.net/c/m.pkl?sv=2022-11-02&sig=***&se=2026"),
+        ("https://storage.googleapis.com/b/m?X-Goog-Signature=beef&x-goog-date=1",
+         "https://storage.googleapis.com/b/m?X-Goog-Signature=***&x-goog-date=1"),
+        ("https://h/x?refresh_token=r1&client_secret=c2", "https://h/x?refresh_token=***&client_secret=***"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
