@@ -1,4 +1,5 @@
-"""Serving the Slack app: one WSGI endpoint (/slack/events) under uWSGI, /healthz, or Socket Mode."""
+"""Serving the Slack app: one WSGI endpoint (/slack/events) under uWSGI, /healthz, or Socket Mode
+(with its own /healthz)."""
 
 from __future__ import annotations
 
@@ -128,7 +129,7 @@ def run_http(*, host: str, port: int, workers: int, threads: int) -> None:
     os.execv(argv[0], argv)
 
 
-def run_socket_mode() -> None:
+def run_socket_mode(*, host: str, port: int) -> None:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     from bot.post import router
@@ -145,9 +146,46 @@ def run_socket_mode() -> None:
         warm()
         app = build_app(token_verification=False, socket_mode=True)
         handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value())
+    serve_health(host, port, handler.client.is_connected)
     connect_with_backoff(handler.connect, settings.slack_api_url)
-    log.info("connected to Slack over Socket Mode; serving")
+    log.info("connected to Slack over Socket Mode; serving (/healthz on %s:%s)", host, port)
     Event().wait()  # what SocketModeHandler.start() does after connecting: its client reconnects by itself
+
+
+def serve_health(host: str, port: int, connected: Callable[[], bool]) -> None:
+    """Socket Mode's /healthz, for compose's health check and `labmate health bot` as over HTTP: 200
+    while the connection to Slack is open, 503 while it connects or reconnects. Slack's requests come
+    over the socket, so nothing else is served."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] != "/healthz":
+                self._answer(404, "not found")
+            elif connected():
+                self._answer(200, "ok")
+            else:
+                self._answer(503, "not connected to Slack: Socket Mode is connecting")
+
+        def _answer(self, status: int, text: str) -> None:
+            body = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # a probe every few seconds: not logged
+            pass
+
+    try:
+        server = ThreadingHTTPServer((host, port), Health)
+    except OSError as exc:
+        raise SystemExit(f"can't serve /healthz on {host}:{port} ({exc.strerror or exc}): "
+                         "give a free port with --port") from None
+    server.daemon_threads = True
+    Thread(target=server.serve_forever, name="socket-mode-healthz", daemon=True).start()
 
 
 def _refusal_or_error(exc: SlackApiError, token: str, fix: str) -> str:

@@ -78,7 +78,7 @@ def _leave_now_if_jobs_still_run(unfinished: int, code: int) -> None:
 
 @app.command()
 def serve(
-    port: int = typer.Option(3000, help="HTTP port for /slack/events and /healthz."),
+    port: int = typer.Option(3000, help="HTTP port for /slack/events and /healthz (in Socket Mode, /healthz only)."),
     host: str = typer.Option("0.0.0.0", help="Interface to listen on."),
     workers: int = typer.Option(1, help="WSGI worker processes."),
     threads: int = typer.Option(4, help="Threads per worker process: requests handled at once (idle keep-alive connections wait in the HTTP router, not in a thread)."),
@@ -92,7 +92,7 @@ def serve(
     from bot.server import run_http, run_socket_mode
 
     if socket_mode:
-        run_socket_mode()
+        run_socket_mode(host=host, port=port)
     else:
         run_http(host=host, port=port, workers=workers, threads=threads)
 

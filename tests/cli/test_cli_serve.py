@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 
 from fakeslack import FakeSlack
+from fakesocket import FakeSocketMode, command_payload
 from harness import Lab, free_port, lab_env, unique_prefix, wait_until
 from slackreq import OverHTTP, Slack
 
@@ -78,6 +79,57 @@ def _socket_mode_env(lab_home: Path, api_url: str, app_token: str) -> dict[str, 
     return env
 
 
+def _socket_serve(port: int | None = None) -> list[str]:
+    """Socket Mode serves /healthz too: on a free port of the loopback, never a shared default."""
+    return [LABMATE, "serve", "--socket-mode", "--host", "127.0.0.1", "--port", str(port or free_port())]
+
+
+def _healthz(port: int) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def test_socket_mode_answers_over_its_socket_and_its_healthz_says_connected(lab_home: Path, tmp_path: Path) -> None:
+    """The whole Socket Mode path with Slack's side faked: apps.connections.open, the WebSocket, a slash
+    command's envelope acked with its answer, the audit row; /healthz 200 once connected, as compose's
+    health check and `labmate health bot` read it."""
+    port = free_port()
+    with FakeSlack(token="xoxb-test", app_token="xapp-1") as fake, FakeSocketMode() as slack:
+        fake.socket_url = slack.url
+        env = _socket_mode_env(lab_home, fake.api_url, "xapp-1")
+        proc = subprocess.Popen(_socket_serve(port), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            slack.wait_connected()
+            assert wait_until(lambda: _healthz(port)[0] == 200, timeout=10, what="/healthz 200")
+            ack = slack.send("slash_commands", command_payload("decide ship it <b> #release", user="U0SOCKET"))
+            assert ack["payload"]["text"].startswith("Decision #1 logged: ship it"), ack
+            assert "&lt;b&gt;" in ack["payload"]["text"]  # escaped for mrkdwn, as over HTTP
+            health = subprocess.run([LABMATE, "health", "bot", "--port", str(port)], env=env, capture_output=True,
+                                    text=True, timeout=30)
+            assert health.returncode == 0 and "answered 200" in health.stdout + health.stderr, health
+            assert _healthz(port) == (200, "ok")
+            assert len(fake.calls("apps.connections.open")) == 1  # one connection, kept
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=30)
+    assert "Traceback" not in out, out
+    from models import audit
+    from models.db import session_scope
+
+    with session_scope(f"sqlite:///{lab_home / 'labmate.db'}") as session:
+        rows = [r for r in audit.latest(session) if r.user == "U0SOCKET"]
+    assert [(r.verb, r.source, r.outcome) for r in rows] == [("decide", "slack", "ok")], rows
+
+
 def test_socket_mode_without_credentials_names_all_it_needs_in_one_line(lab_home: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "LABMATE_"))}
     env.update(LABMATE_HOME=str(lab_home))
@@ -91,7 +143,7 @@ def test_socket_mode_without_credentials_names_all_it_needs_in_one_line(lab_home
 
 def test_socket_mode_with_an_app_token_slack_rejects_stops_in_one_line(lab_home: Path, tmp_path: Path) -> None:
     with FakeSlack(token="xoxb-test") as fake:  # knows only the bot token: the app token is refused
-        done = subprocess.run([LABMATE, "serve", "--socket-mode"], env=_socket_mode_env(lab_home, fake.api_url, "xapp-wrong"),
+        done = subprocess.run(_socket_serve(), env=_socket_mode_env(lab_home, fake.api_url, "xapp-wrong"),
                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert [c.method for c in fake.calls()] == ["auth.test", "apps.connections.open"]
     assert done.returncode == 1
@@ -104,7 +156,7 @@ def test_socket_mode_with_slack_unreachable_keeps_trying_with_backoff(lab_home: 
     """Not a traceback and an exit: Socket Mode can't serve before it connects, so it tries again,
     further apart each time, and says so in one line each time."""
     api_url = f"http://127.0.0.1:{free_port()}/api/"  # nothing listens there
-    proc = subprocess.Popen([LABMATE, "serve", "--socket-mode"], env=_socket_mode_env(lab_home, api_url, "xapp-1"),
+    proc = subprocess.Popen(_socket_serve(), env=_socket_mode_env(lab_home, api_url, "xapp-1"),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines: list[str] = []

@@ -93,8 +93,11 @@ class _Fault:
 
 
 class FakeSlack:
-    def __init__(self, *, token: str = "xoxb-test", retry_after: int = 1) -> None:
+    def __init__(self, *, token: str = "xoxb-test", retry_after: int = 1, app_token: str | None = None) -> None:
         self.token = token
+        self.app_token = app_token
+        self.socket_url: str | None = None
+        """What apps.connections.open hands out (a FakeSocketMode's url) to the app token."""
         self.retry_after = retry_after
         self._lock = threading.Condition()
         self._calls: list[Call] = []
@@ -293,6 +296,10 @@ class FakeSlack:
         token = call.token
         if token is None:
             return {"ok": False, "error": "not_authed"}
+        if method == "apps.connections.open":  # the only method an app-level token may call
+            if self.app_token is None or token != self.app_token:
+                return {"ok": False, "error": "invalid_auth"}
+            return {"ok": True, "url": self.socket_url} if self.socket_url else {"ok": False, "error": "internal_error"}
         if token != self.token:
             return {"ok": False, "error": "invalid_auth"}
         handler = getattr(self, "_api_" + method.replace(".", "_"), None)
