@@ -47,15 +47,45 @@ def compose_cli() -> bool:
     return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
 
 
-def rendered(env: dict[str, str] | None = None) -> dict[str, Any]:
+def rendered(env: dict[str, str] | None = None, *, overrides: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file, and any override files after it (`docker compose -f docker-compose.yml -f …`)."""
     env = {**ENV, **(env or {})}
     if compose_cli():
+        files = [arg for path in (COMPOSE_FILE, *overrides) for arg in ("-f", str(path))]
         out = subprocess.run(
-            ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+            ["docker", "compose", *files, "config", "--format", "json"],
             env={"PATH": "/usr/bin:/bin", **env},
             capture_output=True,
             text=True,
             check=True,
         ).stdout
         return json.loads(out)
-    return interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), env)
+    merged = interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), env)
+    for path in overrides:
+        merged = merge(merged, interpolate(yaml.load(path.read_text(), Loader=_ComposeLoader), env))
+    return merged
+
+
+class _Reset:
+    """Compose's `!reset` tag: the key is removed from what the files before set."""
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    pass
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: _Reset())
+
+
+def merge(base: Any, override: Any) -> Any:
+    """Compose's merge of an override file, as far as ours use it: mappings (services, environment)
+    merge key by key, `!reset` removes, and anything else (a command, a list) is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            if isinstance(value, _Reset):
+                out.pop(key, None)
+            else:
+                out[key] = merge(base.get(key), value)
+        return out
+    return override

@@ -165,6 +165,29 @@ def test_restart_policies_and_start_order_on_health():
     assert {"redis", "postgres"} <= set(services["beat"]["depends_on"])
 
 
+SOCKET_MODE = ROOT / "deploy" / "socket-mode.yml"
+
+
+def test_the_socket_mode_override_serves_over_the_socket_with_the_same_health_check():
+    """`docker compose -f docker-compose.yml -f deploy/socket-mode.yml`: only the bot changes; its
+    command is Socket Mode's, it needs the app token, publishes no port, and the health check it
+    keeps probes the port the command serves /healthz on (test_services_run.py runs both)."""
+    socket_mode = rendered({"SLACK_APP_TOKEN": "xapp-compose-test"}, overrides=(SOCKET_MODE,))
+    bot = socket_mode["services"]["bot"]
+    command, ctx = _resolve(bot["command"])
+    assert command.name == "serve" and ctx.params["socket_mode"] is True
+    assert not bot.get("ports")
+    assert bot["environment"]["SLACK_APP_TOKEN"] == "xapp-compose-test"
+    assert bot["environment"]["SLACK_BOT_TOKEN"] == COMPOSE["services"]["bot"]["environment"]["SLACK_BOT_TOKEN"]
+    check = bot["healthcheck"]["test"]
+    assert check == COMPOSE["services"]["bot"]["healthcheck"]["test"]
+    assert check[check.index("--port") + 1] == str(ctx.params["port"])
+    others = {name: service for name, service in socket_mode["services"].items() if name != "bot"}
+    assert others == {name: service for name, service in COMPOSE["services"].items() if name != "bot"}
+    with pytest.raises(ValueError, match="SLACK_APP_TOKEN"):
+        rendered(overrides=(SOCKET_MODE,))
+
+
 def test_one_beat_only():
     assert COMPOSE["services"]["beat"].get("deploy", {}).get("replicas", 1) == 1
 

@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from tests.conftest import POSTGRES_URL, service_or_skip
-from tests.deploy.compose import DOCKERFILE, ENV, rendered
+from tests.deploy.compose import DOCKERFILE, ENV, ROOT, rendered
 
 COMPOSE = rendered()
 BIN = Path(sys.executable).parent
@@ -304,6 +304,34 @@ def test_the_bot_serves_with_compose_flags_and_answers_its_health_check(stack_en
                     bot.communicate()
     refused = _health("bot", "--port", str(port), "--timeout", "1", env=env)
     assert refused.returncode == 1 and "did not answer" in refused.stderr  # the check can fail
+
+
+def test_the_socket_mode_bot_serves_with_the_overrides_flags_and_answers_its_health_checks(stack_env):
+    """deploy/socket-mode.yml's bot command (port swapped), Slack's side faked: the compose health
+    check and the image's (which finds the port in the command line) answer once it is connected."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
+    from fakeslack import FakeSlack
+    from fakesocket import FakeSocketMode
+    from slackreq import BOT_TOKEN
+
+    socket_mode = rendered({"SLACK_APP_TOKEN": "xapp-compose-test"}, overrides=(ROOT / "deploy" / "socket-mode.yml",))
+    command = list(socket_mode["services"]["bot"]["command"])
+    port = _free_port()
+    command[command.index("--port") + 1] = str(port)
+    with FakeSlack(token=BOT_TOKEN, app_token="xapp-compose-test") as fake, FakeSocketMode() as slack:
+        fake.socket_url = slack.url
+        env = {**stack_env, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": "xapp-compose-test",
+               "LABMATE_SLACK_API_URL": fake.api_url}
+        bot = subprocess.Popen([str(BIN / "labmate"), *command, "--host", "127.0.0.1"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            _wait_healthy("bot", "--port", str(port), env=env, proc=bot, seconds=_budget("bot"))
+            assert slack.connected() == 1
+            answer = _image_health(bot, env)
+            assert answer.returncode == 0 and f":{port}/healthz answered 200" in answer.stdout, answer
+        finally:
+            out = _stop(bot)
+    assert "Traceback" not in out, out
 
 
 def test_the_demo_against_the_compose_mlflow_server_keeps_artifacts_on_the_server(mlflow_server, tmp_path):
