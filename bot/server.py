@@ -134,11 +134,16 @@ def run_socket_mode(*, host: str, port: int) -> None:
 
     from bot.post import router
     from bot.slack_app import build_app
+    from bot.slack_client import missing_credentials
     from labmate.settings import get_settings
 
     settings = get_settings()
     from labmate.bootstrap import long_lived
 
+    missing = missing_credentials(settings, socket_mode=True)
+    if missing:
+        raise SystemExit(missing)
+    health = HealthServer.open(host, port)  # a taken port stops the start here, not after the warm-up
     preflight(socket_mode=True)
     assert settings.slack_app_token is not None  # preflight stopped without it
     with long_lived():
@@ -146,46 +151,68 @@ def run_socket_mode(*, host: str, port: int) -> None:
         warm()
         app = build_app(token_verification=False, socket_mode=True)
         handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value())
-    serve_health(host, port, handler.client.is_connected)
+    health.connected = handler.client.is_connected
     connect_with_backoff(handler.connect, settings.slack_api_url)
-    log.info("connected to Slack over Socket Mode; serving (/healthz on %s:%s)", host, port)
+    if handler.client.is_connected():
+        log.info("connected to Slack over Socket Mode; serving (/healthz on %s:%s)", host, port)
+    else:  # slack_sdk gives up a failed WebSocket handshake quietly; its monitor tries again
+        log.warning("Socket Mode's first connection to Slack failed; slack_sdk tries again every 10 s "
+                    "(/healthz on %s:%s says 503 until then)", host, port)
     Event().wait()  # what SocketModeHandler.start() does after connecting: its client reconnects by itself
 
 
-def serve_health(host: str, port: int, connected: Callable[[], bool]) -> None:
+class HealthServer:
     """Socket Mode's /healthz, for compose's health check and `labmate health bot` as over HTTP: 200
     while the connection to Slack is open, 503 while it connects or reconnects. Slack's requests come
     over the socket, so nothing else is served."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
 
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] != "/healthz":
-                self._answer(404, "not found")
-            elif connected():
-                self._answer(200, "ok")
-            else:
-                self._answer(503, "not connected to Slack: Socket Mode is connecting")
+    def __init__(self) -> None:
+        self.connected: Callable[[], bool] = lambda: False
 
-        def _answer(self, status: int, text: str) -> None:
-            body = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    @classmethod
+    def open(cls, host: str, port: int) -> HealthServer:
+        import socketserver
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
 
-        def log_message(self, format: str, *args: object) -> None:  # a probe every few seconds: not logged
-            pass
+        state = cls()
 
-    try:
-        server = ThreadingHTTPServer((host, port), Health)
-    except OSError as exc:
-        raise SystemExit(f"can't serve /healthz on {host}:{port} ({exc.strerror or exc}): "
-                         "give a free port with --port") from None
-    server.daemon_threads = True
-    Thread(target=server.serve_forever, name="socket-mode-healthz", daemon=True).start()
+        class Health(BaseHTTPRequestHandler):
+            timeout = 5  # a client that sends nothing doesn't hold its thread
+
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/healthz":
+                    self._answer(404, "not found")
+                elif state.connected():
+                    self._answer(200, "ok")
+                else:
+                    self._answer(503, "not connected to Slack: Socket Mode is connecting")
+
+            def _answer(self, status: int, text: str) -> None:
+                body = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # a probe every few seconds: not logged
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def server_bind(self) -> None:  # HTTPServer's also looks up the host's name, which can stall
+                socketserver.TCPServer.server_bind(self)
+                self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+        try:
+            server = Server((host, port), Health)
+        except OSError as exc:
+            raise SystemExit(f"can't serve /healthz on {host}:{port} ({exc.strerror or exc}): "
+                             "give a free port with --port, or the interface's address with --host") from None
+        Thread(target=server.serve_forever, name="socket-mode-healthz", daemon=True).start()
+        return state
 
 
 def _refusal_or_error(exc: SlackApiError, token: str, fix: str) -> str:

@@ -79,7 +79,10 @@ def _leave_now_if_jobs_still_run(unfinished: int, code: int) -> None:
 @app.command()
 def serve(
     port: int = typer.Option(3000, help="HTTP port for /slack/events and /healthz (in Socket Mode, /healthz only)."),
-    host: str = typer.Option("0.0.0.0", help="Interface to listen on."),
+    host: str | None = typer.Option(
+        None, help="Interface to listen on: 0.0.0.0 over HTTP; in Socket Mode 127.0.0.1 (only its /healthz "
+        "listens, for a health check run beside it).", show_default=False,
+    ),
     workers: int = typer.Option(1, help="WSGI worker processes."),
     threads: int = typer.Option(4, help="Threads per worker process: requests handled at once (idle keep-alive connections wait in the HTTP router, not in a thread)."),
     socket_mode: bool = typer.Option(False, "--socket-mode", help="Connect to Slack over Socket Mode instead of HTTP."),
@@ -92,9 +95,9 @@ def serve(
     from bot.server import run_http, run_socket_mode
 
     if socket_mode:
-        run_socket_mode(host=host, port=port)
+        run_socket_mode(host=host or "127.0.0.1", port=port)
     else:
-        run_http(host=host, port=port, workers=workers, threads=threads)
+        run_http(host=host or "0.0.0.0", port=port, workers=workers, threads=threads)
 
 
 @app.command()

@@ -156,7 +156,8 @@ def test_socket_mode_with_slack_unreachable_keeps_trying_with_backoff(lab_home: 
     """Not a traceback and an exit: Socket Mode can't serve before it connects, so it tries again,
     further apart each time, and says so in one line each time."""
     api_url = f"http://127.0.0.1:{free_port()}/api/"  # nothing listens there
-    proc = subprocess.Popen(_socket_serve(), env=_socket_mode_env(lab_home, api_url, "xapp-1"),
+    port = free_port()
+    proc = subprocess.Popen(_socket_serve(port), env=_socket_mode_env(lab_home, api_url, "xapp-1"),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines: list[str] = []
@@ -165,9 +166,46 @@ def test_socket_mode_with_slack_unreachable_keeps_trying_with_backoff(lab_home: 
             assert line, f"it stopped: {lines}"
             lines.append(line)
         assert proc.poll() is None
+        assert _healthz(port) == (503, "not connected to Slack: Socket Mode is connecting")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     assert not any("Traceback" in line for line in lines), lines
     waits = [float(line.rsplit("trying again in ", 1)[1].split()[0]) for line in lines if "trying again in" in line]
     assert len(waits) == 2 and 1 <= waits[0] <= 2 <= waits[1] <= 3, waits  # slack_sdk's backoff: 1 s, 2 s, … plus jitter
+
+
+def test_socket_mode_on_a_taken_port_stops_at_once_in_one_line(lab_home: Path, tmp_path: Path) -> None:
+    """Before the token checks and the warm-up: the health check could never pass on that port."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        api_url = f"http://127.0.0.1:{free_port()}/api/"  # nothing listens there: never asked
+        done = subprocess.run(_socket_serve(port), env=_socket_mode_env(lab_home, api_url, "xapp-1"), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"can't serve /healthz on 127.0.0.1:{port} (Address already in use)"), lines
+    assert "--port" in lines[0]
+
+
+def test_socket_mode_listens_on_the_loopback_unless_told(lab_home: Path, tmp_path: Path) -> None:
+    """Socket Mode was chosen to take no requests from outside: only its /healthz listens, and only
+    where a health check beside it can reach it."""
+    port = free_port()
+    with FakeSlack(token="xoxb-test", app_token="xapp-1") as fake, FakeSocketMode() as slack:
+        fake.socket_url = slack.url
+        proc = subprocess.Popen([LABMATE, "serve", "--socket-mode", "--port", str(port)],
+                                env=_socket_mode_env(lab_home, fake.api_url, "xapp-1"), cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            slack.wait_connected()
+            wait_until(lambda: _healthz(port)[0] == 200, timeout=10, what="/healthz 200")
+            listening = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
+            assert listening.split()[3] == f"127.0.0.1:{port}", listening
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -79,7 +79,9 @@ _ComposeLoader.add_constructor("!reset", lambda loader, node: _Reset())
 
 def merge(base: Any, override: Any) -> Any:
     """Compose's merge of an override file, as far as ours use it: mappings (services, environment)
-    merge key by key, `!reset` removes, and anything else (a command, a list) is replaced."""
+    merge key by key, `!reset` removes, and a command is replaced. Compose appends some lists
+    (ports, expose) and merges volumes by target; this replaces every list, so an override that
+    adds to one of those needs the CLI's rendering (or this function taught the rule)."""
     if isinstance(base, dict) and isinstance(override, dict):
         out = dict(base)
         for key, value in override.items():

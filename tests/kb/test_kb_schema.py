@@ -148,5 +148,8 @@ def test_the_models_declare_the_schema_the_migrations_build(kb_url):
     with engine_for(kb_url).connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = [d for d in compare_metadata(context, Base.metadata) if not _built_by_migrations_alone(d)]
+        busy = {i["name"]: i for i in inspect(conn).get_indexes("cleanup_candidates")}["uq_cleanup_candidates_busy_run"]
     assert diff == []
     assert "audit_events" in Base.metadata.tables
+    # what the filter leaves to the migrations is there: one open clean-up proposal per run
+    assert busy["unique"] and busy["column_names"] == ["store", "run_id"], busy
