@@ -151,9 +151,10 @@ def run_socket_mode(*, host: str, port: int) -> None:
         warm()
         app = build_app(token_verification=False, socket_mode=True)
         handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value())
-    health.connected = handler.client.is_connected
+    socket = handler.client  # Socket Mode's client; the Web API client is app.client
+    health.connected = socket.is_connected
     connect_with_backoff(handler.connect, settings.slack_api_url)
-    if handler.client.is_connected():
+    if socket.is_connected():
         log.info("connected to Slack over Socket Mode; serving (/healthz on %s:%s)", host, port)
     else:  # slack_sdk gives up a failed WebSocket handshake quietly; its monitor tries again
         log.warning("Socket Mode's first connection to Slack failed; slack_sdk tries again every 10 s "
