@@ -25,8 +25,9 @@ from msgspec import Meta, Struct, ValidationError, convert, field
 EMBEDDED_BROKER = "memory://"
 _USERINFO = re.compile(r"(?P<scheme>\b(?P<name>[A-Za-z][\w+.-]*)://)(?P<userinfo>[^@\s'\"<>]*?)@")
 _SECRET_QUERY = re.compile(
-    r"(?P<key>[?&](?:password|passwd|pwd|secret|client_secret|token|access_token|refresh_token|private_token|"
-    r"api_key|apikey|sig|signature|x-amz-signature|x-amz-security-token|x-goog-signature)=)[^&#\s'\"]+",
+    r"(?P<key>[?&](?:password|passwd|pwd|secret|client_secret|secret_key|secret_access_key|token|access_token|"
+    r"refresh_token|private_token|session_token|id_token|auth|key|api_key|api-key|apikey|sig|signature|"
+    r"x-amz-signature|x-amz-security-token|x-goog-signature)=)[^&#\s'\"]+",
     re.I,
 )
 _TRUE = {"1", "true", "t", "yes", "y", "on"}

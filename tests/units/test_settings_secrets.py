@@ -52,6 +52,10 @@ def test_repr_masks_passwords_in_every_url(monkeypatch: pytest.MonkeyPatch) -> N
         ("https://storage.googleapis.com/b/m?X-Goog-Signature=beef&x-goog-date=1",
          "https://storage.googleapis.com/b/m?X-Goog-Signature=***&x-goog-date=1"),
         ("https://h/x?refresh_token=r1&client_secret=c2", "https://h/x?refresh_token=***&client_secret=***"),
+        # a Google API key, and cloud credentials written into a query
+        ("https://www.googleapis.com/x?key=AIzaSyA1&alt=json", "https://www.googleapis.com/x?key=***&alt=json"),
+        ("s3://b/p?secret_key=s3&session_token=t4&region=eu", "s3://b/p?secret_key=***&session_token=***&region=eu"),
+        ("https://h/x?monkey=1&keyring=2", "https://h/x?monkey=1&keyring=2"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
