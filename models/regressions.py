@@ -204,9 +204,16 @@ def claim_promotion(session: Session, *, run_id: int, user: str) -> bool:
     return bool(result.rowcount)
 
 
-def release_promotion(session: Session, *, run_id: int) -> None:
-    """A promotion whose alias move failed: the next press may try again."""
-    session.execute(update(_R).where(_R.c.id == run_id).values(promoted_by=None, promoted_at=None, promotion={}))
+def release_promotion(session: Session, *, run_id: int, stopped: str = "") -> None:
+    """A promotion that didn't finish: the next press may try again. What an earlier attempt recorded
+    before moving the alias (`moving_from`, the version it pointed at) is kept: if that move happened,
+    the next attempt finds the alias at the candidate and still knows which version it replaced.
+    `stopped` is why it didn't finish, for the card (when no reply to the press says it)."""
+    promotion = session.execute(select(_R.c.promotion).where(_R.c.id == run_id)).scalar_one_or_none() or {}
+    kept = {key: promotion[key] for key in ("alias", "moving_from") if key in promotion}
+    if stopped:
+        kept["stopped"] = stopped
+    session.execute(update(_R).where(_R.c.id == run_id).values(promoted_by=None, promoted_at=None, promotion=kept))
 
 
 def set_promotion(session: Session, *, run_id: int, promotion: dict[str, Any]) -> None:

@@ -186,7 +186,8 @@ def _answer(key: str, name: str, work: Callable[[], Replies]) -> tuple[Replies, 
         return [(str(t), dict(c)) for t, c in replies], str(outcome)
     try:
         replies = work()
-        outcome = "user_error" if any(c.get("outcome") == "user_error" for _, c in replies) else "ok"
+        told = {c.get("outcome") for _, c in replies}
+        outcome = "error" if "error" in told else "user_error" if "user_error" in told else "ok"
     except LabmateError as exc:
         replies, outcome = [("error", {"message": exc.message, "hint": exc.hint, "error_id": None})], exc.outcome
     except Unavailable:

@@ -98,7 +98,8 @@ def view(run: regressions.RegressionRun) -> dict[str, Any]:
         "model": run.candidate_model or "",
         "version": run.candidate_version or "",
         "promoted_by": run.promoted_by or "",
-        "promotion": {"alias": alias, "before": None, "already": False, "decision_id": None, **(run.promotion or {})},
+        "promotion": {"alias": alias, "before": None, "already": False, "decision_id": None, "stopped": "",
+                      **(run.promotion or {})},
         "final": final,
         # a run that could not run ends its command as the user's error (`labmate say` exits 1)
         "outcome": "user_error" if run.status == regressions.ERROR else "ok",

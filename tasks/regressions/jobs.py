@@ -61,3 +61,6 @@ def _settle(session: Session, job: jobs.JobRecord, why: str) -> list[str]:
 
 for _task in (work.START_TASK, work.CHUNK_TASK, work.REPORT_TASK):
     on_worker_lost(_task, decide=lambda job: RESEND, settle=_settle)
+# Safe to run again (it resumes from what it recorded before moving the alias); given up, it releases the run.
+on_worker_lost(work.PROMOTE_TASK, decide=lambda job: RESEND,
+               settle=lambda session, job, why: work.promotion_lost(session, int(job.kwargs["run_id"]), job, why))

@@ -310,10 +310,11 @@ def promote(run_id: int) -> Replies:
             "would undo that. Nothing moved."
         )
     try:
-        if "moving_from" in run.promotion:  # a re-run: its worker died after the move, before the decision
-            before = run.promotion["moving_from"]
+        current = mlflow_regressions.alias_version(model, alias)
+        if "moving_from" in run.promotion and current == version:
+            before = run.promotion["moving_from"]  # an earlier attempt moved it and stopped before the decision
         else:
-            before = mlflow_regressions.alias_version(model, alias)
+            before = current
             with session_scope() as session:
                 regressions.set_promotion(session, run_id=run_id, promotion={"alias": alias, "moving_from": before})
         mlflow_regressions.move_alias(model, alias, version)
@@ -329,11 +330,16 @@ def promote(run_id: int) -> Replies:
     already = before == version
     text = (f"Promoted {model} v{version} to @{alias} after regression run {run.label} of suite {run.suite} "
             f"passed its gate" + (f" (replacing v{before})." if before and not already else "."))
-    with session_scope() as session:
-        made = decision.create(session, new=decision.NewDecision(
-            text=text, author=run.promoted_by or run.user, channel=run.channel, tags=("promotion",), links=tuple(links)))
-        promotion = {"alias": alias, "before": before, "already": already, "decision_id": made.id, "moving_from": before}
-        regressions.set_promotion(session, run_id=run_id, promotion=promotion)
+    try:
+        with session_scope() as session:
+            made = decision.create(session, new=decision.NewDecision(
+                text=text, author=run.promoted_by or run.user, channel=run.channel, tags=("promotion",), links=tuple(links)))
+            promotion = {"alias": alias, "before": before, "already": already, "decision_id": made.id, "moving_from": before}
+            regressions.set_promotion(session, run_id=run_id, promotion=promotion)
+    except Unavailable:
+        raise  # the job waits for the database, then runs again and resumes here
+    except Exception:
+        return _moved_but_not_logged(run, version, alias)
     try:  # the decision's links checked and tagged in MLflow, as a typed `decide` would have them
         from tasks.decision_links import check_links
 
@@ -342,6 +348,20 @@ def promote(run_id: int) -> Replies:
         log.warning("R%s: the links of decision #%s were not checked", run_id, promotion["decision_id"], exc_info=True)
     run = cards.load(run_id)
     return [_promoted_reply(run), cards.reply(run_id)]
+
+
+def _moved_but_not_logged(run: regressions.RegressionRun, version: str, alias: str) -> Replies:
+    """The alias moved and the decision recording it failed (the database refused it; not an outage,
+    which the job waits out). Left claimed, the run would say "being promoted" forever; released, its
+    card offers Promote again, and that press logs the decision without moving anything."""
+    error_id = new_error_id()
+    log.exception("R%s: the decision recording its promotion was not logged [%s]", run.id, error_id)
+    with session_scope() as session:
+        regressions.release_promotion(session, run_id=run.id, stopped="the decision recording it could not be logged")
+    message = (f"`{run.candidate_model} v{version}` is `@{alias}` now, but the decision recording it could not be logged, "
+               f"so {run.label} is not marked promoted yet. Press *Promote candidate* again (or type `promote {run.label}`) "
+               "to log it; the alias stays where it is.")
+    return [("error", {"message": message, "hint": "", "error_id": error_id, "outcome": "error"}), cards.reply(run.id)]
 
 
 def _promoted_reply(run: regressions.RegressionRun) -> tuple[str, dict[str, Any]]:
@@ -363,11 +383,36 @@ def lost(session: Session, run_id: int, why: str) -> list[str]:
     return _store_report(session, run_id) or _store_card(session, run_id)
 
 
-def _store_card(session: Session, run_id: int) -> list[str]:
+def promotion_lost(session: Session, run_id: int, job: jobs.JobRecord, why: str) -> list[str]:
+    """The reaper gave up a promote job (its worker kept dying, or the terminal that ran it ended),
+    perhaps after the alias moved. The run is released: its card offers Promote again and says why,
+    and the person who pressed is told that a press finishes it (the alias moves only if it hasn't)."""
+    regressions.release_promotion(session, run_id=run_id, stopped=why)
     run = regressions.get(session, run_id=run_id)
     if run is None:
         return []
-    key = f"{run.task_id}/lost-card"
+    keys = _store_card(session, run_id, key=f"{job.key}/card")
+    reply_to = dict(job.kwargs.get("reply_to") or {})
+    key = f"{job.key}/stopped"
+    if reply_to and reply_to.get("source") != "shell" and jobs.get(session, key=key) is None:
+        from tasks.replies import REPLY_TASK
+
+        alias = get_settings().regress.promote_alias
+        message = (f"Promoting {run.label} stopped: {why}. `@{alias}` of `{run.candidate_model}` may have moved to "
+                   f"v{run.candidate_version} already. Press *Promote candidate* again (or type `promote {run.label}`) "
+                   "to finish: it moves the alias only if it hasn't, and logs the decision.")
+        context = {"message": message, "hint": "", "error_id": None}
+        jobs.add_queued(session, key=key, task=REPLY_TASK,
+                        kwargs={"template": "error", "context": context, "reply_to": reply_to, "audit_id": None}, audit_id=None)
+        keys.append(key)
+    return keys
+
+
+def _store_card(session: Session, run_id: int, *, key: str = "") -> list[str]:
+    run = regressions.get(session, run_id=run_id)
+    if run is None:
+        return []
+    key = key or f"{run.task_id}/lost-card"
     if jobs.get(session, key=key) is None:
         jobs.add_queued(session, key=key, task=CARD_TASK,
                         kwargs={"run_id": run_id, "reply_to": dict(run.reply_to), "audit_id": None}, audit_id=None)

@@ -3,6 +3,7 @@ refused before anything is stored, with a message that says what was wrong and w
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -245,15 +246,18 @@ def test_a_promote_job_run_again_after_dying_between_the_move_and_its_decision_s
     from models import decision
     from tasks.regressions import work
 
+    class Died(BaseException):
+        """What a killed worker leaves: nothing after this line runs (no `except Exception` sees it)."""
+
     run_id = make_run(regressions.PASSED, version="2")
     assert ask(f"promote R{run_id}", user=PROMOTER).template == "regress_promoting"
     real = decision.create
 
     def dies(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("the worker died here (test)")
+        raise Died
 
     monkeypatch.setattr(decision, "create", dies)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(Died):
         work.promote(run_id)
     monkeypatch.setattr(decision, "create", real)
     [(template, context), _card] = work.promote(run_id)
@@ -261,6 +265,80 @@ def test_a_promote_job_run_again_after_dying_between_the_move_and_its_decision_s
     with session_scope() as session:
         assert [d.text for d in session.query(decision.Decision).all()] == [
             f"Promoted shop v2 to @production after regression run R{run_id} of suite shop passed its gate (replacing v1)."]
+
+
+def test_a_decision_the_database_refuses_after_the_move_says_so_and_the_next_press_logs_it(
+    configured, mlflow_uri: str
+) -> None:
+    """The alias moved, then the database refused the decision (here a trigger; not an outage, which the
+    job waits out). The run said "being promoted" for ever: every later press was told to wait."""
+    from mlflow import MlflowClient
+    from sqlalchemy import text
+
+    from bot.messages.render import render
+    from labmate.settings import get_settings
+    from models import decision
+    from models.db import engine_for
+    from tasks.regressions import cards, work
+
+    run_id = make_run(regressions.PASSED, version="2")
+    assert ask(f"promote R{run_id}", user=PROMOTER).template == "regress_promoting"
+    kb = engine_for(get_settings().database_url)
+    with kb.begin() as connection:
+        connection.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON decisions "
+                                "BEGIN SELECT RAISE(ABORT, 'decisions are read-only'); END"))
+    [(template, context), (card, shown)] = work.promote(run_id)
+    assert (template, context["outcome"]) == ("error", "error") and context["error_id"]
+    assert context["message"] == (
+        f"`shop v2` is `@production` now, but the decision recording it could not be logged, so R{run_id} is not marked "
+        f"promoted yet. Press *Promote candidate* again (or type `promote R{run_id}`) to log it; the alias stays where it is.")
+    assert card == cards.TEMPLATE and shown["promotable"]
+    rendered = json.dumps(render(card, shown).blocks)
+    assert "The last Promote stopped: the decision recording it could not be logged. Promote again to finish it." in rendered
+    assert "Promote candidate" in rendered and "Being promoted" not in rendered
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    assert str(client.get_model_version_by_alias("shop", "production").version) == "2"
+
+    with kb.begin() as connection:
+        connection.execute(text("DROP TRIGGER refuse"))
+    assert ask(f"promote R{run_id}", user=ADMIN).template == "regress_promoting"
+    [(template, context), _card] = work.promote(run_id)
+    assert (template, context["before"], context["already"]) == ("regress_promoted", "1", False)
+    with session_scope() as session:
+        assert [d.text for d in session.query(decision.Decision).all()] == [
+            f"Promoted shop v2 to @production after regression run R{run_id} of suite shop passed its gate (replacing v1)."]
+        assert "stopped" not in regressions.get(session, run_id=run_id).promotion
+
+
+def test_a_promote_job_the_reaper_gives_up_releases_the_run_and_says_how_to_finish(configured, mlflow_uri: str) -> None:
+    """Its worker kept dying (or the terminal that ran it ended), perhaps after the alias moved: the run
+    stayed "being promoted" and the person who pressed was told that nothing half-done was kept."""
+    from datetime import timedelta
+
+    from models.base import utcnow
+    from tasks.maintenance import reap
+
+    run_id = make_run(regressions.PASSED, version="2")
+    assert ask(f"promote R{run_id}", user=PROMOTER, channel="C0LAB").template == "regress_promoting"
+    with session_scope() as session:
+        [job] = session.query(jobs.JobRecord).filter_by(task="labmate.regressions.promote").all()
+        key = job.key
+        job.state, job.rescues, job.enqueued_at = jobs.RUNNING, jobs.MAX_RESCUES, utcnow()
+        job.heartbeat_at = utcnow() - timedelta(minutes=5)
+        regressions.set_promotion(session, run_id=run_id, promotion={"alias": "production", "moving_from": "1"})
+    assert reap().given_up == [key]
+    with session_scope() as session:
+        run = regressions.get(session, run_id=run_id)
+        assert run.promoted_by is None
+        assert run.promotion == {"alias": "production", "moving_from": "1",
+                                 "stopped": "its worker stopped 4 times while running it"}
+        stored = {j.key: j for j in session.query(jobs.JobRecord).all()}
+    assert stored[f"{key}/card"].task == "labmate.regressions.card"
+    told = stored[f"{key}/stopped"].kwargs["context"]["message"]
+    assert told == (f"Promoting R{run_id} stopped: its worker stopped 4 times while running it. `@production` of `shop` "
+                    f"may have moved to v2 already. Press *Promote candidate* again (or type `promote R{run_id}`) to "
+                    "finish: it moves the alias only if it hasn't, and logs the decision.")
+    assert ask(f"promote R{run_id}", user=PROMOTER).template == "regress_promoting"
 
 
 def test_two_presses_at_once_promote_once(configured) -> None:
