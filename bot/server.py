@@ -169,9 +169,11 @@ class HealthServer:
 
     def __init__(self) -> None:
         self.connected: Callable[[], bool] = lambda: False
+        self.close: Callable[[], None] = lambda: None
 
     @classmethod
     def open(cls, host: str, port: int) -> HealthServer:
+        import socket
         import socketserver
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from threading import Thread
@@ -202,6 +204,7 @@ class HealthServer:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET  # `::` listens on both
 
             def server_bind(self) -> None:  # HTTPServer's also looks up the host's name, which can stall
                 socketserver.TCPServer.server_bind(self)
@@ -213,6 +216,12 @@ class HealthServer:
             raise SystemExit(f"can't serve /healthz on {host}:{port} ({exc.strerror or exc}): "
                              "give a free port with --port, or the interface's address with --host") from None
         Thread(target=server.serve_forever, name="socket-mode-healthz", daemon=True).start()
+
+        def close() -> None:
+            server.shutdown()
+            server.server_close()
+
+        state.close = close
         return state
 
 

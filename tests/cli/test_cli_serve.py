@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 
 from fakeslack import FakeSlack
-from fakesocket import FakeSocketMode, command_payload
+from fakesocket import FakeSocketMode, command_payload, healthz
 from harness import Lab, free_port, lab_env, unique_prefix, wait_until
 from slackreq import OverHTTP, Slack
 
@@ -84,19 +84,6 @@ def _socket_serve(port: int | None = None) -> list[str]:
     return [LABMATE, "serve", "--socket-mode", "--host", "127.0.0.1", "--port", str(port or free_port())]
 
 
-def _healthz(port: int) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
-
-
 def test_socket_mode_answers_over_its_socket_and_its_healthz_says_connected(lab_home: Path, tmp_path: Path) -> None:
     """The whole Socket Mode path with Slack's side faked: apps.connections.open, the WebSocket, a slash
     command's envelope acked with its answer, the audit row; /healthz 200 once connected, as compose's
@@ -109,14 +96,14 @@ def test_socket_mode_answers_over_its_socket_and_its_healthz_says_connected(lab_
                                 stderr=subprocess.STDOUT, text=True)
         try:
             slack.wait_connected()
-            assert wait_until(lambda: _healthz(port)[0] == 200, timeout=10, what="/healthz 200")
+            assert wait_until(lambda: healthz(port)[0] == 200, timeout=10, what="/healthz 200")
             ack = slack.send("slash_commands", command_payload("decide ship it <b> #release", user="U0SOCKET"))
             assert ack["payload"]["text"].startswith("Decision #1 logged: ship it"), ack
             assert "&lt;b&gt;" in ack["payload"]["text"]  # escaped for mrkdwn, as over HTTP
             health = subprocess.run([LABMATE, "health", "bot", "--port", str(port)], env=env, capture_output=True,
                                     text=True, timeout=30)
             assert health.returncode == 0 and "answered 200" in health.stdout + health.stderr, health
-            assert _healthz(port) == (200, "ok")
+            assert healthz(port) == (200, "ok")
             assert len(fake.calls("apps.connections.open")) == 1  # one connection, kept
         finally:
             proc.terminate()
@@ -166,7 +153,7 @@ def test_socket_mode_with_slack_unreachable_keeps_trying_with_backoff(lab_home: 
             assert line, f"it stopped: {lines}"
             lines.append(line)
         assert proc.poll() is None
-        assert _healthz(port) == (503, "not connected to Slack: Socket Mode is connecting")
+        assert healthz(port) == (503, "not connected to Slack: Socket Mode is connecting")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -192,6 +179,21 @@ def test_socket_mode_on_a_taken_port_stops_at_once_in_one_line(lab_home: Path, t
     assert "--port" in lines[0]
 
 
+def test_the_socket_mode_health_check_serves_an_ipv6_address() -> None:
+    """`--host ::1` (or `::`) was refused: the health server only knew IPv4."""
+    from bot.server import HealthServer
+
+    port = free_port()
+    health = HealthServer.open("::1", port)
+    try:
+        assert healthz(port, host="::1") == (503, "not connected to Slack: Socket Mode is connecting")
+        health.connected = lambda: True
+        assert healthz(port, host="::1") == (200, "ok")
+    finally:
+        health.close()
+    assert healthz(port, host="::1")[0] == 0
+
+
 def test_socket_mode_listens_on_the_loopback_unless_told(lab_home: Path, tmp_path: Path) -> None:
     """Socket Mode was chosen to take no requests from outside: only its /healthz listens, and only
     where a health check beside it can reach it."""
@@ -203,7 +205,7 @@ def test_socket_mode_listens_on_the_loopback_unless_told(lab_home: Path, tmp_pat
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             slack.wait_connected()
-            wait_until(lambda: _healthz(port)[0] == 200, timeout=10, what="/healthz 200")
+            wait_until(lambda: healthz(port)[0] == 200, timeout=10, what="/healthz 200")
             listening = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
             assert listening.split()[3] == f"127.0.0.1:{port}", listening
         finally:

@@ -6,25 +6,12 @@ health check and `labmate health bot` see."""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-
 import pytest
-from fakesocket import FakeSocketMode, command_payload
+from fakesocket import FakeSocketMode, command_payload, healthz
 from harness import wait_until
 from slackreq import free_port, unique
 
 APP_TOKEN = "xapp-test"
-
-
-def _healthz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
-            return answer.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
 
 
 @pytest.fixture
@@ -43,15 +30,15 @@ def test_a_dropped_connection_is_unhealthy_until_slack_gives_a_new_one_then_comm
     serve = setup.lab.spawn("serve", "serve", "--socket-mode", "--host", "127.0.0.1", "--port", str(port),
                             SLACK_APP_TOKEN=APP_TOKEN)
     socket_slack.wait_connected(timeout=60)
-    wait_until(lambda: _healthz(port) == 200, timeout=10, what="/healthz 200 once connected")
+    wait_until(lambda: healthz(port)[0] == 200, timeout=10, what="/healthz 200 once connected")
 
     # Slack closes the connection, and its first apps.connections.open after that fails.
     fake.fail("apps.connections.open", 1, status=500)
     socket_slack.drop()
-    wait_until(lambda: _healthz(port) == 503, timeout=10, what="/healthz 503 while disconnected")
+    wait_until(lambda: healthz(port)[0] == 503, timeout=10, what="/healthz 503 while disconnected")
     # slack_sdk's monitor tries again (every 10 s, Bolt's ping interval): a new connection, healthy again
     socket_slack.wait_connected(2, timeout=40)
-    wait_until(lambda: _healthz(port) == 200, timeout=10, what="/healthz 200 after reconnecting")
+    wait_until(lambda: healthz(port)[0] == 200, timeout=10, what="/healthz 200 after reconnecting")
     assert len(fake.calls("apps.connections.open")) >= 3, fake.calls("apps.connections.open")
 
     user = unique("U")

@@ -12,6 +12,8 @@ import asyncio
 import itertools
 import json
 import threading
+import urllib.error
+import urllib.request
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -129,3 +131,15 @@ def command_payload(text: str, *, user: str = "U0ALICE", channel: str = "C0GENER
 
 
 _triggers = itertools.count(1)
+
+
+def healthz(port: int, host: str = "127.0.0.1") -> tuple[int, str]:
+    """What `labmate serve --socket-mode`'s /healthz answers (0 and the error: nothing listens)."""
+    where = f"[{host}]" if ":" in host else host
+    try:
+        with urllib.request.urlopen(f"http://{where}:{port}/healthz", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
