@@ -204,16 +204,19 @@ class HealthServer:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET  # `::` listens on both
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
             def server_bind(self) -> None:  # HTTPServer's also looks up the host's name, which can stall
+                if self.address_family == socket.AF_INET6 and host == "::":  # IPv4 too, whatever the OS's default
+                    self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 socketserver.TCPServer.server_bind(self)
                 self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
         try:
             server = Server((host, port), Health)
         except OSError as exc:
-            raise SystemExit(f"can't serve /healthz on {host}:{port} ({exc.strerror or exc}): "
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise SystemExit(f"can't serve /healthz on {where} ({exc.strerror or exc}): "
                              "give a free port with --port, or the interface's address with --host") from None
         Thread(target=server.serve_forever, name="socket-mode-healthz", daemon=True).start()
 

@@ -204,16 +204,41 @@ def claim_promotion(session: Session, *, run_id: int, user: str) -> bool:
     return bool(result.rowcount)
 
 
-def release_promotion(session: Session, *, run_id: int, stopped: str = "") -> None:
+def _locked_promotion(session: Session, run_id: int) -> Any:
+    """The run's claim and promotion, its row locked until the transaction ends (PostgreSQL; SQLite
+    writes one at a time anyway): a release and a job's last write can't interleave."""
+    query = select(_R.c.promoted_by, _R.c.promoted_at, _R.c.promotion).where(_R.c.id == run_id).with_for_update()
+    return session.execute(query).first()
+
+
+def holds_promotion(session: Session, *, run_id: int, token: datetime | None) -> bool:
+    """Whether the press a promote job serves (its `promoted_at`, read when the job started) still holds
+    the run: the reaper may have released it (the job looked dead) and someone pressed again since."""
+    row = _locked_promotion(session, run_id)
+    return row is not None and row.promoted_by is not None and row.promoted_at == token
+
+
+def release_promotion(
+    session: Session, *, run_id: int, stopped: str = "", token: datetime | None = None, moved: bool = True
+) -> bool:
     """A promotion that didn't finish: the next press may try again. What an earlier attempt recorded
-    before moving the alias (`moving_from`, the version it pointed at) is kept: if that move happened,
-    the next attempt finds the alias at the candidate and still knows which version it replaced.
-    `stopped` is why it didn't finish, for the card (when no reply to the press says it)."""
-    promotion = session.execute(select(_R.c.promotion).where(_R.c.id == run_id)).scalar_one_or_none() or {}
-    kept = {key: promotion[key] for key in ("alias", "moving_from") if key in promotion}
+    before moving the alias (`moving_from`, the version it pointed at) is kept unless `moved` is False
+    (the attempt knows the alias isn't at the candidate): if that move happened, the next attempt finds
+    the alias at the candidate and still knows which version it replaced, and older runs can't move the
+    alias back meanwhile. `stopped` is why, for the card. Nothing changes (False) once the decision is
+    logged (its job finished; only its reply wasn't delivered) or, with `token`, when another press holds
+    the run now."""
+    row = _locked_promotion(session, run_id)
+    if row is None or (row.promotion or {}).get("decision_id"):
+        return False
+    if token is not None and (row.promoted_by is None or row.promoted_at != token):
+        return False
+    promotion = row.promotion or {}
+    kept = {key: promotion[key] for key in ("alias", "moving_from") if key in promotion} if moved else {}
     if stopped:
         kept["stopped"] = stopped
     session.execute(update(_R).where(_R.c.id == run_id).values(promoted_by=None, promoted_at=None, promotion=kept))
+    return True
 
 
 def set_promotion(session: Session, *, run_id: int, promotion: dict[str, Any]) -> None:
@@ -238,10 +263,12 @@ def newer_promoted(session: Session, *, run: RegressionRun, moving: bool = False
     compared with a production that is no longer there."""
     query = (
         select(RegressionRun)
-        .where(RegressionRun.suite == run.suite, RegressionRun.id > run.id, RegressionRun.promoted_by.is_not(None))
+        .where(RegressionRun.suite == run.suite, RegressionRun.id > run.id, RegressionRun.status == PASSED)
         .order_by(RegressionRun.id.desc())
     )
-    found = session.scalars(query).all()
+    # A released run that recorded `moving_from` may have moved the alias (its job stopped after the
+    # move, before the decision): it counts until a press finishes it.
+    found = [newer for newer in session.scalars(query) if newer.promoted_by or "moving_from" in (newer.promotion or {})]
     if moving:
         found = [newer for newer in found if "moving_from" in (newer.promotion or {})]
     return found[0] if found else None

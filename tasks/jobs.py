@@ -257,7 +257,8 @@ def _deliver_all(
             log.exception("could not tell the user either [%s]", error_id)
         _close(key, audit_id, "error", started=started, state=jobs.FAILED, error_id=error_id, attempt=attempt)
         return "error"
-    _close(key, audit_id, outcome, started=started, attempt=attempt)
+    error_id = next((str(c["error_id"]) for _, c in replies if c.get("error_id")), None)  # findable from the audit row
+    _close(key, audit_id, outcome, started=started, attempt=attempt, error_id=error_id)
     return outcome
 
 

@@ -144,15 +144,18 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
                          "version, so there is no alias to move.")
     if run.promoted_by:
         raise _already(run, settings.regress.promote_alias)
-    newer = regressions.newer_failed(session, run=run)
+    # A run whose earlier Promote moved the alias and stopped before its decision is finished, not
+    # promoted anew: a newer run that failed since doesn't stop that.
+    newer = None if "moving_from" in (run.promotion or {}) else regressions.newer_failed(session, run=run)
     if newer is not None:
         raise UsageError(f"{run.label} can't be promoted: a newer run of `{run.suite}`, {newer.label}, "
                          f"{'failed its gate' if newer.status == regressions.FAILED else 'could not finish'}"
                          f"{': ' + newer.reason.rstrip('.') if newer.reason else ''}.")
     promoted = regressions.newer_promoted(session, run=run)
     if promoted is not None:
+        how = "was promoted since" if promoted.promoted_by else "may have moved the alias since (its Promote stopped)"
         raise UsageError(
-            f"{run.label} can't be promoted: a newer run of `{run.suite}`, {promoted.label}, was promoted since "
+            f"{run.label} can't be promoted: a newer run of `{run.suite}`, {promoted.label}, {how} "
             f"(`{promoted.candidate_model} v{promoted.candidate_version}` to `@{settings.regress.promote_alias}`). "
             f"Promoting {run.label} would move the alias back to a candidate compared with the production before it. "
             f"`regress {run.suite}` compares it with today's."

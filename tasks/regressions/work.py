@@ -297,30 +297,39 @@ def promote(run_id: int) -> Replies:
     run = cards.load(run_id)
     alias = get_settings().regress.promote_alias
     model, version = run.candidate_model or "", run.candidate_version or ""
+    token = run.promoted_at  # this press's; the reaper may release the run, and someone press again
     if run.promotion.get("decision_id"):
         return [_promoted_reply(run), cards.reply(run_id)]  # a redelivered job: done already
+    if run.promoted_by is None:
+        return [cards.reply(run_id)]  # released by the reaper before it ran, who told the person who pressed
     with session_scope() as session:
         newer = regressions.newer_promoted(session, run=run, moving=True)
         if newer is not None:
-            regressions.release_promotion(session, run_id=run_id)
+            regressions.release_promotion(session, run_id=run_id, token=token)
     if newer is not None:  # its press came after this one's, its job ran first: this one must not undo it
         raise LabmateError(
             f"{run.label} was not promoted: a newer run of `{run.suite}`, {newer.label}, was promoted meanwhile "
             f"(`{newer.candidate_model} v{newer.candidate_version}`), and moving `@{alias}` back to v{version} "
             "would undo that. Nothing moved."
         )
+    current: str | None = None
+    known = False
     try:
-        current = mlflow_regressions.alias_version(model, alias)
+        current, known = mlflow_regressions.alias_version(model, alias), True
         if "moving_from" in run.promotion and current == version:
             before = run.promotion["moving_from"]  # an earlier attempt moved it and stopped before the decision
         else:
             before = current
             with session_scope() as session:
+                if not regressions.holds_promotion(session, run_id=run_id, token=token):
+                    return [cards.reply(run_id)]  # released meanwhile (the reaper told the person who pressed)
                 regressions.set_promotion(session, run_id=run_id, promotion={"alias": alias, "moving_from": before})
-        mlflow_regressions.move_alias(model, alias, version)
+        if current != version:
+            mlflow_regressions.move_alias(model, alias, version)
     except Exception:
         with session_scope() as session:  # the press didn't take: the next one may try again
-            regressions.release_promotion(session, run_id=run_id)
+            # Known not at the candidate: this attempt moved nothing (an earlier one's move was undone since).
+            regressions.release_promotion(session, run_id=run_id, token=token, moved=not (known and current != version))
         raise
     links = [decision.LinkRef("model", f"{model}/{version}")]
     if run.baseline_version:
@@ -332,6 +341,8 @@ def promote(run_id: int) -> Replies:
             f"passed its gate" + (f" (replacing v{before})." if before and not already else "."))
     try:
         with session_scope() as session:
+            if not regressions.holds_promotion(session, run_id=run_id, token=token):
+                return [cards.reply(run_id)]  # released meanwhile; the next press logs the decision
             made = decision.create(session, new=decision.NewDecision(
                 text=text, author=run.promoted_by or run.user, channel=run.channel, tags=("promotion",), links=tuple(links)))
             promotion = {"alias": alias, "before": before, "already": already, "decision_id": made.id, "moving_from": before}
@@ -339,7 +350,7 @@ def promote(run_id: int) -> Replies:
     except Unavailable:
         raise  # the job waits for the database, then runs again and resumes here
     except Exception:
-        return _moved_but_not_logged(run, version, alias)
+        return _moved_but_not_logged(run, version, alias, token)
     try:  # the decision's links checked and tagged in MLflow, as a typed `decide` would have them
         from tasks.decision_links import check_links
 
@@ -350,14 +361,18 @@ def promote(run_id: int) -> Replies:
     return [_promoted_reply(run), cards.reply(run_id)]
 
 
-def _moved_but_not_logged(run: regressions.RegressionRun, version: str, alias: str) -> Replies:
+def _moved_but_not_logged(run: regressions.RegressionRun, version: str, alias: str, token: Any) -> Replies:
     """The alias moved and the decision recording it failed (the database refused it; not an outage,
     which the job waits out). Left claimed, the run would say "being promoted" forever; released, its
     card offers Promote again, and that press logs the decision without moving anything."""
     error_id = new_error_id()
     log.exception("R%s: the decision recording its promotion was not logged [%s]", run.id, error_id)
-    with session_scope() as session:
-        regressions.release_promotion(session, run_id=run.id, stopped="the decision recording it could not be logged")
+    try:
+        with session_scope() as session:
+            regressions.release_promotion(session, run_id=run.id, token=token,
+                                          stopped="the decision recording it could not be logged")
+    except Exception:  # the same trouble: the run stays claimed, and a later press is told it is being promoted
+        log.exception("R%s: its promotion could not be released [%s]", run.id, error_id)
     message = (f"`{run.candidate_model} v{version}` is `@{alias}` now, but the decision recording it could not be logged, "
                f"so {run.label} is not marked promoted yet. Press *Promote candidate* again (or type `promote {run.label}`) "
                "to log it; the alias stays where it is.")
@@ -387,11 +402,13 @@ def promotion_lost(session: Session, run_id: int, job: jobs.JobRecord, why: str)
     """The reaper gave up a promote job (its worker kept dying, or the terminal that ran it ended),
     perhaps after the alias moved. The run is released: its card offers Promote again and says why,
     and the person who pressed is told that a press finishes it (the alias moves only if it hasn't)."""
-    regressions.release_promotion(session, run_id=run_id, stopped=why)
+    released = regressions.release_promotion(session, run_id=run_id, stopped=why)
     run = regressions.get(session, run_id=run_id)
     if run is None:
         return []
     keys = _store_card(session, run_id, key=f"{job.key}/card")
+    if not released:  # its decision was logged, only its reply undelivered (or another press holds it now)
+        return keys
     reply_to = dict(job.kwargs.get("reply_to") or {})
     key = f"{job.key}/stopped"
     if reply_to and reply_to.get("source") != "shell" and jobs.get(session, key=key) is None:

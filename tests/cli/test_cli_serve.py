@@ -181,8 +181,15 @@ def test_socket_mode_on_a_taken_port_stops_at_once_in_one_line(lab_home: Path, t
 
 def test_the_socket_mode_health_check_serves_an_ipv6_address() -> None:
     """`--host ::1` (or `::`) was refused: the health server only knew IPv4."""
+    import socket
+
     from bot.server import HealthServer
 
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this host has no IPv6 loopback")
     port = free_port()
     health = HealthServer.open("::1", port)
     try:
@@ -192,6 +199,11 @@ def test_the_socket_mode_health_check_serves_an_ipv6_address() -> None:
     finally:
         health.close()
     assert healthz(port, host="::1")[0] == 0
+    both = HealthServer.open("::", port)  # every address, IPv4 too
+    try:
+        assert healthz(port, host="127.0.0.1")[0] == healthz(port, host="::1")[0] == 503
+    finally:
+        both.close()
 
 
 def test_socket_mode_listens_on_the_loopback_unless_told(lab_home: Path, tmp_path: Path) -> None:

@@ -301,6 +301,7 @@ def test_a_decision_the_database_refuses_after_the_move_says_so_and_the_next_pre
 
     with kb.begin() as connection:
         connection.execute(text("DROP TRIGGER refuse"))
+    make_run(regressions.FAILED, reason="pass rate dropped")  # a newer run failed since: it doesn't stop finishing
     assert ask(f"promote R{run_id}", user=ADMIN).template == "regress_promoting"
     [(template, context), _card] = work.promote(run_id)
     assert (template, context["before"], context["already"]) == ("regress_promoted", "1", False)
@@ -338,7 +339,77 @@ def test_a_promote_job_the_reaper_gives_up_releases_the_run_and_says_how_to_fini
     assert told == (f"Promoting R{run_id} stopped: its worker stopped 4 times while running it. `@production` of `shop` "
                     f"may have moved to v2 already. Press *Promote candidate* again (or type `promote R{run_id}`) to "
                     "finish: it moves the alias only if it hasn't, and logs the decision.")
+    from mlflow import MlflowClient
+
+    from models import decision
+    from tasks.regressions import work
+
+    MlflowClient(tracking_uri=mlflow_uri).set_registered_model_alias("shop", "production", "2")  # it had moved
     assert ask(f"promote R{run_id}", user=PROMOTER).template == "regress_promoting"
+    [(template, context), _card] = work.promote(run_id)
+    assert (template, context["before"], context["already"]) == ("regress_promoted", "1", False)
+    with session_scope() as session:
+        assert [d.text for d in session.query(decision.Decision).all()] == [
+            f"Promoted shop v2 to @production after regression run R{run_id} of suite shop passed its gate (replacing v1)."]
+
+
+def test_a_promote_job_given_up_after_logging_its_decision_stays_promoted(configured, mlflow_uri: str) -> None:
+    """Its work was done and only its reply undelivered when the reaper gave it up: releasing the run would
+    offer Promote again and a second press would log a second decision."""
+    from datetime import timedelta
+
+    from models import decision
+    from models.base import utcnow
+    from tasks.maintenance import reap
+    from tasks.regressions import work
+
+    run_id = make_run(regressions.PASSED, version="2")
+    assert ask(f"promote R{run_id}", user=PROMOTER).template == "regress_promoting"
+    work.promote(run_id)
+    with session_scope() as session:
+        [job] = session.query(jobs.JobRecord).filter_by(task="labmate.regressions.promote").all()
+        key = job.key
+        job.state, job.rescues, job.enqueued_at = jobs.RUNNING, jobs.MAX_RESCUES, utcnow()
+        job.heartbeat_at = utcnow() - timedelta(minutes=5)
+    assert reap().given_up == [key]
+    with session_scope() as session:
+        run = regressions.get(session, run_id=run_id)
+        assert run.promoted_by == PROMOTER and run.promotion["decision_id"] == 1 and "stopped" not in run.promotion
+        stored = {j.key for j in session.query(jobs.JobRecord).all()}
+    assert f"{key}/card" in stored and f"{key}/stopped" not in stored
+    assert message(ask(f"promote R{run_id}", user=ADMIN)).startswith(f"R{run_id} was already promoted by")
+    with session_scope() as session:
+        assert session.query(decision.Decision).count() == 1
+
+
+def test_a_newer_run_whose_promote_stopped_after_the_move_still_keeps_older_runs_off_the_alias(configured) -> None:
+    older = make_run(regressions.PASSED, version="3")
+    newer = make_run(regressions.PASSED, version="2")
+    with session_scope() as session:  # what a newer run's stopped Promote leaves: released, the move recorded
+        regressions.set_promotion(session, run_id=newer, promotion={"alias": "production", "moving_from": "1",
+                                                                    "stopped": "the decision recording it could not be logged"})
+    assert message(ask(f"promote R{older}", user=PROMOTER)) == (
+        f"R{older} can't be promoted: a newer run of `shop`, R{newer}, may have moved the alias since (its Promote "
+        f"stopped) (`shop v2` to `@production`). Promoting R{older} would move the alias back to a candidate compared "
+        "with the production before it. `regress shop` compares it with today's.")
+
+
+def test_a_release_by_the_reaper_takes_the_run_from_the_press_it_served(configured) -> None:
+    """A job the reaper gave up as dead may still be running: once the run is released and pressed again, the
+    first job's last writes must not count (it checks the press it serves before each)."""
+    run_id = make_run(regressions.PASSED, version="2")
+    assert ask(f"promote R{run_id}", user=PROMOTER).template == "regress_promoting"
+    with session_scope() as session:
+        first = regressions.get(session, run_id=run_id).promoted_at
+        assert regressions.holds_promotion(session, run_id=run_id, token=first)
+        assert regressions.release_promotion(session, run_id=run_id, stopped="its worker stopped")
+    assert ask(f"promote R{run_id}", user=ADMIN).template == "regress_promoting"
+    with session_scope() as session:
+        second = regressions.get(session, run_id=run_id).promoted_at
+        assert not regressions.holds_promotion(session, run_id=run_id, token=first)
+        assert regressions.holds_promotion(session, run_id=run_id, token=second)
+        assert not regressions.release_promotion(session, run_id=run_id, token=first)
+        assert regressions.get(session, run_id=run_id).promoted_by == ADMIN
 
 
 def test_two_presses_at_once_promote_once(configured) -> None:
