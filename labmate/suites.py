@@ -14,6 +14,9 @@ from labmate.settings import RegressConfig, RegressSuiteRules
 SUFFIXES = (".yaml", ".yml")
 SUITE_NAME = re.compile(r"^suite:\s*['\"]?(?P<name>[^'\"#\s]+)", re.MULTILINE)
 MODEL_SCHEMES = ("models:/", "runs:/")
+MAX_MODEL_VERSION = 2**31 - 1
+"""MLflow stores a model version as a SQL integer: a larger number is no version, and reading it fails
+inside the store (SQLite: OverflowError) instead of answering 'not found'."""
 MODEL_EXAMPLES = "`models:/sales-agent@candidate`, `models:/sales-agent/3` or `runs:/<run id>/model`"
 MODEL_URI = re.compile(r"models:/[^/@\s]+(?:@[^/@\s]+|/[^/@\s]+)|runs:/[^/\s]+/\S+")
 """The shapes MLflow loads: a registered model by alias, version or stage; a run's artifact path."""
@@ -147,6 +150,10 @@ def check_target(role: str, uri: str, suite: str, rules: RegressSuiteRules) -> N
     """A target named in chat: an MLflow model, or what labmate.toml allows for this suite."""
     found = kind(uri)
     if found == "mlflow":
+        version = uri.rsplit("/", 1)[-1] if uri.startswith("models:/") and "@" not in uri else ""
+        if version.isdigit() and int(version) > MAX_MODEL_VERSION:
+            raise UsageError(f"`{uri[:120]}` names version {version[:40]}, and no model has that many: MLflow counts "
+                             f"versions from 1. Name one that exists, or an alias: {MODEL_EXAMPLES}.")
         if MODEL_URI.fullmatch(uri):
             return
         raise UsageError(f"`{uri[:120]}` is not a model MLflow can load: the {role} is written like {MODEL_EXAMPLES}.")

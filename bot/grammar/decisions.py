@@ -19,6 +19,7 @@ WORD = re.compile(r"\w", re.UNICODE)
 MIN_PREFIX = 8
 MODEL_REF = re.compile(r"^(?P<name>[\w.\-]+?)(?:/(?P<version>[0-9]+)|/?@(?P<alias>[\w\-]+))$")
 MAX_REF = 256
+MAX_MODEL_VERSION = 2**31 - 1  # MLflow's SQL stores keep a version in an integer column
 LINK_KEYS = ("run", "exp", "model")
 
 
@@ -62,6 +63,11 @@ def _link(key: str, value: str) -> tuple[str, str]:
                 "or `model:sales-agent@production`."
             )
         name, version, alias = match.group("name", "version", "alias")
+        if version and int(version) > MAX_MODEL_VERSION:
+            raise UsageError(
+                f"`model:{value[:120]}` names version {version[:40]}, and no model has that many: MLflow counts versions "
+                f"from 1. Use a version that exists, or an alias: `model:{name}@production`."
+            )
         return ("model", f"{name}/{version}" if version else f"{name}@{alias}")
     return ("experiment", value)
 

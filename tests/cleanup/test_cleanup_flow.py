@@ -215,6 +215,7 @@ def test_cleanup_in_the_terminal_shows_the_proposals_waiting_for_you(lab) -> Non
     cards = [m for m in shown.messages if m.template == "cleanup_proposal"]
     assert len(cards) == 1 and f"*{alice.label}*" in text(shown) and "died-early-2" in text(shown)
     assert f"Waiting for you: {alice.label} (2 runs of sales-agent)" in text(shown)
+    assert alice.label != "P1" and f"Answer with `delete {alice.label}`, `keep {alice.label}`" in text(shown)
     assert [m for m in run_one("cleanup", user="U0MALLORY", channel="C0LAB").messages if m.template == "cleanup_proposal"] == []
 
 

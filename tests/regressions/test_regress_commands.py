@@ -73,6 +73,8 @@ LISTED = "Suites you can run: `shop` (suites/shop.yaml)."
         ("regress shop candidate:models:/shop@", "`models:/shop@` is not a model MLflow can load: the candidate is "
          "written like `models:/sales-agent@candidate`, `models:/sales-agent/3` or `runs:/<run id>/model`.", ""),
         ("regress shop baseline:runs:/0a1b2c", "`runs:/0a1b2c` is not a model MLflow can load: the baseline is", ""),
+        ("regress shop candidate:models:/shop/99999999999999999999999", "`models:/shop/99999999999999999999999` names "
+         "version 99999999999999999999999, and no model has that many: MLflow counts versions from 1.", ""),
         ("regress shop tag:nope", "no conversation is tagged nope; tags: p0, p1", ""),
         ("regress shop frobnicate", "I don't understand `frobnicate`: after the suite, write `candidate:<uri>`", ""),
         ("regress", "Which suite? Name it first", ""),

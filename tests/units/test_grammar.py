@@ -92,6 +92,12 @@ def test_decide_bad_model_ref():
         "Use `model:<name>/<version>` or `model:<name>@<alias>`, e.g. `model:sales-agent/3` "
         "or `model:sales-agent@production`."
     )
+    # MLflow keeps a version in a SQL integer: a larger one failed inside the link check, as an internal error
+    assert usage_error("decide ship it model:sales-agent/9223372036854775808").message == (
+        "`model:sales-agent/9223372036854775808` names version 9223372036854775808, and no model has that many: MLflow "
+        "counts versions from 1. Use a version that exists, or an alias: `model:sales-agent@production`."
+    )
+    assert p("decide ship it model:sales-agent/2147483647").args.links == (("model", "sales-agent/2147483647"),)
 
 
 def test_option_without_value():
