@@ -29,6 +29,15 @@ SLACK_EMOJI = {
 """Slack's names for emoji that rich knows by another name (or not at all): rich's `Emoji.replace`
 would leave `:octagonal_sign:` (a killed run's icon) as it is."""
 _SLACK_EMOJI = re.compile(":(" + "|".join(SLACK_EMOJI) + "):")
+_CONTROLS = {cp: f"\\x{cp:02x}" for cp in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if cp not in (0x09, 0x0A)}
+_CONTROLS |= {cp: f"\\u{cp:04x}" for cp in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def shown_safe(source: str) -> str:
+    """Text from users and stores, as the terminal may print it: escape sequences (`ESC[31m`), other
+    control characters and bidirectional overrides spelled out (`\\x1b`), not acted on by the terminal.
+    (rich strips a few control codes, not ESC.)"""
+    return source.translate(_CONTROLS)
 
 
 def _link(match: re.Match[str]) -> str:
@@ -49,7 +58,7 @@ def _link(match: re.Match[str]) -> str:
 def mrkdwn_text(source: str) -> Text:
     """mrkdwn -> rich Text: code blocks and formatting spans styled (nested ones too, as `~*#1*~`),
     links spelled out, entities decoded."""
-    plain = Emoji.replace(_SLACK_EMOJI.sub(lambda m: SLACK_EMOJI[m.group(1)], _LINK.sub(_link, source)))
+    plain = Emoji.replace(_SLACK_EMOJI.sub(lambda m: SLACK_EMOJI[m.group(1)], _LINK.sub(_link, shown_safe(source))))
     plain = re.sub(r"^>", "▎ ", plain, flags=re.M)
     text = Text()
     position = 0
@@ -80,14 +89,14 @@ def _element_text(element: dict[str, Any]) -> Text:
     if element.get("type") == "mrkdwn":
         return mrkdwn_text(element.get("text", ""))
     if element.get("type") == "image":
-        return Text(f"[image: {element.get('alt_text', '')}]", style="dim")
-    return Text(element.get("text", ""))
+        return Text(f"[image: {shown_safe(element.get('alt_text', ''))}]", style="dim")
+    return Text(unescape(shown_safe(element.get("text", ""))))
 
 
 def block(block: dict[str, Any]) -> RenderableType | None:
     kind = block.get("type")
     if kind == "header":
-        return Text(block["text"]["text"], style="bold underline")
+        return Text(unescape(shown_safe(block["text"]["text"])), style="bold underline")
     if kind == "divider":
         return Rule(style="dim")
     if kind == "section":
@@ -105,7 +114,7 @@ def block(block: dict[str, Any]) -> RenderableType | None:
             line.append_text(_element_text(element))
         return line
     if kind == "image":
-        return Text(f"[chart: {block.get('alt_text', '')}] {block.get('image_url', '')}", style="dim")
+        return Text(shown_safe(f"[chart: {block.get('alt_text', '')}] {block.get('image_url', '')}"), style="dim")
     if kind == "actions":
         return Text("buttons: " + " | ".join(_button(e) for e in block.get("elements", [])), style="dim")
     return None
@@ -117,14 +126,14 @@ PER_RUN = {"choose": "`delete`, `keep` or `snooze` with the run ids (`delete 1a2
 
 def _button(element: dict[str, Any]) -> str:
     """A button with the command that does the same here: `[Stop] → cancel L12`."""
-    label = element.get("text", {}).get("text", "")
+    label = unescape(shown_safe(element.get("text", {}).get("text", "")))
     action = element.get("action_id", "")
     if not action.startswith("lab:"):
         return f"[{label}]"
     verb = action.split(":")[1]
     if verb in PER_RUN:  # a form in Slack; here, the answer verbs take run ids
         return f"[{label}] → type {PER_RUN[verb]}"
-    command = f"{verb} {element.get('value', '')}".strip()
+    command = shown_safe(f"{verb} {element.get('value', '')}".strip())
     return f"[{label}] → type `{command}`"
 
 

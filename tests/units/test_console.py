@@ -97,3 +97,24 @@ def test_every_button_tells_the_terminal_a_command_that_exists() -> None:
     assert shown.plain == ("buttons: [Choose per run] → type `delete`, `keep` or `snooze` with the run ids "
                            "(`delete 1a2b3c 4d5e6f`) | [Delete] → type `delete P1`")
     assert grammar.parse("delete 1a2b3c 4d5e6f").verb == "delete"
+
+
+def test_escape_sequences_and_bidi_overrides_from_stored_text_are_spelled_out_not_acted_on() -> None:
+    """A decision logged as `decide ansi \\x1b[31mRED` coloured (or, with other sequences, rewrote) the
+    terminal of whoever listed decisions; a right-to-left override reversed what followed it."""
+    from rich.console import Console
+
+    from bot.console import renderable
+    from bot.messages.render import Message
+
+    hostile = "ansi \x1b[31mRED\x1b[0m \x9b2J \u202eevil &lt;b&gt;"
+    message = Message(text="", blocks=[
+        {"type": "header", "text": {"type": "plain_text", "text": hostile}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"#12 {hostile}"}},
+        {"type": "context", "elements": [{"type": "plain_text", "text": hostile}]},
+    ])
+    console = Console(record=True, width=200, color_system=None, force_terminal=False)
+    console.print(renderable(message))
+    out = console.export_text()
+    assert "\x1b" not in out and "\x9b" not in out and "\u202e" not in out
+    assert out.count("ansi \\x1b[31mRED\\x1b[0m \\x9b2J \\u202eevil <b>") == 3, out  # entities decoded, plain_text too
