@@ -125,10 +125,7 @@ def interpret(question: str, now: datetime) -> Interpretation | None:
     experiment = _experiment(text)
     if experiment is None:
         return None
-    try:
-        since = _since(text, now)
-    except UsageError:
-        since = None
+    since = _since(text, now)  # a date that isn't one (`since 2026-13-45`) is refused, not read as all time
     by = BY.search(text)
     if BEST.search(text):
         metric_match = METRIC_AFTER.search(text)

@@ -126,6 +126,13 @@ def test_question_arguments() -> None:
     )
 
 
+
+def test_a_question_with_a_date_that_is_not_one_is_told_so_not_answered_over_all_time() -> None:
+    with pytest.raises(UsageError) as refused:
+        interpret("which runs failed in sales-agent since 2026-13-45?", NOW)
+    assert refused.value.message.startswith("`since:2026-13-45` is not a time I understand. Try `since:7d`")
+
+
 @pytest.mark.parametrize(
     "question",
     [
