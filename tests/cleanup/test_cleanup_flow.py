@@ -66,6 +66,9 @@ def test_proposals_per_owner_then_delete_restore_keep_snooze(lab) -> None:
     assert alice.recipient == "U0ALICE" and states(alice.id) == {"died-early": "pending", "died-early-2": "pending"}
     assert proposal_of("U0CAROL").recipient == "U0CAROL" and proposal_of("bob").recipient == ""
     card = json.dumps(cards[0].blocks)
+    assert ", 2 of your runs in *sales-agent* look stale. Delete them, keep them (tagged" in text(outcome)
+    assert any("1 of your runs in *sales-agent* looks stale. Delete it, keep it (tagged `keep`" in json.dumps(m.blocks)
+               for m in cards)
     for verb in ("delete", "keep", "snooze"):
         assert f'"action_id": "lab:{verb}:' in card
     assert audit_verbs().count("cleanup.proposal") == 3

@@ -158,6 +158,9 @@ def test_a_question_no_decision_mentions_says_so(suggested_log: str) -> None:
     assert reply.template == "ask_unknown"
     text = render(reply.template, reply.context).blocks[0]["text"]["text"]
     assert text.startswith("No decision mentions any of “weather”, “forecast”, and it isn't a question about runs")
+    reply, _ = _ask(suggested_log, "??")
+    assert render(reply.template, reply.context).blocks[0]["text"]["text"].startswith(
+        "That isn't a question about runs, so I can't answer it.")
 
 
 def test_link_filters_and_the_words_each_decision_matches(kb_url: str) -> None:
