@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from labmate.quoting import quote
 from models import run_index
 from models import watch as watches
 from models.db import session_scope
@@ -26,11 +27,14 @@ def add(experiment_name: str, channel: str, reply_to: dict[str, Any]) -> Replies
         )  # fmt: skip
         since = watch.created_at
     ready = sync.progress(experiment).ready or bool(sync.build(experiment, budget_s=20.0))
+    here = channel == reply_to.get("channel")
     return [("watch_added", {
         "experiment": experiment.name,
         "experiment_url": views.experiment_url(experiment.experiment_id),
         "channel": channel,
-        "here": channel == reply_to.get("channel"),
+        "here": here,
+        # as it must be typed to stop this watch: the name quoted if it has spaces, the channel when it isn't here
+        "unwatch": f"unwatch {quote(experiment.name)}" + ("" if here else f" {channel}"),
         "new": new,
         "since": since,
         "best": current_best(experiment) if ready else None,

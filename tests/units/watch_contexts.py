@@ -57,11 +57,11 @@ def watch_contexts(text: str) -> dict[str, list[dict[str, Any]]]:
     return {
         "watch_added": [
             {"experiment": text[:60], "experiment_url": URL, "channel": "C1", "here": True, "new": True, "since": WHEN,
-             "best": top, "indexing": False},
+             "best": top, "indexing": False, "unwatch": f"unwatch {text[:60]}"},
             {"experiment": text[:60], "experiment_url": "", "channel": "#ml-runs", "here": False, "new": False,
-             "since": WHEN, "best": None, "indexing": True},
+             "since": WHEN, "best": None, "indexing": True, "unwatch": f"unwatch {text[:60]} #ml-runs"},
             {"experiment": text[:60], "experiment_url": "", "channel": "C1", "here": True, "new": True, "since": WHEN,
-             "best": None, "indexing": False},
+             "best": None, "indexing": False, "unwatch": "unwatch x"},
         ],
         "watch_list": [{"watches": [{"experiment": text[:60], "by": "U1"}]}, {"watches": []}],
         "watch_removed": [{"experiment": text[:60], "channel": "C1", "here": True},

@@ -61,6 +61,7 @@ def test_watch_list_and_unwatch_through_the_terminal(watched) -> None:
     assert outcome.exit_code == 0, _text(outcome)
     assert [m.template for m in outcome.messages] == ["exp_working", "watch_added"]
     assert "Watching" in outcome.messages[1].text and "unigram-v2" in _text(outcome)
+    assert "`unwatch sales-agent` stops the notices" in _text(outcome)
     listed = run_one("watch", user="U1", channel="C1")
     assert "`sales-agent`" in _text(listed)
     elsewhere = run_one("watch", user="U1", channel="C2")
@@ -78,6 +79,7 @@ def test_another_channels_watch_is_stopped_from_elsewhere_only_by_its_starter_or
     for channel in ("C0TEAMCHAN1", "C0OPSCHAN1"):
         started = run_one(f"watch sales-agent {channel}", user="U0DANA", channel="D0DANA0001")
         assert started.exit_code == 0, _text(started)
+        assert f"`unwatch sales-agent {channel}` stops" in _text(started)  # what stops it from where it was asked
     refused = run_one("unwatch sales-agent C0TEAMCHAN1", user="U0MALLORY", channel="D0MALLORY1")
     assert refused.exit_code == 1
     assert ("<#C0TEAMCHAN1>'s watch of `sales-agent` was started by <@U0DANA>: from another channel, only they "

@@ -30,7 +30,7 @@ def test_watch_of_an_unknown_experiment_suggests_the_closest(watched):
 
 def test_watch_answers_with_the_best_so_far_and_a_second_watch_keeps_the_first(watched):
     [(template, context)] = watch()
-    assert template == "watch_added" and context["new"] and context["here"]
+    assert template == "watch_added" and context["new"] and context["here"] and context["unwatch"] == "unwatch sales-agent"
     assert context["best"]["name"] == "unigram-v2" and context["best"]["metric"] == "val_f1"
     [(_t, again)] = watch()
     assert not again["new"]
