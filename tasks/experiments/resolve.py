@@ -161,7 +161,7 @@ def direction(experiment: Experiment, metric_name: str, asked: bool | None) -> D
     metric's name, else higher-is-better."""
     name = quote(experiment.name)
     change = (
-        f"say `best {name} {metric_name} asc|desc`, or tag the experiment in MLflow "
+        f"say `best {name} {quote(metric_name)} asc|desc`, or tag the experiment in MLflow "
         f"`labmate.direction.{metric_name}` = `lower`|`higher`"
     )
     if asked is not None:

@@ -188,6 +188,9 @@ def test_direction_is_declared_command_then_tag_then_toml_then_name(wine: Store,
     resolve.forget_cache()
     assert source() == ("higher is better", "the experiment's MLflow tag `labmate.direction.mean_test_score`")
     assert source(True) == ("lower is better", "your `asc`")
+    # a metric name with a space is suggested quoted, as it must be typed
+    change = resolve.direction(resolve.experiment(WINE), "val loss", None).change
+    assert f'say `best "{WINE}" "val loss" asc|desc`' in change
 
 
 # --- runs as MLflow records them ------------------------------------------------------------------
