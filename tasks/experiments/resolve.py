@@ -115,15 +115,18 @@ def _lookup(name: str) -> Experiment:
     )
 
 
-def metric(name: str, keys: dict | list[str] | set[str], experiment_name: str) -> str:  # type: ignore[type-arg]
+def metric(name: str, keys: dict | list[str] | set[str], experiment_name: str, *, named_by: str = "") -> str:  # type: ignore[type-arg]
+    """`named_by`: where a metric nobody typed came from (a configured primary metric)."""
     if name in keys:
         return name
     lowered = {k.lower(): k for k in keys}
     if name.lower() in lowered:
         return lowered[name.lower()]
     shown = ", ".join(f"`{k}`" for k in sorted(keys)[:10])
+    where = (f" It is the primary metric: {named_by}. Name a metric after the experiment "
+             f"(`summary {quote(experiment_name)} <metric>`), or change it there.") if named_by else ""
     raise NotFoundError(
-        f"No run in `{experiment_name}` logged a metric `{name}`.{_suggest(closest(name, set(keys)))}",
+        f"No run in `{experiment_name}` logged a metric `{name}`.{where}{_suggest(closest(name, set(keys)))}",
         hint=f"Its metrics: {shown}.",
     )
 

@@ -42,6 +42,20 @@ def primary_metric(experiment: Experiment, keys: dict[str, tuple[int, int | None
     return min(first, key=lambda k: (first[k], *_preference(k)))
 
 
+def _metric(word: str | None, experiment: Experiment, keys: dict[str, tuple[int, int | None]]) -> str:
+    """The metric typed, else the primary one; a configured primary metric no run logged says where it
+    is configured (the person never typed it)."""
+    if word:
+        return resolve.metric(word, keys, experiment.name)
+    if get_settings().primary_metrics.get(experiment.name):
+        named_by = f"labmate.toml `[primary_metrics]` names it for `{experiment.name}`"
+    elif experiment.primary_metric:
+        named_by = "the experiment's MLflow tag `labmate.primary_metric` names it"
+    else:
+        named_by = ""
+    return resolve.metric(primary_metric(experiment, keys), keys, experiment.name, named_by=named_by)
+
+
 EVAL_WORDS = frozenset({"val", "valid", "validation", "test", "eval", "holdout"})
 
 
@@ -88,7 +102,7 @@ def _ranked(
             raise NotFoundError(
                 f"Experiment `{experiment.name}` has {sum(status_counts.values())} run(s), but none logged a metric."
             )
-        metric = resolve.metric(metric_word or primary_metric(experiment, keys), keys, experiment.name)
+        metric = _metric(metric_word, experiment, keys)
         chosen = resolve.direction(experiment, metric, ascending)
         ranked = run_index.top_runs(
             session,
@@ -243,7 +257,7 @@ def _preview_rank(
             keys[key] = (min(first_ts, ts), child_ts)
     if not keys:
         raise NotFoundError(f"The newest runs of `{experiment.name}` logged no metric yet.")
-    metric = resolve.metric(metric_word or primary_metric(experiment, keys), keys, experiment.name)
+    metric = _metric(metric_word, experiment, keys)
     chosen = resolve.direction(experiment, metric, ascending)
     parents = {r.parent_run_id for r in records if r.parent_run_id} if keys[metric][1] is not None else set()
     candidates = [

@@ -364,3 +364,28 @@ def test_labmate_toml_primary_metric_wins_over_the_tag(sales: Store, lab_home: P
     reset_settings()
     [(_, ctx)] = summary("sales-agent", None, 3)
     assert ctx["metric"] == "train_loss"
+
+
+def test_a_primary_metric_no_run_logged_says_where_it_is_configured(sales: Store, lab_home: Path) -> None:
+    """The person typed `summary sales-agent`; "no run logged a metric nosuch" named a metric they never typed."""
+    import os
+
+    from labmate.errors import NotFoundError
+    from labmate.settings import reset_settings
+    from tasks.experiments.summary import best, summary
+
+    sales.client.set_experiment_tag(sales.experiment_id, "labmate.primary_metric", "nosuch")
+    with pytest.raises(NotFoundError) as tagged:
+        summary("sales-agent", None, 3)
+    assert tagged.value.message.startswith(
+        "No run in `sales-agent` logged a metric `nosuch`. It is the primary metric: the experiment's MLflow tag "
+        "`labmate.primary_metric` names it. Name a metric after the experiment (`summary sales-agent <metric>`), "
+        "or change it there.")
+    Path(os.environ["LABMATE_CONFIG"]).write_text('[primary_metrics]\nsales-agent = "val_acc"\n')
+    reset_settings()
+    with pytest.raises(NotFoundError) as configured:
+        best("sales-agent", None, None, "", None)
+    assert "It is the primary metric: labmate.toml `[primary_metrics]` names it for `sales-agent`." in configured.value.message
+    with pytest.raises(NotFoundError) as typed:
+        summary("sales-agent", "nosuch", 3)
+    assert "primary metric" not in typed.value.message
