@@ -162,11 +162,11 @@ def by_run(session: Session, *, store: str, ref: str, states: Sequence[str]) -> 
 
 
 def excluded(session: Session, *, store: str, now: datetime) -> set[str]:
-    """Runs a scan must not propose: in an open proposal, or snoozed until later."""
+    """Runs a scan must not propose: in an open proposal, or snoozed (or restored) until later."""
     rows = session.scalars(
         select(Candidate.run_id).where(
             Candidate.store == store,
-            or_(Candidate.state.in_(BUSY), (Candidate.state == SNOOZED) & (Candidate.snoozed_until > now)),
+            or_(Candidate.state.in_(BUSY), Candidate.state.in_((SNOOZED, RESTORED)) & (Candidate.snoozed_until > now)),
         )
     )
     return set(rows)

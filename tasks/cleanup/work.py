@@ -270,6 +270,12 @@ def _keep(proposal_id: int, only: set[int] | None) -> None:
         run_index.upsert(session, proposal.store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))
 
 
+def _restored_rest() -> Any:
+    """Someone brought the run back on purpose: not proposed again for a snooze's length (then `keep`
+    stops it for good), instead of at the next day's scan."""
+    return utcnow() + timedelta(days=get_settings().cleanup.snooze_days)
+
+
 def _restore(proposal_id: int, by: str, done: dict[str, Any], only: set[int] | None) -> None:
     proposal, restoring = _load(proposal_id, proposals.RESTORING, only)
     went: list[proposals.Candidate] = []
@@ -281,8 +287,9 @@ def _restore(proposal_id: int, by: str, done: dict[str, Any], only: set[int] | N
             break
         went.append(candidate)
     with session_scope() as session:
+        rest = _restored_rest()
         moved = [c for c in went if proposals.settle(session, candidate_id=c.id, from_state=proposals.RESTORING,
-                                                          to_state=proposals.RESTORED)]
+                                                          to_state=proposals.RESTORED, snoozed_until=rest)]
         for c in moved:
             audit.record(session, user=by, channel="", source="job", verb="cleanup.restore",
                          text=f"{proposal.label}: restored run {c.run_id} ({c.run_name}) of {proposal.experiment}",
@@ -335,5 +342,5 @@ def purge() -> int:
                              outcome="ok", duration_ms=0.0, detail={"proposal": c.proposal_id, "run": c.run_id})
         for c in back:
             proposals.settle(session, candidate_id=c.id, from_state=proposals.DELETED, to_state=proposals.RESTORED,
-                             note="restored in MLflow")
+                             note="restored in MLflow", snoozed_until=_restored_rest())
     return len(gone)

@@ -101,6 +101,10 @@ def test_proposals_per_owner_then_delete_restore_keep_snooze(lab) -> None:
     assert back.exit_code == 0, text(back)
     assert lab.client.get_run(lab.runs["died-early"]).info.lifecycle_stage == "active"
     assert states(alice.id)["died-early"] == "restored"
+    with session_scope() as session:  # brought back on purpose: not proposed again at the next scan, for a snooze's length
+        [store] = {c.store for c in proposals.candidates(session, proposal_id=alice.id)}
+        assert lab.runs["died-early"] in proposals.excluded(session, store=store, now=utcnow() + timedelta(days=6.9))
+        assert lab.runs["died-early"] not in proposals.excluded(session, store=store, now=utcnow() + timedelta(days=7.1))
 
     carol = proposal_of("U0CAROL")
     kept = run_one(f"keep {lab.runs['old-finished']}", user="U0CAROL", channel="C0LAB")
