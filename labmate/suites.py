@@ -81,7 +81,8 @@ def _inside_path(found: Found) -> str:
 def _listing(config: RegressConfig) -> str:
     suites = available(config)
     if not suites:
-        return f"There are no suites in {_shown_folders(config)}."
+        return (f"There are no suites in {_shown_folders(config)} (relative to the directory labmate runs in; "
+                "labmate.toml `[regress] folders` names others).")
     return "Suites you can run: " + ", ".join(f"`{s.name}` ({s.shown})" for s in suites) + "."
 
 

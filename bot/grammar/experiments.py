@@ -121,7 +121,11 @@ def parse_compare(rest: str, now: datetime) -> CompareArgs:
     if len(words) >= 3 and words[-2][0].lower() == "in" and not words[-2][1]:
         experiment = words[-1][0]
         words = words[:-2]
-    refs = tuple(dict.fromkeys(w.removeprefix("run:") for w, quoted in words if quoted or w.lower() != "and"))
+    named = [w.removeprefix("run:") for w, quoted in words if quoted or w.lower() != "and"]
+    refs = tuple(dict.fromkeys(named))
+    if len(refs) == 1 and len(named) > 1:
+        raise UsageError(f"You named `{refs[0][:80]}` {len(named)} times; compare needs two different runs.",
+                         hint='e.g. `compare 3f9a2c1d 7be04a11` or `compare demo-baseline "demo unigram v2" in sales-agent`')
     if len(refs) < 2:
         raise UsageError(
             "Compare needs at least two runs: full run ids, unique id prefixes (8 characters or more) or run names.",

@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,10 @@ def bars(values: list[tuple[str, float]], *, metric: str, title: str, path: Path
 
 def _save(figure: Any, path: Path) -> Path:
     partial = path.with_suffix(".tmp")
-    figure.savefig(partial, format="png", pil_kwargs={"compress_level": 1})
+    with warnings.catch_warnings():
+        # Names in scripts the bundled font lacks (CJK, emoji) are drawn as boxes; the answer's text names
+        # them, and matplotlib's warning would reach the terminal's stderr, three lines per chart.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+        figure.savefig(partial, format="png", pil_kwargs={"compress_level": 1})
     partial.replace(path)  # another worker drawing the same chart never sees half a file
     return path

@@ -389,3 +389,15 @@ def test_a_primary_metric_no_run_logged_says_where_it_is_configured(sales: Store
     with pytest.raises(NotFoundError) as typed:
         summary("sales-agent", "nosuch", 3)
     assert "primary metric" not in typed.value.message
+
+
+def test_a_chart_of_names_the_font_lacks_warns_nobody(tmp_path: Path) -> None:
+    """matplotlib's 'Glyph … missing from font' reached the terminal's stderr, three lines per chart."""
+    import warnings
+
+    from tasks.experiments import charts
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drawn = charts.bars([("実験 🚀", 1.0), ("b", 2.0)], metric="val_f1", title="Ünïcode 実験 🚀", path=tmp_path / "c.png")
+    assert drawn.is_file() and drawn.stat().st_size > 0

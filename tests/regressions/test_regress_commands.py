@@ -89,6 +89,14 @@ def test_bad_regressions_are_refused_before_anything_is_stored(configured, text:
     assert outcomes() == ["user_error"]
 
 
+def test_no_suites_says_where_the_folder_is_looked_for(configured, suites_dir: Path) -> None:
+    for suite in suites_dir.iterdir():
+        suite.unlink()
+    reply = ask("regress shop")
+    assert reply.context["hint"] == ("There are no suites in `suites/` (relative to the directory labmate runs in; "
+                                     "labmate.toml `[regress] folders` names others).")
+
+
 def test_a_suite_without_a_candidate_asks_for_one(configured, suites_dir: Path) -> None:
     (suites_dir / "bare.yaml").write_text("suite: bare\nconversations:\n  - id: a\n    turns:\n      - user: hi\n")
     reply = ask("regress bare")
