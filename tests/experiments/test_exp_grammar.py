@@ -82,7 +82,7 @@ def test_compare_best_runs() -> None:
     assert args("compare 3f9a2c1d and demo-baseline") == CompareArgs(("3f9a2c1d", "demo-baseline"))
     with pytest.raises(UsageError, match="at least two runs"):
         args("compare 3f9a2c1d")
-    with pytest.raises(UsageError, match="^You named `demo-baseline` 2 times; compare needs two different runs.$"):
+    with pytest.raises(UsageError, match=r"^You named `demo-baseline` 2 times; compare needs two different runs\.$"):
         args("compare demo-baseline demo-baseline")
     assert args("best sales-agent val_f1 since:7d") == BestArgs(
         "sales-agent", "val_f1", datetime(2026, 11, 22, 10, tzinfo=UTC)
