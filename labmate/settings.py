@@ -188,7 +188,7 @@ class ProjectConfig(Table, kw_only=True):
         int, about("The most runs of one sweep that run at once (`parallel:N`).", ge=1)
     ] = 2
     time_limit: Annotated[
-        float, about("Seconds a run may take; then it is stopped and marked KILLED.", gt=0)
+        float, about("Seconds a run may take; then it is stopped and marked KILLED.", gt=0, le=30 * 86400)
     ] = 3600.0
     progress_param: Annotated[
         str, about("The parameter that says how many steps a run logs (the card's progress bar).")
@@ -330,7 +330,7 @@ class CleanupConfig(Table):
         float,
         about("Days a deleted run can be restored (`restore <run>`); then it is removed for good.", ge=0),
     ] = 7.0
-    snooze_days: Annotated[float, about("Days a snoozed run is left out of proposals.", gt=0)] = 7.0
+    snooze_days: Annotated[float, about("Days a snoozed run is left out of proposals.", gt=0, le=3650)] = 7.0
     daily_at: Annotated[
         str,
         about(
@@ -514,7 +514,8 @@ class Settings(Table, kw_only=True):
     ] = "memo"
     job_timeout: Annotated[
         float,
-        about("How long `labmate say` waits for a job's replies before giving up.", env="LABMATE_JOB_TIMEOUT", gt=0),
+        about("How long `labmate say` waits for a job's replies before giving up.", env="LABMATE_JOB_TIMEOUT", gt=0,
+              le=86400),
     ] = 120.0
     primary_metrics: Annotated[
         dict[str, str],

@@ -36,6 +36,8 @@ def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPr
         ('[access.verbs]\nsupersede = "S0LEADS"\n', ":2: access.verbs.supersede: expected a list, got 'S0LEADS'"),
         ('job_timeout = "soon"\n', ":1: job_timeout: expected a number, got 'soon'"),
         ('job_timeout = 0\n', ":1: job_timeout: expected a number > 0.0, got 0"),
+        ('job_timeout = inf\n', ":1: job_timeout: expected a number <= 86400.0, got inf"),  # TOML's inf: wait for ever
+        ('[cleanup]\nsnooze_days = inf\n', ":2: cleanup.snooze_days: expected a number <= 3650.0, got inf"),
         ('[cleanup.experiments.a]\ntop_k = 1\n[cleanup.experiments.b]\ntop_k = -1\n',
          ":4: cleanup.experiments.b.top_k: expected an integer >= 0, got -1"),
         ('[regress.suites.chat]\nallow_htp = true\n',
