@@ -287,7 +287,6 @@ def test_a_decision_the_database_refuses_after_the_move_says_so_and_the_next_pre
 
     from bot.messages.render import render
     from labmate.settings import get_settings
-    from models import decision
     from models.db import engine_for
     from tasks.regressions import cards, work
 
@@ -312,13 +311,22 @@ def test_a_decision_the_database_refuses_after_the_move_says_so_and_the_next_pre
     with kb.begin() as connection:
         connection.execute(text("DROP TRIGGER refuse"))
     make_run(regressions.FAILED, reason="pass rate dropped")  # a newer run failed since: it doesn't stop finishing
-    assert ask(f"promote R{run_id}", user=ADMIN).template == "regress_promoting"
+    _a_press_finishes_it(run_id, ADMIN)
+    with session_scope() as session:
+        assert "stopped" not in regressions.get(session, run_id=run_id).promotion
+
+
+def _a_press_finishes_it(run_id: int, user: str) -> None:
+    """A press on a stopped promotion: its decision logged once, naming the version from before the first press."""
+    from models import decision
+    from tasks.regressions import work
+
+    assert ask(f"promote R{run_id}", user=user).template == "regress_promoting"
     [(template, context), _card] = work.promote(run_id)
     assert (template, context["before"], context["already"]) == ("regress_promoted", "1", False)
     with session_scope() as session:
         assert [d.text for d in session.query(decision.Decision).all()] == [
             f"Promoted shop v2 to @production after regression run R{run_id} of suite shop passed its gate (replacing v1)."]
-        assert "stopped" not in regressions.get(session, run_id=run_id).promotion
 
 
 def test_a_promote_job_the_reaper_gives_up_releases_the_run_and_says_how_to_finish(configured, mlflow_uri: str) -> None:
@@ -351,16 +359,8 @@ def test_a_promote_job_the_reaper_gives_up_releases_the_run_and_says_how_to_fini
                     "finish: it moves the alias only if it hasn't, and logs the decision.")
     from mlflow import MlflowClient
 
-    from models import decision
-    from tasks.regressions import work
-
     MlflowClient(tracking_uri=mlflow_uri).set_registered_model_alias("shop", "production", "2")  # it had moved
-    assert ask(f"promote R{run_id}", user=PROMOTER).template == "regress_promoting"
-    [(template, context), _card] = work.promote(run_id)
-    assert (template, context["before"], context["already"]) == ("regress_promoted", "1", False)
-    with session_scope() as session:
-        assert [d.text for d in session.query(decision.Decision).all()] == [
-            f"Promoted shop v2 to @production after regression run R{run_id} of suite shop passed its gate (replacing v1)."]
+    _a_press_finishes_it(run_id, PROMOTER)
 
 
 def test_a_promote_job_given_up_after_logging_its_decision_stays_promoted(configured, mlflow_uri: str) -> None:
