@@ -17,6 +17,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -361,7 +362,7 @@ def promote(run_id: int) -> Replies:
     return [_promoted_reply(run), cards.reply(run_id)]
 
 
-def _moved_but_not_logged(run: regressions.RegressionRun, version: str, alias: str, token: Any) -> Replies:
+def _moved_but_not_logged(run: regressions.RegressionRun, version: str, alias: str, token: datetime | None) -> Replies:
     """The alias moved and the decision recording it failed (the database refused it; not an outage,
     which the job waits out). Left claimed, the run would say "being promoted" forever; released, its
     card offers Promote again, and that press logs the decision without moving anything."""
