@@ -116,6 +116,11 @@ def parse_supersede(rest: str, now: datetime) -> SupersedeArgs:
             f"`{head or '(nothing)'}` is not a decision id. Say which decision is replaced, then the new text.",
             hint="e.g. `supersede 12 ship the candidate after all: the p0 failure was a flaky test`",
         )
+    if not tail.strip():
+        raise UsageError(
+            f"Superseding decision #{head.lstrip('#')} needs the new decision's text after its id.",
+            hint=f"e.g. `supersede {head.lstrip('#')} ship the candidate after all: the p0 failure was a flaky test`",
+        )
     return SupersedeArgs(int(head.lstrip("#")), parse_decide(tail, now))
 
 

@@ -200,7 +200,10 @@ def test_supersede_needs_an_id():
 
 
 def test_supersede_needs_new_text():
-    assert usage_error("supersede 12").message == "A decision needs some text saying what was decided."
+    err = usage_error("supersede 12")  # the example was decide's, which replaces nothing
+    assert err.message == "Superseding decision #12 needs the new decision's text after its id."
+    assert err.hint == "e.g. `supersede 12 ship the candidate after all: the p0 failure was a flaky test`"
+    assert usage_error("supersede #12 #release").message == "A decision needs some text saying what was decided."
 
 
 # --- ask, help, prefixes, unknown verbs -----------------------------------------------
