@@ -233,8 +233,10 @@ def parse_best(rest: str, now: datetime) -> BestArgs:
 def parse_runs(rest: str, now: datetime) -> RunsArgs:
     parts = tokens.split(rest, ("status", "since", "by", "tag"))
     if len(parts.words) != 1:
+        extra = f"I read `{parts.words[1][:40]}` as an extra word: `runs` takes one experiment (quote a name with spaces). " \
+            if len(parts.words) > 1 else ""
         raise UsageError(
-            "Usage: `runs <experiment> [status:failed] [since:7d] [by:@user] [tag:key=value]`.",
+            f"{extra}Usage: `runs <experiment> [status:failed] [since:7d] [by:@user] [tag:key=value]`.",
             hint="e.g. `runs sales-agent status:failed since:monday`",
         )
     experiment = _experiment(parts.words[0], "runs sales-agent status:failed")

@@ -92,6 +92,10 @@ def test_compare_best_runs() -> None:
     )
     with pytest.raises(UsageError, match="`status:broken` is not a run status"):
         args("runs sales-agent status:broken")
+    with pytest.raises(UsageError, match=r"^I read `extra` as an extra word: `runs` takes one experiment \(quote a name"):
+        args("runs sales-agent extra")
+    with pytest.raises(UsageError, match=r"^Usage: `runs <experiment>"):
+        args("runs")
 
 
 def test_help_lists_the_new_verbs() -> None:
