@@ -201,6 +201,13 @@ def parse_find(rest: str, now: datetime) -> FindArgs:
             )
         if not body.strip():
             raise UsageError("`where` needs at least one condition.", hint=f"e.g. {COND_EXAMPLE}")
+        if re.search(r"(?:^|\s)and$", body.strip(), flags=re.IGNORECASE):
+            raise UsageError("The conditions end with `and`: say the condition after it, or leave the `and` out.",
+                             hint=f"e.g. `{FIND_EXAMPLE}`")
+        unquoted = re.sub(r"'[^']*'|\"[^\"]*\"", "''", body)  # `run_name = 'speed limit 5'` is a value
+        if re.search(r"\s(?:limit|order\s+by)\s", f" {unquoted} ", flags=re.IGNORECASE):
+            raise UsageError("`limit` and `order by` come once each, after the conditions (`order by` first).",
+                             hint=f"e.g. `{FIND_EXAMPLE}`")
         conditions = tuple(parse_condition(c) for c in re.split(r"\s+and\s+", body.strip(), flags=re.IGNORECASE))
     order_by: str | None = None
     ascending: bool | None = None

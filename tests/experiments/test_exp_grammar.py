@@ -76,6 +76,12 @@ def test_find_malformed_condition_names_the_token_and_shows_an_example() -> None
         args("find sales-agent order by val_f1 sideways")
     with pytest.raises(UsageError, match=r"`limit 500` needs a whole number from 1 to 50"):
         args("find sales-agent limit 500")
+    # were "the value `0.8 and` has spaces; quote it" and "the value `0.8 limit 5` has spaces"
+    with pytest.raises(UsageError, match=r"^The conditions end with `and`: say the condition after it, or leave"):
+        args("find sales-agent where val_f1 > 0.8 and")
+    with pytest.raises(UsageError, match=r"^`limit` and `order by` come once each, after the conditions"):
+        args("find sales-agent where val_f1 > 0.8 limit 5 limit 6")
+    assert args("find sales-agent where run_name like '%and%' and band = 3").conditions[1].name == "band"
 
 
 def test_compare_best_runs() -> None:
