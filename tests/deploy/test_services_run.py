@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from tests.conftest import POSTGRES_URL, service_or_skip
 from tests.deploy.compose import DOCKERFILE, ENV, ROOT, rendered
+from tests.ports import free_port
 
 COMPOSE = rendered()
 BIN = Path(sys.executable).parent
@@ -34,12 +34,6 @@ BIN = Path(sys.executable).parent
 SPARE_REDIS = os.environ.get("LABMATE_TEST_REDIS_SPARE_URL", "redis://127.0.0.1:6379/10")
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _localised(value: str, swaps: dict[str, str]) -> str:
@@ -138,7 +132,7 @@ def mlflow_process(databases: dict[str, str], tmp_path_factory: pytest.TempPathF
     """`mlflow server` with compose's flags: the PostgreSQL backend, proxied artifacts, and the
     allowed hosts and CORS origins exactly as written in docker-compose.yml."""
     service = COMPOSE["services"]["mlflow"]
-    port = _free_port()
+    port = free_port()
     artifacts = tmp_path_factory.mktemp("mlartifacts")
     mlflow_db = databases["mlflow"].replace("postgresql://", "postgresql+psycopg://")
     argv = [str(BIN / service["entrypoint"][0])]
@@ -281,7 +275,7 @@ def test_the_bot_serves_with_compose_flags_and_answers_its_health_check(stack_en
     from slackreq import BOT_TOKEN, SIGNING_SECRET
 
     command = list(COMPOSE["services"]["bot"]["command"])
-    port = _free_port()
+    port = free_port()
     command[command.index("--port") + 1] = str(port)
     with FakeSlack(token=BOT_TOKEN) as fake:
         env = {**stack_env, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "LABMATE_SLACK_API_URL": fake.api_url}
@@ -316,7 +310,7 @@ def test_the_socket_mode_bot_serves_with_the_overrides_flags_and_answers_its_hea
 
     socket_mode = rendered({"SLACK_APP_TOKEN": "xapp-compose-test"}, overrides=(ROOT / "deploy" / "socket-mode.yml",))
     command = list(socket_mode["services"]["bot"]["command"])
-    port = _free_port()
+    port = free_port()
     command[command.index("--port") + 1] = str(port)
     with FakeSlack(token=BOT_TOKEN, app_token="xapp-compose-test") as fake, FakeSocketMode() as slack:
         fake.socket_url = slack.url

@@ -17,14 +17,9 @@ from bot.terminal import run_one
 from models import launches
 from models.db import session_scope
 from tests.launch.conftest import PROJECT
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow]
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -40,7 +35,7 @@ def git_uri(tmp_path: Path) -> Iterator[str]:
     served = tmp_path / "served"
     served.mkdir()
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(served / "quick.git")], check=True)
-    port = _port()
+    port = free_port()
     daemon = subprocess.Popen(
         ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={served}", f"--port={port}",
          "--listen=127.0.0.1", str(served)],

@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
+from tests.ports import free_port  # noqa: F401  (the fault tests and benchmarks import it from here)
+
 if TYPE_CHECKING:
     from fakeslack import FakeSlack
 
@@ -263,14 +265,6 @@ class Slack:
                 "is_enterprise_install": False,
             }
         )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def healthy(port: int) -> bool:
