@@ -6,6 +6,10 @@ from __future__ import annotations
 QUOTES = {'"': '"”“', "'": "'’‘", "“": "”“\"", "”": "”“\"", "‘": "’‘'", "’": "’‘'", "«": "»", "„": "“”\""}
 """Opening quote -> the characters that close it (Slack clients mix straight and curly quotes)."""
 TAG_MARKS = ("#", "＃")
+MAX_MODEL_VERSION = 2**31 - 1
+"""The largest registered model version that can be typed (`model:x/3`, `models:/x/3`): MLflow's SQL
+stores keep a version in an integer column, and a larger number fails inside the store (SQLite:
+OverflowError) instead of answering 'not found'."""
 
 
 def quote(name: str) -> str:

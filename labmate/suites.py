@@ -9,14 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from labmate.errors import NotFoundError, UsageError
+from labmate.quoting import MAX_MODEL_VERSION
 from labmate.settings import RegressConfig, RegressSuiteRules
 
 SUFFIXES = (".yaml", ".yml")
 SUITE_NAME = re.compile(r"^suite:\s*['\"]?(?P<name>[^'\"#\s]+)", re.MULTILINE)
 MODEL_SCHEMES = ("models:/", "runs:/")
-MAX_MODEL_VERSION = 2**31 - 1
-"""MLflow stores a model version as a SQL integer: a larger number is no version, and reading it fails
-inside the store (SQLite: OverflowError) instead of answering 'not found'."""
 MODEL_EXAMPLES = "`models:/sales-agent@candidate`, `models:/sales-agent/3` or `runs:/<run id>/model`"
 MODEL_URI = re.compile(r"models:/[^/@\s]+(?:@[^/@\s]+|/[^/@\s]+)|runs:/[^/\s]+/\S+")
 """The shapes MLflow loads: a registered model by alias, version or stage; a run's artifact path."""

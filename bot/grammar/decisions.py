@@ -11,6 +11,7 @@ from bot.grammar import tokens
 from bot.grammar.command import Verb
 from bot.messages.mrkdwn import code_text
 from labmate.errors import UsageError
+from labmate.quoting import MAX_MODEL_VERSION
 
 MAX_DECISION = 3000
 HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -19,7 +20,6 @@ WORD = re.compile(r"\w", re.UNICODE)
 MIN_PREFIX = 8
 MODEL_REF = re.compile(r"^(?P<name>[\w.\-]+?)(?:/(?P<version>[0-9]+)|/?@(?P<alias>[\w\-]+))$")
 MAX_REF = 256
-MAX_MODEL_VERSION = 2**31 - 1  # MLflow's SQL stores keep a version in an integer column
 LINK_KEYS = ("run", "exp", "model")
 
 

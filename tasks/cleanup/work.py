@@ -8,7 +8,7 @@ message came twice) deletes each run once, writes one audit row per run and logs
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from labmate.errors import LabmateError, NotFoundError
@@ -270,7 +270,7 @@ def _keep(proposal_id: int, only: set[int] | None) -> None:
         run_index.upsert(session, proposal.store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))
 
 
-def _restored_rest() -> Any:
+def _restored_rest() -> datetime:
     """Someone brought the run back on purpose: not proposed again for a snooze's length (then `keep`
     stops it for good), instead of at the next day's scan."""
     return utcnow() + timedelta(days=get_settings().cleanup.snooze_days)
