@@ -171,9 +171,17 @@ def parse_condition(text: str) -> Condition:
     return Condition(name, op, value, bool(NUMBER.match(value)) and not quoted)
 
 
+def _unquoted(text: str) -> str:
+    """`text`, lower-cased, with what is inside quotes blanked out at the same positions: a keyword
+    found in it (`and`, `order by`, `limit`) is one the user typed, not part of a value such as
+    `run_name = 'speed limit 5'`."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"", lambda m: m.group(0)[0] + "_" * (len(m.group(0)) - 2) + m.group(0)[0],
+                  text.lower())
+
+
 def _split_clauses(text: str) -> tuple[str, str, str]:
     """-> (conditions, order by, limit) parts of the text after the experiment name."""
-    lowered = text.lower()
+    lowered = _unquoted(text)
     limit = ""
     match = re.search(r"(?:^|\s)limit\s+(\S+)\s*$", lowered)
     if match:
@@ -185,6 +193,15 @@ def _split_clauses(text: str) -> tuple[str, str, str]:
         order = text[match.end() :].strip() or "(nothing)"
         text = text[: match.start()]
     return text.strip(), order, limit
+
+
+def _conditions(body: str) -> list[str]:
+    """`body` split at each `and` outside quotes."""
+    parts, start = [], 0
+    for match in re.finditer(r"\s+and\s+", _unquoted(body)):
+        parts.append(body[start : match.start()])
+        start = match.end()
+    return [*parts, body[start:]]
 
 
 def parse_find(rest: str, now: datetime) -> FindArgs:
@@ -204,11 +221,10 @@ def parse_find(rest: str, now: datetime) -> FindArgs:
         if re.search(r"(?:^|\s)and$", body.strip(), flags=re.IGNORECASE):
             raise UsageError("The conditions end with `and`: say the condition after it, or leave the `and` out.",
                              hint=f"e.g. `{FIND_EXAMPLE}`")
-        unquoted = re.sub(r"'[^']*'|\"[^\"]*\"", "''", body)  # `run_name = 'speed limit 5'` is a value
-        if re.search(r"\s(?:limit|order\s+by)\s", f" {unquoted} ", flags=re.IGNORECASE):
+        if re.search(r"\s(?:limit|order\s+by)\s", f" {_unquoted(body)} "):
             raise UsageError("`limit` and `order by` come once each, after the conditions (`order by` first).",
                              hint=f"e.g. `{FIND_EXAMPLE}`")
-        conditions = tuple(parse_condition(c) for c in re.split(r"\s+and\s+", body.strip(), flags=re.IGNORECASE))
+        conditions = tuple(parse_condition(c) for c in _conditions(body.strip()))
     order_by: str | None = None
     ascending: bool | None = None
     if order:
@@ -300,7 +316,8 @@ VERBS = (
         access="read",
         parse=parse_find,
         details="Names are checked against the experiment; `metrics.`, `params.`, `tags.` or `attributes.` "
-        "prefixes settle a name used twice.",
+        "prefixes settle a name used twice. Quote a value that has spaces (`run_name = 'speed limit 5'`); "
+        "`start_time` and `end_time` take a date or a date and time in UTC (`start_time > 2026-11-01`).",
     ),
     Verb(
         name="best",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from labmate.errors import NotFoundError, UsageError
@@ -39,7 +40,8 @@ PREFIXES = {
     "attribute": "attributes",
     "attr": "attributes",
 }
-NUMERIC_ONLY = {"metrics", "start_time", "end_time"}
+TIMES = ("start_time", "end_time")
+NUMERIC_ONLY = {"metrics", *TIMES}
 Interim = Callable[[str, dict[str, Any]], None] | None
 
 
@@ -57,13 +59,14 @@ class Resolved:
     op: str
     value: str
     numeric: bool
+    shown: str = ""  # the value as typed, when it is not `value` (a date for a time in milliseconds)
 
     @property
     def mlflow(self) -> str:
         """The MLflow filter clause, or "" when MLflow can't evaluate it (numeric params)."""
         if self.kind == "params" and self.numeric and self.op not in ("=", "!="):
             return ""
-        value = self.value if self.kind == "metrics" or self.key in ("start_time", "end_time") else f"'{self.value}'"
+        value = self.value if self.kind == "metrics" or self.key in TIMES else f"'{self.value}'"
         if self.kind == "attributes" and self.key == "status":
             value = f"'{self.value.upper()}'"
         return f"{self.kind}.`{self.key}` {self.op} {value}"
@@ -73,7 +76,7 @@ class Resolved:
         return run_index.Clause(self.kind, self.key, self.op, self.value, self.numeric)
 
     def text(self) -> str:
-        return f"{self.key} {self.op} {self.value}"
+        return f"{self.key} {self.op} {self.shown or self.value}"
 
 
 def names(experiment: Experiment) -> Names:
@@ -104,6 +107,9 @@ def resolve_condition(condition: Any, known: Names, experiment: str) -> Resolved
         )
     key = ATTRIBUTES[name] if kind == "attributes" else name
     op, value, numeric = condition["op"], condition["value"], condition["numeric"]
+    shown = ""
+    if kind == "attributes" and key in TIMES and not numeric:
+        shown, value, numeric = value, _epoch_ms(name, value), True
     if (kind == "metrics" or key in NUMERIC_ONLY) and not numeric:
         raise UsageError(
             f"`{name}` is a number; compare it to a number, not `{value}`.", hint=f"e.g. `where {name} > 0.8`"
@@ -112,7 +118,20 @@ def resolve_condition(condition: Any, known: Names, experiment: str) -> Resolved
         raise UsageError(f"`like` compares text; `{name}` is a metric.", hint=f"e.g. `where {name} >= 0.8`")
     if kind in ("tags", "attributes") and key not in NUMERIC_ONLY and op in ("<", "<=", ">", ">="):
         raise UsageError(f"`{name}` is text; compare it with `=`, `!=` or `like`.", hint=f"e.g. `where {name} = value`")
-    return Resolved(kind, key, op, value, numeric)
+    return Resolved(kind, key, op, value, numeric, shown)
+
+
+def _epoch_ms(name: str, value: str) -> str:
+    """A date or a date and time, in UTC unless it names its zone -> MLflow's milliseconds since 1970."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"`{name}` is a time: compare it to a date, or a date and time in UTC (`2026-11-01`, "
+            f"`2026-11-01T09:30`), or to milliseconds since 1970; not `{value}`.",
+            hint=f"e.g. `where {name} > 2026-11-01`",
+        ) from None
+    return str(int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp() * 1000))
 
 
 def find(

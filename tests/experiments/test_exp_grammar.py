@@ -84,6 +84,18 @@ def test_find_malformed_condition_names_the_token_and_shows_an_example() -> None
     assert args("find sales-agent where run_name like '%and%' and band = 3").conditions[1].name == "band"
 
 
+def test_find_keywords_inside_a_quoted_value_are_part_of_the_value() -> None:
+    """`limit 5` inside quotes was read as the limit clause, and ` and ` inside quotes split the condition."""
+    assert args('find x where run_name = "speed limit 5"') == FindArgs(
+        "x", (Condition("run_name", "=", "speed limit 5", False),))
+    assert args("find x where note = 'rock and roll' and band = 3 order by val_f1 limit 2") == FindArgs(
+        "x", (Condition("note", "=", "rock and roll", False), Condition("band", "=", "3", True)), "val_f1", None, 2)
+    assert args("find x where run_name = 'order by x limit 4'").conditions == (
+        Condition("run_name", "=", "order by x limit 4", False),)
+    with pytest.raises(UsageError, match=r"^`limit` and `order by` come once each"):
+        args("find x where run_name = 'a limit 5' limit 5 limit 6")
+
+
 def test_compare_best_runs() -> None:
     assert args("compare 3f9a2c1d and demo-baseline") == CompareArgs(("3f9a2c1d", "demo-baseline"))
     with pytest.raises(UsageError, match="at least two runs"):

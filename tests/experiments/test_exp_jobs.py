@@ -261,6 +261,26 @@ def test_find_unknown_name_and_wrong_value(sales: Store) -> None:
     assert err.message == "`val_f1` is a number; compare it to a number, not `high`."
 
 
+def test_find_compares_a_start_or_end_time_with_a_date(sales: Store) -> None:
+    """`start_time` is MLflow's milliseconds; a date was refused with "compare it to a number, e.g. > 0.8"."""
+    from tasks.experiments.query import find
+
+    def found(op: str, value: str, numeric: bool = False) -> tuple[str, int]:
+        [(_t, ctx)] = find("sales-agent", [{"name": "start_time", "op": op, "value": value, "numeric": numeric}],
+                           None, None, 50)
+        return ctx["mlflow_filter"], len(ctx["runs"])
+
+    everything = found(">", "0", True)[1]
+    assert everything > 0
+    assert found(">", "2000-01-01") == ("attributes.`start_time` > 946684800000", everything)
+    assert found("<", "2000-01-01T12:00") == ("attributes.`start_time` < 946728000000", 0)
+    assert found("<", "2000-01-01T12:00+02:00")[0] == "attributes.`start_time` < 946720800000"
+    err = _error(lambda: found(">", "yesterdayish"))
+    assert err.message == ("`start_time` is a time: compare it to a date, or a date and time in UTC (`2026-11-01`, "
+                           "`2026-11-01T09:30`), or to milliseconds since 1970; not `yesterdayish`.")
+    assert err.hint == "e.g. `where start_time > 2026-11-01`"
+
+
 def test_compare_params_metrics_deltas_and_charts(sales: Store) -> None:
     from tasks.experiments.compare import compare
 
