@@ -29,7 +29,7 @@ class HelpArgs(Struct, frozen=True):
 
 
 def _parse_help(rest: str, now: datetime) -> HelpArgs:
-    name = rest.strip().lower().lstrip("/") or None
+    name = rest.strip().lstrip("/") or None
     if name is not None and lookup(name) is None:
         raise unknown_verb(name)
     return HelpArgs(lookup(name).name if name else None)  # type: ignore[union-attr]

@@ -191,6 +191,9 @@ def since(value: str, now: datetime) -> datetime:
     if lowered in WEEKDAYS:
         back = (now.weekday() - WEEKDAYS.index(lowered)) % 7 or 7
         return today - timedelta(days=back)
+    if re.fullmatch(r"[0-9]+[mhdw]", lowered):
+        raise UsageError(f"`since:{value}` goes back too far: a count of minutes, hours, days or weeks has at "
+                         f"most 4 digits. For older windows give the date, e.g. `since:2020-01-01`.")
     try:
         day = date.fromisoformat(value)
     except ValueError:

@@ -166,6 +166,16 @@ def test_since_bad_value():
         "`since:yesterday`, `since:monday` or `since:2026-11-01`."
     )
     assert "is not a time I understand" in usage_error("decisions since:2026-13-40").message
+    # a count too big for a date was "not a time I understand", as if the syntax were wrong
+    assert usage_error("decisions since:3650000d").message == (
+        "`since:3650000d` goes back too far: a count of minutes, hours, days or weeks has at most 4 digits. "
+        "For older windows give the date, e.g. `since:2020-01-01`."
+    )
+
+
+def test_help_names_an_unknown_command_as_it_was_typed():
+    assert usage_error("help Frobnicate THE runs").message == "I don't know the command `Frobnicate THE runs`."
+    assert p("help DECIDE").args.verb == "decide"
 
 
 @pytest.mark.parametrize(("value", "author"), [("@dana", "dana"), ("dana.k", "dana.k"), ("U0ABC", "U0ABC"),
@@ -330,6 +340,8 @@ def test_a_window_start_says_its_time_when_it_isnt_midnight_and_always_utc() -> 
     from labmate.when import window_start
 
     assert window_start(datetime(2026, 3, 10, 0, 0, tzinfo=UTC)) == "2026-03-10 (UTC)"
+    assert window_start(datetime(1, 1, 1, 0, 0, tzinfo=UTC)) == "0001-01-01 (UTC)"  # was `1-01-01`
+    assert window_start(datetime(999, 1, 1, 9, 5, tzinfo=UTC)) == "0999-01-01 09:05 UTC"
     assert window_start(datetime(2026, 3, 10, 22, 0, tzinfo=UTC)) == "2026-03-10 22:00 UTC"
     assert window_start(datetime(2026, 3, 10, 15, 0, tzinfo=timezone(timedelta(hours=-7)))) == "2026-03-10 22:00 UTC"
     from bot.grammar import questions
