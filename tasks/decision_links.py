@@ -23,7 +23,8 @@ def _run_id(ref: str, experiment: str | None) -> tuple[str | None, str]:
     try:
         return resolve.run(ref, experiment).run_id, ""
     except LabmateError as exc:
-        return None, exc.message
+        why = exc.message.rstrip(".")  # shown in parentheses, inside a sentence
+        return None, why[:1].lower() + why[1:]
 
 
 def _check(kind: str, ref: str, decision_id: int, experiment: str | None = None) -> dict[str, Any]:

@@ -174,13 +174,17 @@ def direction(experiment: Experiment, metric_name: str, asked: bool | None) -> D
     if tagged is not None and _declared(tagged) is not None:
         return Direction(bool(_declared(tagged)), f"the experiment's MLflow tag `labmate.direction.{metric_name}`",
                          change)  # fmt: skip
+    # A tag that says neither lower nor higher is said, not silently passed over.
+    said = (tagged or "")[:40].replace("`", "'")
+    unread = "" if tagged is None else (f"; the experiment's MLflow tag `labmate.direction.{metric_name}` is "
+                                        f"`{said}`, which is not `lower` or `higher`, so it was not used")
     configured = get_settings().metric_directions.get(metric_name)
     if configured is not None and _declared(configured) is not None:
-        return Direction(bool(_declared(configured)), "labmate.toml `[metric_directions]`", change)
+        return Direction(bool(_declared(configured)), f"labmate.toml `[metric_directions]`{unread}", change)
     rule = name_rule(metric_name)
     if rule is not None:
-        return Direction(True, f"the word `{rule[1]}` in the metric's name", change)
-    return Direction(False, "the default: no `loss`, `error`, `rank`, `time`… word in its name", change)
+        return Direction(True, f"the word `{rule[1]}` in the metric's name{unread}", change)
+    return Direction(False, f"the default: no `loss`, `error`, `rank`, `time`… word in its name{unread}", change)
 
 
 def lower_is_better(metric_name: str) -> bool:

@@ -188,6 +188,12 @@ def test_direction_is_declared_command_then_tag_then_toml_then_name(wine: Store,
     resolve.forget_cache()
     assert source() == ("higher is better", "the experiment's MLflow tag `labmate.direction.mean_test_score`")
     assert source(True) == ("lower is better", "your `asc`")
+    # a tag that says neither is named in the answer, and the next source is used
+    wine.client.set_experiment_tag(wine.experiment_id, "labmate.direction.mean_test_score", "lowr")
+    resolve.forget_cache()
+    assert source() == ("lower is better", "labmate.toml `[metric_directions]`; the experiment's MLflow tag "
+                        "`labmate.direction.mean_test_score` is `lowr`, which is not `lower` or `higher`, so it was "
+                        "not used")
     # a metric name with a space is suggested quoted, as it must be typed
     change = resolve.direction(resolve.experiment(WINE), "val loss", None).change
     assert f'say `best "{WINE}" "val loss" asc|desc`' in change

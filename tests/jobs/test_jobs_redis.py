@@ -83,7 +83,7 @@ def test_decision_link_check_runs_on_a_separate_worker(redis_worker: str) -> Non
     with session_scope() as session:
         decision = session.query(Decision).one()
         assert [(link.kind, link.status) for link in decision.links] == [("run", "missing")]
-        assert "No run has the id, id prefix or name" in decision.links[0].detail["reason"]
+        assert decision.links[0].detail["reason"] == f"no run has the id, id prefix or name `{RUN_ID}`"
     deadline = time.monotonic() + 10
     while True:
         with session_scope() as session:

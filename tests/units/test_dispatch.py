@@ -81,7 +81,9 @@ def test_decide_with_a_run_link_is_queued_then_closed_by_the_job(migrated):
         (link,) = decisions.get(s, decision_id=reply.context["d"]["id"]).links
         assert link.status == "missing"
     assert [m.template for m in delivered] == ["links_checked"]
-    assert f"run `{RUN}` was not found in MLflow" in delivered[0].blocks[0]["text"]["text"]
+    # the reason sits in parentheses inside the sentence: no capital, no full stop of its own
+    assert f"run `{RUN}` was not found in MLflow (no run has the id, id prefix or name `{RUN}`). Fix it" in (
+        delivered[0].blocks[0]["text"]["text"])
 
 
 def test_a_model_link_keeps_the_alias_it_was_named_by(migrated):
