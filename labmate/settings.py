@@ -825,15 +825,24 @@ def load_settings(environ: Mapping[str, str] | None = None, path: Path | None = 
         raise ConfigError(toml_syntax_message(path, exc)) from None
     _refuse_secrets_in(path, table)
     from_env = from_environment(environ)
+    # A file value the environment overrides is checked too: it is what runs once the variable is unset.
+    shadowed = {key: table[key] for key in from_env if key in table}
     table.update(from_env)
     if isinstance(table.get("cleanup"), dict):
         table["cleanup"] = _merged_cleanup(dict(table["cleanup"]))
+    settings = _validated(table, path, set(from_env))
+    if shadowed:
+        _validated(shadowed, path, set())
+    return settings
+
+
+def _validated(table: dict[str, Any], path: Path, from_env: set[str]) -> Settings:
     try:
         return convert(table, Settings, strict=False, dec_hook=_decoded)
     except ValidationError as exc:
         from labmate.config_errors import validation_message
 
-        raise ConfigError(validation_message(str(exc), table, path, env_names(), set(from_env))) from None
+        raise ConfigError(validation_message(str(exc), table, path, env_names(), from_env)) from None
 
 
 ENVIRONMENT_ONLY = ("slack_bot_token", "slack_signing_secret", "slack_app_token")

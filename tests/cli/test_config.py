@@ -133,6 +133,16 @@ def test_a_wrong_environment_value_names_the_variable(tmp_path):
     )
 
 
+def test_a_wrong_file_value_the_environment_overrides_is_refused_too(tmp_path):
+    """It was never read while LABMATE_HOME was set, and broke the first start without the variable."""
+    (tmp_path / "labmate.toml").write_text('command = "/lab"\nhome = 5\n')
+    result = _labmate(tmp_path, "say", "help")  # LABMATE_HOME is set (_env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"labmate: {tmp_path / 'labmate.toml'}:2: home: expected text, got 5"
+    (tmp_path / "labmate.toml").write_text('home = "elsewhere"\n')
+    assert _labmate(tmp_path, "say", "help").returncode == 0
+
+
 @pytest.mark.parametrize("args", [["say"], ["say", "--bogus", "help"], ["nope"]])
 def test_usage_errors_exit_1_as_the_readme_says(tmp_path, args):
     result = _labmate(tmp_path, *args)
