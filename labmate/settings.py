@@ -660,7 +660,8 @@ class Settings(Table, kw_only=True):
         int,
         about(
             "How many times a reply Slack refused for a while (429, 5xx, timeouts) is retried, with "
-            "exponential backoff, before its command is marked `undelivered`.",
+            "exponential backoff, before its command is marked `undelivered`; it is then tried again at "
+            "the longest of those waits (five minutes at the defaults) for a day.",
             env="LABMATE_DELIVERY_RETRIES",
             ge=0,
         ),

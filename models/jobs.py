@@ -6,7 +6,9 @@ A command that must enqueue after its own commit writes its job here as `queued`
 transaction (the outbox); the reaper sends what was never sent, re-sends what a dead worker left
 `running` (its heartbeat stopped), and fails what keeps dying.
 
-States: queued -> running -> (retrying -> running)* -> done | failed | undelivered.
+States: queued -> running -> (retrying -> running)* -> done | failed | undelivered. A job undelivered
+because Slack kept refusing for a while (not for good) keeps a `retry_at`: the reaper queues it again
+then (`redeliver`), and it delivers the answer it stored, for up to `LATE_FOR` after its command.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ LOST_GRACE = timedelta(minutes=15)
 RETRY_GRACE = timedelta(seconds=60)
 """A retry that hasn't come back this long after its time: its worker held it (an ETA) and died."""
 MAX_RESCUES = 3
+LATE_FOR = timedelta(days=1)
+"""How long after its command a reply Slack kept refusing (429, 5xx, timeouts) is still tried again:
+an `undelivered` job with a `retry_at` is re-sent by the reaper at that time, within this window."""
 
 
 class BrokerJSON(TypeDecorator[Any]):
@@ -172,13 +177,19 @@ def save_replies(session: Session, *, key: str, replies: str) -> None:
     session.execute(update(_T).where(_T.c.key == key).values(replies=replies))
 
 
-def finish(session: Session, *, key: str, state: str, error: str = "", attempt: int | None = None) -> bool:
+def finish(
+    session: Session, *, key: str, state: str, error: str = "", attempt: int | None = None,
+    retry_at: datetime | None = None,
+) -> bool:
     """End the job; False when it is no longer this execution's to end: it already ended, or (given
-    `attempt`) a later execution took it over while this one was frozen."""
+    `attempt`) a later execution took it over while this one was frozen. `retry_at`: an undelivered
+    job's next try (see `redeliver`)."""
     query = update(_T).where(_T.c.key == key, _T.c.state.not_in(ENDED))
     if attempt is not None:
         query = query.where(_T.c.attempts == attempt)
-    result = session.execute(query.values(state=state, finished_at=utcnow(), error=error[:2000], heartbeat_at=None))
+    result = session.execute(
+        query.values(state=state, finished_at=utcnow(), error=error[:2000], heartbeat_at=None, retry_at=retry_at)
+    )
     return bool(result.rowcount)
 
 
@@ -200,6 +211,7 @@ def orphans(
                 and_(JobRecord.state == QUEUED, JobRecord.enqueued_at < now - LOST_GRACE),
                 and_(JobRecord.state == RUNNING, JobRecord.heartbeat_at < now - stale),
                 and_(JobRecord.state == RETRYING, JobRecord.retry_at < now - RETRY_GRACE),
+                and_(JobRecord.state == UNDELIVERED, JobRecord.retry_at < now, JobRecord.created_at > now - LATE_FOR),
             )
         )
         .order_by(JobRecord.created_at)
@@ -215,6 +227,17 @@ def requeue(session: Session, *, job: JobRecord) -> bool:
         update(_T)
         .where(_T.c.key == job.key, _T.c.state == job.state, _T.c.attempts == job.attempts)
         .values(state=QUEUED, enqueued_at=None, heartbeat_at=None, rescues=_T.c.rescues + 1)
+    )
+    return bool(result.rowcount)
+
+
+def redeliver(session: Session, *, job: JobRecord) -> bool:
+    """Queue an undelivered job again at its `retry_at` (as not yet sent: `mark_sent` once it is). Not a
+    rescue: its worker didn't die, Slack refused. False if another reaper took it first."""
+    result = session.execute(
+        update(_T)
+        .where(_T.c.key == job.key, _T.c.state == UNDELIVERED, _T.c.attempts == job.attempts)
+        .values(state=QUEUED, enqueued_at=None, retry_at=None, finished_at=None)
     )
     return bool(result.rowcount)
 

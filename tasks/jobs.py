@@ -9,7 +9,9 @@ reply is delivered under `<key>/<n>`, so a retried or redelivered job never post
 
 Retries are Celery's (`task.retry` with its exponential backoff; a 429 waits at least its
 Retry-After). After the last one the command's audit row says `undelivered` (Slack never took
-the reply) or `error` (the knowledge base stayed unreachable), with the reason.
+the reply) or `error` (the knowledge base stayed unreachable), with the reason. A reply Slack refused
+for a while (not for good) is tried again by the reaper every `late_every()` for up to a day
+(`jobs.LATE_FOR`): the job delivers the answer it stored, and the audit row gets its real outcome.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from time import perf_counter
 from typing import Any
 
@@ -239,10 +241,8 @@ def _deliver_all(
             with session_scope() as session:
                 jobs.set_retrying(session, key=key, retry_at=utcnow() + timedelta(seconds=countdown), error=str(exc))
             raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries())
-        except MaxRetriesExceededError:
-            return _undelivered(key, audit_id, str(exc), started, attempt)
-        except TransientDeliveryError:  # Celery re-raises `exc` itself once the retries are used up
-            return _undelivered(key, audit_id, str(exc), started, attempt)
+        except (MaxRetriesExceededError, TransientDeliveryError):  # Celery re-raises `exc` once they are used up
+            return _undelivered(key, audit_id, str(exc), started, attempt, later=reply_to.get("source") != "shell")
     except PermanentDeliveryError as exc:
         return _undelivered(key, audit_id, str(exc), started, attempt)
     except Unavailable as exc:
@@ -262,9 +262,22 @@ def _deliver_all(
     return outcome
 
 
-def _undelivered(key: str, audit_id: int | None, reason: str, started: float, attempt: int) -> str:
-    log.error("job %s: reply undelivered: %s", key, reason)
-    _close(key, audit_id, "undelivered", started=started, reason=reason, state=jobs.UNDELIVERED, attempt=attempt)
+def late_every() -> timedelta:
+    """How often a reply Slack kept refusing is tried again after its retries: the longest wait they
+    reached (five minutes at the defaults)."""
+    from labmate.settings import get_settings
+
+    settings = get_settings()
+    return timedelta(seconds=min(BACKOFF_MAX_S, settings.delivery_backoff * 2 ** settings.delivery_retries))
+
+
+def _undelivered(key: str, audit_id: int | None, reason: str, started: float, attempt: int, *, later: bool = False) -> str:
+    """`later`: Slack refused for a while, not for good; the reaper re-sends the job at `retry_at` (for up to
+    `jobs.LATE_FOR`), so a card that Slack wouldn't edit during an outage still shows how it ended."""
+    retry_at = utcnow() + late_every() if later else None
+    log.error("job %s: reply undelivered: %s%s", key, reason, f" (trying again at {retry_at:%H:%M:%S} UTC)" if retry_at else "")
+    _close(key, audit_id, "undelivered", started=started, reason=reason, state=jobs.UNDELIVERED, attempt=attempt,
+           retry_at=retry_at)
     return "undelivered"
 
 
@@ -278,25 +291,37 @@ def _close(
     state: str = jobs.DONE,
     error_id: str | None = None,
     attempt: int | None = None,
+    retry_at: datetime | None = None,
 ) -> None:
     """End the job and its command's audit row, unless a later execution owns the job now (this one
     was frozen past its heartbeat and the job was handed on): then that one ends it."""
     try:
         with session_scope() as session:
-            if not jobs.finish(session, key=key, state=state, error=reason, attempt=attempt):
+            if not jobs.finish(session, key=key, state=state, error=reason, attempt=attempt, retry_at=retry_at):
                 log.warning("job %s: a later execution owns it now; not closing it as %s", key, outcome)
                 return
             if audit_id is not None:
+                detail = {"reason": reason} if reason else None
+                if not reason and attempt is not None and attempt > 1:
+                    detail = _delivered_late(session, audit_id)
                 audit.set_outcome(
                     session,
                     event_id=audit_id,
                     outcome=outcome,
                     error_id=error_id,
                     duration_ms=(perf_counter() - started) * 1000,
-                    detail={"reason": reason} if reason else None,
+                    detail=detail,
                 )
     except KnowledgeBaseError:
         log.exception("could not close job %s (audit row %s) as %s", key, audit_id, outcome)
+
+
+def _delivered_late(session: Any, audit_id: int) -> dict[str, Any] | None:
+    """A job delivered after its command was marked undelivered: the audit row keeps why it was late."""
+    row = audit.get(session, event_id=audit_id)
+    if row is None or row.outcome != "undelivered":
+        return None
+    return {"delivered_late": True, "reason": str((row.detail or {}).get("reason", ""))}
 
 
 WAITING = ("I can't reach the knowledge base right now, so this is waiting: it runs by itself once the "

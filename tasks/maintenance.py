@@ -3,7 +3,8 @@
 The reaper runs every `reap_every` seconds (beat), and once when a worker starts. It sends the jobs
 a command stored but could not enqueue (the broker was down), re-sends the jobs a dead worker left
 running (their heartbeat stopped, and no live worker says it runs them), and gives up, telling the
-user, on a job whose workers keep dying (MAX_RESCUES). A job is never left `running`.
+user, on a job whose workers keep dying (MAX_RESCUES). A job is never left `running`. It also re-sends
+a job whose reply Slack kept refusing, at its `retry_at`, for up to a day (`jobs.LATE_FOR`).
 
 Re-sending is right for a job that is safe to run again (most are: they read, or their writes are
 idempotent). A job that isn't (a training launch) registers its own policy with `on_worker_lost`:
@@ -68,6 +69,7 @@ class Reaped:
     sent: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
     given_up: list[str] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
 
 
 def _send(job: jobs.JobRecord) -> bool:
@@ -203,6 +205,15 @@ def reap() -> Reaped:
     orphans = _orphans()
     still_run = _still_run_by_a_worker(orphans)
     for job in orphans:
+        if job.state == jobs.UNDELIVERED:  # Slack refused its reply for a while: try it again (its answer is stored)
+            with session_scope() as session:
+                moved = jobs.redeliver(session, job=job)
+            if moved and _send(job):
+                with session_scope() as session:
+                    jobs.mark_sent(session, keys=[job.key])
+                log.info("re-sent job %s (%s) to deliver its reply Slack refused: %s", job.key, job.task, job.error)
+                done.late.append(job.key)
+            continue
         if job.key in still_run:
             log.info("job %s (%s): its heartbeat is stale, but a worker still runs it; left to it", job.key, job.task)
             continue
@@ -241,7 +252,7 @@ def reap() -> Reaped:
 @shared_task(name="labmate.maintenance.reap", acks_late=True, ignore_result=True)
 def reap_task() -> dict[str, int]:
     done = reap()
-    return {"sent": len(done.sent), "resent": len(done.resent), "given_up": len(done.given_up)}
+    return {"sent": len(done.sent), "resent": len(done.resent), "given_up": len(done.given_up), "late": len(done.late)}
 
 
 def prune_idempotency_keys() -> int:

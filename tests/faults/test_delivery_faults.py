@@ -97,6 +97,37 @@ def test_a_reply_slack_keeps_refusing_ends_undelivered_with_the_reason(make_lab)
     assert (job.state, job.attempts) == ("undelivered", 3)
 
 
+def test_a_reply_slack_refused_past_its_retries_is_delivered_once_slack_answers_again(make_lab) -> None:
+    """An outage longer than the retries: the command is marked undelivered, then the reaper sends the
+    job again at its retry time, and the stored answer is posted once Slack answers; the audit row ends
+    with the answer's outcome and says it was late, and why."""
+    setup = make_lab(LABMATE_DELIVERY_RETRIES="1")
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker()
+        setup.lab.beat()
+    channel = unique("C")
+    setup.lab.fake.fail("chat.postMessage", 10_000, status=500)
+    _ask(setup, channel)
+    (row,) = _settled(setup, channel)
+    assert row.outcome == "undelivered", setup.lab.logs()
+    (job,) = [j for j in setup.jobs() if j.task == "labmate.experiments.summary"]
+    assert job.retry_at is not None  # tried again later, not given up
+    wait_until(lambda: len(setup.lab.fake.calls("chat.postMessage")) >= 4, timeout=30,
+               what="the reaper to send the job again while Slack still refuses")
+    assert not _replies(setup, channel)
+    setup.lab.fake.heal("chat.postMessage")
+    wait_until(lambda: _replies(setup, channel), timeout=30, what="the reply once Slack answers again")
+    (row,) = wait_until(lambda: [r for r in setup.audit(verb="summary", channel=channel) if r.outcome != "undelivered"],
+                        timeout=30, what="the audit row's real outcome")
+    assert row.outcome == "user_error", setup.lab.logs()
+    assert row.detail["delivered_late"] is True and "Slack answered 500" in row.detail["reason"]
+    time.sleep(2)  # the reaper keeps running: nothing posts it again
+    assert len(_replies(setup, channel)) == 1
+    (job,) = [j for j in setup.jobs() if j.task == "labmate.experiments.summary"]
+    assert (job.state, job.retry_at) == ("done", None)
+
+
 def test_a_worker_killed_while_slack_holds_its_post_posts_once_after_redelivery(make_lab) -> None:
     """The post reached Slack, the worker died before hearing back: the replacement worker (the
     reaper re-sends the job when its heartbeat stops) finds the message and doesn't post again."""

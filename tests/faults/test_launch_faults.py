@@ -141,6 +141,37 @@ def test_slack_429s_on_card_edits_delay_the_card_not_the_run(make_lab, tmp_path,
     assert ": *finished*" in texts[-1] and not any(": *running*" in t for t in texts[texts.index(next(t for t in texts if ": *finished*" in t)):])
 
 
+def test_a_final_card_slack_would_not_edit_says_how_the_run_ended_once_slack_answers(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
+    """Slack refuses every card edit for longer than the delivery retries: the launch job ends undelivered,
+    and the reaper sends it again until Slack takes the final card (it stayed `running` for good)."""
+    setup = deploy(make_lab, tmp_path, empty_mlflow_db)
+    setup.lab.env["LABMATE_DELIVERY_RETRIES"] = "1"
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker(queues="launch")
+        setup.lab.worker(queues="default")
+        setup.lab.beat()
+    channel = unique("C")
+    setup.lab.fake.fail("chat.update", 10_000, status=500)
+    answer = slack(setup).command("run quick epochs=4 sleep=0.2", user="U0ALICE", channel=channel)
+    assert "*L1* queued" in answer.body
+    ended = wait_until(lambda: (row := launch_row(setup)) and row.status not in ("queued", "running") and row,
+                       timeout=120, what="the run to end")
+    assert ended.status == "finished"
+    wait_until(lambda: {j.task: j.state for j in setup.jobs()}.get("labmate.launch.run") == "undelivered",
+               timeout=60, what="the launch job to end undelivered")
+    assert not any(": *finished*" in t for t in card_texts(setup, channel))
+    setup.lab.fake.heal("chat.update")
+    wait_until(lambda: any(": *finished*" in t for t in card_texts(setup, channel)), timeout=60,
+               what="the final card once Slack answers again")
+    wait_until(lambda: {j.task: j.state for j in setup.jobs()}.get("labmate.launch.run") == "done", timeout=30,
+               what="the launch job to end done")
+    time.sleep(2)
+    posts = [c for c in setup.lab.fake.calls("chat.postMessage") if c.params.get("channel") == channel and c.ok]
+    assert len(posts) == 1  # edited in place, not posted again
+    assert launch_row(setup).attempts == 1  # the late delivery didn't run the training again
+
+
 def test_a_launch_while_the_broker_is_down_is_stored_whole_and_runs_when_it_is_back(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
     setup = deploy(make_lab, tmp_path, empty_mlflow_db, proxy_redis=True)
     setup.lab.serve()

@@ -76,6 +76,23 @@ def test_a_job_that_keeps_dying_is_given_up_and_the_user_told(told) -> None:
         assert (row.outcome, row.error_id) == ("error", context["error_id"])
 
 
+def test_an_undelivered_job_is_sent_again_at_its_retry_time_for_a_day(told) -> None:
+    """Slack refused its reply for a while (retry_at set): sent again, not as a rescue. Refused for good
+    (no retry_at), not yet due, or from a command more than a day old: left alone."""
+    now = utcnow()
+    for key, retry_in_s, age_s in (("due", -1, 600), ("not-yet", 60, 600), ("for-good", None, 600),
+                                   ("too-old", -1, 2 * 86400)):
+        _job(key, state="undelivered", age_s=age_s)
+        with session_scope() as session:
+            retry_at = None if retry_in_s is None else now + timedelta(seconds=retry_in_s)
+            session.execute(jobs.JobRecord.__table__.update().where(jobs.JobRecord.key == key).values(retry_at=retry_at))
+    done = reap()
+    assert (done.late, done.resent, done.given_up) == (["due"], [], [])
+    assert _state("due") == ("queued", 0, True)
+    assert [_state(k)[0] for k in ("not-yet", "for-good", "too-old")] == ["undelivered"] * 3
+    assert told.delivered == []
+
+
 def test_a_terminal_job_from_a_process_that_is_gone_is_closed_not_rerun(told) -> None:
     _job("orphan", state="running", heartbeat_age_s=60, source="shell")
     assert reap().given_up == ["orphan"]

@@ -170,6 +170,13 @@ class FakeSlack:
         with self._lock:
             self._faults.append(_Fault(method, times, status=status, after=after))
 
+    def heal(self, method: str) -> None:
+        """Slack answers `method` again: the failures still pending for it are dropped."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.method == method:
+                    fault.left = 0
+
     def stall(self, method: str, seconds: float, times: int = 1, *, carried_out: bool = True) -> None:
         """The next `times` calls of `method` are carried out (or not), then answered after `seconds`."""
         status = 200 if carried_out else 504
