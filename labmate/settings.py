@@ -30,6 +30,8 @@ _SECRET_QUERY = re.compile(
     r"x-amz-signature|x-amz-security-token|x-goog-signature)=)[^&#\s'\"]+",
     re.I,
 )
+_ENCODED_URL = re.compile(r"\b[A-Za-z][\w+.-]*%3A%2F%2F[^\s'\"<>&]*", re.I)
+"""A URL percent-encoded into another one's query (`?next=https%3A%2F%2Fu%3Apw%40h`): up to its `&`."""
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
@@ -46,8 +48,18 @@ def mask_url(text: str) -> str:
     before the `@` is a path (`http://host:8080/path@v1`), and a user name alone is a token
     (`https://<token>@github.com/…`), but an ssh login (`ssh://git@host`) is not. Secrets in the
     query are masked too: `?password=`, `&token=`, and the signatures of presigned artifact URLs
-    (S3's `X-Amz-Signature`, GCS's `X-Goog-Signature`, Azure's SAS `sig`)."""
+    (S3's `X-Amz-Signature`, GCS's `X-Goog-Signature`, Azure's SAS `sig`), and in a URL percent-encoded
+    into another's query (a redirect target)."""
+    text = _ENCODED_URL.sub(_masked_encoded, text)
     return _SECRET_QUERY.sub(lambda m: f"{m.group('key')}***", _USERINFO.sub(_masked_userinfo, text))
+
+
+def _masked_encoded(match: re.Match[str]) -> str:
+    from urllib.parse import quote, unquote
+
+    plain = unquote(match.group(0))
+    masked = mask_url(plain)
+    return match.group(0) if masked == plain else quote(masked, safe="*")
 
 
 def _masked_userinfo(match: re.Match[str]) -> str:

@@ -56,6 +56,12 @@ def test_repr_masks_passwords_in_every_url(monkeypatch: pytest.MonkeyPatch) -> N
         ("https://www.googleapis.com/x?key=AIzaSyA1&alt=json", "https://www.googleapis.com/x?key=***&alt=json"),
         ("s3://b/p?secret_key=s3&session_token=t4&region=eu", "s3://b/p?secret_key=***&session_token=***&region=eu"),
         ("https://h/x?monkey=1&keyring=2", "https://h/x?monkey=1&keyring=2"),
+        # a URL percent-encoded into another's query (a login redirect, an OAuth state)
+        ("https://sso/login?next=https%3A%2F%2Fbot%3As3cret%40mlflow%2Fui&x=1",
+         "https://sso/login?next=https%3A%2F%2Fbot%3A***%40mlflow%2Fui&x=1"),
+        ("https://sso/cb?to=HTTPS%3a%2f%2fh%2Fapi%3Ftoken%3Dabc%26page%3D2",
+         "https://sso/cb?to=HTTPS%3A%2F%2Fh%2Fapi%3Ftoken%3D***%26page%3D2"),
+        ("https://sso/login?next=https%3A%2F%2Fmlflow%2Fui", "https://sso/login?next=https%3A%2F%2Fmlflow%2Fui"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
