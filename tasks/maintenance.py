@@ -206,11 +206,7 @@ def reap() -> Reaped:
     still_run = _still_run_by_a_worker(orphans)
     for job in orphans:
         if job.state == jobs.UNDELIVERED:  # Slack refused its reply for a while: try it again (its answer is stored)
-            with session_scope() as session:
-                moved = jobs.redeliver(session, job=job)
-            if moved and _send(job):
-                with session_scope() as session:
-                    jobs.mark_sent(session, keys=[job.key])
+            if _queue_again(job, jobs.redeliver):
                 log.info("re-sent job %s (%s) to deliver its reply Slack refused: %s", job.key, job.task, job.error)
                 done.late.append(job.key)
             continue
@@ -239,14 +235,21 @@ def reap() -> Reaped:
             if _give_up(job, why):
                 done.given_up.append(job.key)
             continue
-        with session_scope() as session:
-            moved = jobs.requeue(session, job=job)
-        if moved and _send(job):
-            with session_scope() as session:
-                jobs.mark_sent(session, keys=[job.key])
+        if _queue_again(job, jobs.requeue):
             log.warning("re-sent job %s (%s): its worker stopped (state %s)", job.key, job.task, job.state)
             done.resent.append(job.key)
     return done
+
+
+def _queue_again(job: jobs.JobRecord, move: Callable[..., bool]) -> bool:
+    """`move` the job back to `queued` (False: another reaper or the job itself moved it first), send it."""
+    with session_scope() as session:
+        moved = move(session, job=job)
+    if not (moved and _send(job)):
+        return False
+    with session_scope() as session:
+        jobs.mark_sent(session, keys=[job.key])
+    return True
 
 
 @shared_task(name="labmate.maintenance.reap", acks_late=True, ignore_result=True)

@@ -4,6 +4,7 @@ beat, Redis (behind a proxy the test can stop), the fake Slack, and a real train
 - A launch worker SIGKILLed mid-run: the training process dies with it, and the reaper marks the launch
   and its MLflow run failed and edits the card; the launch never stays `running`.
 - Slack answering 429 to card edits: the run goes on unaffected and the final card arrives, once.
+- Slack refusing card edits for longer than the delivery retries: the final card lands once it answers.
 - A launch while the broker is down: the user is told it is stored and starts when the queue is back;
   it then runs once.
 - Racing cancels (and a cancel racing the end of the run): the launch, its MLflow run and its card agree.
