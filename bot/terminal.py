@@ -75,19 +75,30 @@ def run_one(
                 codes.append(FAILED_OUTCOMES.get(result, EXIT_OK) if result != "timeout" else EXIT_INTERNAL)
             outcome.unfinished = results.count("timeout")
             if outcome.unfinished:
-                sink({}, _gave_up_waiting(text, outcome.unfinished, settings.job_timeout))
+                sink({}, _gave_up_waiting(text, outcome.unfinished, settings.job_timeout, launch=reply.verb in LAUNCHING))
         outcome.exit_code = _worst(codes)
     finally:
         router().remove_console(session)
     return outcome
 
 
-def _gave_up_waiting(text: str, count: int, timeout: float) -> Message:
+LAUNCHING = ("run", "sweep")
+
+
+def _gave_up_waiting(text: str, count: int, timeout: float, *, launch: bool = False) -> Message:
     from bot.messages.render import render
     from labmate.errors import new_error_id
 
     error_id = new_error_id()
     log.warning("%d job(s) of %r still running after %g s (LABMATE_JOB_TIMEOUT) [%s]", count, text, timeout, error_id)
+    if launch:  # "ask again" would start another run, and the one asked for doesn't go on
+        return render("error", {
+            "message": f"The run didn't end within {timeout:g} s (LABMATE_JOB_TIMEOUT). It trained on this "
+                       "terminal's own worker, so it stops as labmate exits; the next labmate command marks it failed.",
+            "hint": "For a longer run use `labmate shell` (it runs until you leave it) or raise LABMATE_JOB_TIMEOUT; "
+                    "with a team deployment, launch it from Slack. Asking again starts a new run.",
+            "error_id": error_id,
+        })
     return render("error", {
         "message": f"The answer didn't come within {timeout:g} s (LABMATE_JOB_TIMEOUT), so labmate stopped waiting for it.",
         "hint": "Ask again; if the job needs longer, raise LABMATE_JOB_TIMEOUT. `labmate doctor` checks MLflow and the database.",

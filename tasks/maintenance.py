@@ -93,7 +93,8 @@ def _tell(job: jobs.JobRecord, message: str, error_id: str) -> None:
         log.exception("could not tell the user that job %s was given up [%s]", job.key, error_id)
 
 
-def _give_up(job: jobs.JobRecord, why: str) -> bool:
+def _give_up(job: jobs.JobRecord, why: str, *, follow_up: Callable[[list[str]], None] | None = None) -> bool:
+    """`follow_up`: what to do with the jobs the policy stored (default: send them)."""
     error_id = new_error_id()
     lost = policy(job.task)
     follow_ups: list[str] = []
@@ -107,8 +108,29 @@ def _give_up(job: jobs.JobRecord, why: str) -> bool:
     log.error("gave up job %s (%s) [%s]: %s", job.key, job.task, error_id, why)
     if lost is None:
         _tell(job, f"I couldn't finish this: {why}. Nothing half-done was kept; please try again.", error_id)
-    send_stored(follow_ups)
+    (follow_up or send_stored)(follow_ups)
     return True
+
+
+def run_stored_here(keys: list[str]) -> None:
+    """Run outbox jobs a policy stored in this process, now: a terminal's broker is its own, and the
+    worker that would take them went with the terminal that left them (a launch's MLflow run stayed
+    RUNNING). Their replies go to that terminal's session, which is gone: dropped."""
+    if not keys:
+        return
+    import importlib
+
+    from tasks.app import celery_app
+
+    importlib.import_module("tasks.replies")
+    with session_scope() as session:
+        records = [r for r in (jobs.get(session, key=k) for k in keys) if r is not None]
+        session.expunge_all()
+    for record in records:
+        try:
+            celery_app().tasks[record.task].apply(kwargs=record.kwargs, task_id=record.key)
+        except Exception:
+            log.exception("could not run job %s (%s) that settles a job a terminal left", record.key, record.task)
 
 
 def send_stored(keys: list[str]) -> None:
@@ -160,10 +182,10 @@ TERMINAL_GONE = "the terminal session that asked for it ended with its process"
 def reap_left_by_terminals() -> list[str]:
     """Only the jobs an ended `labmate say` or shell left running: given up (a launch fails, its run is
     settled) before the next terminal command answers, even one that starts no worker (`status`).
-    Sends nothing, so it is safe in any process."""
+    Sends nothing (what settles them runs here), so it is safe in any process."""
     given_up = []
     for job in _orphans():
-        if _left_by_a_terminal(job) and _give_up(job, TERMINAL_GONE):
+        if _left_by_a_terminal(job) and _give_up(job, TERMINAL_GONE, follow_up=run_stored_here):
             given_up.append(job.key)
     return given_up
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -237,13 +238,18 @@ def test_a_launch_a_say_left_running_is_failed_by_the_next_command_even_status(l
 
     left = say("run sales-agent epochs=200", LABMATE_JOB_TIMEOUT="6")
     assert left.returncode == 2 and "still running" not in left.stderr, left.stdout + left.stderr
+    told = " ".join(re.sub(r"[│╭╮╰╯─]", " ", left.stdout).split())  # not "ask again": that starts another run
+    assert "The run didn't end within 6 s (LABMATE_JOB_TIMEOUT)" in told and "Asking again starts a new run" in told
     assert "running" in " ".join(say("status").stdout.split())  # its heartbeat is fresh yet: it may be running
     time.sleep(3)
     shown = " ".join(say("status").stdout.split())
     assert "0 launches queued or running" in shown, shown
     with sqlite3.connect(db_path(lab_home)) as db:
-        (status, reason), = db.execute("SELECT status, reason FROM launches").fetchall()
+        (status, reason, run_id), = db.execute("SELECT status, reason, mlflow_run_id FROM launches").fetchall()
     assert status == "failed" and "the terminal session that asked for it ended with its process" in reason
+    with sqlite3.connect(lab_home / "mlflow.db") as db:  # it stayed RUNNING: `runs`, cleanup and watch saw it run
+        assert db.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchall() == [("FAILED",)]
+    assert "sales-agent-L1" not in say("runs sales-agent status:running").stdout
 
 
 def test_the_example_questions_about_a_logged_decision_are_answered(say):
