@@ -143,7 +143,7 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
         raise UsageError(f"{run.label}'s candidate `{run.targets.get('candidate', '')}` is not a registered model "
                          "version, so there is no alias to move.")
     if run.promoted_by:
-        raise _already(run, settings.regress.promote_alias)
+        raise _already(run, settings.regress.promote_alias, session)
     # A run whose earlier Promote moved the alias and stopped before its decision is finished, not
     # promoted anew: a newer run that failed since doesn't stop that.
     newer = None if "moving_from" in (run.promotion or {}) else regressions.newer_failed(session, run=run)
@@ -162,7 +162,7 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
         )
     if not regressions.claim_promotion(session, run_id=run.id, user=origin.user):
         session.refresh(run)
-        raise _already(run, settings.regress.promote_alias)
+        raise _already(run, settings.regress.promote_alias, session)
     return Reply(
         "regress_promoting",
         {"label": run.label, "model": run.candidate_model, "version": run.candidate_version,
@@ -171,7 +171,9 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
     )
 
 
-def _already(run: regressions.RegressionRun, alias: str) -> UsageError:
+def _already(run: regressions.RegressionRun, alias: str, session: Session) -> UsageError:
+    """What happened then, not what the alias is now: a newer run may have moved it since (said), or a
+    person, by hand in MLflow."""
     model = mrkdwn.escape(f"{run.candidate_model} v{run.candidate_version}")
     if not (run.promotion or {}).get("decision_id"):  # pressed, its job not done: the alias hasn't moved yet
         return UsageError(
@@ -179,8 +181,12 @@ def _already(run: regressions.RegressionRun, alias: str) -> UsageError:
             f"`@{mrkdwn.escape(alias)}` once its job has moved the alias; its card will say so. Nothing more to do.",
             markup=True,
         )
+    since = regressions.newer_promoted(session, run=run)
+    moved = "moved" if since is not None and (since.promotion or {}).get("decision_id") else "is moving"
+    later = (f" Since then {since.label} {moved} `@{mrkdwn.escape(alias)}` to "
+             f"`{mrkdwn.escape(f'{since.candidate_model} v{since.candidate_version}')}`." if since is not None else "")
     return UsageError(
-        f"{run.label} was already promoted by {mrkdwn.user(run.promoted_by or '')}: `{model}` is `@{mrkdwn.escape(alias)}`. "
-        "It was promoted once; nothing changed.",
+        f"{run.label} was already promoted by {mrkdwn.user(run.promoted_by or '')}: that made `{model}` "
+        f"`@{mrkdwn.escape(alias)}`.{later} It is promoted once; nothing changed.",
         markup=True,
     )

@@ -229,6 +229,26 @@ def test_an_older_runs_promote_job_after_a_newer_ones_moves_nothing(configured, 
             f"Promoted shop v3 to @production after regression run R{newer} of suite shop passed its gate (replacing v1)."]
 
 
+def test_promoting_an_older_promoted_run_again_says_what_moved_since(configured, mlflow_uri: str) -> None:
+    """It said "`shop v2` is `@production`" though a newer run had moved the alias to v3."""
+    from tasks.regressions import work
+
+    older = make_run(regressions.PASSED, version="2")
+    assert ask(f"promote R{older}", user=PROMOTER).template == "regress_promoting"
+    work.promote(older)
+    assert message(ask(f"promote R{older}", user=PROMOTER)) == (
+        f"R{older} was already promoted by <@{PROMOTER}>: that made `shop v2` `@production`. It is promoted once; "
+        "nothing changed.")
+    newer = make_run(regressions.PASSED, version="3")
+    assert ask(f"promote R{newer}", user=PROMOTER).template == "regress_promoting"
+    assert message(ask(f"promote R{older}", user=PROMOTER)).endswith(
+        f"Since then R{newer} is moving `@production` to `shop v3`. It is promoted once; nothing changed.")
+    work.promote(newer)
+    assert message(ask(f"promote R{older}", user=PROMOTER)) == (
+        f"R{older} was already promoted by <@{PROMOTER}>: that made `shop v2` `@production`. Since then R{newer} "
+        "moved `@production` to `shop v3`. It is promoted once; nothing changed.")
+
+
 def test_promote_jobs_run_in_press_order_both_move_the_alias(configured, mlflow_uri: str) -> None:
     """A newer run's press accepted but its job not started doesn't stop the older run's job: the alias
     goes to v2, then to v3 (it refused, and if the newer job then failed nothing was promoted)."""
