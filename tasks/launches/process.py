@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from labmate import interpreter
+
 GUARD = Path(__file__).with_name("orphan_guard.py")
 PRIVATE_PREFIXES = ("SLACK_", "LABMATE_")
 TAIL_LINES = 20
@@ -65,7 +67,7 @@ class Child:
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
     # `python` in an MLproject command is this interpreter (env_manager "local", as MLflow runs it).
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(Path(interpreter.python()).parent), env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 from typing import TYPE_CHECKING, Any
 
+from labmate import interpreter
 from tasks.mlflow_io import client, records_by_ids, run_reader, tracking_uri
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def gc(run_ids: list[str]) -> None:
     backend = get_settings().cleanup.gc_backend_store_uri or tracking_uri()
     if backend.startswith(("http://", "https://")):
         raise RuntimeError("mlflow gc needs the tracking server's database: set [cleanup] gc_backend_store_uri")
-    command = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", backend, "--run-ids", ",".join(run_ids)]
+    command = [interpreter.python(), "-m", "mlflow", "gc", "--backend-store-uri", backend, "--run-ids", ",".join(run_ids)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}  # artifacts behind a server's proxy are deleted through it
     done = subprocess.run(command, capture_output=True, text=True, timeout=GC_TIMEOUT_S, check=False, env=env)
     if done.returncode != 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,6 +141,24 @@ def test_slack_429s_on_card_edits_delay_the_card_not_the_run(make_lab, tmp_path,
     assert len(posts) == 1
     texts = card_texts(setup, channel)
     assert ": *finished*" in texts[-1] and not any(": *running*" in t for t in texts[texts.index(next(t for t in texts if ": *finished*" in t)):])
+
+
+def test_a_run_on_the_served_apps_embedded_worker_trains_with_labmates_own_python(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
+    """`labmate serve` on the embedded broker, without the virtualenv on PATH, as a user runs it: inside uWSGI
+    `sys.executable` is the base interpreter, and the MLproject's `python` was that one (no mlflow: the run
+    failed at once)."""
+    setup = deploy(make_lab, tmp_path, empty_mlflow_db)
+    venv_bin = str(Path(sys.executable).parent)
+    setup.lab.env["PATH"] = os.pathsep.join(p for p in setup.lab.env["PATH"].split(os.pathsep) if p != venv_bin)
+    setup.lab.env["LABMATE_BROKER_URL"] = "memory://"
+    setup.lab.serve()
+    channel = unique("C")
+    answer = slack(setup).command("run quick epochs=2 sleep=0.1", user="U0ALICE", channel=channel)
+    assert "*L1* queued" in answer.body
+    ended = wait_until(lambda: (row := launch_row(setup)) and row.status not in ("queued", "running") and row,
+                       timeout=120, what="the run to end")
+    assert (ended.status, ended.step) == ("finished", 2), ended.output_tail
+    assert mlflow_status(setup, ended.mlflow_run_id) == "FINISHED"
 
 
 def test_a_final_card_slack_would_not_edit_says_how_the_run_ended_once_slack_answers(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
