@@ -12,7 +12,8 @@ anything parses them, so a hostile body costs microseconds and never reaches Bol
   body and the timestamp first, so a non-UTF-8 body or a non-numeric timestamp would raise inside
   it; this check is the same computation on bytes, and it cannot raise.
 - A signed body that is not what Slack sends (not UTF-8, a form without fields, a `payload` that is
-  not a JSON object, JSON that is not an object) is a 400.
+  not a JSON object or lacks what every payload of its type has, a slash command without its user or
+  channel, JSON that is not an object) is a 400.
 Refusals are logged at debug level: a flood of garbage must not flood the log.
 """
 
@@ -64,11 +65,41 @@ def shape_error(body: bytes, content_type: str) -> str | None:
             return "the form body is malformed"
         if "payload" in fields:
             try:
-                return None if isinstance(json.loads(fields["payload"][-1]), dict) else "`payload` is not a JSON object"
+                payload = json.loads(fields["payload"][-1])
             except ValueError:
                 return "`payload` is not JSON"
+            return _payload_error(payload) if isinstance(payload, dict) else "`payload` is not a JSON object"
+        if "command" in fields and not all((fields.get(name) or [""])[-1] for name in ("user_id", "channel_id")):
+            return "the slash command has no `user_id` or `channel_id`"
         return None if fields else "the form has no fields"
     return f"unsupported content type {kind or '(none)'}"
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _payload_error(payload: dict[str, Any]) -> str | None:
+    """What an interactivity payload lacks that Slack always sends and Bolt reads without looking first
+    (`actions[0]`, `view["type"]`): it raised inside Bolt, a 500 after a traceback, and no answer."""
+    kind = payload.get("type")
+    if not _text(kind):
+        return "`payload` has no `type`"
+    user = payload.get("user")
+    if not (isinstance(user, dict) and _text(user.get("id"))):
+        return "`payload` has no `user.id`"
+    if kind == "block_actions":
+        actions = payload.get("actions")
+        if not (isinstance(actions, list) and actions
+                and all(isinstance(a, dict) and _text(a.get("action_id")) for a in actions)):
+            return "`payload.actions` is not a list of actions, each with an `action_id`"
+    if kind in ("view_submission", "view_closed"):
+        view = payload.get("view")
+        if not (isinstance(view, dict) and _text(view.get("type")) and isinstance(view.get("callback_id"), str)):
+            return "`payload.view` has no `type` or `callback_id`"
+    if kind in ("shortcut", "message_action") and not isinstance(payload.get("callback_id"), str):
+        return "`payload` has no `callback_id`"
+    return None
 
 
 def _answer(start_response: Callable[..., Any], status: str, text: str) -> list[bytes]:

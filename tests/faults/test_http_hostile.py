@@ -7,6 +7,7 @@ import http.client
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 
 import pytest
 from harness import wait_until
@@ -24,6 +25,15 @@ GARBAGE: list[tuple[bytes, str]] = [
     (b"\xff\xfe\x00bad utf-8 \xc3\x28", FORM),
     (b"\xff\xfe\x00bad utf-8 \xc3\x28", "application/json"),
     (b"", FORM),
+    # signed shapes Bolt read without looking (`actions[0]`, `view["type"]`): a 500 after a traceback
+    *[(urlencode({"payload": json.dumps(payload)}).encode(), FORM) for payload in (
+        {"type": "block_actions", "user": {"id": "U0ALICE"}, "actions": []},
+        {"type": "block_actions", "user": {"id": "U0ALICE"}, "actions": [{"value": "L1"}]},
+        {"type": "view_submission", "user": {"id": "U0ALICE"}, "view": {"callback_id": "log_decision_modal"}},
+        {"type": "block_actions", "actions": [{"action_id": "lab:cancel:0", "value": "L1"}]},
+        {"actions": [{"action_id": "lab:cancel:0"}], "user": {"id": "U0ALICE"}},
+    )],
+    (urlencode({"command": "/lab", "text": "decide no author #x"}).encode(), FORM),  # it was stored with no author
 ]
 
 
