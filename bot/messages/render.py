@@ -21,7 +21,7 @@ from jinja2.bccache import Bucket
 from msgspec import Struct
 
 from bot.messages import limits
-from bot.messages.mrkdwn import Mrkdwn, code, escape, link, user
+from bot.messages.mrkdwn import Mrkdwn, channel, code, escape, link, user
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -78,7 +78,9 @@ def _number(value: float) -> str:
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {word}" + ("es" if word.endswith(("s", "x", "z", "ch", "sh")) else "s")
 
 
 class _BestEffortBytecodeCache(FileSystemBytecodeCache):
@@ -118,6 +120,7 @@ def environment() -> Environment:
         cut=limits.cut,
         link=lambda label, url: link(url, label),
         user=user,
+        channel=channel,
         code=code,
         mrkdwn=lambda v: Mrkdwn(v),
     )

@@ -365,3 +365,10 @@ def test_times_are_shown_in_utc_whatever_zone_they_come_in() -> None:
     when = environment().filters["when"]
     assert when(datetime(2026, 11, 30, 8, 57, tzinfo=ZoneInfo("America/Los_Angeles"))) == "2026-11-30 16:57 UTC"
     assert when(datetime(2026, 11, 30, 16, 57)) == "2026-11-30 16:57 UTC"  # SQLite's: naive, UTC
+
+
+def test_plural_says_fixes_not_fixs():
+    from bot.messages.render import _plural
+
+    assert [_plural(n, w) for n, w in ((1, "fix"), (5, "fix"), (2, "run"), (0, "new failure"), (3, "match"))] == [
+        "1 fix", "5 fixes", "2 runs", "0 new failures", "3 matches"]
