@@ -98,11 +98,21 @@ def parents_of(session: Any, store: str, run_ids: Iterable[str]) -> dict[str, st
     return found
 
 
-def decision_run_refs(session: Any) -> list[str]:
-    """What decisions link as runs: full ids once their link was checked, what was typed before."""
-    from models.decision import DecisionLink
+CLEANUP_RECORD = ("cleanup", "cleaned % stale runs from %")
+"""The tag and text of the clean-up's own record of a deletion (tasks/cleanup/work.py writes it)."""
 
-    return list(session.scalars(select(DecisionLink.ref).where(DecisionLink.kind == "run").distinct()))
+
+def decision_run_refs(session: Any) -> list[str]:
+    """What decisions link as runs: full ids once their link was checked, what was typed before. The
+    clean-up's own record of the runs it deleted is not a reason to keep one: a run restored from it is
+    proposed again once its snooze has passed (docs/cleanup.md), not spared for good."""
+    from models.decision import Decision, DecisionLink, DecisionTag
+
+    tag, text = CLEANUP_RECORD
+    records = (select(Decision.id).join(DecisionTag, DecisionTag.decision_id == Decision.id)
+               .where(DecisionTag.tag == tag, Decision.text.like(text)))
+    query = select(DecisionLink.ref).where(DecisionLink.kind == "run", DecisionLink.decision_id.not_in(records))
+    return list(session.scalars(query.distinct()))
 
 
 def mark_deleted(session: Any, store: str, run_ids: Iterable[str], *, deleted: bool = True) -> None:

@@ -59,8 +59,9 @@ def _check(verb: str, proposal: proposals.Proposal, origin: Origin) -> None:
     admins = get_settings().access.admins
     who = mrkdwn.user(proposal.recipient) if proposal.recipient else f"`{mrkdwn.escape(proposal.owner)}`"
     shown = ", ".join(str(mrkdwn.user(a)) for a in admins) or "none configured"
+    action = "answer" if verb == "choose" else f"`{verb}`"  # the modal's per-run choices: delete, keep or snooze
     raise AccessDenied(
-        f"{proposal.label} is {who}'s: only they or an admin ({shown}) can `{verb}` its runs. Nothing was changed."
+        f"{proposal.label} is {who}'s: only they or an admin ({shown}) can {action} its runs. Nothing was changed."
     )
 
 
@@ -147,7 +148,7 @@ def _nothing(verb: str, args: AnswerArgs, missing: list[str]) -> NotFoundError:
         return NotFoundError(f"No run the clean-up deleted has the id {shown}.",
                              hint="Only runs deleted by a clean-up proposal can be restored here.")
     return NotFoundError(f"No clean-up proposal lists the run {shown}.",
-                         hint="`cleanup` lists the proposals waiting for you; `delete P3` answers a whole proposal.")
+                         hint=f"`cleanup` lists the proposals waiting for you; `{verb} P3` answers a whole proposal.")
 
 
 def _already(verb: str, found: list[proposals.Candidate]) -> UsageError:

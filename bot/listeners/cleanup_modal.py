@@ -33,8 +33,9 @@ def _pending(label: str, origin: Origin) -> tuple[int, list[dict[str, str]]]:
     with session_scope() as session:
         proposal = proposals.get(session, proposal_id=int(number)) if number.isdigit() else None
         if proposal is None:
-            raise NotFoundError(f"There is no clean-up proposal {label[:20]}.")
-        _check("delete", proposal, origin)
+            raise NotFoundError(f"There is no clean-up proposal {label[:20]}.",
+                                hint="`cleanup` lists the proposals waiting for you.")
+        _check("choose", proposal, origin)
         runs = [{"run_id": c.run_id, "name": c.run_name or c.run_id[:8], "reason": c.reason}
                 for c in proposals.candidates(session, proposal_id=proposal.id) if c.state == proposals.PENDING]
         return proposal.id, runs

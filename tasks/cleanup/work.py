@@ -235,7 +235,7 @@ def _delete(proposal_id: int, by: str, done: dict[str, Any], only: set[int] | No
         stale_runs.mark_deleted(session, proposal.store, [c.run_id for c in moved])
         if len(moved) >= BULK:
             made = decisions.create(session, new=decisions.NewDecision(
-                text=f"cleaned {len(moved)} stale runs from {proposal.experiment}", author=by,
+                text=f"cleaned {len(moved)} stale runs from {proposal.experiment}", author=by,  # stale_runs.CLEANUP_RECORD
                 tags=("cleanup",), links=tuple(decisions.LinkRef("run", c.run_id) for c in moved),
             ))
             done["decision"] = made.id

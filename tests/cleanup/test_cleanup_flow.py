@@ -116,9 +116,15 @@ def test_proposals_per_owner_then_delete_restore_keep_snooze(lab) -> None:
 
     rescan = run_one("cleanup sales-agent --dry-run", user="alice", channel="C0LAB")
     shown = text(rescan)
-    # carol's snoozed run is left out, her kept run is spared (tagged `keep`), the restored run is spared by the
-    # clean-up's own decision that links it; bob's zombie, now FAILED with a metric, matches no rule any more
-    assert "*sales-agent*: 0 stale runs · 1 already proposed or snoozed · spared: 2 decision, 3 keep, 1 model" in shown, shown
+    # carol's snoozed run is left out, her kept run is spared (tagged `keep`), the restored run is left out for a
+    # snooze's length (the clean-up's own decision that links it spared it for good); bob's zombie, now FAILED
+    # with a metric, matches no rule any more
+    assert "*sales-agent*: 0 stale runs · 2 already proposed or snoozed · spared: 1 decision, 3 keep, 1 model" in shown, shown
+    with session_scope() as session:
+        session.execute(update(proposals.Candidate).where(proposals.Candidate.state == "restored")
+                        .values(snoozed_until=utcnow() - timedelta(minutes=1)))
+    later = text(run_one("cleanup sales-agent --dry-run", user="alice", channel="C0LAB"))
+    assert "*sales-agent*: 1 stale run · 1 already proposed or snoozed · spared: 1 decision, 3 keep" in later, later
 
 
 def test_a_run_that_changed_since_it_was_proposed_is_skipped_and_said(lab) -> None:
@@ -167,6 +173,7 @@ def test_bad_answers_say_what_would_work(lab) -> None:
         ("delete P99", "There is no clean-up proposal P99."),
         ("delete zz-top", "`zz-top` is neither a proposal (`P3`) nor an MLflow run id"),
         ("keep abcdef12", "No clean-up proposal lists the run `abcdef12`."),
+        ("snooze abcdef12", "`snooze P3` answers a whole proposal."),  # the verb typed, not `delete`
         ("cleanup a b", "`cleanup` takes one experiment; I read 2 words."),
         ("cleanup nope", "MLflow has no experiment `nope`."),
     ]

@@ -104,7 +104,7 @@ def test_choose_per_run_in_a_modal(lab, inprocess) -> None:  # noqa: F811
 
     slack.block_action(action_id="lab:choose:3", value=carol.label, user="U0MALLORY", channel="U0CAROL")
     [refused] = fake.wait_for("response_url", where=lambda c: "Nothing was changed" in json.dumps(c.params))
-    assert "can `delete` its runs" in refused.params["text"]
+    assert "can answer its runs" in refused.params["text"]  # they clicked Choose, not Delete
     assert len(fake.calls("views.open")) == 1
 
 
@@ -121,7 +121,7 @@ def test_choose_per_run_writes_one_choose_row_opened_or_refused(lab, inprocess) 
     inprocess.drain()
 
     assert refused.params["text"] == (
-        f"{carol.label} is <@U0CAROL>'s: only they or an admin (<@UADMIN>) can `delete` its runs. Nothing was changed."
+        f"{carol.label} is <@U0CAROL>'s: only they or an admin (<@UADMIN>) can answer its runs. Nothing was changed."
     )
     assert len(fake.calls("views.open")) == 1
     # each click is handled on its own thread: the opening's row (written once the modal is open) may come second
