@@ -80,13 +80,15 @@ def test_another_channels_watch_is_stopped_from_elsewhere_only_by_its_starter_or
         started = run_one(f"watch sales-agent {channel}", user="U0DANA", channel="D0DANA0001")
         assert started.exit_code == 0, _text(started)
         assert f"`unwatch sales-agent {channel}` stops" in _text(started)  # what stops it from where it was asked
+        assert f"Watching *sales-agent* in <#{channel}>:" in _text(started)  # a link in Slack, not a raw id
     refused = run_one("unwatch sales-agent C0TEAMCHAN1", user="U0MALLORY", channel="D0MALLORY1")
     assert refused.exit_code == 1
     assert ("<#C0TEAMCHAN1>'s watch of `sales-agent` was started by <@U0DANA>: from another channel, only they "
             f"or an admin (<@{ADMIN}>) can stop it. In <#C0TEAMCHAN1> itself, in Slack, anyone can. Nothing changed."
             ) in _text(refused)
     assert "`sales-agent`" in _text(run_one("watch", user="U0MALLORY", channel="C0TEAMCHAN1"))
-    assert run_one("unwatch sales-agent C0TEAMCHAN1", user="U0DANA", channel="D0DANA0001").exit_code == 0
+    stopped = run_one("unwatch sales-agent C0TEAMCHAN1", user="U0DANA", channel="D0DANA0001")
+    assert stopped.exit_code == 0 and "No more notices about *sales-agent* in <#C0TEAMCHAN1>." in _text(stopped)
     assert run_one("unwatch sales-agent C0OPSCHAN1", user=ADMIN, channel="D0ADMIN001").exit_code == 0
     run_one("watch sales-agent C0TEAMCHAN1", user="U0DANA", channel="D0DANA0001")
     labelled = run_one("unwatch sales-agent", user="U0MALLORY", channel="C0TEAMCHAN1")  # the terminal's -c: a label
