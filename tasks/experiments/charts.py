@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -93,13 +94,25 @@ def single_values(series: Series) -> bool:
     return all(len(points) <= 1 for _name, points in series)
 
 
+_IMPORTING = threading.Lock()
+
+
+def _matplotlib() -> Any:
+    """matplotlib, imported by one thread at a time: the embedded worker's threads (two launches of a
+    sweep ending together) importing it at once got a half-initialized module ("cannot import name
+    'NullFormatter' from partially initialized module 'matplotlib.ticker'"), and the card lost its chart,
+    the sweep its summary."""
+    with _IMPORTING:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.figure
+        import matplotlib.ticker
+    return matplotlib
+
+
 def _figure() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(8, 3.6), dpi=100)
+    return _matplotlib().figure.Figure(figsize=(8, 3.6), dpi=100)
 
 
 def history(series: Series, *, metric: str, title: str, path: Path) -> Path | None:
@@ -117,7 +130,7 @@ def history(series: Series, *, metric: str, title: str, path: Path) -> Path | No
         return bars([(name, points[-1][1]) for name, points in series], metric=metric, title=title, path=path)
     if not any(plottable(v) for _, points in series for _, v in points):
         return None
-    from matplotlib.ticker import MaxNLocator
+    MaxNLocator = _matplotlib().ticker.MaxNLocator
 
     # Fixed margins and a legend outside the axes: tight_layout and legend(loc="best") cost more
     # than the drawing itself.
