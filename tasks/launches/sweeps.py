@@ -174,6 +174,7 @@ def summary(sweep_id: int) -> Replies:
             "raw": value,
             "run_short": (m.mlflow_run_id or "")[:8],
             "reason": m.reason,
+            "stopped_by": m.stopped_by or "",
             "last_line": (m.output_tail or "").strip().splitlines()[-1][:300] if (m.output_tail or "").strip() else "",
         })
     finished = [r for r, m in zip(rows, members, strict=True) if m.status == launches.FINISHED and r["raw"] is not None]

@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
+from bot.messages.render import render
 from bot.terminal import run_one
 from labmate.launch_text import aware
 from models import launches
 from models.db import session_scope
+from tasks.launches import sweeps
 
 pytestmark = [pytest.mark.slow]
 
@@ -37,6 +40,13 @@ def test_a_sweep_runs_its_grid_two_at_a_time_and_posts_one_summary(configured, m
         members = launches.members(session, sweep_id=1)
         session.expunge_all()
     assert sweep.summary == "due" and [m.status for m in members] == ["finished", "failed", "finished", "failed"]
+    with session_scope() as session:  # had L4 been stopped: who stopped it, not its last line of output
+        session.execute(update(launches.Launch).where(launches.Launch.id == members[3].id)
+                        .values(status=launches.KILLED, reason="", stopped_by="U0BOB"))
+    [context] = [c for t, c in sweeps.summary(1) if t == "sweep_summary"]
+    stopped = next(r for r in context["failures"] if r["label"] == "L4")
+    text = json.dumps(render("sweep_summary", context).blocks, ensure_ascii=False)
+    assert stopped["stopped_by"] == "U0BOB" and "`L4` lr=0.2, fail=2: stopped by <@U0BOB>" in text
     assert all(not m.holds_slot for m in members)
     spans = [(aware(m.started_at), aware(m.ended_at)) for m in members]
     for moment, _ in spans:

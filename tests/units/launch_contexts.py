@@ -29,7 +29,8 @@ def launch_contexts(text: str) -> dict[str, list[dict[str, Any]]]:
         "ended": True, "runs": [{"label": "L1", "status": "finished", "params": f"note={text}"}],
     }
     row = {"label": "L1", "status": "failed", "params": f"note={text}", "value": "0.5", "raw": 0.5,
-           "run_short": "0a1b2c3d", "reason": text, "last_line": text}
+           "run_short": "0a1b2c3d", "reason": text, "last_line": text, "stopped_by": ""}
+    stopped = {**row, "status": "killed", "stopped_by": "U1", "reason": ""}
     return {
         "launch_card": [
             card(text),
@@ -63,7 +64,8 @@ def launch_contexts(text: str) -> dict[str, list[dict[str, Any]]]:
         "sweep_card": [sweep, {**sweep, "ended": False}],
         "sweep_summary": [
             {**sweep, "metric": "score", "direction": "higher is better", "table": [row], "best": row,
-             "best_params": [{"key": "note", "value": text}], "failures": [row], "files": [{"path": "/x", "title": "t"}]},
+             "best_params": [{"key": "note", "value": text}], "failures": [row, stopped],
+             "files": [{"path": "/x", "title": "t"}]},
             {**sweep, "metric": "", "direction": "", "table": [], "best": None, "best_params": [], "failures": [],
              "files": []},
         ],
