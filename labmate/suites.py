@@ -97,6 +97,14 @@ def _file_in(folder: Path, pure: PurePosixPath, word: str, where: str, config: R
     return None
 
 
+def _file_in_named(folder: Path, pure: PurePosixPath, word: str, where: str, config: RegressConfig) -> Found | None:
+    """`conversations/sales_agent.yaml`: a path that starts with the folder's own name, as the listing shows
+    it and as it is typed from the directory that holds the folder."""
+    if len(pure.parts) < 2 or pure.parts[0] != folder.name:
+        return None
+    return _file_in(folder, PurePosixPath(*pure.parts[1:]), word, where, config)
+
+
 def find(word: str, config: RegressConfig) -> Found:
     """The suite named `word` (its `suite:` name, its file name, or its path inside a folder)."""
     where = _shown_folders(config)
@@ -111,7 +119,8 @@ def find(word: str, config: RegressConfig) -> Found:
         shown = f"`{word[:80]}`" if word.strip() else "An empty name"
         raise UsageError(f"{shown} is not a suite: name one by its `suite:` name, its file name or its path "
                          f"inside {where}.", hint=_listing(config))
-    by_path = [found for folder in _folders(config) if (found := _file_in(folder, pure, word, where, config))]
+    by_path = [found for folder in _folders(config) if (found := _file_in(folder, pure, word, where, config)
+                                                        or _file_in_named(folder, pure, word, where, config))]
     if len(by_path) > 1:
         files = ", ".join(f"`{f.shown}` (suite `{f.name}`)" for f in by_path)
         raise UsageError(f"`{word[:80]}` is a file in {len(by_path)} suite folders: {files}. Name the suite by its "

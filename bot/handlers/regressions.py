@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import uuid
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,21 @@ def chunk_size(total: int, workers: int) -> int:
 
 
 def _shown_path(path: Path) -> str:
-    """The suite's path as the CLI would be given it from here (its errors name the file that way)."""
+    """The suite's path as the CLI would be given it from here (its errors name the file that way):
+    relative when it is below this directory, else absolute."""
     try:
-        return os.path.relpath(path)
+        relative = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def _cli(path: str, args: RegressArgs) -> str:
+    """The `labmate regress` command that runs what `args` asked for, to paste in a terminal."""
+    options = [f"--candidate {shlex.quote(args.candidate)}"] if args.candidate else []
+    options += [f"--baseline {shlex.quote(args.baseline)}"] if args.baseline else []
+    options += [f"--tag {shlex.quote(tag)}" for tag in args.tags]
+    return " ".join(["labmate regress", shlex.quote(path), *options])
 
 
 def regress(args: RegressArgs, origin: Origin, session: Session) -> Reply:
@@ -71,7 +82,7 @@ def regress(args: RegressArgs, origin: Origin, session: Session) -> Reply:
         raise UsageError(f"`{found.name}` names no candidate target: say which model to test, "
                          f"e.g. `regress {found.name} candidate:models:/<model>@candidate`.") from None
     except RegressError as exc:
-        raise UsageError(str(exc), hint=f"`labmate regress {shown}` says the same in a terminal.") from None
+        raise UsageError(str(exc), hint=f"`{_cli(shown, args)}` says the same in a terminal.") from None
     workers = args.workers or config.workers
     total = len(run_plan.conversations) * len(run_plan.targets)
     size = chunk_size(total, workers)

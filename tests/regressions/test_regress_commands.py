@@ -142,6 +142,20 @@ def test_http_targets_are_allowed_where_labmate_toml_says_so(configured, tmp_pat
         assert run.targets == {"baseline": "models:/shop@production", "candidate": "http://127.0.0.1:9/agent"}
 
 
+def test_a_suite_named_by_the_path_the_listing_shows_runs(configured) -> None:
+    """The listing says `shop` (suites/shop.yaml); pasting the path said "There is no suite … in `suites/`"."""
+    assert ask("regress suites/shop.yaml").outcome == "ok"
+
+
+def test_the_terminal_command_a_refusal_suggests_keeps_what_was_asked(configured) -> None:
+    """It dropped `tag:`, so run as shown it ran the whole suite and passed."""
+    reply = ask("regress shop tag:nope candidate:models:/shop/2")
+    assert reply.outcome == "user_error"
+    assert reply.context["hint"] == ("`labmate regress suites/shop.yaml --candidate models:/shop/2 --tag nope` says "
+                                     "the same in a terminal.")
+    assert stored() == (0, 0)
+
+
 def test_a_run_is_stored_with_its_jobs_before_they_are_sent(configured) -> None:
     reply = ask("regress shop.yaml tag:p1 workers:2")
     assert reply.outcome == "ok"
