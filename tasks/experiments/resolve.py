@@ -227,10 +227,10 @@ def _one(ref: str, scope: Experiment | None) -> RunRecord:
     where = f" in `{scope.name}`" if scope else ""
     if not matches:
         short_hex = HEX.match(ref.lower()) and len(ref) < MIN_PREFIX
-        raise NotFoundError(
-            f"No run{where} has the id, id prefix or name `{ref}`.",
-            hint=(f"An id prefix needs {MIN_PREFIX} characters or more. " if short_hex else "")
-            + "Copy the id from the run's page, or use `runs <experiment>` to list runs.",
+        raise NotFoundError(  # the prefix rule in the message: a decision's link check shows only the message
+            f"No run{where} has the id, id prefix or name `{ref}`"
+            + (f": an id prefix needs {MIN_PREFIX} characters or more." if short_hex else "."),
+            hint="Copy the id from the run's page, or use `runs <experiment>` to list runs.",
         )
     live = [m for m in matches if not m.deleted]
     if len(live) > 1:

@@ -327,8 +327,8 @@ def test_short_prefixes_are_names_and_say_how_long_a_prefix_must_be(sales: Store
     run_id = sales.runs["baseline"]
     assert resolve.run(run_id[:8]).run_id == run_id
     err = _error(lambda: resolve.run(run_id[:5]))
-    assert err.message == f"No run has the id, id prefix or name `{run_id[:5]}`."
-    assert err.hint.startswith("An id prefix needs 8 characters or more.")
+    assert err.message == f"No run has the id, id prefix or name `{run_id[:5]}`: an id prefix needs 8 characters or more."
+    assert err.hint.startswith("Copy the id from the run's page")
     assert resolve.run("baseline", "sales-agent").run_id == run_id
     err = _error(lambda: resolve.run("baseline", "sales-agent-old"))
     assert err.message == "No run in `sales-agent-old` has the id, id prefix or name `baseline`."
