@@ -221,6 +221,9 @@ def check_value(param: Parameter, value: str) -> str:
     """The value as the training process will get it, or UsageError saying what was wrong."""
     bad = f"`{_shown(value)}` is not a valid {param.type} for `{param.name}`"
     example = f"e.g. `{param.name}={EXAMPLES[param.type]}`"
+    if not value and param.type in ("float", "int"):
+        default = "" if param.required else f", or leave `{param.name}` out for its default ({param.default})"
+        raise UsageError(f"`{param.name}=` has no value: say the {param.type} after `=`, {example}{default}.")
     refused = _refused_character(value)
     if refused is not None:
         raise UsageError(

@@ -58,6 +58,10 @@ def _answer(verb: str, example: str) -> object:
             )
         proposal = PROPOSAL.match(words[0])
         if proposal:
+            others = [w for w in words[1:] if PROPOSAL.match(w)]
+            if others:
+                raise UsageError(f"`{verb}` answers one proposal at a time; you named {len(others) + 1}: "
+                                 f"`{verb} {words[0]}`, then the next.")
             if len(words) > 1:
                 raise UsageError(f"`{verb} {words[0]}` answers the whole proposal; to pick runs, name only runs.",
                                  hint=f"e.g. `{verb} 3f9a2c1d 77ab01ce`")

@@ -145,12 +145,19 @@ def parse_status(rest: str, now: datetime) -> StatusArgs:
 
 def parse_cancel(rest: str, now: datetime) -> CancelArgs:
     words = rest.split()
-    if len(words) != 1:
+    if len(words) > 1:
+        raise UsageError(
+            f"`cancel` stops one run at a time; you named {len(words)}: `cancel {words[0][:40]}`, then the next.",
+            hint="`status` lists what runs now.",
+        )
+    if not words:
         raise UsageError(
             "Say which run to stop: its launch id (`L12`, on its card) or its MLflow run id.",
             hint="e.g. `cancel L12`, `cancel 3f9a2c1d`; `status` lists what runs now.",
         )
     word = words[0]
+    if re.fullmatch(r"(?:#|[Ll]|#[Ll])[0-9]{13,}", word):  # a launch id, just not one that can exist
+        raise UsageError(f"There is no launch {word[:40]}.", hint="`status` lists what runs now.")
     launch = LAUNCH_ID.fullmatch(word)
     if launch:
         number = launch.group("id")

@@ -30,6 +30,7 @@ DONE_WORDS = {
     proposals.DELETING: "being deleted", proposals.DELETED: "deleted", proposals.PURGED: "removed for good",
     proposals.KEPT: "kept", proposals.SNOOZED: "snoozed", proposals.SKIPPED: "skipped",
     proposals.RESTORING: "being restored", proposals.RESTORED: "restored",
+    proposals.PENDING: "not deleted: still waiting for an answer",  # `restore P3` on a proposal half answered
 }
 
 

@@ -144,7 +144,8 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
     if not may_promote(origin):
         raise AccessDenied(
             f"You can't promote {run.label}: promoting is for {access.names(settings.regress.promoters)} and the admins "
-            f"({access.admin_names(settings.access)}), as labmate.toml `[regress] promoters` says. Nothing changed."
+            f"({access.admin_names(settings.access)}), as labmate.toml `[regress] promoters` says. Nothing changed.",
+            hint="Whoever runs labmate adds people (or a Slack user group) to `[regress] promoters` in labmate.toml.",
         )
     if run.status != regressions.PASSED:
         why = {regressions.FAILED: f"its verdict is *failed* ({run.reason or 'the gate failed'})",

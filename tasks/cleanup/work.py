@@ -21,6 +21,7 @@ from models.db import session_scope
 from models.errors import Conflict
 from models.run_index import RunRecord
 from tasks import mlflow_io
+from tasks.cleanup import rules
 from tasks.cleanup import scan as scanning
 from tasks.cleanup.proposals import card, make
 from tasks.experiments import resolve
@@ -30,6 +31,19 @@ from tasks.mlflow_io import cleanup as mlflow_cleanup
 log = logging.getLogger(__name__)
 
 BULK = 2
+SPARED_SAID = {
+    rules.KEEP: "tagged `keep`",
+    rules.DECISION: "linked by a decision",
+    rules.MODEL: "behind a model version",
+    rules.PARENT: "parent of a spared run",
+    rules.TOP: "among the best",
+}
+"""Why stale runs were spared, as the scan's summary says it ("spared: 2 tagged `keep`, 1 linked by a decision")."""
+
+
+def _spared_said(why: str, count: int) -> str:
+    said = SPARED_SAID.get(why, why)
+    return "parents of spared runs" if why == rules.PARENT and count != 1 else said
 """A deletion of at least this many runs at once also logs a decision."""
 
 
@@ -116,7 +130,7 @@ def _summary(results: list[scanning.ScanResult], made: list[int], user: str, *, 
             "name": result.experiment.name, "stale": len(result.stale), "busy": result.busy, "orphans": len(result.orphans),
             "owners": [{"owner": o, "runs": runs[:10], "more": max(0, len(runs) - 10), "count": len(runs)}
                        for o, runs in sorted(owners.items())],
-            "spared": [{"why": w, "count": n} for w, n in sorted(spared.items())],
+            "spared": [{"why": w, "count": n, "said": _spared_said(w, n)} for w, n in sorted(spared.items())],
         })
     with session_scope() as session:
         waiting = [

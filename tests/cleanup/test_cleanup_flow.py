@@ -48,7 +48,8 @@ def test_dry_run_lists_by_owner_and_changes_nothing(lab) -> None:
     assert outcome.exit_code == 0, shown
     assert "*Dry run*: nothing was marked, proposed or changed." in shown
     assert "*sales-agent*: 5 stale runs (1 orphaned RUNNING run would be marked FAILED first)" in shown
-    assert "spared: 1 decision, 2 keep, 1 model, 1 parent, 2 top" in shown
+    assert ("spared: 1 linked by a decision, 2 tagged `keep`, 1 behind a model version, 1 parent of a spared run, "
+            "2 among the best") in shown
     assert "`alice` (2):" in shown and "`bob` (1):" in shown and "`U0CAROL` (2):" in shown
     assert lab.client.get_run(lab.runs["zombie"]).info.status == "RUNNING"
     with session_scope() as session:
@@ -119,12 +120,22 @@ def test_proposals_per_owner_then_delete_restore_keep_snooze(lab) -> None:
     # carol's snoozed run is left out, her kept run is spared (tagged `keep`), the restored run is left out for a
     # snooze's length (the clean-up's own decision that links it spared it for good); bob's zombie, now FAILED
     # with a metric, matches no rule any more
-    assert "*sales-agent*: 0 stale runs · 2 already proposed or snoozed · spared: 1 decision, 3 keep, 1 model" in shown, shown
+    assert "*sales-agent*: 0 stale runs · 2 already proposed or snoozed · spared: 1 linked by a decision, 3 tagged `keep`, 1 behind a model version" in shown, shown
     with session_scope() as session:
         session.execute(update(proposals.Candidate).where(proposals.Candidate.state == "restored")
                         .values(snoozed_until=utcnow() - timedelta(minutes=1)))
     later = text(run_one("cleanup sales-agent --dry-run", user="alice", channel="C0LAB"))
-    assert "*sales-agent*: 1 stale run · 1 already proposed or snoozed · spared: 1 decision, 3 keep" in later, later
+    assert "*sales-agent*: 1 stale run · 1 already proposed or snoozed · spared: 1 linked by a decision, 3 tagged `keep`" in later, later
+
+
+def test_restoring_a_half_answered_proposal_says_what_was_not_deleted(lab) -> None:
+    """It listed the waiting run as "Already answered, left as they are: … (pending)"."""
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    carol = proposal_of("U0CAROL")
+    assert run_one(f"delete {lab.runs['old-finished']}", user="U0CAROL", channel="C0LAB").exit_code == 0
+    restored = text(run_one(f"restore {carol.label}", user="U0CAROL", channel="C0LAB"))
+    assert "Left as they are: tiny-fresh (not deleted: still waiting for an answer)." in restored, restored
+    assert states(carol.id) == {"old-finished": "restored", "tiny-fresh": "pending"}
 
 
 def test_a_run_that_changed_since_it_was_proposed_is_skipped_and_said(lab) -> None:
@@ -174,6 +185,8 @@ def test_bad_answers_say_what_would_work(lab) -> None:
         ("delete zz-top", "`zz-top` is neither a proposal (`P3`) nor an MLflow run id"),
         ("keep abcdef12", "No clean-up proposal lists the run `abcdef12`."),
         ("snooze abcdef12", "`snooze P3` answers a whole proposal."),  # the verb typed, not `delete`
+        ("delete P1 P2", "`delete` answers one proposal at a time; you named 2: `delete P1`, then the next."),
+        ("keep P1 abcdef12", "`keep P1` answers the whole proposal; to pick runs, name only runs."),
         ("cleanup a b", "`cleanup` takes one experiment; I read 2 words."),
         ("cleanup nope", "MLflow has no experiment `nope`."),
     ]

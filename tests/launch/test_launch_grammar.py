@@ -41,7 +41,8 @@ def test_run_takes_a_project_an_entry_point_and_pairs() -> None:
         ("cancel L٣", "`L٣` is neither a launch id (`L12`) nor an MLflow run id (hex, at least 6 characters)."),
         ("status mine", "`status` takes nothing, or `all`; not `mine`."),
         ("cancel", "Say which run to stop: its launch id (`L12`, on its card) or its MLflow run id."),
-        ("cancel L12 L13", "Say which run to stop"),
+        ("cancel L12 L13", "`cancel` stops one run at a time; you named 2: `cancel L12`, then the next."),
+        ("cancel L99999999999999999999", "There is no launch L99999999999999999999."),  # was "neither a launch id"
         ("cancel xyz", "`xyz` is neither a launch id (`L12`) nor an MLflow run id (hex, at least 6 characters)."),
     ],
 )

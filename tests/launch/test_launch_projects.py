@@ -60,6 +60,8 @@ LISTING = (
         ([("lr", "0.1\nid")], "`0.1\\nid` is not a valid float for `lr`: it contains a line break (U+000A)."),
         ([("lr", "nan")], "`nan` is not a valid float for `lr`"),
         ([("epochs", "1.5")], "`1.5` is not a valid int for `epochs`: write a whole number, e.g. `epochs=5`."),
+        ([("epochs", "")], "`epochs=` has no value: say the int after `=`, e.g. `epochs=5`, or leave `epochs` out for "
+                           "its default (3)."),
         ([("x;id", "3")], "`x;id` is not a parameter of `quick:train`."),
         ([("lr", "0.1"), ("lr", "0.2")], "`lr` is given twice; give each parameter once."),
         ([(None, "id")], "I can't read `id`: parameters are written `name=value`"),

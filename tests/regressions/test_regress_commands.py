@@ -189,6 +189,8 @@ def test_promote_refusals(configured) -> None:
     denied = ask(f"promote R{passed}", user="U0MALLORY")
     assert denied.outcome == "refused"
     assert message(denied).startswith(f"You can't promote R{passed}: promoting is for <@{PROMOTER}> and the admins")
+    assert denied.context["hint"] == ("Whoever runs labmate adds people (or a Slack user group) to `[regress] promoters` "
+                                      "in labmate.toml.")
     newer = make_run(regressions.ERROR, reason="It could not finish: its worker stopped 4 times while running it.")
     blocked = ask(f"promote R{passed}", user=PROMOTER)
     assert message(blocked) == (f"R{passed} can't be promoted: a newer run of `shop`, R{newer}, could not finish: It could "

@@ -15,7 +15,7 @@ def cleanup_contexts(text: str) -> dict[str, list[dict[str, Any]]]:
     experiment = {"name": text, "stale": 2, "busy": 1, "orphans": 1,
                   "owners": [{"owner": text, "runs": [{"name": text, "short": "3f9a2c1d", "reason": text}], "more": 3,
                               "count": 4}],
-                  "spared": [{"why": "keep", "count": 2}]}
+                  "spared": [{"why": "keep", "count": 2, "said": "tagged `keep`"}]}
     return {
         "cleanup_proposal": [proposal, {**proposal, "recipient": "U0ALICE", "pending": 0, "final": True, "hidden": 0}],
         "cleanup_scan": [
