@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from bot import access, grammar
 from bot.grammar import HelpArgs
 from bot.origin import JobRequest, Origin, Reply
+from bot.replies import answered_in_place, placeholder_key
 from labmate.errors import LabmateError, new_error_id
 from labmate.settings import get_settings
 from models import audit
@@ -192,6 +193,8 @@ def run(
             session = cast(Session, lazy)
             reply = (handler or handler_for(verb))(args, origin, session)
             reply.verb = verb
+            if reply.jobs and answered_in_place(origin, reply):
+                reply.jobs[0].kwargs["answer_key"] = placeholder_key(origin)
             deferred = bool(reply.jobs) and lazy.session is None and _job_may_claim(origin)
             if not deferred:
                 if origin.idempotency_key:

@@ -51,11 +51,34 @@ def left_to_its_job(reply: Reply) -> bool:
     return bool(reply.jobs) and not reply.failed and not reply.public and not reply.notes
 
 
+PLACEHOLDER = "exp_working"
+"""The "Working on it" a job-answered command says at once."""
+
+
+def answered_in_place(origin: Origin, reply: Reply) -> bool:
+    """A mention's "Working on it" is a message in the thread (a slash command's is an ephemeral ack):
+    its job edits it into the answer, instead of leaving it above the answer for good."""
+    return (reply.template == PLACEHOLDER and origin.source == "slack" and bool(origin.thread_ts)
+            and not origin.response_url and not origin.ephemeral and bool(origin.idempotency_key))
+
+
+def placeholder_key(origin: Origin) -> str:
+    """The delivery key the placeholder is posted under (its reply job's first reply), which the job's
+    first answer takes over (`answer_key`)."""
+    from tasks.client import task_id
+
+    return f"{task_id(origin.idempotency_key, REPLY_TASK)}/0"
+
+
 def send_reply(origin: Origin, reply: Reply) -> None:
     """A command's answer to where it came from, with what it must also say under it."""
     from bot.messages.render import NOTES
 
     context = {**reply.context, NOTES: reply.notes} if reply.notes else reply.context
+    if reply.task_ids and answered_in_place(origin, reply):  # not final: the answer, edited in, is
+        from tasks.jobs import keyed
+
+        _template, context = keyed(reply.template, context, key=placeholder_key(origin), final=False)
     send(origin.reply_to(), reply.template, context, key=origin.idempotency_key)
 
 

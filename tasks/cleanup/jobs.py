@@ -23,8 +23,9 @@ PURGE_TASK = "labmate.cleanup.purge"
 @shared_task(name=SCAN_TASK, base=JobTask, bind=True, soft_time_limit=600, time_limit=660)
 def scan_task(
     self: Task, reply_to: dict[str, Any], audit_id: int | None = None, experiment: str | None = None,
-    dry_run: bool = False,
+    dry_run: bool = False, answer_key: str | None = None,
 ) -> str:
+    """`answer_key`: the message its answer replaces (a mention's "Working on it"; tasks.jobs.first_key)."""
     key = str(self.request.id)
     return run_job(self, "cleanup", lambda: work.scan_job(experiment, dry_run, reply_to, key), reply_to, audit_id)
 

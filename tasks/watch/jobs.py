@@ -29,7 +29,11 @@ OPTIONS: dict[str, Any] = {"base": JobTask, "bind": True, "soft_time_limit": 120
 
 
 @shared_task(name=ADD_TASK, **OPTIONS)
-def add_task(self: Task, experiment: str, channel: str, reply_to: dict[str, Any], audit_id: int | None = None) -> str:
+def add_task(
+    self: Task, experiment: str, channel: str, reply_to: dict[str, Any], audit_id: int | None = None,
+    answer_key: str | None = None,
+) -> str:
+    """`answer_key`: the message its answer replaces (a mention's "Working on it"; tasks.jobs.first_key)."""
     return run_job(self, "watch", lambda: add.add(experiment, channel, reply_to), reply_to, audit_id)
 
 

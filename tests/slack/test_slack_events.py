@@ -49,6 +49,21 @@ def test_mention_with_a_verb_runs_it(lab: Lab) -> None:
     assert "*/lab decide*: Log a team decision" in text_of(reply)
 
 
+def test_a_mentions_working_on_it_becomes_its_answer(lab: Lab) -> None:
+    """A question a job answers: "Working on it" is posted in the thread, then edited into the answer; it was
+    left above the answer for good."""
+    user, channel = unique("U"), unique("C")
+    _, _, ts = lab.slack.mention(f"<@{BOT_USER_ID}> summary no-such-experiment", user=user, channel=channel)
+    [update] = lab.fake.wait_for("chat.update", where=lambda c: c.params.get("channel") == channel, timeout=60)
+    lab.drain()
+    [posted] = [c for c in lab.fake.posted(channel) if c.params.get("thread_ts") == ts]
+    assert "Working on it" in text_of(posted)
+    assert update.params["ts"] == posted.response["ts"]
+    assert "no-such-experiment" in text_of(update) and "Working on it" not in text_of(update)
+    [message] = [m for m in lab.fake.messages(channel) if m.get("thread_ts") == ts]
+    assert "Working on it" not in message["text"]
+
+
 def test_a_retried_event_is_answered_once(lab: Lab) -> None:
     user, channel = unique("U"), unique("C")
     decide(lab, "freeze the tokenizer #data", user=user, channel=channel)
