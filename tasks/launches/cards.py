@@ -91,9 +91,9 @@ def load(launch_id: int) -> tuple[launches.Launch, int | None]:
     return launch, position
 
 
-def current(launch_id: int) -> tuple[dict[str, Any], launches.Launch]:
+def current(launch_id: int, *, primary: str | None = None) -> tuple[dict[str, Any], launches.Launch]:
     launch, position = load(launch_id)
-    return view(launch, position=position), launch
+    return view(launch, position=position, primary=primary), launch
 
 
 def final_extras(launch: launches.Launch, context: dict[str, Any]) -> None:

@@ -284,7 +284,7 @@ def watch(launch: launches.Launch, project: ProjectConfig, prepared: Prepared, t
     updater = CardUpdater(launch.reply_to, cards.card_key(launch.id), max(settings.launch_progress_every, 2.0))
     try:
         ending = supervise(launch.id, prepared.attempt, child, prepared.run_id, project.time_limit,
-                           settings.launch_progress_every, updater)
+                           settings.launch_progress_every, updater, _primary(launch, prepared.experiment_id))
     finally:
         if child.poll() is None:
             child.stop()
@@ -296,6 +296,16 @@ def watch(launch: launches.Launch, project: ProjectConfig, prepared: Prepared, t
             shutil.rmtree(prepared.work_dir, ignore_errors=True)
 
 
+def _primary(launch: launches.Launch, experiment_id: str) -> str | None:
+    """The metric the running card shows first, as the final card will (labmate.toml, else the experiment's
+    MLflow tag); without either, the final card takes the first metric logged, and so does this one."""
+    try:
+        return mlflow_launch.primary_metric(launch.experiment, experiment_id, [])
+    except Exception:
+        log.warning("could not read the primary metric of %s", launch.experiment, exc_info=True)
+        return None
+
+
 def supervise(
     launch_id: int,
     attempt: int,
@@ -304,6 +314,7 @@ def supervise(
     time_limit: float,
     progress_every: float,
     updater: CardUpdater,
+    primary: str | None = None,
 ) -> Ending:
     deadline = child.started + time_limit
     next_status = next_progress = 0.0
@@ -326,7 +337,7 @@ def supervise(
                 next_progress = now + progress_every
                 if _record_progress(launch_id, attempt, run_id, child):
                     try:
-                        updater.offer(cards.current(launch_id)[0])
+                        updater.offer(cards.current(launch_id, primary=primary)[0])
                     except Exception:
                         log.warning("could not render the card of L%s", launch_id, exc_info=True)
             time.sleep(TICK_S)

@@ -83,6 +83,22 @@ def test_a_run_goes_queued_running_finished_on_one_card(configured, mlflow_uri) 
     assert not (PROJECT / "pwned").exists() and not Path("pwned").exists()
 
 
+def test_a_running_card_shows_the_experiments_tagged_primary_metric_first(configured, mlflow_uri) -> None:
+    """With the primary metric only in the experiment's MLflow tag, the running card listed the metrics by
+    name (`loss` first) and only the final card put the primary one first."""
+    from labmate.settings import reset_settings
+    from tasks import mlflow_io
+
+    configured.write_text(configured.read_text().replace('[primary_metrics]\nquick = "score"\n', ""))
+    reset_settings()
+    experiment_id = mlflow_io.client().create_experiment("quick")
+    mlflow_io.client().set_experiment_tag(experiment_id, mlflow_io.PRIMARY_METRIC_TAG, "score")
+    outcome = run_one("run quick epochs=3 sleep=0.6", user="U0ALICE", channel="C0LAB")
+    assert outcome.exit_code == 0, [text(m) for m in outcome.messages]
+    running = [m.text for m in cards(outcome) if " running: " in m.text]
+    assert running and all(": score " in t for t in running), [m.text for m in cards(outcome)]
+
+
 def test_the_final_card_compares_with_the_experiments_previous_best(configured, mlflow_uri) -> None:
     assert run_one("run quick epochs=2 lr=0.1", user="U1", channel="C1").exit_code == 0
     worse = text(cards(run_one("run quick epochs=2 lr=0.05", user="U1", channel="C1"))[-1])
