@@ -44,6 +44,17 @@ def deploy(make_lab: Any, tmp_path: Path, empty_db: Path, *, postgres: bool = Fa
     return setup
 
 
+def start(setup: Any, *, beat: bool = True) -> Any:
+    """The served app, a `launch` and a `default` worker (and beat), started together; the launch worker."""
+    with setup.lab.starting():
+        setup.lab.serve()
+        launcher = setup.lab.worker(queues="launch")
+        setup.lab.worker(queues="default")
+        if beat:
+            setup.lab.beat()
+    return launcher
+
+
 def slack(setup: Any) -> Slack:
     return Slack(OverHTTP(setup.lab.port), setup.db_url, response_base=setup.lab.fake.base_url + "response/")
 
@@ -88,11 +99,7 @@ def alive(pid: int) -> bool:
 
 def test_a_launch_worker_killed_mid_run_ends_the_launch_failed(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
     setup = deploy(make_lab, tmp_path, empty_mlflow_db)
-    with setup.lab.starting():
-        setup.lab.serve()
-        launcher = setup.lab.worker(queues="launch")
-        setup.lab.worker(queues="default")
-        setup.lab.beat()
+    launcher = start(setup)
     channel = unique("C")
     answer = slack(setup).command("run quick epochs=500 sleep=0.2", user="U0ALICE", channel=channel)
     assert "*L1* queued" in answer.body
@@ -120,10 +127,7 @@ def test_a_launch_worker_killed_mid_run_ends_the_launch_failed(make_lab, tmp_pat
 
 def test_slack_429s_on_card_edits_delay_the_card_not_the_run(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
     setup = deploy(make_lab, tmp_path, empty_mlflow_db)
-    with setup.lab.starting():
-        setup.lab.serve()
-        setup.lab.worker(queues="launch")
-        setup.lab.worker(queues="default")
+    start(setup, beat=False)
     channel = unique("C")
     setup.lab.fake.rate_limit("chat.update", 12)
     answer = slack(setup).command("run quick epochs=8 sleep=0.5", user="U0ALICE", channel=channel)
@@ -166,11 +170,7 @@ def test_a_final_card_slack_would_not_edit_says_how_the_run_ended_once_slack_ans
     and the reaper sends it again until Slack takes the final card (it stayed `running` for good)."""
     setup = deploy(make_lab, tmp_path, empty_mlflow_db)
     setup.lab.env["LABMATE_DELIVERY_RETRIES"] = "1"
-    with setup.lab.starting():
-        setup.lab.serve()
-        setup.lab.worker(queues="launch")
-        setup.lab.worker(queues="default")
-        setup.lab.beat()
+    start(setup)
     channel = unique("C")
     setup.lab.fake.fail("chat.update", 10_000, status=500)
     answer = slack(setup).command("run quick epochs=4 sleep=0.2", user="U0ALICE", channel=channel)
@@ -268,11 +268,7 @@ def test_a_frozen_launch_worker_is_given_up_and_stops_its_run_when_it_wakes(make
     """SIGSTOP, not SIGKILL: the heartbeat stops, the reaper fails the launch; when the worker wakes up, its
     supervisor finds the launch ended and stops the training process instead of finishing it."""
     setup = deploy(make_lab, tmp_path, empty_mlflow_db)
-    with setup.lab.starting():
-        setup.lab.serve()
-        launcher = setup.lab.worker(queues="launch")
-        setup.lab.worker(queues="default")
-        setup.lab.beat()
+    launcher = start(setup)
     channel = unique("C")
     slack(setup).command("run quick epochs=500 sleep=0.2", user="U0ALICE", channel=channel)
     wait_until(lambda: (row := launch_row(setup)) and row.step, timeout=120, what="the run's first step")
@@ -301,11 +297,7 @@ def test_a_database_outage_longer_than_the_heartbeats_staleness_leaves_a_healthy
     first stamp once the database is back. The worker, asked over the broker, still runs the job: the
     launch is left to it (it was failed, and its training process stopped, in most tries before)."""
     setup = deploy(make_lab, tmp_path, empty_mlflow_db, postgres=True, proxy_db=True)
-    with setup.lab.starting():
-        setup.lab.serve()
-        setup.lab.worker(queues="launch")
-        setup.lab.worker(queues="default")
-        setup.lab.beat()
+    start(setup)
     channel = unique("C")
     slack(setup).command("run quick epochs=100 sleep=0.2", user="U0ALICE", channel=channel)
     wait_until(lambda: (row := launch_row(setup)) and row.step, timeout=120, what="the run's first step")
