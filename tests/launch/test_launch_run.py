@@ -93,7 +93,8 @@ def test_a_running_card_shows_the_experiments_tagged_primary_metric_first(config
     reset_settings()
     experiment_id = mlflow_io.client().create_experiment("quick")
     mlflow_io.client().set_experiment_tag(experiment_id, mlflow_io.PRIMARY_METRIC_TAG, "score")
-    outcome = run_one("run quick epochs=3 sleep=0.6", user="U0ALICE", channel="C0LAB")
+    # long enough for a running card with metrics on a loaded host (the card is edited every 2 s at most)
+    outcome = run_one("run quick epochs=5 sleep=1", user="U0ALICE", channel="C0LAB")
     assert outcome.exit_code == 0, [text(m) for m in outcome.messages]
     running = [m.text for m in cards(outcome) if " running: " in m.text]
     assert running and all(": score " in t for t in running), [m.text for m in cards(outcome)]
