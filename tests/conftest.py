@@ -56,12 +56,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` starts three pytest processes per two cores: the tests spend about 40% of their time
-    waiting on the real processes they start (workers, served apps, Slack stalls, reapers), not
-    computing (docs/performance.md)."""
+    """`-n auto` starts two pytest processes per core: the sum of the tests' own times is about three
+    times their CPU time, because most of it is spent waiting on the real processes they start
+    (workers, served apps, Slack stalls, reapers). With three per two cores the CPUs were busy 74% of
+    the run; with four, 82% and the run a minute shorter (docs/performance.md)."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
-    return max(2, len(os.sched_getaffinity(0)) * 3 // 2)
+    return max(2, len(os.sched_getaffinity(0)) * 2)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
