@@ -27,12 +27,15 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
+from bot.messages.limits import fit_blocks
+from bot.messages.mrkdwn import channel as channel_mention
 from bot.messages.render import Message
 from labmate.outbox import PermanentDeliveryError, TransientDeliveryError
 
 log = logging.getLogger(__name__)
 
 FALLBACK_ERRORS = ("not_in_channel", "channel_not_found", "is_archived")
+PRIVATE_FALLBACK_ERRORS = (*FALLBACK_ERRORS, "user_not_in_channel")
 TRANSIENT_ERRORS = ("ratelimited", "service_unavailable", "internal_error", "fatal_error", "request_timeout")
 EDIT_AGAIN_ERRORS = ("message_not_found", "cant_update_message", "edit_window_closed")
 METADATA_EVENT = "labmate_reply"
@@ -120,7 +123,7 @@ class SlackPoster:
             elif not ts and final and posted_digest != digest and reply_to.get("response_url"):
                 # Said privately (the bot isn't in the channel): no message to edit, so its end goes the same
                 # way; the steps between are not sent (a response_url takes five messages).
-                self._respond(reply_to["response_url"], message)
+                self._respond(reply_to["response_url"], message, reply_to=reply_to)
                 with session_scope() as session:
                     ledger.posted(session, key=key, ts=None, digest=digest)
             if files_done < len(message.files):
@@ -200,7 +203,7 @@ class SlackPoster:
         except SlackApiError as exc:
             error = exc.response.get("error") if exc.response is not None else None
             if error in FALLBACK_ERRORS and reply_to.get("response_url"):
-                self._respond(reply_to["response_url"], message)
+                self._respond(reply_to["response_url"], message, reply_to=reply_to)
                 return None
             raise classify(exc, "chat.postMessage") from exc
         except Exception as exc:
@@ -226,21 +229,19 @@ class SlackPoster:
                 if record is None:
                     ledger.start(session, key=key, channel=reply_to["channel"], thread_ts=None, digest=digest)
         if reply_to.get("response_url"):
-            self._respond(reply_to["response_url"], message)
+            self._respond(reply_to["response_url"], message, reply_to=reply_to)
         else:
-            try:
-                self.client.chat_postEphemeral(
-                    channel=reply_to["channel"], user=reply_to["user"], text=message.text, blocks=message.blocks
-                )
-            except Exception as exc:
-                raise classify(exc, "chat.postEphemeral") from exc
+            self._privately(reply_to, message)
         if key is not None:
             with session_scope() as session:
                 ledger.posted(session, key=key, ts=None, digest=digest)
         return None
 
-    def _respond(self, response_url: str, message: Message) -> None:
-        """The bot isn't in the channel: answer the person privately through the command's response_url."""
+    def _respond(self, response_url: str, message: Message, *, reply_to: dict[str, Any]) -> None:
+        """Answer the person privately through the command's response_url. Slack takes one for 30
+        minutes and five messages, and an answer can come later than that (a long job, or one that
+        waited out a Slack outage): a response_url Slack no longer takes (404) falls back to
+        `_privately`."""
         try:
             response = WebhookClient(response_url).send(
                 text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False
@@ -249,8 +250,34 @@ class SlackPoster:
             raise classify(exc, "the response_url") from exc
         if response.status_code == 429 or response.status_code >= 500:
             raise TransientDeliveryError(f"Slack answered {response.status_code} to the response_url")
+        if response.status_code == 404 and reply_to.get("user"):
+            log.info("the response_url is no longer taken (%s); answering privately another way", response.body)
+            self._privately(reply_to, message)
+            return
         if response.status_code >= 400:
             raise PermanentDeliveryError(f"Slack refused the response_url: {response.status_code} {response.body}")
+
+    def _privately(self, reply_to: dict[str, Any], message: Message) -> None:
+        """An ephemeral message in the channel; where the bot can't post one there (not a member, or
+        the person left), a direct message from the bot that says which channel it answers."""
+        try:
+            self.client.chat_postEphemeral(
+                channel=reply_to["channel"], user=reply_to["user"], text=message.text, blocks=message.blocks
+            )
+            return
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else None
+            if error not in PRIVATE_FALLBACK_ERRORS:
+                raise classify(exc, "chat.postEphemeral") from exc
+        except Exception as exc:
+            raise classify(exc, "chat.postEphemeral") from exc
+        where = f"Your answer from {channel_mention(reply_to['channel'])}:"
+        context = {"type": "context", "elements": [{"type": "mrkdwn", "text": where}]}
+        blocks = fit_blocks([context, *message.blocks]) if message.blocks else None  # else the text shows
+        try:
+            self.client.chat_postMessage(channel=reply_to["user"], text=f"{where}\n{message.text}", blocks=blocks)
+        except Exception as exc:
+            raise classify(exc, "chat.postMessage to the person") from exc
 
     def _edit(
         self, key: str, channel: str, ts: str, message: Message, digest: str, final: bool, updated_at: Any

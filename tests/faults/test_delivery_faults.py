@@ -116,6 +116,24 @@ def test_a_reply_slack_refused_past_its_retries_is_delivered_once_slack_answers_
     assert (job.state, job.retry_at) == ("done", None)
 
 
+def test_an_answer_for_a_channel_the_bot_is_not_in_comes_as_a_direct_message_once_the_response_url_expired(
+    deployment,
+) -> None:
+    """The bot can't post in the channel, so the answer goes back through the command's response_url;
+    when it comes after Slack stopped taking that (30 minutes, or five messages), it reaches the person
+    as one direct message that names the channel, and the command's audit row has its real outcome."""
+    fake = deployment.lab.fake
+    channel = unique("C")
+    fake.refuse_posts(channel)
+    fake.expire_response_urls()
+    _ask(deployment, channel)
+    (row,) = _settled(deployment, channel)
+    assert row.outcome == "user_error", deployment.lab.logs()
+    assert [c.status for c in fake.calls("response_url")] == [404]
+    direct = [m for m in fake.messages("U0ALICE") if "no-such-experiment" in m.get("text", "")]
+    assert len(direct) == 1 and direct[0]["text"].startswith(f"Your answer from <#{channel}>:"), direct
+
+
 def test_a_worker_killed_while_slack_holds_its_post_posts_once_after_redelivery(make_lab) -> None:
     """The post reached Slack, the worker died before hearing back: the replacement worker (the
     reaper re-sends the job when its heartbeat stops) finds the message and doesn't post again."""

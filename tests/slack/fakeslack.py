@@ -24,11 +24,13 @@ Web API methods labmate uses, the way Slack answers them, and records every call
   `wait_in_flight(method)` blocks until such a call has arrived and is being held.
 - chat.postMessage and chat.update keep `metadata`; conversations.history/replies return it only
   with `include_all_metadata`, as Slack does.
-- `refuse_posts(channel)`: chat.postMessage there answers `not_in_channel`; `home(user)`: the last
+- `refuse_posts(channel)`: chat.postMessage and chat.postEphemeral there answer `not_in_channel`; `home(user)`: the last
   views.publish of that user's Home tab.
 - `add_message(channel, message)`: canned messages served by conversations.history/replies;
   chat.postMessage adds what the bot posts to the channel too, as Slack does.
-- `/response/...` stands in for response_url (recorded as method `response_url`).
+- `/response/...` stands in for response_url (recorded as method `response_url`): like Slack's, each
+  takes five messages, then answers 404 `used_url`; `expire_response_urls()`: all answer 404
+  `expired_url`, as Slack's do 30 minutes after their command.
 - `calls(method)`, `posted()`, `wait_for(method, count, timeout, where=...)`: what arrived;
   waiting polls with a deadline, never a fixed sleep.
 """
@@ -49,6 +51,7 @@ from urllib.parse import parse_qs, urlsplit
 TEAM_ID = "T0LABMATE"
 BOT_USER_ID = "UBOT"
 BOT_ID = "B0LABMATE"
+RESPONSE_URL_USES = 5
 WORKSPACE_URL = "https://labmate-test.slack.com/"
 JSON_PARAMS = ("blocks", "attachments", "view", "files", "metadata")
 
@@ -110,6 +113,8 @@ class FakeSlack:
         self._not_member: set[str] = set()
         self._no_posts: set[str] = set()
         self._homes: dict[str, dict[str, Any]] = {}
+        self._response_uses: dict[str, int] = {}
+        self._response_urls_expired = False
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -223,9 +228,23 @@ class FakeSlack:
             self._not_member.add(channel)
 
     def refuse_posts(self, channel: str) -> None:
-        """chat.postMessage to this channel answers `not_in_channel`, as for a channel the bot was never invited to."""
+        """chat.postMessage and chat.postEphemeral to this channel answer `not_in_channel`, as for a channel
+        the bot was never invited to."""
         with self._lock:
             self._no_posts.add(channel)
+
+    def expire_response_urls(self) -> None:
+        """Every response_url answers 404 `expired_url` from now on, as Slack does 30 minutes after the
+        command (or `used_url` after five messages, which the fake always enforces)."""
+        with self._lock:
+            self._response_urls_expired = True
+
+    def _response_url_refusal(self, path: str) -> bytes | None:
+        with self._lock:
+            if self._response_urls_expired:
+                return b"expired_url"
+            self._response_uses[path] = self._response_uses.get(path, 0) + 1
+            return b"used_url" if self._response_uses[path] > RESPONSE_URL_USES else None
 
     def home(self, user: str) -> dict[str, Any] | None:
         """The Home tab view last published for `user` (views.publish), or None."""
@@ -353,6 +372,8 @@ class FakeSlack:
     def _api_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         if not params.get("channel") or not params.get("user"):
             return {"ok": False, "error": "invalid_arguments"}
+        if params["channel"] in self._no_posts:
+            return {"ok": False, "error": "not_in_channel"}
         return {"ok": True, "message_ts": self.next_ts()}
 
     def _api_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -529,9 +550,11 @@ def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
                     params = json.loads(body.decode("utf-8") or "{}")
                 except ValueError:
                     params = {}
-                call = Call("response_url", http_method, params, headers, body, response={"ok": True})
+                refused = fake._response_url_refusal(url.path)
+                call = Call("response_url", http_method, params, headers, body, status=404 if refused else 200,
+                            response={"ok": False, "error": refused.decode()} if refused else {"ok": True})
                 fake._record(call)
-                self._send(200, b"ok", "text/plain")
+                self._send(404 if refused else 200, refused or b"ok", "text/plain")
                 return
             if not url.path.startswith("/api/"):
                 self._send(404, b"not found", "text/plain")

@@ -86,3 +86,31 @@ def test_a_post_left_in_flight_by_no_job_or_a_failed_attempt_is_looked_up_and_re
     send(poster, "queued", final=True, key="launch:10")  # at once: the failed attempt isn't in flight
     texts = [c.params["text"] for c in slack_env.calls("chat.postMessage") if c.status == 200]
     assert texts == ["finished", "queued"]
+
+
+def test_a_private_answer_whose_response_url_slack_no_longer_takes_is_sent_ephemerally(
+    poster: SlackPoster, slack_env: FakeSlack
+) -> None:
+    """Slack takes a response_url for 30 minutes and five messages; a later answer goes to the person as
+    an ephemeral message in the channel, and where the bot can't post one, as a direct message."""
+    slack_env.expire_response_urls()
+    reply_to = {"channel": "C1", "user": "U0ALICE", "source": "slack", "ephemeral": True,
+                "response_url": slack_env.base_url + "response/commands/T1/1"}
+    poster.deliver(reply_to, message("3 runs failed"), key=None, final=True, digest="d")
+    assert [c.status for c in slack_env.calls("response_url")] == [404]
+    (sent,) = slack_env.calls("chat.postEphemeral")
+    assert (sent.params["channel"], sent.params["user"], sent.params["text"]) == ("C1", "U0ALICE", "3 runs failed")
+
+    slack_env.refuse_posts("C2")
+    poster.deliver({**reply_to, "channel": "C2"}, message("2 runs failed"), key=None, final=True, digest="d")
+    assert [c.response.get("error") for c in slack_env.calls("chat.postEphemeral")][-1] == "not_in_channel"
+    (dm,) = slack_env.messages("U0ALICE")
+    assert dm["text"] == "Your answer from <#C2>:\n2 runs failed"
+    assert dm["blocks"][0]["elements"][0]["text"] == "Your answer from <#C2>:" and dm["blocks"][1]["type"] == "section"
+
+
+def test_a_response_url_takes_five_messages_like_slacks(slack_env: FakeSlack) -> None:
+    from slack_sdk.webhook import WebhookClient
+
+    url = slack_env.base_url + "response/commands/T1/2"
+    assert [WebhookClient(url).send(text=str(i)).status_code for i in range(6)] == [200] * 5 + [404]
