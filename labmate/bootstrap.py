@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from labmate.settings import ConfigError, get_settings, mask_url
 
@@ -15,9 +16,26 @@ class Unreachable(ConfigError):
     server's supervisor restarts it; a person fixes the URL or starts the service)."""
 
 
+class UnusableHome(ConfigError):
+    """LABMATE_HOME is a file, or a directory labmate can't create or write to: one line, exit 1."""
+
+
+def usable_home(home: Path) -> Path:
+    fix = "point LABMATE_HOME at a directory you can write to, or unset it for the default"
+    if home.exists() and not home.is_dir():
+        raise UnusableHome(f"LABMATE_HOME {home} is a file, not a directory: {fix}")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnusableHome(f"labmate can't create its home {home} ({exc.strerror}): {fix}") from None
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise UnusableHome(f"labmate can't write to its home {home}: {fix}")
+    return home
+
+
 def prepare(*, migrate: bool = True) -> None:
     settings = get_settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    usable_home(settings.home)
     if migrate:
         from sqlalchemy.exc import OperationalError
 

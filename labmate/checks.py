@@ -7,6 +7,7 @@ here prints a secret: URLs are shown with their passwords masked, tokens never.
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import urllib.error
 import urllib.parse
@@ -100,7 +101,7 @@ def database() -> Verdict:
         from pathlib import Path
 
         if not Path(url.removeprefix("sqlite:///").split("?", 1)[0]).is_file():
-            return Verdict("database", FAILED, f"{shown} does not exist yet: run `labmate db upgrade`")
+            return Verdict("database", OK, f"{shown} not created yet (each labmate process creates and migrates it as it starts)")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     connect_args = {"connect_timeout": 3} if url.startswith("postgresql") else {}
@@ -119,6 +120,25 @@ def database() -> Verdict:
     if revisions != heads:
         return Verdict("database", FAILED, f"{shown} at revision {sorted(revisions)}, code expects {sorted(heads)}: run `labmate db upgrade`")
     return Verdict("database", OK, f"{shown} at revision {', '.join(sorted(revisions))} (current)")
+
+
+def home() -> Verdict:
+    """Whether labmate can keep its state where LABMATE_HOME says, without creating it."""
+    from labmate.bootstrap import UnusableHome, usable_home
+    from labmate.settings import get_settings
+
+    folder = get_settings().home
+    if not folder.exists():
+        parent = next(p for p in folder.parents if p.exists())
+        if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+            return Verdict("home", OK, f"{folder} not created yet (the first labmate command creates it)")
+        return Verdict("home", FAILED, f"{folder} can't be created: {parent} is not a directory you can write to; "
+                                       "point LABMATE_HOME at one you can, or unset it for the default")
+    try:
+        usable_home(folder)
+    except UnusableHome as exc:
+        return Verdict("home", FAILED, str(exc))
+    return Verdict("home", OK, str(folder))
 
 
 def broker() -> Verdict:

@@ -216,14 +216,15 @@ def db_upgrade() -> None:
 def _prepare_terminal(console: Console, *, as_json: bool = False) -> None:
     """Migrate the knowledge base; a failure is shown like any other error (no traceback): a database
     that can't be reached in one line (exit 1, by `main`), anything else with an error id (exit 2)."""
-    from labmate.bootstrap import Unreachable, configure_logging, prepare
+    from labmate.bootstrap import configure_logging, prepare
+    from labmate.settings import ConfigError
 
     _terminal_jobs_in_process()
     configure_logging("WARNING", to_file=True)
     try:
         prepare()
         _settle_what_ended_terminals_left()
-    except Unreachable:  # one line saying which database and what to do, exit 1, as from every command
+    except ConfigError:  # one line saying what to do (a database down, a home labmate can't write), exit 1
         raise
     except Exception:
         import logging

@@ -802,6 +802,8 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, env in env_names().items():
         if env in environ:
             text = environ[env]
+            if get_args(hints[name])[:1] == (Path,) and not text.strip():
+                continue  # `LABMATE_HOME=` is unset, not the working directory
             values[name] = _flag(text) if bool in get_args(hints[name])[:1] else text
     return values
 

@@ -179,6 +179,37 @@ def test_the_default_home_is_the_user_data_directory(tmp_path, monkeypatch):
     assert load_settings().home == expected
 
 
+def test_an_empty_labmate_home_is_the_default_not_the_working_directory(tmp_path, monkeypatch):
+    from labmate.settings import load_settings
+
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    (tmp_path / "labmate.toml").touch()
+    assert load_settings({"LABMATE_HOME": " "}, tmp_path / "labmate.toml").home == load_settings({}, tmp_path / "labmate.toml").home
+    assert load_settings({"LABMATE_HOME": ""}, tmp_path / "labmate.toml").home.is_absolute()
+
+
+@pytest.mark.parametrize("command", [["say", "decisions"], ["demo"], ["shell"], ["db", "upgrade"]])
+def test_a_home_labmate_cannot_use_is_one_line_and_exit_1(tmp_path, command):
+    """A file where LABMATE_HOME points, or a directory labmate can't write to: what is wrong and what to
+    do, not a traceback, an error id, or a log file that can't exist."""
+    (tmp_path / "afile").write_text("")
+    result = subprocess.run([LABMATE, *command], cwd=tmp_path, env=_env(tmp_path, LABMATE_HOME=str(tmp_path / "afile")),
+                            input="", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip() == (f"labmate: LABMATE_HOME {tmp_path / 'afile'} is a file, not a directory: point "
+                                     "LABMATE_HOME at a directory you can write to, or unset it for the default")
+    assert "Traceback" not in result.stdout + result.stderr and "E-" not in result.stdout
+
+
+def test_doctor_says_when_the_home_is_not_usable(tmp_path):
+    (tmp_path / "afile").write_text("")
+    result = _labmate(tmp_path, "doctor", LABMATE_HOME=str(tmp_path / "afile" / "labmate"))
+    assert result.returncode == 1
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert line.startswith(f"FAILED  home: {tmp_path / 'afile' / 'labmate'} can't be created: {tmp_path / 'afile'} is not")
+
+
 @pytest.mark.parametrize("source", ["environment", "labmate.toml"])
 def test_a_home_starting_with_a_tilde_is_in_the_users_home(tmp_path, monkeypatch, source):
     """Not a directory named `~` under wherever labmate was run from."""
@@ -232,12 +263,14 @@ def test_doctor_shows_sources_masks_secrets_and_checks_services(tmp_path):
     verdicts = {
         line.split()[1].rstrip(":"): line for line in out.splitlines() if line.split(" ", 1)[0] in ("ok", "FAILED", "skipped")
     }
-    assert list(verdicts) == ["database", "broker", "mlflow", "slack"]
-    # labmate doctor doesn't migrate: the fresh home's knowledge base is reported, not created
-    assert verdicts["database"].startswith("FAILED") and "run `labmate db upgrade`" in verdicts["database"]
+    assert list(verdicts) == ["home", "database", "broker", "mlflow", "slack"]
+    # labmate doctor creates nothing: the fresh home and its knowledge base are reported as what comes first
+    assert verdicts["home"].startswith("ok      home:") and "not created yet" in verdicts["home"]
+    assert verdicts["database"].startswith("ok      database: sqlite:///") and "not created yet" in verdicts["database"]
+    assert not (tmp_path / "home").exists()
     assert verdicts["broker"].startswith("ok      broker: memory://")
     assert verdicts["slack"].startswith("ok      slack: bot @")
-    assert result.returncode == 1  # a check failed
+    assert result.returncode == 0, out
 
 
 def test_doctor_passes_on_a_migrated_embedded_setup(tmp_path):
