@@ -223,6 +223,16 @@ def test_user_text_arrives_literally(template):
     assert "&lt;" in shown  # typed "&lt;" is shown as those four characters, not as "<"
 
 
+@pytest.mark.parametrize("template", sorted(p.name for p in TEMPLATES.glob("*.j2")))
+def test_no_template_writes_a_raw_angle_bracket(template: str) -> None:
+    """Slack reads `<…>` as a link, mention or command: a placeholder written so (`run <project>`) showed
+    garbled there and as `run project` in the terminal. Literal text says `&lt;project&gt;`; Slack's own
+    markup (links, mentions) comes from filters and code, never from a template's text."""
+    source = (TEMPLATES / template).read_text()
+    literal = re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", "", source, flags=re.S)
+    assert not re.findall(r"<[^>]*>", literal)
+
+
 def test_trusted_markup_still_works():
     rendered = checked(render("decisions", contexts()["decisions"][0]))
     assert "<@U999>" in rendered  # a known author is a real mention
