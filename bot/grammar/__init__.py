@@ -18,6 +18,7 @@ from labmate.errors import TooLong, UsageError
 
 MAX_INPUT = 4000
 PREFIX = re.compile(r"^\s*/[\w-]+\s*")
+ANSWERING_VERBS = frozenset({"best", "compare", "find", "regressions", "runs", "status", "summary"})
 QUESTION_WORDS = frozenset(
     "what which who whom whose when where why how is are was were did do does can could should would will "
     "has have any".split()
@@ -122,4 +123,13 @@ def parse(text: str, *, now: datetime | None = None) -> Command:
         if is_question(stripped):
             return Command("ask", AskArgs(stripped), text)
         raise unknown_verb(head)
-    return Command(verb.name, verb.parse(rest, now or datetime.now(UTC)), text)
+    asked = verb.name in ANSWERING_VERBS and stripped.endswith(("?", "？"))
+    try:
+        # `best sales-agent?` is `best sales-agent`: the mark isn't part of the experiment's name
+        return Command(verb.name, verb.parse(rest.rstrip("?？ ") if asked else rest, now or datetime.now(UTC)), text)
+    except UsageError:
+        # "best run in sales-agent?" starts with a verb but is a question: a command that only reads is
+        # answered as one, while an acting verb's mistake keeps its own message.
+        if asked:
+            return Command("ask", AskArgs(stripped), text)
+        raise

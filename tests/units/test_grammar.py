@@ -261,6 +261,15 @@ def test_a_question_without_ask_is_asked():
     assert usage_error("frobnicate the runs").message == "I don't know the command `frobnicate`."
 
 
+def test_a_question_that_starts_with_a_reading_verb_is_asked_or_read_without_its_mark():
+    """`best run in sales-agent?` was refused (`sales-agent?` an extra word), though a question is asked."""
+    assert p("best run in sales-agent?").args == AskArgs("best run in sales-agent?")
+    assert p("runs that failed in sales-agent?").verb == "ask"
+    assert p("best sales-agent?").verb == "best" and p("best sales-agent?").args == p("best sales-agent").args
+    assert p("decide why not ship it?").verb == "decide"  # a command that parses is that command
+    assert "L9?" in usage_error("cancel L9?").message  # an acting verb's mistake keeps its message
+
+
 def test_unknown_long_verb_is_shortened():
     assert usage_error("q" * 60).message == f"I don't know the command `{'q' * 40}…`."
 
