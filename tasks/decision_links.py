@@ -23,8 +23,8 @@ def _run_id(ref: str, experiment: str | None) -> tuple[str | None, str]:
     try:
         return resolve.run(ref, experiment).run_id, ""
     except LabmateError as exc:
-        why = exc.message.rstrip(".")  # shown in parentheses, inside a sentence
-        return None, why[:1].lower() + why[1:]
+        why = exc.message.rstrip(".")  # shown in parentheses, inside a sentence; "MLflow …" stays so
+        return None, why if why[1:2].isupper() else why[:1].lower() + why[1:]
 
 
 def _check(kind: str, ref: str, decision_id: int, experiment: str | None = None) -> dict[str, Any]:

@@ -254,6 +254,14 @@ def test_a_launch_a_say_left_running_is_failed_by_the_next_command_even_status(l
     assert "sales-agent-L1" not in say("runs sales-agent status:running").stdout
 
 
+def test_a_link_check_quotes_mlflows_reason_with_its_capitals(say):
+    """The reason, put inside a sentence, was lower-cased to "mLflow has no experiment"."""
+    said = say("decide test scoping run:demo-bigram exp:bogus")
+    assert said.code == 0, said.stdout + said.stderr
+    checked = " ".join(json.dumps(p) for p in said.payloads)
+    assert "(MLflow has no experiment" in checked and "mLflow" not in checked, checked
+
+
 def test_the_example_questions_about_a_logged_decision_are_answered(say):
     """After `labmate demo`'s suggested decision, labmate's own example questions said "No decision
     mentions “candidate”, “model”" although one did; a query of punctuation listed every decision."""
