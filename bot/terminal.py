@@ -92,9 +92,11 @@ def _gave_up_waiting(text: str, count: int, timeout: float, *, launch: bool = Fa
     error_id = new_error_id()
     log.warning("%d job(s) of %r still running after %g s (LABMATE_JOB_TIMEOUT) [%s]", count, text, timeout, error_id)
     if launch:  # "ask again" would start another run, and the one asked for doesn't go on
+        stale = get_settings().job_stale_after
         return render("error", {
             "message": f"The run didn't end within {timeout:g} s (LABMATE_JOB_TIMEOUT). It trained on this "
-                       "terminal's own worker, so it stops as labmate exits; the next labmate command marks it failed.",
+                       "terminal's own worker, so it stops as labmate exits; `status` may show it running for "
+                       f"{stale:g} s more (LABMATE_JOB_STALE_AFTER), then the next labmate command marks it failed.",
             "hint": "For a longer run use `labmate shell` (it runs until you leave it) or raise LABMATE_JOB_TIMEOUT; "
                     "with a team deployment, launch it from Slack. Asking again starts a new run.",
             "error_id": error_id,

@@ -253,7 +253,8 @@ def cancel(args: CancelArgs, origin: Origin, session: Session) -> Reply:
         raise _ended(launch)
     return Reply(
         "launch_cancelled",
-        {"label": launch.label, "project": launch.project, "was": "running" if launch.started_at else "queued"},
+        {"label": launch.label, "project": launch.project, "was": "running" if launch.started_at else "queued",
+         "has_run": bool(launch.mlflow_run_id)},
         jobs=[JobRequest(CARD_TASK, {"launch_id": launch.id}, what=f"stopping {launch.label}")],
     )
 

@@ -241,6 +241,7 @@ def test_a_launch_a_say_left_running_is_failed_by_the_next_command_even_status(l
     assert left.returncode == 2 and "still running" not in left.stderr, left.stdout + left.stderr
     told = " ".join(re.sub(r"[│╭╮╰╯─]", " ", left.stdout).split())  # not "ask again": that starts another run
     assert "The run didn't end within 10 s (LABMATE_JOB_TIMEOUT)" in told and "Asking again starts a new run" in told
+    assert "status may show it running for 2 s more (LABMATE_JOB_STALE_AFTER), then the next" in told, told
     assert "running" in " ".join(say("status").stdout.split())  # its heartbeat is fresh yet: it may be running
     time.sleep(3)
     shown = " ".join(say("status").stdout.split())

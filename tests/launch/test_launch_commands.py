@@ -3,6 +3,7 @@ before anything is stored, with a message that says what was wrong and what woul
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -185,6 +186,17 @@ def test_cancel_twice_and_cancel_of_an_ended_run_say_so(configured) -> None:
     assert (late.outcome, message(late), late.context["hint"]) == ("user_error", f"L{finished} already finished 3 min ago.", "Nothing to stop.")
     missing = ask("cancel L999")
     assert message(missing) == "There is no launch L999."
+
+
+def test_cancelling_a_launch_that_made_no_mlflow_run_yet_says_no_run_is_killed(configured) -> None:
+    """It said "its MLflow run marked KILLED" of a launch that had started but made no run yet."""
+    from bot.messages.render import render
+
+    launch_id = make(status=launches.RUNNING)
+    reply = ask(f"cancel L{launch_id}")
+    assert (reply.context["was"], reply.context["has_run"]) == ("running", False)
+    shown = json.dumps(render(reply.template, reply.context).blocks)
+    assert "hadn't started training yet, so it won't" in shown and "MLflow" not in shown, shown
 
 
 def test_cancel_by_run_id_and_by_an_owner_no_longer_allowed(configured, tmp_path) -> None:

@@ -47,8 +47,9 @@ def launch_contexts(text: str) -> dict[str, list[dict[str, Any]]]:
                           {"label": "L12", "project": "quick", "entry_point": "train", "params": []}],
         "launch_dry_run": [{"project": "quick", "entry_point": "train", "experiment": text, "params": params,
                             "command": f"python quick.py --note {text}", "time_limit": "30 min"}],
-        "launch_cancelled": [{"label": "L12", "project": text[:60], "was": "running"},
-                             {"label": "L12", "project": "quick", "was": "queued"}],
+        "launch_cancelled": [{"label": "L12", "project": text[:60], "was": "running", "has_run": True},
+                             {"label": "L12", "project": "quick", "was": "queued", "has_run": False},
+                             {"label": "L12", "project": "quick", "was": "running", "has_run": False}],
         "launch_status": [
             {"everywhere": True, "launches": [{"label": "L1", "project": "quick", "entry_point": "train", "user": "U1",
                                                "status": "running", "where": text, "when": "running for 1 min",
