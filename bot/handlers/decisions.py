@@ -102,7 +102,8 @@ def supersede(args: SupersedeArgs, origin: Origin, session: Session) -> Reply:
 
 
 def _filters_text(args: SearchArgs) -> str:
-    parts = [f"#{t}" for t in args.tags]
+    """`tagged #release, by dana, since 2026-11-24`: read after "Latest decisions" or "No decisions"."""
+    parts = ["tagged " + ", ".join(f"#{t}" for t in args.tags)] if args.tags else []
     if args.author:
         parts.append(f"by {args.author}")
     if args.since:

@@ -224,6 +224,7 @@ def test_best_and_runs(sales: Store) -> None:
     assert "Best run in *sales-agent* by *val_f1*" in _text(template, ctx)
     [(template, ctx)] = runs("sales-agent", "FAILED", None, None, [])
     assert [r["name"] for r in ctx["runs"]] == ["crash-mid"] and ctx["total"] == 1
+    assert "1 run matches." in _text(template, ctx)
     [(_t, ctx)] = runs("sales-agent", None, None, "sam", [["team", "nlp"]])
     assert [r["name"] for r in ctx["runs"]] == ["unigram-v2", "bigram"]
 

@@ -114,6 +114,12 @@ def test_decisions_on_an_empty_log_says_how_to_log_one(migrated):
     assert "No decisions logged yet. Log one with `decide`" in empty and "`decisions` alone" not in empty
     unmatched = shown(dispatch.handle("decisions pricing", Origin(user="U1", channel="C1")))
     assert "No decisions match “pricing”. Try fewer words, or `decisions` alone for the latest ten." in unmatched
+    # filters are read as words after the heading, not "match with by dana"
+    by = shown(dispatch.handle("decisions by:@dana", Origin(user="U1", channel="C1")))
+    assert "No decisions by dana. `decisions` alone lists the latest ten." in by, by
+    dispatch.handle("decide ship it #release", Origin(user="U1", channel="C1"))
+    tagged = shown(dispatch.handle("decisions #release", Origin(user="U1", channel="C1")))
+    assert "*Latest decisions* tagged #release" in tagged, tagged
 
 
 def test_refused_names_who_may_and_is_audited(migrated):
