@@ -72,9 +72,14 @@ def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, 
             unread,
         )
         return
-    if message is None:
+    except slack_messages.NotAMember:
         _refuse_decision(
             LabmateError("I can't read that message to log it; invite me to the channel and react again."), origin, unread
+        )
+        return
+    if message is None:
+        _refuse_decision(
+            LabmateError("I can't find that message (was it deleted?), so nothing was logged."), origin, unread
         )
         return
     text = slack_messages.typed_text(message)

@@ -10,15 +10,22 @@ from slack_sdk.errors import SlackApiError
 from bot.messages.mrkdwn import unescape
 from bot.slack_client import reader
 
-# What Slack answers when the bot can't see the message (not a member, or no such message/thread).
-UNREADABLE = ("not_in_channel", "channel_not_found", "thread_not_found", "message_not_found")
+# What Slack answers when the bot can't see the channel, and when it sees no such message or thread.
+NOT_A_MEMBER = ("not_in_channel", "channel_not_found")
+GONE = ("thread_not_found", "message_not_found")
 
 
 class SlackUnanswered(Exception):
     """Slack did not answer a read, even after the retries: the person is told to try again."""
 
 
+class NotAMember(Exception):
+    """The bot can't read the channel: the person is told to invite it."""
+
+
 def fetch(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
+    """The message, or None when the channel has no such message (deleted); NotAMember when the bot
+    can't read the channel at all."""
     client = reader(client)
     try:
         history = client.conversations_history(channel=channel, latest=ts, inclusive=True, limit=1)
@@ -27,7 +34,10 @@ def fetch(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
                 return message
         replies = client.conversations_replies(channel=channel, ts=ts, latest=ts, inclusive=True, limit=1)
     except SlackApiError as exc:
-        if exc.response is not None and exc.response.get("error") in UNREADABLE:
+        error = exc.response.get("error") if exc.response is not None else None
+        if error in NOT_A_MEMBER:
+            raise NotAMember(error) from exc
+        if error in GONE:
             return None
         raise
     except (OSError, TimeoutError) as exc:  # URLError, a reset, a timeout: after the reader's retries
@@ -50,4 +60,4 @@ def typed_text(message: dict[str, Any]) -> str:
     return unescape(message.get("text", "")).strip()
 
 
-__all__ = ["SlackUnanswered", "fetch", "permalink", "typed_text", "unescape"]
+__all__ = ["NotAMember", "SlackUnanswered", "fetch", "permalink", "typed_text", "unescape"]

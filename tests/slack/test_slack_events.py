@@ -127,7 +127,7 @@ def test_other_emoji_and_unreadable_messages(lab: Lab) -> None:
     lab.slack.reaction("reaction_added", reaction="memo", user=user, channel=channel, ts=missing, item_user=user)
 
     [told] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, missing))
-    assert "I can't read that message to log it; invite me to the channel and react again." in text_of(told)
+    assert "I can't find that message (was it deleted?), so nothing was logged." in text_of(told)  # not "invite me"
     lab.drain()
     assert lab.decisions(channel=channel) == []
     assert lab.fake.posted(channel) == [told]
@@ -194,7 +194,7 @@ def test_a_reaction_that_logs_nothing_writes_one_decide_row(lab: Lab) -> None:
     missing = message_ts()
     lab.slack.reaction("reaction_added", reaction="memo", user=user, channel=channel, ts=missing, item_user=user)
     [told] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, missing))
-    assert told.params["text"] == "I can't read that message to log it; invite me to the channel and react again."
+    assert told.params["text"] == "I can't find that message (was it deleted?), so nothing was logged."
 
     blank = message_ts()
     lab.fake.add_message(channel, {"user": user, "ts": blank, "text": "   "})
