@@ -47,6 +47,8 @@ def grid_search_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         from tasks.mlflow_io import process_uris
 
         with process_uris(f"sqlite:///{folder / 'mlflow.db'}"):
+            # its artifacts beside the store: by default MLflow puts them in ./mlruns, the checkout
+            mlflow.create_experiment(WINE, artifact_location=(folder / "artifacts").as_uri())
             mlflow.set_experiment(WINE)
             mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True, max_tuning_runs=10)
             try:
