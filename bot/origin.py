@@ -24,6 +24,8 @@ class Origin(Struct, frozen=True):
     """Who really typed it, when the command runs as someone else (the terminal's `--user`)."""
     ephemeral: bool = False
     """Answers are for this person only (a button's): Slack shows them to nobody else."""
+    channel_name: str = ""
+    """The channel's name as a slash command gives it: a watch may have been set up as `#name`."""
 
     @property
     def resent_by_slack(self) -> bool:

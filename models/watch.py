@@ -132,7 +132,12 @@ def get(session: Session, *, store: str, experiment_id: str, channel: str) -> Wa
 
 
 def in_channel(session: Session, *, channel: str) -> list[Watch]:
-    return list(session.scalars(select(Watch).where(Watch.channel == channel).order_by(Watch.experiment)))
+    return in_channels(session, channels=(channel,))
+
+
+def in_channels(session: Session, *, channels: tuple[str, ...]) -> list[Watch]:
+    """One channel's watches under each of its names (its id, and `#name` for one set up by name)."""
+    return list(session.scalars(select(Watch).where(Watch.channel.in_(channels)).order_by(Watch.experiment, Watch.id)))
 
 
 def all_watches(session: Session, *, store: str | None = None) -> list[Watch]:

@@ -24,9 +24,17 @@ def _channel(origin: Origin, asked: str | None) -> str:
     return asked or origin.channel
 
 
+def _here(origin: Origin) -> tuple[str, ...]:
+    """This channel as a watch may name it: its id, or `#name` (with the manifest's should_escape off,
+    Slack sends a channel typed in a command by its name, and labmate posts to it by that name)."""
+    if origin.source == "slack" and origin.channel_name:
+        return origin.channel, f"#{origin.channel_name}"
+    return (origin.channel,)
+
+
 def watch(args: WatchArgs, origin: Origin, session: Session) -> Reply:
     if args.experiment is None:
-        rows = watches.in_channel(session, channel=origin.channel)
+        rows = watches.in_channels(session, channels=_here(origin))
         shown = [{"experiment": w.experiment, "by": w.created_by} for w in rows]
         return Reply("watch_list", {"watches": shown})
     what = f"checking `{args.experiment}` in MLflow to watch it"
@@ -38,22 +46,23 @@ def watch(args: WatchArgs, origin: Origin, session: Session) -> Reply:
 
 
 def unwatch(args: UnwatchArgs, origin: Origin, session: Session) -> Reply:
-    channel = _channel(origin, args.channel)
-    rows = watches.in_channel(session, channel=channel)
+    here = args.channel is None or args.channel in _here(origin)
+    channel = origin.channel if here else _channel(origin, args.channel)
+    rows = watches.in_channels(session, channels=_here(origin) if here else (channel,))
     wanted = args.experiment.casefold()
     found = [w for w in rows if w.experiment.casefold() == wanted or w.experiment_id == args.experiment]
     if not found:
-        names = ", ".join(f"`{w.experiment}`" for w in rows[:10])
-        where = "this channel" if channel == origin.channel else channel
+        names = ", ".join(dict.fromkeys(f"`{w.experiment}`" for w in rows[:10]))
+        where = "this channel" if here else channel
         raise NotFoundError(
             f"{where[0].upper() + where[1:]} doesn't watch `{args.experiment}`.",
             hint=f"It watches: {names}." if names else "It watches no experiment; `watch <experiment>` starts one.",
         )
-    if channel != origin.channel or origin.source != "slack":  # the terminal's channel is a label, not presence
+    if not here or origin.source != "slack":  # the terminal's channel is a label, not presence
         _check_elsewhere(found, channel, origin)
     for w in found:
         watches.remove(session, watch_id=w.id)
-    return Reply("watch_removed", {"experiment": found[0].experiment, "channel": channel, "here": channel == origin.channel})
+    return Reply("watch_removed", {"experiment": found[0].experiment, "channel": channel, "here": here})
 
 
 def _check_elsewhere(found: list[watches.Watch], channel: str, origin: Origin) -> None:

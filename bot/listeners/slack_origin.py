@@ -11,6 +11,7 @@ def from_command(body: dict[str, Any]) -> Origin:
     return Origin(
         user=body.get("user_id", ""),
         channel=body.get("channel_id", ""),
+        channel_name=body.get("channel_name", ""),
         source="slack",
         response_url=body.get("response_url"),
         idempotency_key=f"cmd:{body['trigger_id']}" if body.get("trigger_id") else None,

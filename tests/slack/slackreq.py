@@ -122,14 +122,14 @@ class Slack:
         headers.update(extra or {})
         return self.transport.post(body, headers)
 
-    def command_body(self, text: str, *, user: str = "U0ALICE", channel: str = "C0GENERAL") -> str:
+    def command_body(self, text: str, *, user: str = "U0ALICE", channel: str = "C0GENERAL", channel_name: str = "general") -> str:
         return urlencode(
             {
                 "token": "legacy-verification-token",
                 "team_id": TEAM_ID,
                 "team_domain": "labmate-test",
                 "channel_id": channel,
-                "channel_name": "general",
+                "channel_name": channel_name,
                 "user_id": user,
                 "user_name": user.lower(),
                 "command": self.command_name,
@@ -141,9 +141,9 @@ class Slack:
             }
         )
 
-    def command(self, text: str, *, user: str = "U0ALICE", channel: str = "C0GENERAL") -> Response:
+    def command(self, text: str, *, user: str = "U0ALICE", channel: str = "C0GENERAL", channel_name: str = "general") -> Response:
         """`text` exactly as Slack puts it in the payload (already entity-escaped)."""
-        return self.send(self.command_body(text, user=user, channel=channel), FORM)
+        return self.send(self.command_body(text, user=user, channel=channel, channel_name=channel_name), FORM)
 
     def event(
         self, event: dict[str, Any], *, event_id: str | None = None, retry_num: int | None = None

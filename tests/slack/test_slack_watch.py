@@ -94,3 +94,21 @@ def _poll_once_any() -> str:
     [outcome] = wait([enqueue("labmate.watch.poll", {}, track=True)], timeout=60)
     assert outcome in ("ok", "undelivered")
     return outcome
+
+
+def test_a_watch_set_up_by_a_channels_name_is_listed_and_stopped_from_that_channel(watched, inprocess: Lab) -> None:  # noqa: F811
+    """Slack sends a channel typed in a command by its name (`#ml-runs`); inside #ml-runs, `watch` and
+    `unwatch` said it watched nothing, so nobody there could stop the notices."""
+    starter, member = unique("U"), unique("U")
+    general, runs = unique("C"), unique("C")
+    inprocess.slack.command("watch sales-agent #ml-runs", user=starter, channel=general)
+    [added] = inprocess.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == general)
+    assert "Watching *sales-agent* in #ml-runs" in shown(added.params), shown(added.params)
+    listed = inprocess.slack.command("watch", user=member, channel=runs, channel_name="ml-runs")
+    assert "`sales-agent`" in listed.body and "watches no experiment" not in listed.body, listed.body
+    stopped = inprocess.slack.command("unwatch sales-agent", user=member, channel=runs, channel_name="ml-runs")
+    assert "No more notices about *sales-agent* here." in stopped.body, stopped.body
+    again = inprocess.slack.command("watch", user=member, channel=runs, channel_name="ml-runs")
+    assert "watches no experiment" in again.body, again.body
+    elsewhere = inprocess.slack.command("watch", user=member, channel=unique("C"), channel_name="random")
+    assert "watches no experiment" in elsewhere.body
