@@ -46,10 +46,12 @@ def _check_links_job(decision: decisions.Decision) -> list[JobRequest]:
     return [JobRequest(CHECK_LINKS, {"decision_id": decision.id}, what=f"checking the links of #{decision.id}")]
 
 
-def logged(decision: decisions.Decision, old: decisions.Decision | None = None) -> Reply:
+def logged(decision: decisions.Decision, old: decisions.Decision | None = None, *, logged_by: str | None = None) -> Reply:
+    """`logged_by`: who logged another person's message (a reaction or the shortcut), when not its author."""
     return Reply(
         "decision_logged",
-        {"d": decision_view(decision), "old": decision_view(old) if old else None},
+        {"d": decision_view(decision), "old": decision_view(old) if old else None,
+         "logged_by": logged_by if logged_by and logged_by != decision.author else None},
         public=True,
         jobs=_check_links_job(decision),
     )
@@ -71,11 +73,11 @@ def log_message(
     """A Slack message logged by shortcut or reaction: once per message, whoever logs it again."""
     new = _new(args, origin, permalink=permalink, source_ts=source_ts, author=author)
     if not source_ts:
-        return logged(decisions.create(session, new=new))
+        return logged(decisions.create(session, new=new), logged_by=origin.user)
     decision, created = decisions.create_from_source(session, new=new)
     if not created:
         return Reply("decision_logged", {"d": decision_view(decision), "old": None, "already": True}, public=True)
-    return logged(decision)
+    return logged(decision, logged_by=origin.user)
 
 
 def supersede(args: SupersedeArgs, origin: Origin, session: Session) -> Reply:

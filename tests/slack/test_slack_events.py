@@ -98,7 +98,7 @@ def test_reaction_logs_the_message_once_with_its_permalink(lab: Lab) -> None:
     assert decision.text == "we ship v3 <today> & keep v2 warm"
     assert decision.tag_names == ["release"]
     assert (decision.author, decision.source_ts, decision.permalink) == (author, ts, permalink(channel, ts))
-    assert f"*Decision #{decision.id}* logged by <@{author}>" in text_of(confirmation)
+    assert f"*Decision #{decision.id}* by <@{author}>, logged by <@{reactor}>" in text_of(confirmation)
     assert "&lt;today&gt; &amp; keep" in text_of(confirmation)
     [history] = [c for c in lab.fake.calls("conversations.history") if c.params.get("channel") == channel]
     assert (history.params["latest"], history.params["inclusive"], history.params["limit"]) == (ts, "1", "1")

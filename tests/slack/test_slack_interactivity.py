@@ -45,7 +45,7 @@ def test_shortcut_opens_a_prefilled_modal_and_its_submission_stores_the_decision
         "chat.postMessage", where=lambda c: c.params.get("channel") == channel and c.params.get("thread_ts") == ts
     )
     shown = "\n".join(iter_texts(confirmation.params["blocks"]))
-    assert f"*Decision #{decision.id}* logged by <@{author}>" in shown
+    assert f"*Decision #{decision.id}* by <@{author}>, logged by <@{user}>" in shown
     assert "keep v2 &lt;warm&gt;" in shown
     opening, event = lab.audit(user=user)
     assert (opening.verb, opening.outcome, opening.text) == ("decide", "ok", "decide (form opened)")

@@ -142,7 +142,8 @@ def contexts(text: str = HOSTILE) -> dict[str, list[dict[str, Any]]]:
     plain = view(text)
     plain["replacement"] = None
     return {
-        "decision_logged": [{"d": view(text), "old": None}, {"d": view(text, id=8, links=[], tags=[]), "old": view(text)}],
+        "decision_logged": [{"d": view(text), "old": None}, {"d": view(text, id=8, links=[], tags=[]), "old": view(text)},
+                            {"d": view(text), "old": None, "logged_by": text}, {"d": view(text), "old": None, "already": True}],
         "decisions": [
             {"hits": [replaced, plain], "query": text, "filters": "#release"},
             {"hits": [], "query": text, "filters": f"by {text}"},
