@@ -295,13 +295,21 @@ def _at_head(url: str) -> bool:
 def _sqlite_file_lock(url: str) -> Iterator[None]:
     """An exclusive lock on `<database>.migrate-lock`: SQLite has no advisory locks, and its own
     write lock doesn't cover Alembic's read-then-write of the version table."""
+    with sqlite_file_lock(url, ".migrate-lock"):
+        yield
+
+
+@contextmanager
+def sqlite_file_lock(url: str, suffix: str) -> Iterator[None]:
+    """An exclusive lock on the file `<database><suffix>` beside an SQLite database, held across
+    processes; nothing for another kind of database."""
     path = url.split("///", 1)[-1].split("?", 1)[0] if url.startswith("sqlite") else ""
     if not path or path == ":memory:":
         yield
         return
     import fcntl
 
-    lock_path = Path(path).with_name(Path(path).name + ".migrate-lock")
+    lock_path = Path(path).with_name(Path(path).name + suffix)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

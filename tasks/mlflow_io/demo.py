@@ -125,11 +125,15 @@ def run_demo(
     """
     import mlflow
 
+    from models.db import sqlite_file_lock
+
     say = progress or (lambda _msg: None)
     started = time.monotonic()
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
     registered = {key for key, _alias in REGISTERED}
-    with _mlflow_uris(tracking_uri, registry_uri), _quiet_mlflow():
+    # Two demos at once on a new embedded store both ran MLflow's own schema migrations (the client
+    # opens the store) and broke it for good; the second now waits, then finds the runs made.
+    with sqlite_file_lock(tracking_uri, ".demo-lock"), _mlflow_uris(tracking_uri, registry_uri), _quiet_mlflow():
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
         experiment_id = _ensure_experiment(client, artifact_location or _default_artifacts(tracking_uri))
         report = DemoReport(EXPERIMENT_NAME, experiment_id, MODEL_NAME)
         for number, spec in enumerate(DEMO_RUNS, start=1):

@@ -245,3 +245,20 @@ def test_writes_stay_in_the_store(demo: DemoResult) -> None:
     assert {p.name for p in PROJECT_DIR.iterdir()} <= PROJECT_FILES
     leaked = [p for p in demo.home.rglob("*") if p.is_file()]
     assert leaked == []
+
+
+@pytest.mark.slow
+def test_two_demos_at_once_on_a_new_home_both_succeed_and_make_the_runs_once(tmp_path: Path) -> None:
+    """Both ran MLflow's own schema migrations on the new store at once: both failed, and every later
+    demo failed on the half-migrated store (`table _alembic_tmp_… already exists`)."""
+    labmate = Path(sys.executable).parent / "labmate"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+    env.update(LABMATE_HOME=str(tmp_path / "home"), LABMATE_CONFIG=str(tmp_path / "labmate.toml"))
+    (tmp_path / "labmate.toml").touch()
+    demos = [subprocess.Popen([str(labmate), "demo"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [demo.communicate(timeout=300)[0] for demo in demos]
+    assert [demo.returncode for demo in demos] == [0, 0], outputs
+    assert sum(out.count("[1/8] training") for out in outputs) == 1, outputs  # one made them, the other found them
+    again = subprocess.run([str(labmate), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "training" not in again.stdout, again.stdout + again.stderr
