@@ -44,6 +44,10 @@ RUNS = re.compile(r"\b(runs|list|show)\b", re.I)
 COMPARE = re.compile(r"^\s*compare\s+(\S+)\s+(?:and|with|to|vs\.?)\s+(\S+)\s*$", re.I)
 VERSUS = re.compile(r"^\s*(\S+)\s+vs\.?\s+(\S+)\s*$", re.I)
 BY = re.compile(r"\bby\s+(<@[\w|.-]+>|@?[\w.-]+)", re.I)
+# "which runs did sam start …", "what did @sam run …", "sam's runs": a person without "by"
+DID_PERSON = re.compile(r"\bdid\s+(<@[\w|.-]+>|@?[\w.-]+)\s+(?:run|start|launch|train|kick\s+off)\b", re.I)
+PERSONS_RUNS = re.compile(r"(<@[\w|.-]+>|@?[\w.-]+)['’]s\s+runs\b", re.I)
+NOT_PERSONS = {"we", "you", "i", "they", "it", "anyone", "someone", "somebody", "everyone", "people", "the", "that"}
 LAST_N = re.compile(r"\b(?:in\s+the\s+)?(?:last|past)\s+([0-9]{1,4})\s+(minute|hour|day|week)s?\b", re.I)
 LAST_UNIT = re.compile(r"\b(?:in\s+the\s+)?(?:last|past)\s+(hour|day|week|month)\b", re.I)
 SINCE_WORD = re.compile(
@@ -138,12 +142,14 @@ def interpret(question: str, now: datetime) -> Interpretation | None:
         )
     status = _status(text)
     user = None
-    if by:
+    did = DID_PERSON.search(text)  # "what did we run …" asks for runs too, nobody's in particular
+    person = by or did or PERSONS_RUNS.search(text)
+    if person and person.group(1).lower().lstrip("@") not in NOT_PERSONS:
         try:
-            user = tokens.user_ref(by.group(1))
+            user = tokens.user_ref(person.group(1))
         except UsageError:
             user = None
-    if status or user or (RUNS.search(text) and since):
+    if status or user or did or (RUNS.search(text) and since):
         words = [f"{status.lower()} runs" if status else "runs", f"in {experiment}"]
         if user:
             words.append(f"by {user}")

@@ -135,6 +135,12 @@ def test_help_lists_the_new_verbs() -> None:
         ("how is sales-agent doing?", "summary", "summary of sales-agent"),  # ask_unknown's own example
         ("how's the experiment 'wine quality' going", "summary", "summary of wine quality"),
         ("runs by @dana in sales-agent this week", "runs", "runs in sales-agent by dana since 2026-11-23 (UTC)"),
+        # a person without "by": the answer was the whole experiment's summary, or "not about runs"
+        ("which runs did sam run in sales-agent?", "runs", "runs in sales-agent by sam"),
+        ("which runs did lee start in sales-agent?", "runs", "runs in sales-agent by lee"),
+        ("what did sam run in sales-agent this week?", "runs", "runs in sales-agent by sam since 2026-11-23 (UTC)"),
+        ("sam's runs in sales-agent", "runs", "runs in sales-agent by sam"),
+        ("what did we run in sales-agent this week?", "runs", "runs in sales-agent since 2026-11-23 (UTC)"),
         ("compare demo-baseline and demo-unigram-v2", "compare", "compare demo-baseline and demo-unigram-v2"),
     ],
 )
