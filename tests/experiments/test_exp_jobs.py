@@ -293,6 +293,11 @@ def test_compare_params_metrics_deltas_and_charts(sales: Store) -> None:
     assert len(ctx["files"]) == 3 and all(Path(f["path"]).exists() for f in ctx["files"])
     blocks = _text(template, ctx)
     assert "alpha: `0.001` → `0.0001`" in blocks and "val_f1: *0.75* · *0.8* (+0.05)" in blocks
+    # each run's line (and the decisions under it) in its own context block: Slack lays one block's
+    # elements side by side, so run 1's decisions read as run 2's label
+    contexts = [b for b in render(template, ctx).blocks if b["type"] == "context"]
+    assert [b["elements"][0]["text"][:3] for b in contexts[:2]] == ["1. ", "2. "]
+    assert all(len(b["elements"]) == 1 for b in contexts)
 
 
 def test_compare_bad_references(sales: Store) -> None:
