@@ -383,3 +383,10 @@ def test_plural_says_fixes_not_fixs():
 
     assert [_plural(n, w) for n, w in ((1, "fix"), (5, "fix"), (2, "run"), (0, "new failure"), (3, "match"))] == [
         "1 fix", "5 fixes", "2 runs", "0 new failures", "3 matches"]
+
+
+def test_a_scan_says_which_proposal_went_to_whom() -> None:
+    """It said "1 proposal sent to P1 (sam)": P1 is the proposal, not who it went to."""
+    context = {"dry_run": False, "experiments": [], "waiting": [], "configured": [], "scanned": True,
+               "made": [{"label": "P1", "owner": "sam", "recipient": "U0SAM"}, {"label": "P2", "owner": "lee", "recipient": ""}]}
+    assert "*2 proposals* sent: P1 to <@U0SAM>, P2 to `lee`." in json.dumps(render("cleanup_scan", context).blocks)
