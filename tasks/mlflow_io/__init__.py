@@ -132,7 +132,7 @@ def describe_experiment(name: str) -> dict[str, Any]:
     experiment = client().get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
         return {"missing": True, "reason": "no such experiment"}
-    return {"experiment_id": experiment.experiment_id, "summary": f"experiment {experiment.name}"}
+    return {"experiment_id": experiment.experiment_id, "summary": f"id {experiment.experiment_id}"}  # shown after its name
 
 
 # --- Experiments in chat: plain records out, so nothing above this module sees mlflow types. ---

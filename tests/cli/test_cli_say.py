@@ -261,6 +261,8 @@ def test_a_link_check_quotes_mlflows_reason_with_its_capitals(say):
     assert said.code == 0, said.stdout + said.stderr
     checked = " ".join(json.dumps(p) for p in said.payloads)
     assert "(MLflow has no experiment" in checked and "mLflow" not in checked, checked
+    found = " ".join(json.dumps(p) for p in say("decide try it exp:Default").payloads)  # MLflow's own experiment
+    assert "experiment `Default`: id 0" in found and "experiment Default" not in found, found
 
 
 def test_the_example_questions_about_a_logged_decision_are_answered(say):
