@@ -20,6 +20,7 @@ class Service(StrEnum):
 def register(app: typer.Typer) -> None:
     app.command("health")(health)
     app.command("doctor")(doctor)
+    app.command("config", hidden=True)(doctor)  # what people try first for "the settings in effect"
 
 
 def health(

@@ -454,3 +454,10 @@ def test_the_shell_leaves_without_an_answer_past_the_timeout_and_masks_the_mlflo
     text = " ".join(result.stdout.split())
     assert "Leaving without the answers that didn't come within 2 s (LABMATE_JOB_TIMEOUT)." in text, text
     assert "s3cr3t" not in result.stdout + result.stderr and "ml:***@127.0.0.1:1" in text
+
+
+def test_labmate_config_is_doctor(tmp_path):
+    """`labmate config` is what people try first for the settings in effect; it said "No such command"."""
+    shown = _labmate(tmp_path, "config", "--no-check")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == _labmate(tmp_path, "doctor", "--no-check").stdout
