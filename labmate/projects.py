@@ -283,7 +283,11 @@ def resolve(
                 hint=listing,
             )
         if name not in entry.parameters:
-            raise UsageError(f"`{_shown(name)}` is not a parameter of `{project_name}:{entry.name}`.", hint=listing)
+            import difflib
+
+            close = difflib.get_close_matches(name, list(entry.parameters), n=1, cutoff=0.6)
+            meant = f" Did you mean `{close[0]}`?" if close else ""
+            raise UsageError(f"`{_shown(name)}` is not a parameter of `{project_name}:{entry.name}`.{meant}", hint=listing)
         if name in given:
             raise UsageError(f"`{name}` is given twice; give each parameter once.", hint=listing)
         try:

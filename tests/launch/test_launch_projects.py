@@ -63,6 +63,7 @@ LISTING = (
         ([("epochs", "")], "`epochs=` has no value: say the int after `=`, e.g. `epochs=5`, or leave `epochs` out for "
                            "its default (3)."),
         ([("x;id", "3")], "`x;id` is not a parameter of `quick:train`."),
+        ([("epoch", "3")], "`epoch` is not a parameter of `quick:train`. Did you mean `epochs`?"),
         ([("lr", "0.1"), ("lr", "0.2")], "`lr` is given twice; give each parameter once."),
         ([(None, "id")], "I can't read `id`: parameters are written `name=value`"),
         ([("data", "../secrets")], "`../secrets` is not a valid path for `data`: a path is relative to the project"),
