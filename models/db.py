@@ -223,9 +223,13 @@ def _unreachable(exc: OperationalError) -> bool:
 
 
 def alembic_config(url: str) -> Any:
+    import sys
+
     from alembic.config import Config
 
-    config = Config()
+    # Config's default stdout is whatever sys.stdout was when alembic was first imported: a capture
+    # a test (or a CLI runner) had open then, and closed since.
+    config = Config(stdout=sys.stdout)
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
