@@ -124,6 +124,13 @@ def stop_embedded_worker() -> None:
 
         stop_worker()
         app.reset()
+    if "kombu.transport.memory" in sys.modules:
+        # The embedded broker's queues are a class attribute of kombu's memory channel, shared by every
+        # app in the process: a job still queued when the test ended ran on the next test's worker, in
+        # its home (an audit row and a reply that weren't that test's).
+        from kombu.transport import memory
+
+        memory.Channel.queues.clear()
 
 
 def reset_process_state() -> None:
