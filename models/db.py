@@ -252,7 +252,9 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     from alembic import command
 
     engine = engine_for(url)
-    with _sqlite_file_lock(url), engine.begin() as connection:
+    # SQLite has no advisory locks, and its own write lock doesn't cover Alembic's read-then-write of
+    # the version table: a file lock beside the database serialises migrations there.
+    with sqlite_file_lock(url, ".migrate-lock"), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # A migration and the wait for another one run as long as they need: the statement
             # timeout bounds a command's queries, and would stop a long index build half-way.
@@ -293,14 +295,6 @@ def _at_head(url: str) -> bool:
         engine.dispose()  # as after a migration: no pooled connection crosses a fork
     heads = script_heads()
     return bool(heads) and {row[0] for row in rows} == heads
-
-
-@contextmanager
-def _sqlite_file_lock(url: str) -> Iterator[None]:
-    """An exclusive lock on `<database>.migrate-lock`: SQLite has no advisory locks, and its own
-    write lock doesn't cover Alembic's read-then-write of the version table."""
-    with sqlite_file_lock(url, ".migrate-lock"):
-        yield
 
 
 @contextmanager
