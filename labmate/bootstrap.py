@@ -20,10 +20,17 @@ class UnusableHome(ConfigError):
     """LABMATE_HOME is a file, or a directory labmate can't create or write to: one line, exit 1."""
 
 
-def usable_home(home: Path) -> Path:
+def usable_home(home: Path, *, create: bool = True) -> Path:
+    """The home, made if missing; UnusableHome if it can't be. `create=False` (doctor) only checks
+    that it could be made: a missing home's nearest existing parent must be a directory one can write."""
     fix = "point LABMATE_HOME at a directory you can write to, or unset it for the default"
     if home.exists() and not home.is_dir():
         raise UnusableHome(f"LABMATE_HOME {home} is a file, not a directory: {fix}")
+    if not home.exists() and not create:
+        parent = next(p for p in home.parents if p.exists())
+        if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+            raise UnusableHome(f"labmate can't create its home {home}: {parent} is not a directory you can write to; {fix}")
+        return home
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

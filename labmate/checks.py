@@ -7,7 +7,6 @@ here prints a secret: URLs are shown with their passwords masked, tokens never.
 from __future__ import annotations
 
 import base64
-import os
 import socket
 import urllib.error
 import urllib.parse
@@ -128,17 +127,11 @@ def home() -> Verdict:
     from labmate.settings import get_settings
 
     folder = get_settings().home
-    if not folder.exists():
-        parent = next(p for p in folder.parents if p.exists())
-        if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
-            return Verdict("home", OK, f"{folder} not created yet (the first labmate command creates it)")
-        return Verdict("home", FAILED, f"{folder} can't be created: {parent} is not a directory you can write to; "
-                                       "point LABMATE_HOME at one you can, or unset it for the default")
     try:
-        usable_home(folder)
+        usable_home(folder, create=False)
     except UnusableHome as exc:
         return Verdict("home", FAILED, str(exc))
-    return Verdict("home", OK, str(folder))
+    return Verdict("home", OK, str(folder) if folder.exists() else f"{folder} not created yet (the first labmate command creates it)")
 
 
 def broker() -> Verdict:

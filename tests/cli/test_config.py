@@ -207,7 +207,7 @@ def test_doctor_says_when_the_home_is_not_usable(tmp_path):
     result = _labmate(tmp_path, "doctor", LABMATE_HOME=str(tmp_path / "afile" / "labmate"))
     assert result.returncode == 1
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
-    assert line.startswith(f"FAILED  home: {tmp_path / 'afile' / 'labmate'} can't be created: {tmp_path / 'afile'} is not")
+    assert line.startswith(f"FAILED  home: labmate can't create its home {tmp_path / 'afile' / 'labmate'}: {tmp_path / 'afile'} is not")
 
 
 @pytest.mark.parametrize("source", ["environment", "labmate.toml"])
