@@ -47,7 +47,7 @@ BY = re.compile(r"\bby\s+(<@[\w|.-]+>|@?[\w.-]+)", re.I)
 # "which runs did sam start …", "what did @sam run …", "sam's runs": a person without "by"
 DID_PERSON = re.compile(r"\bdid\s+(<@[\w|.-]+>|@?[\w.-]+)\s+(?:run|start|launch|train|kick\s+off)\b", re.I)
 PERSONS_RUNS = re.compile(r"(<@[\w|.-]+>|@?[\w.-]+)['’]s\s+runs\b", re.I)
-NOT_PERSONS = {"we", "you", "i", "they", "it", "anyone", "someone", "somebody", "everyone", "people", "the", "that"}
+NOT_PERSONS = NOT_SUBJECTS | {"i", "they", "it", "anyone", "someone", "somebody", "people", "the", "that"}
 LAST_N = re.compile(r"\b(?:in\s+the\s+)?(?:last|past)\s+([0-9]{1,4})\s+(minute|hour|day|week)s?\b", re.I)
 LAST_UNIT = re.compile(r"\b(?:in\s+the\s+)?(?:last|past)\s+(hour|day|week|month)\b", re.I)
 SINCE_WORD = re.compile(
