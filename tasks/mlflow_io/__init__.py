@@ -51,11 +51,27 @@ def process_uris(tracking_uri: str, registry_uri: str | None = None) -> Iterator
                 os.environ[name] = value
 
 
-@lru_cache(maxsize=4)
-def _client(tracking_uri: str) -> MlflowClient:
+def open_client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
+    """A client whose SQLite stores exist. MLflow creates a store's tables the first time a client
+    uses it; two processes doing that at once (two first commands on a new home) made one fail, and
+    could leave the store broken for good ("Online migration expected to match one row"). That first
+    use happens here, under a file lock beside the database: MLflow has no lock of its own."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    from models.db import sqlite_file_lock
+
+    registry_uri = registry_uri or tracking_uri
+    with sqlite_file_lock(tracking_uri, ".open-lock"):  # the client opens the tracking store
+        opened = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    if registry_uri.startswith("sqlite:"):
+        with sqlite_file_lock(registry_uri, ".open-lock"):  # the registry's, at its first use
+            opened.search_registered_models(max_results=1)
+    return opened
+
+
+@lru_cache(maxsize=4)
+def _client(tracking_uri: str) -> MlflowClient:
+    return open_client(tracking_uri)
 
 
 def client() -> MlflowClient:

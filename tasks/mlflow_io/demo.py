@@ -123,17 +123,16 @@ def run_demo(
     While it runs it temporarily sets mlflow's global tracking/registry URIs and PATH (mlflow
     Projects reads both), so do not run it concurrently with other mlflow work in one process.
     """
-    import mlflow
 
     from models.db import sqlite_file_lock
+    from tasks.mlflow_io import open_client
 
     say = progress or (lambda _msg: None)
     started = time.monotonic()
     registered = {key for key, _alias in REGISTERED}
-    # Two demos at once on a new embedded store both ran MLflow's own schema migrations (the client
-    # opens the store) and broke it for good; the second now waits, then finds the runs made.
+    # Two demos at once would both train every run; the second waits, then finds the runs made.
     with sqlite_file_lock(tracking_uri, ".demo-lock"), _mlflow_uris(tracking_uri, registry_uri), _quiet_mlflow():
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+        client = open_client(tracking_uri, registry_uri)
         experiment_id = _ensure_experiment(client, artifact_location or _default_artifacts(tracking_uri))
         report = DemoReport(EXPERIMENT_NAME, experiment_id, MODEL_NAME)
         for number, spec in enumerate(DEMO_RUNS, start=1):

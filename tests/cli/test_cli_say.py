@@ -284,3 +284,21 @@ def test_the_example_questions_about_a_logged_decision_are_answered(say):
     said = say("find sales-agent limit 0")
     assert said.code == 1
     assert said.payloads[0]["text"] == "`limit 0` needs a whole number from 1 to 50, e.g. `limit 5`."
+
+
+def test_two_first_commands_at_once_on_a_new_home_both_open_the_mlflow_store(tmp_path):
+    """Each `say` checks its decision's run link, the first use of a new embedded MLflow store: both
+    created MLflow's tables at once, and one failed ("table latest_metrics already exists"; or the
+    store was left half-migrated for good)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+    env.update(LABMATE_HOME=str(tmp_path / "home"), LABMATE_CONFIG=str(tmp_path / "labmate.toml"))
+    (tmp_path / "labmate.toml").touch()
+    says = [subprocess.Popen([LABMATE, "say", f"decide keep {n} run:{RUN}", "--json"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in ("this", "that")]
+    outputs = [proc.communicate(timeout=180) for proc in says]
+    assert [proc.returncode for proc in says] == [0, 0], outputs
+    for stdout, stderr in outputs:
+        assert "was not found in MLflow" in stdout and "Warning" not in stderr, (stdout, stderr)
+    again = subprocess.run([LABMATE, "say", "best sales-agent val_f1"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=180)
+    assert again.returncode == 1 and "MLflow has no experiment" in again.stdout, again.stdout + again.stderr
