@@ -256,6 +256,11 @@ def test_find_unknown_name_and_wrong_value(sales: Store) -> None:
         lambda: find("sales-agent", [{"name": "val_f", "op": ">", "value": "1", "numeric": True}], None, None, 5)
     )
     assert err.message == "`sales-agent` has no metric, param, tag or attribute `val_f`. Did you mean `val_f1`?"
+    # a name like none of them gets no guess (`nosuch` was "Did you mean `epochs`?"); a part of one still does
+    err = _error(lambda: find("sales-agent", [{"name": "nosuch", "op": ">", "value": "1", "numeric": True}], None, None, 5))
+    assert err.message == "`sales-agent` has no metric, param, tag or attribute `nosuch`."
+    err = _error(lambda: find("sales-agent", [{"name": "f1", "op": ">", "value": "1", "numeric": True}], None, None, 5))
+    assert err.message.endswith("Did you mean `val_f1`?")
     err = _error(
         lambda: find("sales-agent", [{"name": "val_f1", "op": ">", "value": "high", "numeric": False}], None, None, 5)
     )
