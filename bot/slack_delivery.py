@@ -120,10 +120,13 @@ class SlackPoster:
         if state == ledger.POSTED:
             if ts and posted_digest != digest:
                 self._edit(key, channel, ts, message, digest, final, updated_at)
-            elif not ts and final and posted_digest != digest and reply_to.get("response_url"):
+            elif not ts and final and posted_digest != digest and (reply_to.get("response_url") or reply_to.get("user")):
                 # Said privately (the bot isn't in the channel): no message to edit, so its end goes the same
                 # way; the steps between are not sent (a response_url takes five messages).
-                self._respond(reply_to["response_url"], message, reply_to=reply_to)
+                if reply_to.get("response_url"):
+                    self._respond(reply_to["response_url"], message, reply_to=reply_to)
+                else:
+                    self._privately(reply_to, message)
                 with session_scope() as session:
                     ledger.posted(session, key=key, ts=None, digest=digest)
             if files_done < len(message.files):
@@ -204,6 +207,11 @@ class SlackPoster:
             error = exc.response.get("error") if exc.response is not None else None
             if error in FALLBACK_ERRORS and reply_to.get("response_url"):
                 self._respond(reply_to["response_url"], message, reply_to=reply_to)
+                return None
+            if error in FALLBACK_ERRORS and reply_to.get("user"):
+                # an event's answer (a reaction, a mention) has no response_url: the channel was archived,
+                # or only some may post there since; the person still hears back
+                self._privately(reply_to, message)
                 return None
             raise classify(exc, "chat.postMessage") from exc
         except Exception as exc:

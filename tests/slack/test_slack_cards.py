@@ -109,6 +109,24 @@ def test_a_private_answer_whose_response_url_slack_no_longer_takes_is_sent_ephem
     assert dm["blocks"][0]["elements"][0]["text"] == "Your answer from <#C2>:" and dm["blocks"][1]["type"] == "section"
 
 
+def test_an_answer_to_an_event_in_a_channel_the_bot_cant_post_in_reaches_the_person_privately(
+    poster: SlackPoster, slack_env: FakeSlack
+) -> None:
+    """A reaction's or a mention's answer has no response_url: when the channel refuses the post (archived,
+    or posting restricted since), it was dropped with a log line. It goes to the person as a slash
+    command's does, and a card's final state follows it the same way."""
+    slack_env.refuse_posts("C3")
+    reply_to = {"channel": "C3", "user": "U0ALICE", "source": "slack"}
+    assert poster.deliver(reply_to, message("Decision #4 logged"), key=None, final=True, digest="d") is None
+    (dm,) = slack_env.messages("U0ALICE")
+    assert dm["text"] == "Your answer from <#C3>:\nDecision #4 logged"
+
+    poster.deliver(reply_to, message("L2 running"), key="launch:9", final=False, digest="r")
+    poster.deliver(reply_to, message("L2 finished"), key="launch:9", final=True, digest="f")
+    assert [m["text"].split("\n")[-1] for m in slack_env.messages("U0ALICE")] == [
+        "Decision #4 logged", "L2 running", "L2 finished"]
+
+
 def test_a_response_url_takes_five_messages_like_slacks(slack_env: FakeSlack) -> None:
     from slack_sdk.webhook import WebhookClient
 
