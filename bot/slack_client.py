@@ -41,6 +41,14 @@ def read_retry_handlers() -> list[Any]:
     ]
 
 
+def progress_editor(client: WebClient) -> WebClient:
+    """The same Slack, for a card's intermediate states: a 429 is not waited out. The SDK would send
+    the old state after its Retry-After, when the card may already show its final one; a newer state
+    follows anyway."""
+    return WebClient(token=client.token, base_url=client.base_url, timeout=client.timeout,
+                     retry_handlers=[RefusedConnectionRetryHandler(max_retry_count=2)])
+
+
 def reader(client: WebClient) -> WebClient:
     """The same Slack, for calls that only read: retried on timeouts as well as refusals."""
     return WebClient(

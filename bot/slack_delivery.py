@@ -11,7 +11,8 @@ see bot/slack_client.py). What this module adds is what the SDK can't know:
 - two jobs delivering one key at once (a card's first post) post it once: a post another process
   has in flight right now is waited for (final) or left to it (intermediate), not made twice;
 - a card whose final state was delivered is never edited back to an intermediate one (a late
-  progress update can't overwrite the result).
+  progress update can't overwrite the result, and a rate-limited one is dropped, not sent after
+  Slack's Retry-After, when the final state may be there).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import socket
 import time
 import urllib.error
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,12 @@ def _metadata(key: str, digest: str) -> dict[str, Any]:
 class SlackPoster:
     def __init__(self, client: WebClient) -> None:
         self.client = client
+
+    @cached_property
+    def progress_client(self) -> WebClient:
+        from bot.slack_client import progress_editor
+
+        return progress_editor(self.client)
 
     def _in_flight_s(self) -> float:
         """How long a post may be under way in another process (one call, its timeout, one retry)."""
@@ -296,10 +304,13 @@ class SlackPoster:
         if not final and updated_at is not None and _age_s(updated_at) < EDIT_INTERVAL_S:
             return  # a newer state follows; the final one is never skipped
         try:
-            self.client.chat_update(
+            (self.client if final else self.progress_client).chat_update(
                 channel=channel, ts=ts, text=message.text, blocks=message.blocks, metadata=_metadata(key, digest)
             )
         except SlackApiError as exc:
+            if not final and exc.response is not None and exc.response.status_code == 429:
+                log.info("Slack rate-limited an intermediate state of %s; a newer one follows", key)
+                return
             if exc.response is not None and exc.response.get("error") in EDIT_AGAIN_ERRORS:
                 log.warning("message %s can't be edited (%s); posting it anew", key, exc.response.get("error"))
                 new_ts = self._post({"channel": channel}, message, key, digest, upload=False)

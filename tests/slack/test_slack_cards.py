@@ -3,6 +3,8 @@ and a card's final state is never edited back to an intermediate one."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -41,6 +43,27 @@ def test_a_late_intermediate_state_never_overwrites_the_final_one(poster: SlackP
     assert send(poster, "running 2/3", final=False) == ts
     send(poster, "finished 3/3, chart attached", final=True)  # a final state may still be completed
     assert [c.params["text"] for c in slack_env.calls("chat.update")] == ["finished 3/3", "finished 3/3, chart attached"]
+
+
+def test_a_rate_limited_intermediate_state_is_dropped_not_sent_after_the_final_one(
+    poster: SlackPoster, slack_env: FakeSlack
+) -> None:
+    """The SDK waited out Slack's Retry-After and then sent the old state: when the run ended meanwhile,
+    the card went back from "finished" to "running" (seen with 429s on card edits)."""
+    send(poster, "running 1/3", final=False)
+    with session_scope() as session:  # the last edit long enough ago that the next state is sent
+        session.execute(deliveries.DeliveryRecord.__table__.update().values(updated_at=utcnow() - timedelta(minutes=1)))
+    slack_env.retry_after = 2
+    slack_env.rate_limit("chat.update", where=lambda params: params.get("text") == "running 2/3")
+    late = threading.Thread(target=send, args=(poster, "running 2/3"), kwargs={"final": False})
+    late.start()
+    wait = time.monotonic() + 10
+    while not slack_env.calls("chat.update") and time.monotonic() < wait:
+        time.sleep(0.01)
+    send(poster, "finished 3/3", final=True)
+    late.join(timeout=10)
+    assert [c.params["text"] for c in slack_env.calls("chat.update")] == ["running 2/3", "finished 3/3"]
+    assert slack_env.calls("chat.update")[0].status == 429
 
 
 def test_a_message_another_job_is_posting_now_is_not_posted_twice(poster: SlackPoster, slack_env: FakeSlack) -> None:
