@@ -79,6 +79,15 @@ def _text(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
 
 
+def _json_object_or_empty(text: Any) -> bool:
+    if not isinstance(text, str):
+        return False
+    try:
+        return not text or isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
 def _payload_error(payload: dict[str, Any]) -> str | None:
     """What an interactivity payload lacks that Slack always sends and Bolt reads without looking first
     (`actions[0]`, `view["type"]`): it raised inside Bolt, a 500 after a traceback, and no answer."""
@@ -95,8 +104,11 @@ def _payload_error(payload: dict[str, Any]) -> str | None:
             return "`payload.actions` is not a list of actions, each with an `action_id`"
     if kind in ("view_submission", "view_closed"):
         view = payload.get("view")
-        if not (isinstance(view, dict) and _text(view.get("type")) and isinstance(view.get("callback_id"), str)):
-            return "`payload.view` has no `type` or `callback_id`"
+        if not (isinstance(view, dict) and _text(view.get("id")) and _text(view.get("type"))
+                and isinstance(view.get("callback_id"), str)):
+            return "`payload.view` has no `id`, `type` or `callback_id`"
+        if not _json_object_or_empty(view.get("private_metadata", "")):
+            return "`payload.view.private_metadata` is not the JSON object labmate's modals carry"
     if kind in ("shortcut", "message_action") and not isinstance(payload.get("callback_id"), str):
         return "`payload` has no `callback_id`"
     return None

@@ -30,6 +30,11 @@ GARBAGE: list[tuple[bytes, str]] = [
         {"type": "block_actions", "user": {"id": "U0ALICE"}, "actions": []},
         {"type": "block_actions", "user": {"id": "U0ALICE"}, "actions": [{"value": "L1"}]},
         {"type": "view_submission", "user": {"id": "U0ALICE"}, "view": {"callback_id": "log_decision_modal"}},
+        # our listeners read the view's id and its private_metadata: a traceback and an error id, no answer
+        {"type": "view_submission", "user": {"id": "U0ALICE"},
+         "view": {"type": "modal", "callback_id": "log_decision_modal", "private_metadata": "{}"}},
+        {"type": "view_submission", "user": {"id": "U0ALICE"},
+         "view": {"id": "V1", "type": "modal", "callback_id": "log_decision_modal", "private_metadata": "not json"}},
         {"type": "block_actions", "actions": [{"action_id": "lab:cancel:0", "value": "L1"}]},
         {"actions": [{"action_id": "lab:cancel:0"}], "user": {"id": "U0ALICE"}},
     )],
