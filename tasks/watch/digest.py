@@ -183,11 +183,12 @@ def _runs(experiments: list[Experiment], since_ms: int, until_ms: int) -> tuple[
             if counts.quiet:
                 continue
             rows.append({"experiment": experiment.name, "url": views.experiment_url(experiment.experiment_id),
-                         "started": counts.started, "finished": counts.finished, "failed": counts.failed + counts.killed})  # fmt: skip
+                         "started": counts.started, "finished": counts.finished, "failed": counts.failed,
+                         "killed": counts.killed})  # fmt: skip
             best = _new_best(session, experiment, since_ms, until_ms)
             if best is not None:
                 bests.append(best)
-    rows.sort(key=lambda r: -(r["started"] + r["finished"] + r["failed"]))
+    rows.sort(key=lambda r: -(r["started"] + r["finished"] + r["failed"] + r["killed"]))
     return rows, bests
 
 
@@ -237,7 +238,7 @@ def build(
     context: dict[str, Any] = {
         "since": since, "until": now, "quiet": is_quiet, "note": note,
         "experiments": runs[:SHOWN_EXPERIMENTS], "more_experiments": max(0, len(runs) - SHOWN_EXPERIMENTS),
-        "totals": {k: sum(r[k] for r in runs) for k in ("started", "finished", "failed")},
+        "totals": {k: sum(r[k] for r in runs) for k in ("started", "finished", "failed", "killed")},
         "bests": bests, "launches": launched, "decisions": latest, "decision_count": decision_count,
         "cleanup": cleanup, "files": [],
     }  # fmt: skip
@@ -247,7 +248,7 @@ def build(
 
 
 def _chart(runs: list[dict[str, Any]], now: datetime) -> list[dict[str, str]]:
-    values = [(r["experiment"], float(r["finished"] + r["failed"])) for r in runs[:SHOWN_EXPERIMENTS]]
+    values = [(r["experiment"], float(r["finished"] + r["failed"] + r["killed"])) for r in runs[:SHOWN_EXPERIMENTS]]
     if not any(v for _, v in values):
         return []
     try:

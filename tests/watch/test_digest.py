@@ -35,7 +35,8 @@ def test_the_digest_counts_the_last_day(watched) -> None:
     template, context = digest.build()  # type: ignore[misc]
     assert template == "digest" and not context["quiet"]
     [row] = context["experiments"]
-    assert (row["experiment"], row["started"], row["finished"], row["failed"]) == ("sales-agent", 5, 2, 2)
+    # killed is its own count, as in `summary` (the digest said "1 failed" for a failed and a killed run)
+    assert (row["experiment"], row["started"], row["finished"], row["failed"], row["killed"]) == ("sales-agent", 5, 2, 1, 1)
     [best] = context["bests"]
     assert (best["name"], best["value"], best["previous_value"]) == ("b", "0.95", "0.86")
     assert context["launches"]["total"] == 1 and context["launches"]["counts"] == [{"status": "queued", "count": 1}]
@@ -46,7 +47,10 @@ def test_the_digest_counts_the_last_day(watched) -> None:
     from bot.messages.render import render
 
     message = render(template, context)
-    assert "runs 5 started, 2 finished, 2 failed; launches 1; decisions 1" in message.text
+    assert "runs 5 started, 2 finished, 1 failed, 1 killed; launches 1; decisions 1" in message.text
+    runs = next(b["text"]["text"] for b in message.blocks if b.get("text", {}).get("text", "").startswith("*Runs*"))
+    assert runs.startswith("*Runs* (5 started · 2 finished · 1 failed · 1 killed)")
+    assert runs.split("\n")[1].endswith(": 5 started · 2 finished · 1 failed · 1 killed")
     assert "regress" not in str(message.blocks).lower()  # no verdicts are recorded yet: nothing is said
 
 
