@@ -158,8 +158,8 @@ def apply_gate(
             drop = summary["baseline"]["pass_rate"] - cand["pass_rate"]
             if drop > gate["max_drop"] + 1e-9:
                 reasons.append(
-                    f"pass rate dropped by {drop:.1%} (baseline {summary['baseline']['pass_rate']:.1%} -> "
-                    f"candidate {cand['pass_rate']:.1%}), more than max_drop {gate['max_drop']:.1%}"
+                    f"pass rate dropped by {drop * 100:.1f} points (baseline {summary['baseline']['pass_rate']:.1%} -> "
+                    f"candidate {cand['pass_rate']:.1%}), more than max_drop {gate['max_drop'] * 100:.1f} points"
                 )
         else:
             notes.append("max_drop not checked: no baseline")

@@ -98,7 +98,8 @@ def test_gate_rules_directly():
     entries = [{"key": "x", "tags": ["p0"], "change": "new_failure", "status": {"candidate": "fail"}}]
     verdict = apply_gate({"max_drop": 0.05, "p95_latency_ms": 200, "min_pass_rate": 0.8}, summary, entries, True)
     assert verdict["reasons"] == [
-        "pass rate dropped by 10.0% (baseline 90.0% -> candidate 80.0%), more than max_drop 5.0%",
+        # points, not percent: 90% -> 80% is a drop of 10 points (11% of the baseline)
+        "pass rate dropped by 10.0 points (baseline 90.0% -> candidate 80.0%), more than max_drop 5.0 points",
         "candidate p95 latency 300 ms exceeds p95_latency_ms 200",
     ]
     assert apply_gate({"max_drop": 0.1, "p95_latency_ms": 300}, summary, entries, True)["passed"] is True
@@ -111,7 +112,7 @@ def test_errors_count_as_not_passing(write_suite, agent):
     report = execute(plan([str(path)], candidate=agent("raising"), baseline=agent("echo")))
     assert report["summary"]["candidate"]["errors"] == 2
     assert report["new_failures"] == ["a", "b"]
-    assert report["verdict"]["reasons"][0].startswith("pass rate dropped by 100.0%")
+    assert report["verdict"]["reasons"][0].startswith("pass rate dropped by 100.0 points")
     assert report["conversations"][0]["divergence"]["candidate_failed"] == [
         "turn 1: agent raised RuntimeError: agent exploded"
     ]
