@@ -64,7 +64,8 @@ def view(run: regressions.RegressionRun) -> dict[str, Any]:
         when = f"took {elapsed(took)}" if run.started_at else ""
     else:
         when = ""
-    alias = get_settings().regress.promote_alias
+    settings = get_settings()
+    alias = settings.regress.promote_alias
     promotable = (run.status == regressions.PASSED and bool(run.candidate_version) and not run.promoted_by)
     highlights = run.highlights or {}
     return {
@@ -94,6 +95,7 @@ def view(run: regressions.RegressionRun) -> dict[str, Any]:
         "mlflow_url": _run_url(run.mlflow_experiment_id, run.mlflow_run_id),
         "experiment": "labmate-regressions",
         "promotable": promotable,
+        "promoters_named": bool(settings.regress.promoters or settings.access.admins),  # else no one may press it
         "alias": alias,
         "model": run.candidate_model or "",
         "version": run.candidate_version or "",

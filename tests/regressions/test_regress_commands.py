@@ -587,3 +587,24 @@ def test_a_suite_the_loader_refuses_is_refused_before_anything_is_stored(
     assert reply.context["hint"] == "`labmate regress suites/laughs.yaml` says the same in a terminal."
     assert stored() == (0, 0)
     assert outcomes() == ["user_error"]
+
+
+def test_a_passed_runs_card_offers_promote_only_when_someone_may_press_it(configured) -> None:
+    """On a default install (no promoters, no admins) the card offered Promote and `promote R1`, which
+    every person was then refused."""
+    from bot.messages.render import render
+    from labmate.settings import reset_settings
+    from tasks.regressions import cards
+
+    with session_scope() as session:
+        run = regressions.get(session, run_id=make_run(regressions.PASSED))
+        shown = cards.view(run)
+    assert "Promote candidate" in json.dumps(render(cards.TEMPLATE, shown).blocks)
+    configured.write_text("")
+    reset_settings()
+    with session_scope() as session:
+        shown = cards.view(regressions.get(session, run_id=run.id))
+    rendered = json.dumps(render(cards.TEMPLATE, shown).blocks)
+    assert "Promote candidate" not in rendered and "lab:promote" not in rendered
+    assert ("Nobody may move `@production` of `shop` to v2 yet: whoever runs labmate names promoters "
+            "(`[regress] promoters`) or admins in labmate.toml") in rendered
