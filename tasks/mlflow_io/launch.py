@@ -172,13 +172,16 @@ def primary_metric(experiment: str, experiment_id: str, logged: list[str]) -> st
 def previous_best(
     experiment_id: str, metric: str, *, ascending: bool, exclude: list[str], before_ms: int | None
 ) -> dict[str, Any] | None:
-    """The best FINISHED run of the experiment by `metric` that started before `before_ms`, other than `exclude`."""
+    """The best FINISHED run of the experiment by `metric` that started before `before_ms`, other than `exclude`;
+    of tied runs the first (MLflow's own tie-break is the newest: a run that was "not better" became the
+    next one's previous best, while `best` named the first)."""
     direction = "ASC" if ascending else "DESC"
     where = "attributes.status = 'FINISHED'"
     if before_ms:
         where += f" and attributes.start_time < {int(before_ms)}"
     records = mlflow_io.search_records(
-        [experiment_id], where, order_by=[f"metrics.`{metric}` {direction}"], max_results=len(exclude) + 5
+        [experiment_id], where, order_by=[f"metrics.`{metric}` {direction}", "attributes.start_time ASC"],
+        max_results=len(exclude) + 5,
     )
     for record in records:
         value = record.metrics.get(metric)

@@ -106,6 +106,12 @@ def test_the_final_card_compares_with_the_experiments_previous_best(configured, 
     assert "Not better than the experiment's previous best, *quick-L1* (score 0.6667): -0.1667." in worse
     better = text(cards(run_one("run quick epochs=2 lr=0.2", user="U1", channel="C1"))[-1])
     assert "Better than the experiment's previous best, *quick-L1* (score 0.6667): +0.1333." in better
+    # a tie is not better, and the earlier run stays the one to beat (the tied L4 was named next, while
+    # `best` named L3)
+    tie = text(cards(run_one("run quick epochs=2 lr=0.2", user="U1", channel="C1"))[-1])
+    assert "Not better than the experiment's previous best, *quick-L3* (score 0.8)" in tie
+    after = text(cards(run_one("run quick epochs=2 lr=0.05", user="U1", channel="C1"))[-1])
+    assert "Not better than the experiment's previous best, *quick-L3* (score 0.8)" in after
 
 
 def test_a_failed_run_shows_why_and_the_last_lines_of_its_output(configured, mlflow_uri) -> None:
