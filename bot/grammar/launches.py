@@ -18,7 +18,8 @@ LAUNCH_ID = re.compile(r"(?P<prefix>#|[Ll]|#[Ll])?(?P<id>[0-9]{1,12})")
 RUN_REF = re.compile(r"(?:run:)?(?P<run>[0-9a-fA-F]{6,32})")
 PARALLEL = re.compile(r"parallel:(?P<n>.*)", re.I | re.S)
 MIN_RUN_REF = 6
-DRY_RUN = ("--dry-run", "--dryrun", "dry-run")
+DRY_RUN = ("--dry-run", "--dryrun", "dry-run", "\u2014dry-run", "\u2013dry-run", "\u2014dryrun")
+"""Slack and macOS turn a typed `--` into a dash (—, –): `—dry-run` is meant as `--dry-run`."""
 RUN_EXAMPLE = "run sales-agent epochs=3 alpha=0.001"
 SWEEP_EXAMPLE = "sweep sales-agent alpha=0.001,0.0001 ngram_max=1,2 parallel:2"
 
@@ -84,6 +85,15 @@ def _project(words: list[str], verb: str, example: str) -> tuple[str, str | None
     return match.group("project"), match.group("entry")
 
 
+def _options(words: list[str], verb: str) -> list[str]:
+    """`--dry-run` out of the words; any other option is refused by name (it was read as a parameter)."""
+    for word in words[1:]:
+        if word.startswith(("-", "\u2014", "\u2013")) and word.lower() not in DRY_RUN and "=" not in word:
+            raise UsageError(f"`{word[:40]}` is not an option of `{verb}`: its one option is `--dry-run`.",
+                             hint=f"`help {verb}` shows what it takes.")
+    return [w for w in words if w.lower() not in DRY_RUN]
+
+
 def _pair(word: str) -> Pair:
     name, sep, value = word.partition("=")
     return (name, value) if sep and name else (None, word)
@@ -92,7 +102,7 @@ def _pair(word: str) -> Pair:
 def parse_run(rest: str, now: datetime) -> RunArgs:
     words = _words(rest, "run", RUN_EXAMPLE)
     dry_run = any(w.lower() in DRY_RUN for w in words)
-    words = [w for w in words if w.lower() not in DRY_RUN]
+    words = _options(words, "run")
     project, entry = _project(words, "run", RUN_EXAMPLE)
     return RunArgs(project, entry, tuple(_pair(w) for w in words[1:]), dry_run)
 
@@ -100,7 +110,7 @@ def parse_run(rest: str, now: datetime) -> RunArgs:
 def parse_sweep(rest: str, now: datetime) -> SweepArgs:
     words = _words(rest, "sweep", SWEEP_EXAMPLE)
     dry_run = any(w.lower() in DRY_RUN for w in words)
-    words = [w for w in words if w.lower() not in DRY_RUN]
+    words = _options(words, "sweep")
     project, entry = _project(words, "sweep", SWEEP_EXAMPLE)
     parallel: int | None = None
     grid: list[tuple[str | None, tuple[str, ...]]] = []

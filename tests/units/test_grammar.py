@@ -380,3 +380,16 @@ def test_an_option_given_twice_is_refused_not_replaced(typed: str, message: str)
     with pytest.raises(UsageError) as refused:
         grammar.parse(typed)
     assert refused.value.message == message
+
+
+@pytest.mark.parametrize("typed", ["run sales-agent epochs=3 \u2014dry-run", "sweep sales-agent epochs=1,2 \u2013dry-run"])
+def test_a_dash_that_slack_made_of_two_hyphens_is_still_a_dry_run(typed: str) -> None:
+    """Slack and macOS turn a typed `--` into `—`: that was "I can't read `—dry-run`: parameters are written…"."""
+    assert p(typed).args.dry_run is True
+
+
+@pytest.mark.parametrize("typed", ["run sales-agent epochs=3 --force", "sweep sales-agent epochs=1,2 -v"])
+def test_an_unknown_option_is_named_as_one(typed: str) -> None:
+    option = typed.rsplit(" ", 1)[1]
+    verb = typed.split(" ", 1)[0]
+    assert usage_error(typed).message == f"`{option}` is not an option of `{verb}`: its one option is `--dry-run`."
