@@ -105,10 +105,14 @@ def parse_regressions(rest: str, now: datetime) -> RegressionsArgs:
 
 def parse_promote(rest: str, now: datetime) -> PromoteArgs:
     words = rest.split()
-    match = RUN_ID.match(words[0]) if len(words) == 1 else None
+    hint = "e.g. `promote R12`; `regressions` lists the runs."
+    if len(words) > 1:
+        raise UsageError(f"`promote` takes one regression run; you named {len(words)}. Promote them one at a time.",
+                         hint=hint)
+    match = RUN_ID.match(words[0]) if words else None
     if match is None:
-        raise UsageError("Say which regression run to promote: its id (`R12`, on its card).",
-                         hint="e.g. `promote R12`; `regressions` lists the runs.")
+        said = f" (`{words[0][:40]}` is not one)" if words else ""
+        raise UsageError(f"Say which regression run to promote: its id (`R12`, on its card){said}.", hint=hint)
     return PromoteArgs(int(match.group("id")))
 
 

@@ -113,7 +113,7 @@ def _lookup(name: str) -> Experiment:
         listing = f" Experiments: {', '.join(f'`{quote(n)}`' for n in sorted(names)[:10])}."
     raise NotFoundError(
         f"MLflow has no experiment `{name}`.{suggestion}{listing}",
-        hint="Quote a name that has spaces, e.g. `summary \"wine quality\"`; an experiment id works too.",
+        hint="Quote a name that has spaces (`\"wine quality\"`); an experiment id works too.",  # any command's: no verb
     )
 
 

@@ -393,3 +393,16 @@ def test_an_unknown_option_is_named_as_one(typed: str) -> None:
     option = typed.rsplit(" ", 1)[1]
     verb = typed.split(" ", 1)[0]
     assert usage_error(typed).message == f"`{option}` is not an option of `{verb}`: its one option is `--dry-run`."
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("promote", "Say which regression run to promote: its id (`R12`, on its card)."),
+        ("promote abc", "Say which regression run to promote: its id (`R12`, on its card) (`abc` is not one)."),
+        ("promote R2 R2", "`promote` takes one regression run; you named 2. Promote them one at a time."),
+    ],
+)
+def test_promote_says_what_was_wrong_with_what_was_named(typed: str, message: str) -> None:
+    """`promote abc` and `promote R2 R2` were both told "Say which regression run to promote"."""
+    assert usage_error(typed).message == message

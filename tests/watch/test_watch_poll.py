@@ -24,6 +24,7 @@ def test_watch_of_an_unknown_experiment_suggests_the_closest(watched):
     with pytest.raises(NotFoundError) as caught:
         watch("sales-agnet")
     assert "`sales-agent`" in caught.value.message and "no experiment `sales-agnet`" in caught.value.message
+    assert "summary" not in caught.value.hint  # the hint was `summary "wine quality"`, for a watch
     with session_scope() as session:
         assert watches.all_watches(session) == []
 
