@@ -33,6 +33,9 @@ def add(experiment_name: str, channel: str, reply_to: dict[str, Any]) -> Replies
         "experiment_url": views.experiment_url(experiment.experiment_id),
         "channel": channel,
         "here": here,
+        # notices are Slack messages: a terminal that watches "here" is shown none, and must not be promised them
+        "terminal": reply_to.get("source") != "slack",
+        "recent": f"runs {quote(experiment.name)} since:1d",
         # as it must be typed to stop this watch: the name quoted if it has spaces, the channel when it isn't here
         "unwatch": f"unwatch {quote(experiment.name)}" + ("" if here else f" {channel}"),
         "new": new,

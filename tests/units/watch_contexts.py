@@ -32,8 +32,8 @@ def watch_contexts(text: str) -> dict[str, list[dict[str, Any]]]:
            "user": text[:20]}  # fmt: skip
     digest = {
         "since": WHEN, "until": WHEN, "quiet": False, "note": text,
-        "experiments": [{"experiment": text[:60], "url": URL, "started": 3, "finished": 2, "failed": 1}],
-        "more_experiments": 2, "totals": {"started": 3, "finished": 2, "failed": 1},
+        "experiments": [{"experiment": text[:60], "url": URL, "started": 3, "finished": 2, "failed": 1, "killed": 1}],
+        "more_experiments": 2, "totals": {"started": 3, "finished": 2, "failed": 1, "killed": 1},
         "bests": [{"experiment": text[:60], "name": text[:40], "url": URL, "metric": text[:30], "value": "0.9",
                    "previous": text[:40], "previous_url": URL, "previous_value": "0.8", "delta": "+0.1", "first": False},
                   {"experiment": "e", "name": "n", "url": "", "metric": "m", "value": "1", "previous": text[:40],
@@ -57,11 +57,12 @@ def watch_contexts(text: str) -> dict[str, list[dict[str, Any]]]:
     return {
         "watch_added": [
             {"experiment": text[:60], "experiment_url": URL, "channel": "C1", "here": True, "new": True, "since": WHEN,
-             "best": top, "indexing": False, "unwatch": f"unwatch {text[:60]}"},
+             "best": top, "indexing": False, "unwatch": f"unwatch {text[:60]}", "terminal": False, "recent": "runs x since:1d"},
             {"experiment": text[:60], "experiment_url": "", "channel": "#ml-runs", "here": False, "new": False,
-             "since": WHEN, "best": None, "indexing": True, "unwatch": f"unwatch {text[:60]} #ml-runs"},
+             "since": WHEN, "best": None, "indexing": True, "unwatch": f"unwatch {text[:60]} #ml-runs", "terminal": True,
+             "recent": f"runs {text[:60]} since:1d"},
             {"experiment": text[:60], "experiment_url": "", "channel": "C1", "here": True, "new": True, "since": WHEN,
-             "best": None, "indexing": False, "unwatch": "unwatch x"},
+             "best": None, "indexing": False, "unwatch": "unwatch x", "terminal": True, "recent": f"runs {text[:60]} since:1d"},
         ],
         "watch_list": [{"watches": [{"experiment": text[:60], "by": "U1"}]}, {"watches": []}],
         "watch_removed": [{"experiment": text[:60], "channel": "C1", "here": True},

@@ -216,3 +216,15 @@ def test_an_answer_right_after_a_poll_agrees_with_its_notices(watched, monkeypat
     counts = {c["status"]: c["count"] for c in after["counts"]}
     before_counts = {c["status"]: c["count"] for c in before["counts"]}
     assert counts == {"finished": before_counts["finished"] + 1, "failed": before_counts["failed"] + 1}
+
+
+def test_a_watch_from_the_terminal_says_the_notices_are_not_shown_there(watched):
+    """`labmate say "watch sales-agent"` promised notices the terminal never shows (they are Slack messages)."""
+    from bot.messages.render import render
+    from tasks.watch import add
+
+    [(template, context)] = add.add("sales-agent", "terminal", {"user": "UDANA", "channel": "terminal", "source": "shell"})
+    shown = render(template, context).blocks
+    assert any("this terminal shows none" in str(block) for block in shown)
+    [(template, context)] = watch()
+    assert not any("this terminal" in str(block) for block in render(template, context).blocks)
