@@ -70,7 +70,8 @@ def run_one(
         if reply.task_ids:
             from tasks.client import wait  # Celery: only commands that run a job pay its import
 
-            results = wait(reply.task_ids, settings.job_timeout)
+            results = wait(reply.task_ids, settings.job_timeout,
+                           settled=_stopped_before_start if reply.verb in LAUNCHING else None)
             for result in results:
                 codes.append(FAILED_OUTCOMES.get(result, EXIT_OK) if result != "timeout" else EXIT_INTERNAL)
             outcome.unfinished = results.count("timeout")
@@ -83,6 +84,16 @@ def run_one(
 
 
 LAUNCHING = ("run", "sweep")
+
+
+def _stopped_before_start(task_id: str) -> bool:
+    """A sweep's run cancelled from another terminal while it waited for a slot never runs here (each
+    terminal has its own in-process broker): the database says so, and this terminal stops waiting."""
+    from models import launches
+    from models.db import session_scope
+
+    with session_scope() as session:
+        return launches.ended_before_start(session, task_id=task_id)
 
 
 def _gave_up_waiting(text: str, count: int, timeout: float, *, launch: bool = False) -> Message:

@@ -157,6 +157,13 @@ def get(session: Session, *, launch_id: int) -> Launch | None:
     return session.get(Launch, launch_id)
 
 
+def ended_before_start(session: Session, *, task_id: str) -> bool:
+    """The launch of this job was stopped before any worker took it (a sweep's run cancelled while it
+    waited for a slot): its job is never sent, so nothing will answer for it."""
+    found = session.execute(select(Launch.status, Launch.started_at).where(Launch.task_id == task_id)).first()
+    return found is not None and found.status in ENDED and found.started_at is None
+
+
 def by_run(session: Session, *, ref: str) -> list[Launch]:
     """Launches whose MLflow run id is `ref` or starts with it."""
     query = select(Launch).where(Launch.mlflow_run_id.startswith(ref.lower(), autoescape=True)).limit(5)

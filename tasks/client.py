@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from tasks.app import celery_app
 
 _KEYS = uuid.UUID("5f0b7c1e-6c2d-4d0e-9a49-3b1f4c8d2e10")
+SETTLED_EVERY_S = 0.5
 
 
 def task_id(idempotency_key: str | None, name: str, index: int = 0) -> str:
@@ -40,20 +43,32 @@ def enqueue(name: str, kwargs: dict[str, Any], *, track: bool = False, job_id: s
     return str(result.id)
 
 
-def wait(task_ids: list[str], timeout: float) -> list[str]:
-    """Wait for jobs; each job returns its outcome (ok, user_error, error); `timeout` if it didn't finish."""
+def wait(task_ids: list[str], timeout: float, *, settled: Callable[[str], bool] | None = None) -> list[str]:
+    """Wait for jobs; each job returns its outcome (ok, user_error, error); `timeout` if it didn't finish.
+    `settled(task_id)`, asked twice a second while one is waited for, says a job will never run (its
+    work was called off elsewhere): it counts as ok."""
     from celery.exceptions import TimeoutError as CeleryTimeout
     from celery.result import AsyncResult
 
     outcomes = []
     for task_id_ in task_ids:
         result = AsyncResult(task_id_, app=celery_app())
-        try:
-            # Celery polls a non-push backend every `interval` (0.5 s by default): up to half a
-            # second added to every job's answer in the terminal. The in-process backend is a dict.
-            value = result.get(timeout=timeout, interval=0.02, propagate=False, disable_sync_subtasks=False)
-        except CeleryTimeout:
-            outcomes.append("timeout")
-            continue
-        outcomes.append(value if isinstance(value, str) else "error")
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                # Celery polls a non-push backend every `interval` (0.5 s by default): up to half a
+                # second added to every job's answer in the terminal. The in-process backend is a dict.
+                value = result.get(timeout=max(0.0, min(left, SETTLED_EVERY_S) if settled else left), interval=0.02,
+                                   propagate=False, disable_sync_subtasks=False)
+            except CeleryTimeout:
+                if settled is not None and settled(task_id_):
+                    outcomes.append("ok")
+                    break
+                if time.monotonic() < deadline:
+                    continue
+                outcomes.append("timeout")
+                break
+            outcomes.append(value if isinstance(value, str) else "error")
+            break
     return outcomes

@@ -53,3 +53,46 @@ def test_a_sweep_runs_its_grid_two_at_a_time_and_posts_one_summary(configured, m
         running = sum(1 for start, end in spans if start <= moment < end)
         assert running <= 2, "never more than `parallel` runs at once"
     assert max(sum(1 for s, e in spans if s <= moment < e) for moment, _ in spans) == 2
+
+
+def test_a_run_cancelled_from_another_terminal_while_it_waits_for_its_slot_ends_the_sweeps_wait(
+    configured, mlflow_uri, monkeypatch
+) -> None:
+    """Each terminal has its own in-process broker: the cancelled run's job is never sent here, so the
+    sweep's `say` waited out LABMATE_JOB_TIMEOUT after the sweep had ended and then said "The run didn't
+    end within 120 s … Asking again starts a new run" (exit 2)."""
+    import getpass
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from labmate.settings import reset_settings
+    from tests.launch.conftest import ADMIN
+
+    monkeypatch.setenv("LABMATE_JOB_TIMEOUT", "45")
+    configured.write_text(configured.read_text() + f'[terminal]\nusers = {{ "{getpass.getuser()}" = "{ADMIN}" }}\n')
+    reset_settings()
+    said: dict[str, object] = {}
+    sweep = threading.Thread(target=lambda: said.setdefault(
+        "outcome", run_one("sweep quick epochs=20,21,22 sleep=0.1 parallel:1", user="U0ALICE", channel="C1")))
+    started = time.monotonic()
+    sweep.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with session_scope() as session:
+            third = launches.get(session, launch_id=3)
+            if third is not None and third.status == launches.QUEUED:
+                break
+        time.sleep(0.1)
+    labmate = Path(sys.executable).with_name("labmate")
+    cancel = subprocess.run([str(labmate), "say", "cancel L3"], env=dict(os.environ), capture_output=True, text=True,
+                            timeout=60)
+    assert cancel.returncode == 0 and "it was still queued" in cancel.stdout, cancel.stdout + cancel.stderr
+    sweep.join(timeout=90)
+    outcome = said["outcome"]
+    assert (outcome.exit_code, outcome.unfinished) == (0, 0), [m.text for m in outcome.messages]  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 40, "it waited for the cancelled run's job"
+    with session_scope() as session:
+        assert [m.status for m in launches.members(session, sweep_id=1)] == ["finished", "finished", "killed"]
