@@ -143,7 +143,11 @@ LINK_WORDS = {
 }
 """Words of a question that can name what a decision links to ("the candidate model": a decision
 that links a model and mentions "candidate")."""
-WORD = re.compile(r"\w+", re.UNICODE)
+WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
+"""A word with its contraction: "what's" is one word (then noise), not "what" and a searched-for "s"."""
+CONTRACTION = re.compile(r"['’](?:s|re|ve|ll|d|m)$", re.I)
+NEGATED = re.compile(r"n['’]t$", re.I)
+"""didn't, isn't, can't: auxiliaries, noise like "did" and "is"."""
 ASK_LIMIT = 10
 SOME_WORDS_POOL = 50
 """How many decisions that mention any of the words are ranked by how many of them they mention."""
@@ -153,16 +157,22 @@ def _links_text(kinds: tuple[str, ...]) -> str:
     return " and ".join(f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}" for kind in kinds)
 
 
+def question_words(question: str) -> list[str]:
+    """The words of a question a decision could mention, once each, in order."""
+    unique: dict[str, str] = {}
+    for found in WORD.findall(question):
+        word = CONTRACTION.sub("", found)  # "what's" -> "what", "model's" -> "model"
+        if word.lower() not in QUESTION_NOISE and not NEGATED.search(word):
+            unique.setdefault(word.lower(), word)
+    return list(unique.values())
+
+
 def ask(args: AskArgs, origin: Origin, session: Session) -> Reply:
     """A question that isn't about runs, answered from the decision log, each answer saying what it is:
     the decisions that mention all of its words; else, when it names a model, run or experiment, the
     decisions that link one and mention the other words; else those that mention some of its words,
     the most first; else what labmate can answer."""
-    unique: dict[str, str] = {}
-    for word in WORD.findall(args.question):
-        if word.lower() not in QUESTION_NOISE:
-            unique.setdefault(word.lower(), word)
-    words = list(unique.values())
+    words = question_words(args.question)
     if not words:
         return Reply("ask_unknown", {"question": args.question, "words": words})
     hits = search_service.search(session, query=" ".join(words), limit=ASK_LIMIT, any_word=False)

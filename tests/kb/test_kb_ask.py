@@ -101,7 +101,7 @@ def assert_truthful(s: Session, reply: Reply, words: list[str]) -> None:
 def _ask(url: str, question: str) -> tuple[Reply, list[str]]:
     with session_scope(url) as s:
         reply = handlers.ask(grammar.parse(f"ask {question}", now=NOW).args, ORIGIN, s)  # type: ignore[arg-type]
-        words = [w for w in handlers.WORD.findall(question) if w.lower() not in handlers.QUESTION_NOISE]
+        words = handlers.question_words(question)
         assert_truthful(s, reply, words)
     return reply, words
 
@@ -158,6 +158,10 @@ def test_a_question_no_decision_mentions_says_so(suggested_log: str) -> None:
     assert reply.template == "ask_unknown"
     text = render(reply.template, reply.context).blocks[0]["text"]["text"]
     assert text.startswith("No decision mentions any of “weather”, “forecast”, and it isn't a question about runs")
+    # a contraction is one word: "what's" searched for "s", "didn't" for "didn"
+    reply, _ = _ask(suggested_log, "what's the weather and why didn't it rain?")
+    text = render(reply.template, reply.context).blocks[0]["text"]["text"]
+    assert text.startswith("No decision mentions any of “weather”, “rain”, and it isn't a question about runs"), text
     reply, _ = _ask(suggested_log, "??")
     assert render(reply.template, reply.context).blocks[0]["text"]["text"].startswith(
         "That isn't a question about runs, so I can't answer it.")
