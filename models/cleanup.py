@@ -173,16 +173,16 @@ def excluded(session: Session, *, store: str, now: datetime) -> set[str]:
 
 
 def answer(
-    session: Session, *, candidate_ids: Sequence[int], from_state: str, to_state: str, by: str, **values: Any
+    session: Session, *, candidate_ids: Sequence[int], from_states: Sequence[str], to_state: str, by: str, **values: Any
 ) -> list[int]:
-    """Move these runs from `from_state` to `to_state` for `by`; returns the ids this call moved (a run
-    another click already moved is not among them)."""
+    """Move these runs from any of `from_states` to `to_state` for `by`; returns the ids this call moved
+    (a run another click already moved is not among them)."""
     if not candidate_ids:
         return []
     now = utcnow()
     rows = session.execute(
         update(_C)
-        .where(_C.c.id.in_(list(candidate_ids)), _C.c.state == from_state)
+        .where(_C.c.id.in_(list(candidate_ids)), _C.c.state.in_(list(from_states)))
         .values(state=to_state, decided_by=by, decided_at=now, **values)
         .returning(_C.c.id)
     ).all()

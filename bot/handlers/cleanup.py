@@ -21,10 +21,11 @@ from models.run_index import store_key
 SCAN_TASK = "labmate.cleanup.scan"
 ANSWER_TASK = "labmate.cleanup.answer"
 MOVES = {
-    "delete": (proposals.PENDING, proposals.DELETING),
-    "keep": (proposals.PENDING, proposals.KEPT),
-    "snooze": (proposals.PENDING, proposals.SNOOZED),
-    "restore": (proposals.DELETED, proposals.RESTORING),
+    # a snoozed run may still be kept or deleted: its owner changed their mind before the snooze ended
+    "delete": ((proposals.PENDING, proposals.SNOOZED), proposals.DELETING),
+    "keep": ((proposals.PENDING, proposals.SNOOZED), proposals.KEPT),
+    "snooze": ((proposals.PENDING,), proposals.SNOOZED),
+    "restore": ((proposals.DELETED,), proposals.RESTORING),
 }
 DONE_WORDS = {
     proposals.DELETING: "being deleted", proposals.DELETED: "deleted", proposals.PURGED: "removed for good",
@@ -66,8 +67,10 @@ def _check(verb: str, proposal: proposals.Proposal, origin: Origin) -> None:
     )
 
 
-def _targets(verb: str, args: AnswerArgs, session: Session, from_state: str) -> tuple[list[proposals.Candidate], list[str]]:
-    """The runs this answer is about (in `from_state`, or already answered) and the refs nothing matched."""
+def _targets(
+    verb: str, args: AnswerArgs, session: Session, from_states: tuple[str, ...]
+) -> tuple[list[proposals.Candidate], list[str]]:
+    """The runs this answer is about (in `from_states`, or already answered) and the refs nothing matched."""
     if args.proposal_id is not None:
         proposal = proposals.get(session, proposal_id=args.proposal_id)
         if proposal is None:
@@ -76,10 +79,10 @@ def _targets(verb: str, args: AnswerArgs, session: Session, from_state: str) -> 
         return proposals.candidates(session, proposal_id=proposal.id), []
     found: list[proposals.Candidate] = []
     missing: list[str] = []
-    states = (from_state, *proposals.ANSWERED, proposals.DELETING)  # an answered run is said so, not "no such run"
+    states = (*from_states, *proposals.ANSWERED, proposals.DELETING)  # an answered run is said so, not "no such run"
     for ref in args.runs:
         matches = proposals.by_run(session, store=_store(), ref=ref, states=states)
-        live = [m for m in matches if m.state == from_state] or matches[:1]
+        live = [m for m in matches if m.state in from_states] or matches[:1]
         ids = {m.run_id for m in live}
         if len(ids) > 1:
             raise UsageError(f"`{ref}` starts the ids of several proposed runs; type more of the id.")
@@ -90,8 +93,8 @@ def _targets(verb: str, args: AnswerArgs, session: Session, from_state: str) -> 
 
 
 def answer(verb: str, args: AnswerArgs, origin: Origin, session: Session) -> Reply:
-    from_state, to_state = MOVES[verb]
-    found, missing = _targets(verb, args, session, from_state)
+    from_states, to_state = MOVES[verb]
+    found, missing = _targets(verb, args, session, from_states)
     if not found:
         raise _nothing(verb, args, missing)
     by_proposal: dict[int, list[proposals.Candidate]] = {}
@@ -115,7 +118,7 @@ def answer(verb: str, args: AnswerArgs, origin: Origin, session: Session) -> Rep
                 hint="Ask an MLflow admin: until the garbage collection runs, `mlflow runs restore` still can.",
             )
     moved = proposals.answer(
-        session, candidate_ids=[c.id for c in found], from_state=from_state, to_state=to_state, by=origin.user, **values
+        session, candidate_ids=[c.id for c in found], from_states=from_states, to_state=to_state, by=origin.user, **values
     )
     if not moved:  # another answer won between our read and our UPDATE: say what it did
         for candidate in found:

@@ -289,3 +289,21 @@ def test_a_verbs_listing_narrows_who_answers_and_grants_nothing_on_others_runs(l
     assert "You can't use `delete` here." in text(unlisted)
     snoozed = run_one(f"snooze {alice.label}", user="alice", channel="C0LAB")
     assert snoozed.exit_code == 0, text(snoozed)
+
+
+def test_a_snoozed_run_can_still_be_kept_or_deleted(lab) -> None:
+    """Its owner changes their mind before the snooze ends: `keep` and `delete` were refused ("Nothing to keep:
+    that run was already snoozed") for the snooze's length."""
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    carol = proposal_of("U0CAROL")
+    assert run_one(f"snooze {carol.label}", user="U0CAROL", channel="C0LAB").exit_code == 0
+    assert states(carol.id) == {"old-finished": "snoozed", "tiny-fresh": "snoozed"}
+    kept = run_one(f"keep {lab.runs['old-finished']}", user="U0CAROL", channel="C0LAB")
+    assert kept.exit_code == 0, text(kept)
+    assert lab.client.get_run(lab.runs["old-finished"]).data.tags["keep"] == "true"
+    deleted = run_one(f"delete {lab.runs['tiny-fresh']}", user="U0CAROL", channel="C0LAB")
+    assert deleted.exit_code == 0, text(deleted)
+    assert states(carol.id) == {"old-finished": "kept", "tiny-fresh": "deleted"}
+    assert lab.client.get_run(lab.runs["tiny-fresh"]).info.lifecycle_stage == "deleted"
+    again = run_one(f"snooze {carol.label}", user="U0CAROL", channel="C0LAB")
+    assert "Nothing to snooze: those runs were already deleted or kept by <@U0CAROL>." in text(again), text(again)
