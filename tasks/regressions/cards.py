@@ -66,7 +66,10 @@ def view(run: regressions.RegressionRun) -> dict[str, Any]:
         when = ""
     settings = get_settings()
     alias = settings.regress.promote_alias
-    promotable = (run.status == regressions.PASSED and bool(run.candidate_version) and not run.promoted_by)
+    # compared with the alias's own version: promoting would move nothing (it logged "Promoted v2 … (it already was)")
+    same = (bool(run.candidate_version) and run.baseline_version == run.candidate_version
+            and run.targets.get("baseline", "") == f"models:/{run.candidate_model}@{alias}")
+    promotable = (run.status == regressions.PASSED and bool(run.candidate_version) and not run.promoted_by and not same)
     highlights = run.highlights or {}
     return {
         "id": run.id,
@@ -95,6 +98,7 @@ def view(run: regressions.RegressionRun) -> dict[str, Any]:
         "mlflow_url": _run_url(run.mlflow_experiment_id, run.mlflow_run_id),
         "experiment": "labmate-regressions",
         "promotable": promotable,
+        "alias_there": same and run.status == regressions.PASSED and not run.promoted_by,
         "promoters_named": bool(settings.regress.promoters or settings.access.admins),  # else no one may press it
         "alias": alias,
         "model": run.candidate_model or "",

@@ -608,3 +608,23 @@ def test_a_passed_runs_card_offers_promote_only_when_someone_may_press_it(config
     assert "Promote candidate" not in rendered and "lab:promote" not in rendered
     assert ("Nobody may move `@production` of `shop` to v2 yet: whoever runs labmate names promoters "
             "(`[regress] promoters`) or admins in labmate.toml") in rendered
+
+
+def test_a_run_whose_baseline_was_the_alias_at_the_candidate_offers_no_promote(configured) -> None:
+    """`@production` already pointed at the candidate (it was this run's baseline): the card offered "Promote
+    moves `@production` of `shop` to v2", and pressing it logged "Promoted shop v2 to @production"."""
+    from bot.messages.render import render
+    from tasks.regressions import cards
+
+    run_id = make_run(regressions.PASSED)
+    with session_scope() as session:
+        run = regressions.get(session, run_id=run_id)
+        run.targets = {"candidate": "models:/shop@candidate", "baseline": "models:/shop@production"}
+        run.baseline_version = "1"
+    with session_scope() as session:
+        assert "Promote candidate" in json.dumps(render(cards.TEMPLATE, cards.view(regressions.get(session, run_id=run_id))).blocks)
+        regressions.get(session, run_id=run_id).baseline_version = "2"
+    with session_scope() as session:
+        rendered = json.dumps(render(cards.TEMPLATE, cards.view(regressions.get(session, run_id=run_id))).blocks)
+    assert "Promote candidate" not in rendered
+    assert "`@production` of `shop` was v2 already when this ran (it was the baseline): nothing to promote." in rendered
