@@ -226,5 +226,7 @@ def test_a_watch_from_the_terminal_says_the_notices_are_not_shown_there(watched)
     [(template, context)] = add.add("sales-agent", "terminal", {"user": "UDANA", "channel": "terminal", "source": "shell"})
     shown = render(template, context).blocks
     assert any("this terminal shows none" in str(block) for block in shown)
+    [(template, context)] = add.add("sales-agent", "CML", {"user": "UDANA", "channel": "terminal", "source": "shell"})
+    assert any("A watch made in the terminal posts nowhere" in str(block) for block in render(template, context).blocks)
     [(template, context)] = watch()
-    assert not any("this terminal" in str(block) for block in render(template, context).blocks)
+    assert not any("terminal" in str(block) for block in render(template, context).blocks)
