@@ -45,6 +45,14 @@ def digest(
     _post(console, channels)
 
 
+ALREADY = {
+    "delivered": "was already posted",
+    "quiet": "was a quiet day, already recorded",
+    "pending": "is being posted now (by labmate beat, or another `labmate digest --now`)",
+    "undelivered": "couldn't be posted (Slack refused it); labmate beat tries again",
+}
+
+
 def _print(console: Console, channel: str | None) -> None:
     from bot.console import show
     from bot.messages.render import render
@@ -59,7 +67,7 @@ def _print(console: Console, channel: str | None) -> None:
 def _post(console: Console, channels: list) -> None:  # type: ignore[type-arg]
     from bot.post import router
     from labmate import outbox
-    from labmate.outbox import DeliveryError
+    from labmate.outbox import DeliveryError, TransientDeliveryError
     from models import watch as watches
     from models.db import session_scope
     from tasks.jobs import DELIVERY
@@ -75,8 +83,11 @@ def _post(console: Console, channels: list) -> None:  # type: ignore[type-arg]
         day, _time_has_come = digest.local_day(config, now)
         with session_scope() as session:
             claimed = watches.claim_digest(session, channel=config.channel, day=day)
+            made = None if claimed else watches.digest_of(session, channel=config.channel, day=day)
+            state = made.state if made is not None else watches.DELIVERED
         if not claimed:
-            console.print(f"{config.channel}: today's digest ({day}) was already made; nothing posted.")
+            console.print(f"{config.channel}: today's digest ({day}) {ALREADY.get(state, ALREADY[watches.DELIVERED])}; "
+                          "nothing posted.")
             continue
         replies = digest.post_work(config.channel, day, now, up_to_now=True)
         if not replies:
@@ -87,6 +98,15 @@ def _post(console: Console, channels: list) -> None:  # type: ignore[type-arg]
         shown = {k: v for k, v in context.items() if k != DELIVERY}
         try:
             outbox.deliver(own["reply_to"], template, shown, key=own["key"])
+        except TransientDeliveryError as exc:
+            # Slack's outage, not the channel: the day stays unclaimed, so running this again, or beat at the
+            # channel's time, posts it (its delivery key finds a post that reached Slack after all)
+            with session_scope() as session:
+                watches.release_digest(session, channel=config.channel, day=day)
+            console.print(f"{config.channel}: not posted: {exc}. Run `labmate digest --now` again later; "
+                          "otherwise beat posts it at its time.")
+            failed = True
+            continue
         except DeliveryError as exc:
             digest.settle(config.channel, day, "undelivered", str(exc))
             console.print(f"{config.channel}: not posted: {exc}")

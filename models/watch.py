@@ -236,6 +236,14 @@ def claim_digest(session: Session, *, channel: str, day: str) -> bool:
     return True
 
 
+def release_digest(session: Session, *, channel: str, day: str) -> None:
+    """Give up a claim whose post didn't reach Slack, so a later try (a re-run, or beat at its time) makes it."""
+    session.execute(
+        delete(Digest).where(Digest.channel == channel, Digest.day == day, Digest.state.in_((PENDING, UNDELIVERED)))
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+
+
 def digest_done(session: Session, *, channel: str, day: str, state: str, outcome: str = "") -> None:
     session.execute(
         update(Digest).where(Digest.channel == channel, Digest.day == day).values(state=state, outcome=outcome[:2000])

@@ -315,11 +315,14 @@ def post_work(
 
 
 def settle(channel: str, day: str, outcome: str, reason: str) -> None:
-    """After the post job: the day's row says what happened; a channel the bot is not in tells an admin once."""
+    """After the post job: the day's row says what happened; a channel the bot is not in tells an admin once.
+    A digest posted late (the reaper sent its job again after Slack's outage) moves its row from undelivered
+    to delivered: the next day's digest starts where it ended instead of counting that day again."""
     state = watches.DELIVERED if outcome == "ok" else outcome
     with session_scope() as session:
         row = watches.digest_of(session, channel=channel, day=day)
-        if row is not None and row.state == watches.PENDING:
+        late = row is not None and row.state == watches.UNDELIVERED and state == watches.DELIVERED
+        if row is not None and (row.state == watches.PENDING or late):
             watches.digest_done(session, channel=channel, day=day, state=state, outcome=reason)
     if NOT_IN_CHANNEL in reason:
         tell_admin_not_in_channel(channel)

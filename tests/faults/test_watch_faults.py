@@ -191,9 +191,32 @@ def test_two_digest_runs_at_once_post_one_digest(make_lab, tmp_path, empty_mlflo
         proc.process.wait(timeout=120)
     outputs = [proc.output() for proc in runs]
     assert sorted(p.process.returncode for p in runs) == [0, 0], outputs
-    assert sum("posted the digest" in o for o in outputs) == 1 and sum("already made" in o for o in outputs) == 1, outputs
+    assert sum("posted the digest" in o for o in outputs) == 1, outputs
+    assert sum("nothing posted" in o and ("being posted now" in o or "already posted" in o) for o in outputs) == 1, outputs
     [digest] = posts(setup, channel)
     assert "Daily digest" in digest and "*sales-agent*: 1 started · 1 finished · 0 failed" in digest
+
+
+def test_a_digest_now_slack_refused_can_be_run_again(make_lab, tmp_path, empty_mlflow_db) -> None:  # noqa: F811
+    """One 500 from Slack claimed the day for good: the next `digest --now` said the digest "was already made",
+    and beat posted none that day either."""
+    mlflow_db = tmp_path / "mlflow-digest.db"
+    shutil.copy(empty_mlflow_db, mlflow_db)
+    setup = make_lab(MLFLOW_TRACKING_URI=f"sqlite:///{mlflow_db}")
+    channel = unique("C")
+    digest_table = ("[[digest.channels]]", f'channel = "{channel}"', 'at = "00:00"', 'timezone = "UTC"')
+    (setup.lab.home / "labmate.toml").write_text(_toml(*digest_table))
+    setup.lab.fake.fail("chat.postMessage", times=3)  # the first try and its SDK-level retries' worth
+    first = setup.lab.spawn("digest", "digest", "--now")
+    first.process.wait(timeout=120)
+    said = " ".join(first.output().split())  # as the terminal wrapped it
+    assert first.process.returncode == 2 and "Run `labmate digest --now` again later" in said, said
+    assert not posts(setup, channel)
+    setup.lab.fake.heal("chat.postMessage")
+    again = setup.lab.spawn("digest", "digest", "--now")
+    again.process.wait(timeout=120)
+    assert again.process.returncode == 0 and "posted the digest" in again.output(), again.output()
+    assert len(posts(setup, channel)) == 1
 
 
 def digest_lab(make_lab: Any, tmp_path: Path, empty_db: Path) -> tuple[Any, str]:

@@ -225,6 +225,13 @@ def test_each_digest_covers_from_where_the_last_one_ended_to_its_days_time(watch
     _made("CPARIS", "2026-10-26", datetime(2026, 10, 26, 8, 0, tzinfo=z), outcome="undelivered")
     next_one = _made("CPARIS", "2026-10-27", datetime(2026, 10, 27, 8, 0, tzinfo=z))
     assert next_one["since"] == datetime(2026, 10, 25, 8, 0, tzinfo=z)
+    # a digest posted late, after Slack refused its retries (the reaper sent its job again): delivered, so the
+    # next one starts where it ended instead of repeating its day
+    _made("CPARIS", "2026-10-28", datetime(2026, 10, 28, 8, 0, tzinfo=z), outcome="undelivered")
+    digest.settle("CPARIS", "2026-10-28", "ok", "")
+    with session_scope() as session:
+        assert watches.digest_of(session, channel="CPARIS", day="2026-10-28").state == watches.DELIVERED
+    assert _made("CPARIS", "2026-10-29", datetime(2026, 10, 29, 8, 0, tzinfo=z))["since"] == datetime(2026, 10, 28, 8, 0, tzinfo=z)
     # beat down for two weeks: the next digest covers the last week, not the whole gap
     back = _made("CPARIS", "2026-11-10", datetime(2026, 11, 10, 8, 30, tzinfo=z))
     assert (back["since"], back["until"]) == (datetime(2026, 11, 3, 8, 0, tzinfo=z), datetime(2026, 11, 10, 8, 0, tzinfo=z))

@@ -44,7 +44,7 @@ def test_digest_now_with_a_token_posts_once_a_day(watched, tmp_path: Path, fake_
     assert first.returncode == 0, first.stdout + first.stderr
     assert "C0DIGEST: posted the digest of" in first.stdout
     again = _run("--now", **env)
-    assert again.returncode == 0 and "was already made; nothing posted" in again.stdout
+    assert again.returncode == 0 and "was already posted; nothing posted" in again.stdout
     [post] = fake_slack.posted("C0DIGEST")
     assert "Daily digest" in post.params["text"]
     assert fake_slack.uploads(), "the chart goes with it"
