@@ -40,6 +40,25 @@ from tasks.heartbeat import beating
 
 log = logging.getLogger(__name__)
 
+
+def periodic(task: Callable[..., Any]) -> Callable[..., Any]:
+    """A beat task that can't reach the knowledge base runs again at its next tick: one warning line, not
+    Celery's traceback every few seconds for a documented, expected outage."""
+    import functools
+
+    @functools.wraps(task)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return task(*args, **kwargs)
+        except Unavailable as exc:
+            from labmate.settings import mask_url
+
+            log.warning("%s skipped until its next tick: the knowledge base is unavailable (%s)", task.__name__,
+                        mask_url(str(exc)))
+            return None
+
+    return guarded
+
 Replies = list[tuple[str, dict[str, Any]]]
 DUPLICATE = "duplicate"
 DELIVERY = "__delivery__"

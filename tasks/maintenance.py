@@ -27,6 +27,7 @@ from labmate import outbox
 from labmate.errors import new_error_id
 from models import audit, idempotency, jobs
 from models.db import session_scope
+from tasks.jobs import periodic
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +276,7 @@ def _queue_again(job: jobs.JobRecord, move: Callable[..., bool]) -> bool:
 
 
 @shared_task(name="labmate.maintenance.reap", acks_late=True, ignore_result=True)
+@periodic
 def reap_task() -> dict[str, int]:
     done = reap()
     return {"sent": len(done.sent), "resent": len(done.resent), "given_up": len(done.given_up), "late": len(done.late)}
@@ -286,6 +288,7 @@ def prune_idempotency_keys() -> int:
 
 
 @shared_task(name="labmate.maintenance.prune_idempotency_keys", acks_late=True, reject_on_worker_lost=True)
+@periodic
 def prune_idempotency_keys_task() -> int:
     return prune_idempotency_keys()
 

@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from tasks.cleanup import proposals, work
-from tasks.jobs import JobTask, run_job
+from tasks.jobs import JobTask, periodic, run_job
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def card_task(self: Task, proposal_id: int, reply_to: dict[str, Any], audit_id: 
 
 
 @shared_task(name=DAILY_TASK, acks_late=True, reject_on_worker_lost=True, soft_time_limit=1800, time_limit=1860)
+@periodic
 def daily_task() -> int:
     return len(work.daily())
 

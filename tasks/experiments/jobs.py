@@ -14,12 +14,13 @@ from celery.signals import worker_init
 from labmate import outbox
 from labmate.errors import LabmateError
 from labmate.settings import get_settings
+from models.errors import Unavailable
 from tasks import mlflow_io
 from tasks.app import EMBEDDED_HOSTNAME
 from tasks.experiments import compare as compare_job
 from tasks.experiments import first, query, summary, sync
 from tasks.experiments.sync import Experiment, indexed_experiments
-from tasks.jobs import JobTask, Replies, first_key, run_job
+from tasks.jobs import JobTask, Replies, first_key, periodic, run_job
 
 log = logging.getLogger(__name__)
 OPTIONS: dict[str, Any] = {"base": JobTask, "bind": True, "soft_time_limit": 120, "time_limit": 150}
@@ -249,6 +250,7 @@ def build_index_task(experiment_id: str, name: str, store: str) -> str:
     time_limit=660,
     expires=120,
 )
+@periodic
 def sync_index_task() -> int:
     """Periodic: keep every experiment someone asked about current, so answers don't wait on a sync;
     finish builds nobody waits for, and refresh each index in full every FULL_EVERY."""
@@ -262,6 +264,8 @@ def sync_index_task() -> int:
             else:
                 sync.refresh(experiment)
             synced += 1
+        except Unavailable:
+            raise  # the knowledge base is down: one line for the tick, not a traceback per experiment
         except Exception:
             log.exception("could not sync the run index of %s", experiment.name)
     return synced

@@ -17,7 +17,7 @@ from models import jobs
 from models import watch as watches
 from models.base import utcnow
 from models.db import session_scope
-from tasks.jobs import JobTask, run_job
+from tasks.jobs import JobTask, periodic, run_job
 from tasks.watch import add, digest, poll
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def poll_task(self: Task, reply_to: dict[str, Any] | None = None, audit_id: int 
 
 
 @shared_task(name=DIGEST_DUE_TASK, acks_late=True, reject_on_worker_lost=True)
+@periodic
 def digest_due_task() -> int:
     """Periodic: claim the digests whose local time has come and send their post jobs."""
     from tasks.client import enqueue

@@ -119,3 +119,26 @@ def test_only_the_jobs_a_worker_says_it_is_executing_count_as_still_run() -> Non
         {"celery@b": {}},
     ]
     assert active_keys(replies) == {"j1", "j3"}
+
+
+@pytest.mark.parametrize("task", ["tasks.maintenance:reap_task", "tasks.watch.jobs:digest_due_task",
+                                  "tasks.experiments.jobs:sync_index_task", "tasks.maintenance:prune_idempotency_keys_task"])
+def test_a_beat_task_with_the_knowledge_base_down_logs_one_line_and_waits_for_its_next_tick(
+    lab_home, monkeypatch, caplog, tmp_path, task: str
+) -> None:
+    """Celery logged a traceback for each of them at every tick of a PostgreSQL outage (the reaper every few
+    seconds); the outage is expected and documented, and the next tick does the work."""
+    import importlib
+    import logging
+
+    from labmate.settings import reset_settings
+
+    monkeypatch.setenv("LABMATE_DATABASE_URL", "postgresql://labmate:pw@127.0.0.1:1/labmate")
+    (tmp_path / "labmate.toml").write_text('[[digest.channels]]\nchannel = "CDIGEST"\nat = "00:00"\n')  # one is due
+    reset_settings()
+    module, name = task.split(":")
+    with caplog.at_level(logging.WARNING):
+        assert getattr(importlib.import_module(module), name)() is None
+    [line] = [r for r in caplog.records if "skipped until its next tick" in r.getMessage()]
+    assert "the knowledge base is unavailable" in line.getMessage() and "pw" not in line.getMessage()
+    assert line.exc_info is None
