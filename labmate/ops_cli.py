@@ -115,13 +115,18 @@ def doctor(
     named = "LABMATE_CONFIG" if "LABMATE_CONFIG" in os.environ else "the working directory's labmate.toml"
     found = "" if path.is_file() else ": not found, so only the environment and the defaults apply"
     console.print(Text(f"configuration file ({named}): {path}{found}"), soft_wrap=True)
-    table = Table(box=None, pad_edge=False)
-    table.add_column("setting", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    table.add_column("from", no_wrap=True)  # the file is named in full on the first line
-    for name, value, source in rows:
-        table.add_row(name, Text(value), Text(source))  # values are data, not rich markup
-    console.print(table)
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    if sum(widths) + 2 * 2 <= console.width:
+        table = Table(box=None, pad_edge=False)
+        table.add_column("setting", no_wrap=True)
+        table.add_column("value", overflow="fold")
+        table.add_column("from", no_wrap=True)  # the file is named in full on the first line
+        for name, value, source in rows:
+            table.add_row(name, Text(value), Text(source))  # values are data, not rich markup
+        console.print(table)
+    else:  # too narrow for the table: it cut URLs and paths into 12-character pieces
+        for name, value, source in rows:
+            console.print(Text.assemble(name, " = ", value, (f"  ({source})", "dim")), soft_wrap=True, highlight=False)
     if not check:
         return
     console.print()

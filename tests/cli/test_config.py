@@ -456,6 +456,17 @@ def test_the_shell_leaves_without_an_answer_past_the_timeout_and_masks_the_mlflo
     assert "s3cr3t" not in result.stdout + result.stderr and "ml:***@127.0.0.1:1" in text
 
 
+def test_doctor_in_a_narrow_terminal_shows_each_value_whole_on_its_line(tmp_path):
+    """At 80 columns the table left the value column 12 characters: `sqlite:////t` / `mp/r4/home/l` / …"""
+    (tmp_path / "labmate.toml").touch()
+    result = _labmate(tmp_path, "doctor", "--no-check", COLUMNS="80")
+    home = tmp_path / "home"
+    assert f"database_url = sqlite:///{home}/labmate.db  (default)" in result.stdout, result.stdout
+    assert f"home = {home}  (environment (LABMATE_HOME))" in result.stdout, result.stdout
+    wide = _labmate(tmp_path, "doctor", "--no-check", COLUMNS="250").stdout
+    assert wide.splitlines()[1].split() == ["setting", "value", "from"]
+
+
 def test_labmate_config_is_doctor(tmp_path):
     """`labmate config` is what people try first for the settings in effect; it said "No such command"."""
     shown = _labmate(tmp_path, "config", "--no-check")
