@@ -20,6 +20,21 @@ class UnusableHome(ConfigError):
     """LABMATE_HOME is a file, or a directory labmate can't create or write to: one line, exit 1."""
 
 
+PERSON_WAITING_MLFLOW_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+def person_waiting() -> None:
+    """A person waits on this process (the terminal, `labmate regress`, `digest --now`, the pytest plugin):
+    an MLflow server that doesn't answer is said within seconds, not after the client's default seven
+    retries over about four minutes. MLflow's own variables, when set, still win."""
+    for name, value in PERSON_WAITING_MLFLOW_HTTP.items():
+        os.environ.setdefault(name, value)
+
+
 def usable_home(home: Path, *, create: bool = True) -> Path:
     """The home, made if missing; UnusableHome if it can't be. `create=False` (doctor) only checks
     that it could be made: a missing home's nearest existing parent must be a directory one can write."""

@@ -278,13 +278,6 @@ def _identity(console: Console, requested: str | None, *, as_json: bool = False)
         raise typer.Exit(1) from None
 
 
-TERMINAL_MLFLOW_HTTP = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-}
-
-
 def _settle_what_ended_terminals_left() -> None:
     """A `labmate say` that stopped waiting left its job running on the worker that died with it: once
     its heartbeat is stale, the next terminal command gives it up (a launch fails and leaves `status`),
@@ -314,10 +307,9 @@ def _terminal_jobs_in_process() -> None:
     a remote worker could only post them to Slack."""
     os.environ["LABMATE_BROKER_URL"] = EMBEDDED_BROKER
     os.environ.pop("LABMATE_RESULT_BACKEND", None)
-    # A person is waiting: an MLflow server that doesn't answer is said within seconds, not after the
-    # client's default seven retries over about four minutes (the MLflow variables still override).
-    for name, value in TERMINAL_MLFLOW_HTTP.items():
-        os.environ.setdefault(name, value)
+    from labmate.bootstrap import person_waiting
+
+    person_waiting()
     reset_settings()
 
 

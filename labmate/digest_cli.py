@@ -20,9 +20,10 @@ def digest(
     """The daily digest of the last day: runs per experiment, new bests, launches, decisions. Posted by
     `labmate beat` at each channel's time (the `digest.channels` tables of labmate.toml); `--now` makes it at once,
     and prints it here when no Slack token is set. A channel gets one digest a day, whoever asks."""
-    from labmate.bootstrap import configure_logging, prepare
+    from labmate.bootstrap import configure_logging, person_waiting, prepare
     from labmate.settings import get_settings
 
+    person_waiting()
     configure_logging("WARNING", to_file=True)
     settings = get_settings()
     console = Console(markup=False, highlight=False)  # labmate.toml's [[tables]] are text, not rich markup

@@ -54,8 +54,10 @@ def regress(
     import os
     import warnings
 
+    from labmate.bootstrap import person_waiting
     from labmate.settings import get_settings
 
+    person_waiting()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
     options["tracking_uri"] = tracking_uri or get_settings().mlflow_tracking_uri

@@ -40,6 +40,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("agent", None) is None:
+        return  # not a regression run: this pytest is someone else's
+    timeout = config.getoption("regress_timeout", None)
+    if timeout is not None and timeout <= 0:
+        raise pytest.UsageError(f"--regress-timeout must be positive (seconds per turn), not {timeout:g}")
+    from labmate.bootstrap import person_waiting
+
+    person_waiting()
+
+
 def _is_suite_path(file_path: Path) -> bool:
     if file_path.suffix not in (".yaml", ".yml") or "conversations" not in file_path.parent.parts:
         return False

@@ -206,3 +206,18 @@ def test_suites_the_loader_refuses_exit_2_with_the_message(app, write_suite, age
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert result.stderr.strip() == f"error: {path.parent}/{expected}"
+
+
+def test_an_mlflow_server_that_does_not_answer_is_said_in_seconds(suite, monkeypatch):
+    """The terminal's MLflow limits reached only `say` and `shell`: `labmate regress` took four minutes of the
+    client's retries to say so (the subprocess's 60 s timeout would end this test)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(name, raising=False)
+    labmate = Path(sys.executable).with_name("labmate")
+    result = subprocess.run([str(labmate), "regress", str(suite), "--candidate", "models:/sales-agent@candidate",
+                             "--tracking-uri", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "cannot load target 'models:/sales-agent@candidate'" in result.stderr, result.stderr

@@ -120,3 +120,20 @@ def test_plugin_module_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_unreachable_mlflow_server_fails_the_items_in_seconds(project, monkeypatch):
+    """The plugin used the client's default retries: still hanging after a minute (120 s ends this test)."""
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(name, raising=False)
+    result = pytest_run(project, "conversations", "--agent", "models:/shop@candidate", "--regress-tracking-uri",
+                        "http://127.0.0.1:9")
+    assert result.returncode == 1 and "3 failed" in result.stdout, result.stdout[-2000:]
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_turn_timeout_that_is_not_positive_is_a_usage_error(project, agent, value):
+    """`labmate regress --timeout -1` is refused; the plugin ran the suite with it."""
+    result = pytest_run(project, "conversations", "--agent", agent("deterministic_v2"), "--regress-timeout", value)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "--regress-timeout must be positive" in result.stderr
