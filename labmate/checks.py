@@ -179,6 +179,9 @@ def slack() -> Verdict:
 
     settings = get_settings()
     if settings.slack_bot_token is None or not settings.slack_bot_token.get_secret_value():
+        if not settings.embedded_broker:  # a deployment: its workers post every Slack answer
+            return Verdict("slack", FAILED, "no SLACK_BOT_TOKEN: with a shared broker the workers post every answer "
+                           "to Slack, so set it for `labmate serve` and every `labmate worker`")
         return Verdict("slack", SKIPPED, "no SLACK_BOT_TOKEN (the terminal needs none; `labmate serve` does)")
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError

@@ -78,13 +78,13 @@ def _leave_now_if_jobs_still_run(unfinished: int, code: int) -> None:
 
 @app.command()
 def serve(
-    port: int = typer.Option(3000, help="HTTP port for /slack/events and /healthz (in Socket Mode, /healthz only)."),
+    port: int = typer.Option(3000, min=1, max=65535, help="HTTP port for /slack/events and /healthz (in Socket Mode, /healthz only)."),
     host: str | None = typer.Option(
         None, help="Interface to listen on: 0.0.0.0 over HTTP; in Socket Mode 127.0.0.1 (only its /healthz "
         "listens, for a health check run beside it).", show_default=False,
     ),
-    workers: int = typer.Option(1, help="WSGI worker processes."),
-    threads: int = typer.Option(4, help="Threads per worker process: requests handled at once (idle keep-alive connections wait in the HTTP router, not in a thread)."),
+    workers: int = typer.Option(1, min=1, help="WSGI worker processes."),
+    threads: int = typer.Option(4, min=1, help="Threads per worker process: requests handled at once (idle keep-alive connections wait in the HTTP router, not in a thread)."),
     socket_mode: bool = typer.Option(False, "--socket-mode", help="Connect to Slack over Socket Mode instead of HTTP."),
 ) -> None:
     """Serve the Slack app: HTTP (signed requests, production WSGI server) or Socket Mode."""
@@ -103,13 +103,14 @@ def serve(
 @app.command()
 def worker(
     queues: str = typer.Option("default,launch,regress", help="Comma-separated queues to consume."),
-    concurrency: int = typer.Option(2, help="Worker processes."),
+    concurrency: int = typer.Option(2, min=1, help="Worker processes."),
     loglevel: str = typer.Option("INFO", help="Log level."),
 ) -> None:
     """Run a Celery worker for labmate's jobs (needs LABMATE_BROKER_URL=redis://…)."""
     from labmate.bootstrap import configure_logging, prepare
     from labmate.settings import get_settings
 
+    loglevel = _log_level(loglevel)
     configure_logging(loglevel)
     if get_settings().embedded_broker:
         Console(stderr=True).print(
@@ -121,6 +122,9 @@ def worker(
     from bot.post import router
     from tasks.app import celery_app
 
+    if get_settings().slack_bot_token is None:  # every answer a worker makes goes to Slack
+        Console(stderr=True).print("labmate worker: SLACK_BOT_TOKEN is not set, so this worker can't post answers "
+                                   "to Slack (they are recorded as undelivered). Set it where the workers run.")
     router()
     argv = ["worker", f"--queues={queues}", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
     if "launch" in (q.strip() for q in queues.split(",")):
@@ -128,6 +132,16 @@ def worker(
         # job only when a process is free, so a waiting launch goes to another (idle) worker instead.
         argv.append("--disable-prefetch")
     celery_app().worker_main(argv)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(name: str) -> str:
+    if name.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{name!r} is not a log level; use one of {', '.join(LOG_LEVELS)}.",
+                                 param_hint="'--loglevel'")
+    return name.upper()
 
 
 @app.command()
@@ -191,6 +205,7 @@ def beat(loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
     from labmate.bootstrap import configure_logging, prepare
     from labmate.settings import get_settings
 
+    loglevel = _log_level(loglevel)
     configure_logging(loglevel)
     settings = get_settings()
     if settings.embedded_broker:

@@ -9,6 +9,8 @@ from pathlib import Path
 from types import UnionType
 from typing import Any
 
+from labmate.settings import HH_MM  # settings imports this module only when a file is wrong
+
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_.\"' -]+?)\s*=")
@@ -137,7 +139,7 @@ def _resolve(steps: list[str | int], root: type, table: Any) -> tuple[list[str |
     return resolved, kind, value
 
 
-PATTERNS = {r"^([01]\d|2[0-3]):[0-5]\d$": "a 24-hour time of day as HH:MM, e.g. '09:30'"}
+PATTERNS = {HH_MM: "a 24-hour time of day as HH:MM, e.g. '09:30'"}
 
 
 def _expected(reason: str, kind: Any, value: Any) -> str:

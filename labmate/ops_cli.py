@@ -29,7 +29,7 @@ def health(
         show_default=False,
     ),
     port: int | None = typer.Option(
-        None, help="The bot's or the MLflow server's port: 3000 for bot and 5000 for mlflow unless given.", show_default=False
+        None, min=1, max=65535, help="The bot's or the MLflow server's port: 3000 for bot and 5000 for mlflow unless given.", show_default=False
     ),
     timeout: float = typer.Option(3.0, help="Seconds to wait for the answer."),
     pid: int = typer.Option(1, hidden=True, help="The process whose command names the service (a container's is 1)."),
@@ -144,15 +144,16 @@ def settings_in_effect() -> list[tuple[str, str, str]]:
     any URL (a database, a git project) is masked."""
     from msgspec import Struct, to_builtins
 
-    from labmate.settings import SecretStr, Settings, _config_path, env_names, get_settings
+    from labmate.settings import SecretStr, Settings, _config_path, env_names, from_environment, get_settings
 
     settings = get_settings()
     path = _config_path()
     toml = _toml_table(path)
     rows: list[tuple[str, str, str]] = []
     envs = env_names()
+    read = from_environment(os.environ)  # what the settings took from it (`LABMATE_HOME=` is unset, not a source)
     for name in Settings.__struct_fields__:
-        env = envs[name] if name in envs and envs[name] in os.environ else None
+        env = envs[name] if name in read else None
         value: Any = getattr(settings, name)
         if isinstance(value, SecretStr):
             shown = "set (hidden)" if value.get_secret_value() else "empty"

@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta, Struct, ValidationError, convert, field
 
 EMBEDDED_BROKER = "memory://"
+HH_MM = r"^([01]\d|2[0-3]):[0-5]\d$"
+"""A 24-hour time of day; configuration errors say so in words (labmate.config_errors.PATTERNS)."""
 _USERINFO = re.compile(r"(?P<scheme>\b(?P<name>[A-Za-z][\w+.-]*)://)(?P<userinfo>[^@\s'\"<>]*?)@")
 _SECRET_QUERY = re.compile(
     r"(?P<key>[?&](?:password|passwd|pwd|secret|client_secret|secret_key|secret_access_key|token|access_token|"
@@ -346,7 +348,7 @@ class CleanupConfig(Table):
     daily_at: Annotated[
         str,
         about(
-            "When beat sends the day's proposals (HH:MM, UTC).", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+            "When beat sends the day's proposals (HH:MM, UTC).", pattern=HH_MM
         ),
     ] = "07:05"
     gc_backend_store_uri: Annotated[
@@ -404,7 +406,7 @@ class DigestChannel(Table, kw_only=True):
 
     channel: Annotated[str, about("The channel id (`C0123ABCD`) or `#name` the digest is posted to.")]
     at: Annotated[
-        str, about("Local time of day (HH:MM) it is posted.", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+        str, about("Local time of day (HH:MM) it is posted.", pattern=HH_MM)
     ] = "09:00"
     timezone: Annotated[str, about("The IANA time zone of `at`, e.g. `Europe/Paris`.")] = "UTC"
     quiet: Annotated[

@@ -57,6 +57,8 @@ def _labmate(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPr
          ":2: slack_bot_token is a secret, read from the environment only: remove it from the file and set SLACK_BOT_TOKEN"),
         ('[[digest.channels]]\nchannel = "C1"\nat = "25:99"\n',
          ":3: digest.channels (entry 1).at: expected a 24-hour time of day as HH:MM, e.g. '09:30', got '25:99'"),
+        # the clean-up's time said its regex: "expected text matching '^([01][0-9]|2[0-3]):[0-5][0-9]$'"
+        ('[cleanup]\ndaily_at = "7:05"\n', ":2: cleanup.daily_at: expected a 24-hour time of day as HH:MM, e.g. '09:30', got '7:05'"),
         # the entry that is wrong, not the first with that key; counted from 1, as people do
         ('[[digest.channels]]\nchannel = "C1"\nat = "09:00"\n\n[[digest.channels]]\nchannel = "C2"\nat = "25:00"\n',
          ":7: digest.channels (entry 2).at: expected a 24-hour time of day as HH:MM, e.g. '09:30', got '25:00'"),
@@ -465,6 +467,34 @@ def test_doctor_in_a_narrow_terminal_shows_each_value_whole_on_its_line(tmp_path
     assert f"home = {home}  (environment (LABMATE_HOME))" in result.stdout, result.stdout
     wide = _labmate(tmp_path, "doctor", "--no-check", COLUMNS="250").stdout
     assert wide.splitlines()[1].split() == ["setting", "value", "from"]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["worker", "--loglevel", "BOGUS"], "Invalid value for '--loglevel': 'BOGUS' is not a log level; use one of DEBUG"),
+    (["beat", "--loglevel", "loud"], "Invalid value for '--loglevel': 'loud' is not a log level"),
+    (["serve", "--port", "99999"], "Invalid value for '--port'"),  # uWSGI served on another port, and said 99999
+    (["serve", "--workers", "0"], "Invalid value for '--workers'"),  # uWSGI ran with no workers: never healthy
+    (["health", "bot", "--port", "0"], "Invalid value for '--port'"),
+])
+def test_impossible_process_options_are_usage_errors_not_tracebacks(tmp_path, args, expected):
+    result = _labmate(tmp_path, *args, LABMATE_BROKER_URL="redis://127.0.0.1:6379/0")
+    assert result.returncode == 1 and expected in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_doctor_credits_an_empty_variable_to_nothing(tmp_path):
+    """`LABMATE_HOME=` counts as unset: the home came from labmate.toml, and doctor said the environment."""
+    (tmp_path / "labmate.toml").write_text(f'home = "{tmp_path / "from-toml"}"\n')
+    result = _labmate(tmp_path, "doctor", "--no-check", COLUMNS="250", LABMATE_HOME="")
+    [home] = [line for line in result.stdout.splitlines() if line.startswith("home ")]
+    assert home.split() == ["home", str(tmp_path / "from-toml"), "labmate.toml"]
+
+
+def test_doctor_with_a_shared_broker_and_no_bot_token_fails_the_slack_check(tmp_path):
+    """The workers post every Slack answer: without the token they dropped each one, and doctor said "skipped"."""
+    result = _labmate(tmp_path, "doctor", COLUMNS="250", LABMATE_BROKER_URL="redis://127.0.0.1:6379/0")
+    [slack] = [line for line in result.stdout.splitlines() if line.split(" ", 1)[-1].lstrip().startswith("slack:")]
+    assert slack.startswith("FAILED") and "no SLACK_BOT_TOKEN: with a shared broker the workers post" in slack, slack
 
 
 def test_labmate_config_is_doctor(tmp_path):

@@ -86,6 +86,21 @@ def test_decide_with_a_run_link_is_queued_then_closed_by_the_job(migrated):
         delivered[0].blocks[0]["text"]["text"])
 
 
+def test_a_slack_answer_where_no_bot_token_is_set_is_audited_undelivered_not_ok(migrated):
+    """A worker started without SLACK_BOT_TOKEN dropped every Slack answer with a log line, and the audit
+    row said `ok` for a reply nobody saw."""
+    import time
+
+    assert get_settings().slack_bot_token is None
+    dispatch.handle(f"decide promote the ranker run:{RUN}", Origin(user="U1", channel="C1", source="slack"))
+    deadline = time.monotonic() + 60  # a Slack command's job keeps no result to wait on: its audit row says
+    while audit_rows(migrated)[0].outcome == "queued" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (row,) = audit_rows(migrated)
+    assert row.outcome == "undelivered", row
+    assert "no SLACK_BOT_TOKEN where this job ran" in json.dumps(row.detail)
+
+
 def test_a_model_link_keeps_the_alias_it_was_named_by(migrated):
     """A run link is stored by its full id once found; a model link stays `name@alias` (or
     `name/version`): the version's run is in its detail, not in place of what the team wrote."""
