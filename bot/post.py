@@ -35,6 +35,10 @@ class Router:
         self._final: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
+    @property
+    def reaches_slack(self) -> bool:
+        return self.slack is not None
+
     def add_console(self, session: str, sink: ConsoleSink) -> None:
         with self._lock:
             self._sinks[session] = sink

@@ -51,6 +51,12 @@ def installed() -> Delivery | None:
     return _delivery
 
 
+def reaches_slack() -> bool:
+    """False when this process's delivery has no Slack token (a worker started without SLACK_BOT_TOKEN): its
+    Slack replies are dropped with a warning, and a job's answer is recorded as undelivered instead."""
+    return bool(getattr(_delivery, "reaches_slack", True))
+
+
 def deliver(
     reply_to: dict[str, Any], template: str, context: dict[str, Any], *, key: str | None = None, final: bool = True
 ) -> str | None:

@@ -245,7 +245,7 @@ def _deliver_all(
     started: float,
     attempt: int,
 ) -> str:
-    if reply_to.get("source") == "slack" and not _can_post_to_slack():
+    if reply_to.get("source") == "slack" and not outbox.reaches_slack():
         # the router drops it with a warning; the audit row says so instead of "ok" for a reply nobody saw
         return _undelivered(key, audit_id, "no SLACK_BOT_TOKEN where this job ran, so its answer can't be posted "
                             "to Slack", started, attempt)
@@ -283,13 +283,6 @@ def _deliver_all(
     error_id = next((str(c["error_id"]) for _, c in replies if c.get("error_id")), None)  # findable from the audit row
     _close(key, audit_id, outcome, started=started, attempt=attempt, error_id=error_id)
     return outcome
-
-
-def _can_post_to_slack() -> bool:
-    from labmate.settings import get_settings
-
-    token = get_settings().slack_bot_token
-    return token is not None and bool(token.get_secret_value())
 
 
 def late_every() -> timedelta:

@@ -91,7 +91,11 @@ def test_a_slack_answer_where_no_bot_token_is_set_is_audited_undelivered_not_ok(
     row said `ok` for a reply nobody saw."""
     import time
 
+    from bot.post import reset_router, router
+
     assert get_settings().slack_bot_token is None
+    reset_router()
+    router()  # what a worker installs: its delivery, without a Slack token
     dispatch.handle(f"decide promote the ranker run:{RUN}", Origin(user="U1", channel="C1", source="slack"))
     deadline = time.monotonic() + 60  # a Slack command's job keeps no result to wait on: its audit row says
     while audit_rows(migrated)[0].outcome == "queued" and time.monotonic() < deadline:
