@@ -131,10 +131,7 @@ class SlackPoster:
             elif not ts and final and posted_digest != digest and (reply_to.get("response_url") or reply_to.get("user")):
                 # Said privately (the bot isn't in the channel): no message to edit, so its end goes the same
                 # way; the steps between are not sent (a response_url takes five messages).
-                if reply_to.get("response_url"):
-                    self._respond(reply_to["response_url"], message, reply_to=reply_to)
-                else:
-                    self._privately(reply_to, message)
+                self._to_the_person(reply_to, message)
                 with session_scope() as session:
                     ledger.posted(session, key=key, ts=None, digest=digest)
             if files_done < len(message.files):
@@ -213,13 +210,10 @@ class SlackPoster:
             posted = self.client.chat_postMessage(**kwargs)
         except SlackApiError as exc:
             error = exc.response.get("error") if exc.response is not None else None
-            if error in FALLBACK_ERRORS and reply_to.get("response_url"):
-                self._respond(reply_to["response_url"], message, reply_to=reply_to)
-                return None
-            if error in FALLBACK_ERRORS and reply_to.get("user"):
-                # an event's answer (a reaction, a mention) has no response_url: the channel was archived,
-                # or only some may post there since; the person still hears back
-                self._privately(reply_to, message)
+            if error in FALLBACK_ERRORS and (reply_to.get("response_url") or reply_to.get("user")):
+                # the bot can't post there (not a member; or, for an event's answer, which has no response_url,
+                # the channel was archived or restricted since): the person still hears back
+                self._to_the_person(reply_to, message)
                 return None
             raise classify(exc, "chat.postMessage") from exc
         except Exception as exc:
@@ -244,14 +238,18 @@ class SlackPoster:
                     return None
                 if record is None:
                     ledger.start(session, key=key, channel=reply_to["channel"], thread_ts=None, digest=digest)
-        if reply_to.get("response_url"):
-            self._respond(reply_to["response_url"], message, reply_to=reply_to)
-        else:
-            self._privately(reply_to, message)
+        self._to_the_person(reply_to, message)
         if key is not None:
             with session_scope() as session:
                 ledger.posted(session, key=key, ts=None, digest=digest)
         return None
+
+    def _to_the_person(self, reply_to: dict[str, Any], message: Message) -> None:
+        """Privately: through the interaction's response_url when it has one, else `_privately`."""
+        if reply_to.get("response_url"):
+            self._respond(reply_to["response_url"], message, reply_to=reply_to)
+        else:
+            self._privately(reply_to, message)
 
     def _respond(self, response_url: str, message: Message, *, reply_to: dict[str, Any]) -> None:
         """Answer the person privately through the command's response_url. Slack takes one for 30
