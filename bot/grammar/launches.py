@@ -85,13 +85,15 @@ def _project(words: list[str], verb: str, example: str) -> tuple[str, str | None
     return match.group("project"), match.group("entry")
 
 
-def _options(words: list[str], verb: str) -> list[str]:
-    """`--dry-run` out of the words; any other option is refused by name (it was read as a parameter)."""
+def _options(words: list[str], verb: str) -> tuple[list[str], bool]:
+    """The words without `--dry-run`, and whether it was there; any other option is refused by name (it
+    was read as a parameter)."""
     for word in words[1:]:
         if word.startswith(("-", "\u2014", "\u2013")) and word.lower() not in DRY_RUN and "=" not in word:
             raise UsageError(f"`{word[:40]}` is not an option of `{verb}`: its one option is `--dry-run`.",
                              hint=f"`help {verb}` shows what it takes.")
-    return [w for w in words if w.lower() not in DRY_RUN]
+    kept = [w for w in words if w.lower() not in DRY_RUN]
+    return kept, len(kept) < len(words)
 
 
 def _pair(word: str) -> Pair:
@@ -101,16 +103,14 @@ def _pair(word: str) -> Pair:
 
 def parse_run(rest: str, now: datetime) -> RunArgs:
     words = _words(rest, "run", RUN_EXAMPLE)
-    dry_run = any(w.lower() in DRY_RUN for w in words)
-    words = _options(words, "run")
+    words, dry_run = _options(words, "run")
     project, entry = _project(words, "run", RUN_EXAMPLE)
     return RunArgs(project, entry, tuple(_pair(w) for w in words[1:]), dry_run)
 
 
 def parse_sweep(rest: str, now: datetime) -> SweepArgs:
     words = _words(rest, "sweep", SWEEP_EXAMPLE)
-    dry_run = any(w.lower() in DRY_RUN for w in words)
-    words = _options(words, "sweep")
+    words, dry_run = _options(words, "sweep")
     project, entry = _project(words, "sweep", SWEEP_EXAMPLE)
     parallel: int | None = None
     grid: list[tuple[str | None, tuple[str, ...]]] = []
