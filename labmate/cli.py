@@ -122,10 +122,9 @@ def worker(
     from bot.post import router
     from tasks.app import celery_app
 
-    if get_settings().slack_bot_token is None:  # every answer a worker makes goes to Slack
+    if not router().reaches_slack:  # every answer a worker makes goes to Slack
         Console(stderr=True).print("labmate worker: SLACK_BOT_TOKEN is not set, so this worker can't post answers "
                                    "to Slack (they are recorded as undelivered). Set it where the workers run.")
-    router()
     argv = ["worker", f"--queues={queues}", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
     if "launch" in (q.strip() for q in queues.split(",")):
         # A training run holds its process for minutes or hours: a worker that runs them takes the next

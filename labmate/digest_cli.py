@@ -46,14 +46,6 @@ def digest(
     _post(console, channels)
 
 
-ALREADY = {
-    "delivered": "was already posted",
-    "quiet": "was a quiet day, already recorded",
-    "pending": "is being posted now (by labmate beat, or another `labmate digest --now`)",
-    "undelivered": "couldn't be posted (Slack refused it); labmate beat tries again",
-}
-
-
 def _print(console: Console, channel: str | None) -> None:
     from bot.console import show
     from bot.messages.render import render
@@ -78,6 +70,12 @@ def _post(console: Console, channels: list) -> None:  # type: ignore[type-arg]
         console.print("No digest channel in labmate.toml ([[digest.channels]]); --print shows the digest here.")
         raise typer.Exit(1)
     router()
+    already = {  # what the day's row says, for the run that finds it claimed
+        watches.DELIVERED: "was already posted",
+        watches.QUIET: "was a quiet day, already recorded",
+        watches.PENDING: "is being posted now (by labmate beat, or another `labmate digest --now`)",
+        watches.UNDELIVERED: "couldn't be posted (Slack refused it); labmate beat tries again",
+    }
     now = datetime.now(UTC)
     failed = False
     for config in channels:
@@ -87,7 +85,7 @@ def _post(console: Console, channels: list) -> None:  # type: ignore[type-arg]
             made = None if claimed else watches.digest_of(session, channel=config.channel, day=day)
             state = made.state if made is not None else watches.DELIVERED
         if not claimed:
-            console.print(f"{config.channel}: today's digest ({day}) {ALREADY.get(state, ALREADY[watches.DELIVERED])}; "
+            console.print(f"{config.channel}: today's digest ({day}) {already.get(state, already[watches.DELIVERED])}; "
                           "nothing posted.")
             continue
         replies = digest.post_work(config.channel, day, now, up_to_now=True)
