@@ -4,6 +4,7 @@ constraint, a conditional update), not a read before the write. On SQLite and Po
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -103,6 +104,25 @@ def test_a_reaction_slack_never_lets_us_read_is_answered_not_dropped(deployment)
     assert "Slack didn't answer when I read that message, so nothing was logged" in reply.params["text"]
     assert "React again in a minute" in json.dumps(reply.params.get("blocks"))
     assert deployment.decisions() == []
+
+
+@pytest.mark.parametrize("deployment", ["sqlite"], indirect=True)
+def test_a_reaction_in_a_channel_that_refuses_posts_is_answered_by_one_direct_message(deployment) -> None:
+    """An event's answer has no response_url: when its channel took no posts (archived, or posting restricted
+    since), the confirmation was dropped with a log line while the audit row said ok."""
+    fake, channel, ts, user = deployment.lab.fake, unique("C"), message_ts(), unique("U")
+    fake.add_message(channel, {"ts": ts, "user": "U0AUTHOR", "text": "we keep the baseline"})
+    fake.refuse_posts(channel)
+    _slack(deployment).reaction("reaction_added", reaction="memo", user=user, channel=channel, ts=ts, item_user="U0AUTHOR")
+
+    def answers() -> list[dict]:
+        return [m for m in fake.messages(user) if "Decision #" in m.get("text", "")]
+
+    (dm,) = wait_until(answers, timeout=60, what="the direct message")
+    assert dm["text"].startswith(f"Your answer from <#{channel}>:"), dm["text"]
+    assert [d.text for d in deployment.decisions()] == ["we keep the baseline"]
+    time.sleep(2)  # nothing retries it into a second message
+    assert len(answers()) == 1 and not fake.posted(channel)
 
 
 @pytest.mark.parametrize("deployment", ["sqlite"], indirect=True)
