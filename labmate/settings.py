@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from msgspec import Meta, Struct, ValidationError, convert, field
 
@@ -235,13 +236,27 @@ class ProjectConfig(Table, kw_only=True):
 
     @property
     def remote(self) -> bool:
-        """A git URI: only the worker that runs it has a copy."""
-        return "://" in self.uri or self.uri.startswith("git@")
+        """A git URI, or a version of a local repository: only the worker that runs it has that copy."""
+        return is_git_uri(self.uri) or (self.uri.startswith("file://") and self.version is not None)
 
     def local_path(self) -> Path:
-        directory, _, subdirectory = self.uri.partition("#")
-        path = Path(directory).expanduser()
+        subdirectory = self.uri.partition("#")[2]
+        path = project_directory(self.uri)
         return (path / subdirectory if subdirectory else path).resolve()
+
+
+def is_git_uri(uri: str) -> bool:
+    """Fetched with git by the worker; a path or a `file://` URI names a directory on this machine."""
+    return ("://" in uri and not uri.startswith("file://")) or uri.startswith("git@")
+
+
+def project_directory(uri: str) -> Path:
+    """The directory a path or `file://` URI names, without its `#subdirectory`."""
+    directory = uri.partition("#")[0]
+    if directory.startswith("file://"):
+        parsed = urlsplit(directory)
+        return Path(unquote(parsed.netloc + parsed.path))
+    return Path(directory).expanduser()
 
 
 class RegressSuiteRules(Table):

@@ -48,7 +48,8 @@ T = TypeVar("T")
 @dataclass
 class Prepared:
     work_dir: Path
-    temporary: bool
+    copy: Path | None
+    """The fetched copy of a git project, deleted after the run (None: the user's own directory)."""
     argv: list[str]
     run_id: str
     experiment_id: str
@@ -199,9 +200,7 @@ def run_launch(launch_id: int) -> Replies:
 
 def prepare(launch: launches.Launch, project: ProjectConfig, timings: Timings, attempt: int) -> Prepared:
     """The project's files, the exact argv (no shell), and the MLflow run it logs to."""
-    work_dir, temporary = mlflow_launch.fetch_project(
-        project.uri, project.version, launch.entry_point, dict(launch.params), remote=project.remote
-    )
+    work_dir, copy = mlflow_launch.fetch_project(project.uri, project.version, launch.entry_point, dict(launch.params))
     try:
         found = projects.read_entry_points(work_dir)
         if launch.entry_point not in found:
@@ -227,12 +226,12 @@ def prepare(launch: launches.Launch, project: ProjectConfig, timings: Timings, a
         )
         timings.mark("mlflow")
     except BaseException:
-        if temporary:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        if copy is not None:
+            shutil.rmtree(copy, ignore_errors=True)
         raise
     with session_scope() as session:
         launches.set_run(session, launch_id=launch.id, run_id=run_id, experiment_id=experiment_id)
-    return Prepared(work_dir, temporary, argv, run_id, experiment_id, attempt)
+    return Prepared(work_dir, copy, argv, run_id, experiment_id, attempt)
 
 
 def _check_declared(entry: projects.EntryPoint, declared: dict[str, Any]) -> None:
@@ -292,8 +291,8 @@ def watch(launch: launches.Launch, project: ProjectConfig, prepared: Prepared, t
     try:
         return finish(launch.id, prepared.attempt, ending, child, prepared.run_id)
     finally:
-        if prepared.temporary:
-            shutil.rmtree(prepared.work_dir, ignore_errors=True)
+        if prepared.copy is not None:
+            shutil.rmtree(prepared.copy, ignore_errors=True)
 
 
 def _primary(launch: launches.Launch, experiment_id: str) -> str | None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labmate.errors import LabmateError
-from labmate.settings import get_settings, mask_url
+from labmate.settings import get_settings, is_git_uri, mask_url, project_directory
 from tasks import mlflow_io
 
 log = logging.getLogger(__name__)
@@ -52,29 +54,79 @@ def ensure_experiment(name: str) -> str:
         return str(experiment.experiment_id)
 
 
-def fetch_project(
-    uri: str, version: str | None, entry_point: str, params: dict[str, str], *, remote: bool
-) -> tuple[Path, bool]:
-    """(the project's directory on this machine, whether it is a copy to delete after the run).
+def fetch_project(uri: str, version: str | None, entry_point: str, params: dict[str, str]) -> tuple[Path, Path | None]:
+    """(the project's directory on this machine, the copy to delete after the run or None).
 
-    MLflow Projects' own fetch: a local directory is used where it is; a git URI is cloned (at `version`)
-    into a temporary directory by the worker that runs it."""
+    MLflow Projects' own fetch: a git URI is cloned (at `version`) into a temporary directory by the
+    worker that runs it. A directory on this machine (a path or a `file://` URI) is used where it is and
+    never deleted; with a `version` it is cloned first, since MLflow would check the version out in the
+    user's own repository."""
     from mlflow.exceptions import ExecutionException
     from mlflow.projects.utils import fetch_and_validate_project
 
+    local = local_directory(uri)
+    where = mask_url(uri) + (f"@{version}" if version else "")
+    if local is None and not is_git_uri(uri):
+        raise LabmateError(f"the worker has no directory {where.partition('#')[0]}",
+                           hint="a local project's `uri` must name the same directory on the bot and on every worker")
+    if local is not None and version is None:
+        return Path(fetch_and_validate_project(uri, None, entry_point, params)), None
+    subdirectory = uri.partition("#")[2]
+    clone = _clone_at(local, version, where) if local is not None and version is not None else None
     try:
-        return Path(fetch_and_validate_project(uri, version, entry_point, params)), remote
+        if clone is not None:
+            fetched = Path(fetch_and_validate_project(f"{clone}#{subdirectory}" if subdirectory else str(clone),
+                                                      None, entry_point, params))
+        else:
+            fetched = Path(fetch_and_validate_project(uri, version, entry_point, params))
     except ExecutionException as exc:
-        if not remote:
-            raise
+        if clone is not None:
+            shutil.rmtree(clone, ignore_errors=True)
         log.warning("fetching %s failed: %s", uri, exc)  # the whole of git's answer, masked by the log's formatter
-        where = mask_url(uri) + (f"@{version}" if version else "")
         said = re.search(r"stderr: '(?:fatal: )?(.+?)'?\s*$", str(exc), re.S)
-        reason = mask_url(said.group(1).strip()) if said else "git failed"
-        raise LabmateError(
-            f"the worker could not fetch {where} ({reason})",
-            hint="check the project's `uri` and `version` in labmate.toml, and that the worker can reach the repository",
-        ) from None
+        if said:
+            reason = said.group(1).strip()
+        elif str(exc).startswith("Could not find subdirectory"):
+            reason = f"it has no subdirectory {subdirectory}"
+        else:
+            reason = "git failed"
+        raise _not_fetched(where, mask_url(reason)) from None
+    if clone is not None:
+        return fetched, clone
+    copy = fetched
+    for _ in Path(subdirectory).parts:  # MLflow's temporary clone is above the subdirectory
+        copy = copy.parent
+    return fetched, copy
+
+
+def local_directory(uri: str) -> Path | None:
+    """The directory a path or `file://` URI names on this machine (without its `#subdirectory`), or None
+    for a git URI or a directory this machine doesn't have."""
+    if is_git_uri(uri):
+        return None
+    path = project_directory(uri)
+    return path.resolve() if path.is_dir() else None
+
+
+def _clone_at(directory: Path, version: str, where: str) -> Path:
+    import git
+
+    clone = Path(tempfile.mkdtemp(prefix="labmate-project-"))
+    try:
+        git.Repo.clone_from(str(directory), str(clone), no_checkout=True).git.checkout(version)
+    except git.GitCommandError as exc:
+        shutil.rmtree(clone, ignore_errors=True)
+        log.warning("cloning %s failed: %s", where, exc)
+        reason = (exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n").removeprefix("fatal: ") or "git failed"
+        raise _not_fetched(where, reason.splitlines()[0]) from None
+    return clone
+
+
+def _not_fetched(where: str, reason: str) -> LabmateError:
+    return LabmateError(
+        f"the worker could not fetch {where} ({reason})",
+        hint="check the project's `uri` and `version` in labmate.toml, and that the worker can reach the repository",
+    )
 
 
 def git_commit(directory: Path) -> str | None:

@@ -100,3 +100,90 @@ def test_a_declaration_that_disagrees_with_the_fetched_mlproject_fails_the_launc
     text = str(final.blocks)
     assert ": *failed*" in text
     assert "It did not start: labmate.toml declares `lr` as int, but the fetched MLproject has type float" in text
+
+
+def _repo(tmp_path: Path) -> Path:
+    """The project in a subdirectory of a git repository with a tag `v1`, then a change left uncommitted."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    shutil.copytree(PROJECT, repo / "sub")
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "-c", "init.defaultBranch=main", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "quick"], check=True)
+    subprocess.run([*git, "tag", "v1"], check=True)
+    (repo / "sub" / "notes.txt").write_text("work in progress\n")
+    return repo
+
+
+def _configure_local(tmp_path: Path, uri: str, version: str | None) -> None:
+    from labmate.settings import reset_settings
+
+    (tmp_path / "labmate.toml").write_text(
+        "[projects.mine]\n"
+        f'uri = "{uri}"\nentry_points = ["train"]\nexperiment = "mine"\n'
+        + (f'version = "{version}"\n' if version else "")
+        + "[projects.mine.parameters.train]\n"
+        'epochs = {type = "int", default = 2}\nlr = {type = "float", default = 0.1}\n'
+    )
+    reset_settings()
+
+
+def _final_card(text: str) -> str:
+    outcome = run_one(text, user="U1", channel="C1")
+    return str([m for m in outcome.messages if m.template == "launch_card"][-1].blocks)
+
+
+def _git_state(repo: Path) -> tuple[str, str]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+    return git("symbolic-ref", "HEAD"), git("status", "--porcelain")
+
+
+def test_a_file_uri_project_runs_where_it_is_and_is_never_deleted(configured, mlflow_uri, tmp_path) -> None:
+    repo = _repo(tmp_path)
+    _configure_local(tmp_path, f"file://{repo}#sub", None)
+    before = _git_state(repo)
+    assert ": *finished*" in _final_card("run mine epochs=1")
+    with session_scope() as session:
+        launch = launches.get(session, launch_id=1)
+        session.expunge(launch)
+    from tests.launch.test_launch_run import first_line
+
+    assert Path(first_line(launch)["cwd"]) == repo / "sub", "the directory itself, not a copy"
+    assert (repo / "sub" / "MLproject").exists() and (repo / "sub" / "notes.txt").exists(), "the user's files stay"
+    assert _git_state(repo) == before
+    assert ": *finished*" in _final_card("run mine epochs=1"), "and it runs again"
+
+
+def test_a_version_of_a_local_repository_runs_in_a_clone_and_leaves_the_repository_as_it_was(
+    configured, mlflow_uri, tmp_path
+) -> None:
+    repo = _repo(tmp_path)
+    _configure_local(tmp_path, f"file://{repo}#sub", "v1")
+    before = _git_state(repo)
+    assert ": *finished*" in _final_card("run mine epochs=1")
+    with session_scope() as session:
+        launch = launches.get(session, launch_id=1)
+        session.expunge(launch)
+    from tests.launch.test_launch_run import first_line
+
+    cwd = Path(first_line(launch)["cwd"])
+    assert cwd.name == "sub" and not cwd.parent.exists(), "the whole clone is deleted, not only its subdirectory"
+    assert (repo / "sub" / "notes.txt").exists() and _git_state(repo) == before, "no checkout in the user's repository"
+    assert ": *finished*" in _final_card("run mine epochs=1")
+
+    _configure_local(tmp_path, f"file://{repo}#sub", "v9")
+    assert f"It did not start: the worker could not fetch file://{repo}#sub@v9 (" in _final_card("run mine epochs=1")
+
+
+def test_a_git_project_with_a_subdirectory_leaves_no_clone_behind(configured, mlflow_uri, git_uri, tmp_path) -> None:
+    from tasks.mlflow_io.launch import fetch_project
+
+    fetched, copy = fetch_project(git_uri, "main", "train", {"epochs": "1"})
+    assert copy == fetched and copy.exists()
+    shutil.rmtree(copy)
+    with pytest.raises(Exception, match=r"could not fetch .*@main \(it has no subdirectory nowhere\)"):
+        fetch_project(f"{git_uri}#nowhere", "main", "train", {})
