@@ -102,7 +102,8 @@ def _timeout_result(conversation: dict[str, Any], target: str, context: dict[str
         "runs": context.get("run", 0) + 1,
         "passed_runs": context.get("passed_runs", 0),
         "turns": turns,
-        "latencies_ms": [],
+        # The turn that timed out took at least its timeout: a p95 gate must see it.
+        "latencies_ms": [turn["latency_ms"] for turn in turns if turn["latency_ms"] is not None],
         "duration_ms": (time.perf_counter() - context["started"]) * 1000,
     }
 
@@ -132,7 +133,7 @@ def _run_conversation(
         "runs": len(runs),
         "passed_runs": passed_runs,
         "turns": shown["turns"],
-        "latencies_ms": [turn["latency_ms"] for run in runs for turn in run["turns"] if turn["latency_ms"]],
+        "latencies_ms": [turn["latency_ms"] for run in runs for turn in run["turns"] if turn["latency_ms"] is not None],
         "duration_ms": (time.perf_counter() - started) * 1000,
     }
 

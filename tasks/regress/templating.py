@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, TemplateError, TemplateRuntimeError, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -21,9 +21,16 @@ def _compiled(text: str) -> Any:
 
 
 def render(text: str, variables: dict[str, Any]) -> str:
+    """A template that breaks while rendering (`{{ 1/0 }}`, a range over the sandbox's limit) raises a
+    TemplateRuntimeError, so the conversation errors like any other template mistake."""
     if not is_template(text):
         return text
-    return _compiled(text).render(variables)
+    try:
+        return _compiled(text).render(variables)
+    except TemplateError:
+        raise
+    except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise TemplateRuntimeError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def render_value(value: Any, variables: dict[str, Any]) -> Any:

@@ -174,8 +174,10 @@ def apply_gate(
             reasons.append(
                 f"new failures tagged {', '.join(sorted(tags))}: {', '.join(e['key'] for e in hit)}"
             )
-    if "p95_latency_ms" in gate and cand["p95_latency_ms"] is not None:
-        if cand["p95_latency_ms"] > gate["p95_latency_ms"]:
+    if "p95_latency_ms" in gate:
+        if cand["p95_latency_ms"] is None:
+            reasons.append("p95_latency_ms could not be checked: no turn of the candidate answered or timed out")
+        elif cand["p95_latency_ms"] > gate["p95_latency_ms"]:
             reasons.append(
                 f"candidate p95 latency {cand['p95_latency_ms']:.0f} ms exceeds p95_latency_ms "
                 f"{gate['p95_latency_ms']:g}"

@@ -255,6 +255,7 @@ def test_batch_carries_on_after_a_hung_conversation(write_suite, agent):
     assert [r["status"] for r in results] == ["pass", "error", "pass"]
     assert results[1]["turns"][0]["error"] == "turn 1: timeout: no reply within 0.3 s"
     assert results[1]["turns"][0]["latency_ms"] == pytest.approx(300)
+    assert results[1]["latencies_ms"] == [pytest.approx(300)], "a p95 gate sees the turn that timed out"
     assert sorted(seen) == [0, 1, 2]
 
 
@@ -264,3 +265,23 @@ def test_timeout_in_a_later_turn_keeps_the_earlier_transcript(write_suite, agent
     assert result["status"] == "error"
     assert [t["reply"] for t in result["turns"]] == ["fast", None]
     assert result["error"] == "turn 2: timeout: no reply within 0.3 s"
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ('user: "{{ 1/0 }}"', "turn 1: template error in user message: ZeroDivisionError: division by zero"),
+        ('user: "{% for i in range(100000000) %}x{% endfor %}"', "turn 1: template error in user message: OverflowError"),
+    ],
+)
+def test_a_template_that_breaks_while_rendering_errors_its_conversation(write_suite, agent, where, expected):
+    conv = conversation(write_suite, f"conversations: [{{id: t, turns: [{{{where}}}]}}]")
+    result = run_conversation(conv, agent("echo"))
+    assert result["status"] == "error" and result["error"].startswith(expected), result["error"]
+
+
+def test_an_expectation_that_breaks_while_rendering_fails_that_expectation(write_suite, agent):
+    conv = conversation(write_suite, 'conversations: [{id: e, turns: [{user: hi, expect: [{contains: "{{ 1/0 }}"}]}]}]')
+    result = run_conversation(conv, agent("echo"))
+    assert result["status"] == "fail"
+    assert result["turns"][0]["expectations"][0]["detail"] == "template error: ZeroDivisionError: division by zero"

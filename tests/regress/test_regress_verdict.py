@@ -105,6 +105,10 @@ def test_gate_rules_directly():
     assert apply_gate({"max_drop": 0.1, "p95_latency_ms": 300}, summary, entries, True)["passed"] is True
     no_base = apply_gate({"max_drop": 0.0}, summary, entries, False)
     assert no_base["passed"] and no_base["notes"] == ["max_drop not checked: no baseline"]
+    unanswered = {"candidate": {"pass_rate": 0.0, "p95_latency_ms": None}}
+    assert apply_gate({"p95_latency_ms": 500}, unanswered, [], False)["reasons"] == [
+        "p95_latency_ms could not be checked: no turn of the candidate answered or timed out"
+    ]
 
 
 def test_errors_count_as_not_passing(write_suite, agent):
