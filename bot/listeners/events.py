@@ -6,13 +6,14 @@ import logging
 import re
 from typing import Any
 
+from msgspec.structs import replace
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot import dispatch, grammar
 from bot.listeners import logging_decisions, slack_messages
 from bot.listeners.slack_origin import from_event
-from bot.origin import EVENT_KEY, Origin
+from bot.origin import EVENT_KEY, Origin, Reply
 from bot.replies import send_reply
 from labmate.errors import LabmateError
 from labmate.settings import Settings
@@ -37,9 +38,15 @@ def mention_command(text: str) -> str:
 
 def on_mention(body: dict[str, Any], event: dict[str, Any]) -> None:
     origin = from_event(body, event)
-    reply = dispatch.handle(mention_command(slack_messages.unescape(event.get("text", ""))), origin)
-    if reply.outcome != "duplicate":
-        send_reply(origin, reply)
+    _answer(origin, dispatch.handle(mention_command(slack_messages.unescape(event.get("text", ""))), origin))
+
+
+def _answer(origin: Origin, reply: Reply) -> None:
+    """In the thread, except a refusal: it names who may (admins, user groups, as mentions), so it goes
+    to the person alone (ephemeral, else a DM) instead of pinging them all in public."""
+    if reply.outcome == "duplicate":
+        return
+    send_reply(replace(origin, ephemeral=True) if reply.outcome == "refused" else origin, reply)
 
 
 class SlackDidNotAnswer(LabmateError):
@@ -48,9 +55,7 @@ class SlackDidNotAnswer(LabmateError):
 
 def _refuse_decision(exc: LabmateError, origin: Origin, text: str) -> None:
     """A reaction that logs nothing: one failed `decide` row and one answer (a retry is a duplicate)."""
-    reply = dispatch.refuse(exc, origin, text, verb="decide")
-    if reply.outcome != "duplicate":
-        send_reply(origin, reply)
+    _answer(origin, dispatch.refuse(exc, origin, text, verb="decide"))
 
 
 def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, settings: Settings) -> None:
@@ -95,8 +100,7 @@ def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, 
         permalink=slack_messages.permalink(client, channel, ts),
         source_ts=ts,
     )
-    if reply.outcome != "duplicate":
-        send_reply(origin, reply)
+    _answer(origin, reply)
 
 
 HOME_TASK = "labmate.home.publish"

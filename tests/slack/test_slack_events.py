@@ -233,3 +233,29 @@ def test_a_retried_event_whose_command_fails_is_audited_once(lab: Lab, command: 
     assert [c.params["thread_ts"] for c in lab.fake.posted(channel)] == [ts, barrier]
     assert rows(lab, user) == [(user, verb, "user_error"), (user, "help", "ok")]
     assert lab.audit(user=user)[0].idempotency_key == f"evt:{event_id}"
+
+
+def test_a_refused_reaction_or_mention_is_told_to_the_person_alone(inprocess: Lab) -> None:
+    """A refusal names the admins and the user groups that may: in the thread it would ping them all."""
+    import os
+    from pathlib import Path
+
+    from labmate.settings import reset_settings
+
+    Path(os.environ["LABMATE_CONFIG"]).write_text(
+        '[access]\nadmins = ["U0ADMIN"]\n\n[access.verbs]\ndecide = ["S0MLLEADS"]\n', encoding="utf-8"
+    )
+    reset_settings()
+    lab, user, channel = inprocess, unique("U"), unique("C")
+    ts = message_ts()
+    lab.fake.add_message(channel, {"user": "U0AUTHOR", "ts": ts, "text": "we ship friday"})
+    lab.slack.reaction("reaction_added", reaction="memo", user=user, channel=channel, ts=ts, item_user="U0AUTHOR")
+    lab.slack.mention(f"<@{BOT_USER_ID}> decide we ship friday", user=user, channel=channel)
+
+    told = lab.fake.wait_for("chat.postEphemeral", 2, where=lambda c: c.params.get("channel") == channel)
+    assert {c.params["user"] for c in told} == {user}
+    assert all("It is limited to <!subteam^S0MLLEADS> and the admins (<@U0ADMIN>)." in text_of(c) for c in told)
+    lab.drain()
+    assert lab.fake.posted(channel) == [], "nothing in the channel or its threads"
+    assert lab.decisions(channel=channel) == []
+    assert [e.outcome for e in lab.audit(user=user)] == ["refused", "refused"]
