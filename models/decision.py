@@ -174,6 +174,16 @@ def find_by_source(session: Session, *, channel: str, source_ts: str) -> Decisio
     ).first()
 
 
+def set_permalink(session: Session, *, channel: str, source_ts: str, permalink: str) -> None:
+    """The message's permalink, looked up after the decision was stored; never replaces one already set."""
+    session.execute(
+        update(Decision)
+        .where(Decision.channel == channel, Decision.source_ts == source_ts, Decision.permalink.is_(None))
+        .values(permalink=permalink)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def linked_to(session: Session, *, kind: str, refs: list[str]) -> dict[str, list[Decision]]:
     """Decisions linked to each of these refs (e.g. run ids), newest first."""
     if not refs:

@@ -45,7 +45,7 @@ class AskArgs(Struct, frozen=True):
     question: str
 
 
-def _link(key: str, value: str) -> tuple[str, str]:
+def link_ref(key: str, value: str) -> tuple[str, str]:
     if len(value) > MAX_REF:
         raise UsageError(f"`{key}:{value[:40]}…` is too long to be an MLflow reference.")
     if key == "run":
@@ -85,7 +85,7 @@ def parse_decide(rest: str, now: datetime) -> DecideArgs:
             f"That decision is {len(text):,} characters; the most a decision can hold is {MAX_DECISION:,}. "
             "Shorten it, or link to a document."
         )
-    links = tuple(dict.fromkeys(_link(key, value) for key, value in parts.options))
+    links = tuple(dict.fromkeys(link_ref(key, value) for key, value in parts.options))
     return DecideArgs(text=text, tags=tuple(dict.fromkeys(parts.tags)), links=links)
 
 

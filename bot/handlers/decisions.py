@@ -11,7 +11,7 @@ from bot import access
 from bot.grammar.decisions import AskArgs, DecideArgs, SearchArgs, SupersedeArgs
 from bot.handlers.present import decision_view
 from bot.origin import JobRequest, Origin, Reply
-from labmate.errors import NotFoundError
+from labmate.errors import NotFoundError, UsageError
 from labmate.settings import get_settings
 from labmate.when import window_start
 from models import decision as decisions
@@ -69,15 +69,26 @@ def log_message(
     permalink: str | None,
     source_ts: str | None,
     author: str | None = None,
+    edited: bool = False,
 ) -> Reply:
-    """A Slack message logged by shortcut or reaction: once per message, whoever logs it again."""
+    """A Slack message logged by shortcut or reaction: once per message, whoever logs it again. A reaction
+    again is told which decision it is; a form (`edited`) again is refused, since its edits would be lost."""
     new = _new(args, origin, permalink=permalink, source_ts=source_ts, author=author)
     if not source_ts:
         return logged(decisions.create(session, new=new), logged_by=origin.user)
     decision, created = decisions.create_from_source(session, new=new)
+    if not created and edited:
+        raise already_logged(decision.id)
     if not created:
         return Reply("decision_logged", {"d": decision_view(decision), "old": None, "already": True}, public=True)
     return logged(decision, logged_by=origin.user)
+
+
+def already_logged(decision_id: int) -> UsageError:
+    return UsageError(
+        f"This message is already logged as decision #{decision_id}. To change it, supersede it: "
+        f"`{get_settings().command} supersede {decision_id} <the new decision>`."
+    )
 
 
 def supersede(args: SupersedeArgs, origin: Origin, session: Session) -> Reply:

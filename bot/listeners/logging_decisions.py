@@ -15,7 +15,9 @@ def parse(text: str) -> DecideArgs:
     return parse_decide(text.replace("\x00", ""), datetime.now(UTC))
 
 
-def store(args: DecideArgs, origin: Origin, *, author: str, permalink: str | None, source_ts: str | None) -> Reply:
+def store(
+    args: DecideArgs, origin: Origin, *, author: str, permalink: str | None, source_ts: str | None, edited: bool = False
+) -> Reply:
     """Access is checked for whoever logs it; the decision is credited to the message's author."""
     return dispatch.run(
         "decide",
@@ -23,6 +25,6 @@ def store(args: DecideArgs, origin: Origin, *, author: str, permalink: str | Non
         origin,
         args.text,
         handler=lambda a, o, session: log_message(
-            session, a, o, permalink=permalink, source_ts=source_ts, author=author
+            session, a, o, permalink=permalink, source_ts=source_ts, author=author, edited=edited
         ),
     )

@@ -8,18 +8,36 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot import dispatch
+from bot import access, dispatch, grammar
 from bot.grammar.decisions import MAX_DECISION
 from bot.listeners import slack_messages
 from bot.origin import Origin
 from bot.replies import send_reply
-from labmate.settings import Settings
+from labmate.settings import Settings, get_settings
 
 SHORTCUT_ID = "log_decision"
 MODAL_ID = "log_decision_modal"
 
 
 def modal(message_text: str, metadata: dict[str, str]) -> dict[str, Any]:
+    text_block: dict[str, Any] = {
+        "type": "input",
+        "block_id": "text",
+        "label": {"type": "plain_text", "text": "What was decided"},
+        "element": {
+            "type": "plain_text_input",
+            "action_id": "value",
+            "multiline": True,
+            "max_length": MAX_DECISION,
+            "initial_value": message_text[:MAX_DECISION],
+        },
+    }
+    if len(message_text) > MAX_DECISION:
+        text_block["hint"] = {
+            "type": "plain_text",
+            "text": f"The message is {len(message_text):,} characters and a decision holds {MAX_DECISION:,}: "
+            "only its beginning is here. Shorten it, or link to a document.",
+        }
     return {
         "type": "modal",
         "callback_id": MODAL_ID,
@@ -28,18 +46,7 @@ def modal(message_text: str, metadata: dict[str, str]) -> dict[str, Any]:
         "submit": {"type": "plain_text", "text": "Save"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {
-                "type": "input",
-                "block_id": "text",
-                "label": {"type": "plain_text", "text": "What was decided"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": "value",
-                    "multiline": True,
-                    "max_length": MAX_DECISION,
-                    "initial_value": message_text[:MAX_DECISION],
-                },
-            },
+            text_block,
             {
                 "type": "input",
                 "block_id": "tags",
@@ -63,6 +70,18 @@ def modal(message_text: str, metadata: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def refuse_logged_again(channel: str, ts: str) -> None:
+    """The form isn't opened for a message logged already: saving it would change nothing."""
+    from bot.handlers.decisions import already_logged
+    from models import decision as decisions
+    from models.db import session_scope
+
+    with session_scope() as session:
+        found = decisions.find_by_source(session, channel=channel, source_ts=ts)
+        if found is not None:
+            raise already_logged(found.id)
+
+
 def _ack(ack: Ack) -> None:
     ack()
 
@@ -80,12 +99,17 @@ def open_modal(body: dict[str, Any], client: WebClient) -> None:
         ephemeral=True,
         idempotency_key=f"sc:{body['trigger_id']}",
     )
-    reply = dispatch.open_form(
-        origin,
-        "decide",
-        "decide (form opened)",
-        lambda: client.views_open(trigger_id=body["trigger_id"], view=modal(slack_messages.typed_text(message), metadata)),
-    )
+
+    def opener() -> None:
+        """Refused before the form opens: not allowed to `decide`, or the message is logged already."""
+        spec = grammar.lookup("decide")
+        assert spec is not None
+        access.check(spec, origin, get_settings().access)
+        if metadata["ts"]:
+            refuse_logged_again(channel, metadata["ts"])
+        client.views_open(trigger_id=body["trigger_id"], view=modal(slack_messages.typed_text(message), metadata))
+
+    reply = dispatch.open_form(origin, "decide", "decide (form opened)", opener)
     if reply.failed:
         send_reply(origin, reply)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from fakeslack import iter_texts, permalink
 from slackreq import Lab, message_ts, poll, unique
@@ -39,7 +40,9 @@ def test_shortcut_opens_a_prefilled_modal_and_its_submission_stores_the_decision
     [decision] = lab.decisions(channel=channel)
     assert decision.text == "switch to the distilled model & keep v2 <warm>"
     assert decision.tag_names == ["models", "release"]
-    assert (decision.author, decision.source_ts, decision.permalink) == (author, ts, permalink(channel, ts))
+    assert (decision.author, decision.source_ts) == (author, ts)
+    # The permalink is looked up after the ack, so a slow Slack API never holds the modal open.
+    poll(lambda: lab.decisions(channel=channel)[0].permalink == permalink(channel, ts), what="the permalink")
     assert [c.params["message_ts"] for c in lab.fake.calls("chat.getPermalink") if c.params["channel"] == channel] == [ts]
     [confirmation] = lab.fake.wait_for(
         "chat.postMessage", where=lambda c: c.params.get("channel") == channel and c.params.get("thread_ts") == ts
@@ -75,7 +78,7 @@ def test_a_bad_model_link_in_the_modal_is_an_error_on_the_links_block(lab: Lab) 
     answer = response.json()
     assert answer["response_action"] == "errors"
     assert list(answer["errors"]) == ["links"]
-    assert answer["errors"]["links"].startswith("`model:nothex` is not a registered model version.")
+    assert answer["errors"]["links"].startswith("model:nothex is not a registered model version.")  # plain text
     assert len(answer["errors"]["links"]) <= 150
     assert lab.decisions(channel=channel) == []
     assert lab.fake.posted(channel) == []
@@ -152,7 +155,7 @@ def test_a_modal_refused_by_validation_is_refused_again_when_saved_again_and_a_c
             "response_action": "errors",
             "errors": {"links": first.json()["errors"]["links"]},
         }
-    assert first.json()["errors"]["links"].startswith("`model:nothex` is not a registered model version.")
+    assert first.json()["errors"]["links"].startswith("model:nothex is not a registered model version.")
     assert [(e.user, e.verb, e.outcome, e.text) for e in lab.audit(user=user)] == [
         (user, "decide", "user_error", "decide ship it model:nothex")
     ] * 2  # Slack never re-sends a form: the second is the person's second try
@@ -214,3 +217,98 @@ def test_a_modal_saved_while_the_job_queue_is_down_says_its_link_check_waits(inp
     [confirmation] = inprocess.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == channel)
     shown = "\n".join(iter_texts(confirmation.params["blocks"]))
     assert "*Decision #" in shown and "The job queue is unreachable, so " in shown, shown
+
+
+def _form(lab: Lab, *, channel: str, ts: str, author: str) -> dict:
+    from bot.listeners.shortcuts import modal
+
+    return {**modal("ship it", {"channel": channel, "ts": ts, "author": author}), "id": unique("V"), "hash": "1.abc"}
+
+
+def test_the_modal_is_acked_at_once_while_slack_is_slow_to_give_the_permalink(lab: Lab) -> None:
+    user, channel, ts = unique("U"), unique("C"), message_ts()
+    lab.fake.stall("chat.getPermalink", 6)
+    started = time.monotonic()
+    response = lab.slack.view_submission(_form(lab, channel=channel, ts=ts, author=user), user=user,
+                                         values={"text": "ship it", "tags": "", "links": ""})
+    assert response.status == 200 and response.body == ""
+    assert time.monotonic() - started < 3, "Slack wants the ack within 3 s"
+    [decision] = lab.decisions(channel=channel)
+    assert decision.permalink is None
+    poll(lambda: lab.decisions(channel=channel)[0].permalink == permalink(channel, ts), timeout=20, what="the permalink")
+
+
+def test_each_modal_field_is_read_as_what_its_label_says(inprocess: Lab) -> None:
+    lab, user = inprocess, unique("U")
+
+    def submit(**values: str) -> tuple[dict, str]:
+        channel = unique("C")
+        answer = lab.slack.view_submission(_form(lab, channel=channel, ts=message_ts(), author=user), user=user,
+                                           values={"text": "ok", "tags": "", "links": "", **values})
+        return (answer.json() if answer.body else {}), channel
+
+    refused, channel = submit(links="hello world")
+    assert list(refused["errors"]) == ["links"]
+    assert refused["errors"]["links"].startswith("hello isn't an MLflow link. Use run:<run id>")
+    assert lab.decisions(channel=channel) == []
+
+    refused, _ = submit(tags="run:abc")
+    assert list(refused["errors"]) == ["tags"] and refused["errors"]["tags"].startswith("run:abc isn't a tag")
+    refused, _ = submit(links='exp:"unclosed model:x')
+    assert list(refused["errors"]) == ["links"], "a mistake in the links shows under the links"
+
+    accepted, channel = submit(links=f"https://mlflow.example/#/experiments/1/runs/{RUN_ID}", tags="#release, models")
+    assert accepted == {}
+    [decision] = lab.decisions(channel=channel)
+    assert decision.text == "ok" and decision.tag_names == ["models", "release"]
+    assert [(link.kind, link.ref) for link in decision.links] == [("run", RUN_ID)]
+
+
+def test_saving_the_form_again_for_a_logged_message_is_refused_under_its_text(inprocess: Lab) -> None:
+    lab, user, channel, ts = inprocess, unique("U"), unique("C"), message_ts()
+    first = lab.slack.view_submission(_form(lab, channel=channel, ts=ts, author=user), user=user,
+                                      values={"text": "ship it", "tags": "", "links": ""})
+    assert first.body == ""
+    [decision] = lab.decisions(channel=channel)
+    lab.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == channel)
+
+    again = lab.slack.view_submission(_form(lab, channel=channel, ts=ts, author=user), user=user,
+                                      values={"text": "ship it on monday", "tags": "", "links": ""})
+    assert again.json() == {"response_action": "errors", "errors": {"text": (
+        f"This message is already logged as decision #{decision.id}. To change it, supersede it: "
+        f"/lab supersede {decision.id} <the new decision>.")}}
+    assert [d.text for d in lab.decisions(channel=channel)] == ["ship it"]
+    lab.drain()
+    assert len(lab.fake.posted(channel)) == 1, "no second post in the thread"
+    assert [e.outcome for e in lab.audit(user=user)] == ["ok", "user_error"]
+
+    # Nor does the shortcut open the form on it again: the person is told why, privately.
+    message = {"type": "message", "user": user, "ts": ts, "text": "ship it"}
+    lab.slack.message_shortcut(callback_id="log_decision", user=user, channel=channel, message=message)
+    [told] = lab.fake.wait_for("response_url", where=lambda c: f"#{decision.id}" in json.dumps(c.params))
+    assert f"already logged as decision #{decision.id}" in json.dumps(told.params)
+    assert not [c for c in lab.fake.calls("views.open") if channel in c.params["view"]["private_metadata"]]
+
+
+def test_the_form_does_not_open_for_someone_who_may_not_decide_and_a_long_message_says_it_was_cut(
+    inprocess: Lab,
+) -> None:
+    import os
+    from pathlib import Path
+
+    from bot.grammar.decisions import MAX_DECISION
+    from labmate.settings import reset_settings
+
+    lab, channel = inprocess, unique("C")
+    Path(os.environ["LABMATE_CONFIG"]).write_text('[access]\nadmins = ["UADMIN"]\n\n[access.verbs]\ndecide = ["UADMIN"]\n')
+    reset_settings()
+    message = {"type": "message", "user": "UAUTHOR", "ts": message_ts(), "text": "x" * (MAX_DECISION + 503)}
+    lab.slack.message_shortcut(callback_id="log_decision", user="U0PLEB", channel=channel, message=message)
+    [told] = lab.fake.wait_for("response_url", where=lambda c: "You can't use `decide` here" in json.dumps(c.params))
+    assert told.params["response_type"] == "ephemeral"
+
+    lab.slack.message_shortcut(callback_id="log_decision", user="UADMIN", channel=channel, message=message)
+    [opened] = lab.fake.wait_for("views.open", where=lambda c: channel in c.params["view"]["private_metadata"])
+    [text_block] = [b for b in opened.params["view"]["blocks"] if b["block_id"] == "text"]
+    assert len(text_block["element"]["initial_value"]) == MAX_DECISION
+    assert text_block["hint"]["text"].startswith(f"The message is {MAX_DECISION + 503:,} characters and a decision holds")
