@@ -76,7 +76,7 @@ def open_chooser(body: dict[str, Any], action: dict[str, Any], client: WebClient
     """One `choose` row: `ok` when the modal opened, refused for someone who may not answer the proposal."""
     origin = origin_of(body, action)
     label = str(action.get("value", ""))
-    metadata = {"channel": origin.channel}
+    metadata = {"channel": origin.channel, "ephemeral": origin.ephemeral}  # the Home tab's answer is a DM
 
     def open_it() -> None:
         proposal_id, runs = _pending(label, origin)
@@ -103,8 +103,8 @@ def on_submit(body: dict[str, Any], view: dict[str, Any]) -> None:
     metadata = json.loads(view.get("private_metadata") or "{}")
     user = body["user"]["id"]
     for verb, run_ids in choices(view["state"]["values"]).items():
-        origin = Origin(user=user, channel=metadata.get("channel", ""), source="slack", ephemeral=True,
-                        idempotency_key=f"view:{view['id']}:{verb}")
+        origin = Origin(user=user, channel=metadata.get("channel", ""), source="slack",
+                        ephemeral=bool(metadata.get("ephemeral", True)), idempotency_key=f"view:{view['id']}:{verb}")
         reply = dispatch.handle(f"{verb} {' '.join(run_ids)}", origin)
         if reply.outcome == "duplicate" or left_to_its_job(reply):
             continue  # its job answers, and edits the proposal

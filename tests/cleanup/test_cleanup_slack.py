@@ -147,3 +147,36 @@ def test_a_click_while_the_job_queue_is_down_is_told_its_job_starts_when_it_is_b
     [told] = fake.wait_for("response_url", timeout=30)
     assert f"The job queue is unreachable, so delete in {alice.label} will start when it is back." in texts(told), texts(told)
     assert set(states(alice.id).values()) == {"deleting"}  # answered and stored: the reaper sends its job
+
+
+def test_choose_per_run_from_the_home_tab_answers_in_a_direct_message(lab, inprocess) -> None:  # noqa: F811
+    """A Home tab button has no channel and no response_url: an ephemeral message needs a conversation,
+    so the modal's answer goes to the person's DM, as the Home tab's Keep and Delete buttons do."""
+    slack, fake = inprocess.slack, inprocess.fake
+    slack.command("cleanup sales-agent", user="U0CAROL", channel="C0LAB")
+    fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "U0CAROL", timeout=30)
+    carol = proposal_for("U0CAROL")
+    slack.interaction({
+        "type": "block_actions", "user": {"id": "U0CAROL", "username": "u0carol", "team_id": TEAM_ID},
+        "api_app_id": APP_ID, "token": "legacy-verification-token", "trigger_id": f"1.{uuid.uuid4().hex}",
+        "team": {"id": TEAM_ID, "domain": "labmate-test"},
+        "container": {"type": "view", "view_id": "V0HOME"}, "view": {"id": "V0HOME", "type": "home"},
+        "actions": [{"action_id": "lab:choose:3", "block_id": "p", "value": carol.label, "type": "button",
+                     "text": {"type": "plain_text", "text": "Choose per run"}, "action_ts": "1.5"}],
+    })
+    [opened] = fake.wait_for("views.open", timeout=30)
+    view = opened.params["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    state = {lab.runs["old-finished"]: {"choice": {"type": "static_select", "selected_option": {"value": "keep"}}}}
+    slack.interaction({
+        "type": "view_submission", "team": {"id": TEAM_ID, "domain": "labmate-test"},
+        "user": {"id": "U0CAROL", "username": "u0carol", "team_id": TEAM_ID}, "api_app_id": APP_ID,
+        "token": "legacy-verification-token", "trigger_id": f"1.{uuid.uuid4().hex}",
+        "view": {**view, "id": "V0CHOOSEHOME", "hash": "1.home", "state": {"values": state}},
+        "response_urls": [], "is_enterprise_install": False,
+    })
+    poll(lambda: states(carol.id).get("old-finished") == "kept", timeout=30, what="the choice applied")
+    poll(lambda: lab.client.get_run(lab.runs["old-finished"]).data.tags.get("keep") == "true", timeout=30, what="tagged")
+    [answer] = fake.wait_for("chat.postMessage", 2, where=lambda c: c.params["channel"] == "U0CAROL", timeout=30)[1:]
+    assert "Kept: tagged `keep` in MLflow" in texts(answer)
+    assert not [c for c in fake.calls("chat.postEphemeral") if c.params.get("user") == "U0CAROL"]
