@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from slack_sdk import WebClient
@@ -55,9 +56,30 @@ def permalink(client: WebClient, channel: str, ts: str) -> str | None:
         return None
 
 
+SLACK_MARKUP = re.compile(r"<([^<>\n]+)>")
+
+
+def _readable(match: re.Match[str]) -> str:
+    target, _, label = match.group(1).partition("|")
+    if target.startswith("@"):  # a person: their name when Slack sent one
+        return "@" + (label.lstrip("@") or target[1:])
+    if target.startswith("#"):  # a channel, quoted: a bare `#ml` would be read as a tag and leave the text
+        return f"“#{label.lstrip('#') or target[1:]}”"
+    if target.startswith("!subteam^"):
+        return label or "@" + target.removeprefix("!subteam^")
+    if target.startswith("!"):  # @here, @channel, a date: the words, no longer a broadcast
+        return label or "@" + target[1:].split("^")[0]
+    if target.startswith("mailto:"):
+        return label or target.removeprefix("mailto:")
+    return f"{label} ({target})" if label and label != target else target
+
+
 def typed_text(message: dict[str, Any]) -> str:
-    """Slack sends `&`, `<`, `>` escaped; the decision stores what the person typed."""
-    return unescape(message.get("text", "")).strip()
+    """What the person wrote, as words: Slack sends mentions, channels and links as markup
+    (`<@U1>`, `<#C1|ml>`, `<https://x|the doc>`) and `&`, `<`, `>` escaped. A decision shows its text
+    escaped everywhere, so markup kept as it was would read `<https://x|the doc>`; it is stored as
+    `@U1`, `“#ml”`, `the doc (https://x)`."""
+    return unescape(SLACK_MARKUP.sub(_readable, message.get("text", ""))).strip()
 
 
 __all__ = ["NotAMember", "SlackUnanswered", "fetch", "permalink", "typed_text", "unescape"]

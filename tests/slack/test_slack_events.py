@@ -259,3 +259,19 @@ def test_a_refused_reaction_or_mention_is_told_to_the_person_alone(inprocess: La
     assert lab.fake.posted(channel) == [], "nothing in the channel or its threads"
     assert lab.decisions(channel=channel) == []
     assert [e.outcome for e in lab.audit(user=user)] == ["refused", "refused"]
+
+
+def test_a_logged_message_keeps_its_mentions_channels_and_links_as_words(inprocess: Lab) -> None:
+    """Slack sends them as markup; kept as it was, every list would show `<https://x|the doc>` literally."""
+    lab, user, channel = inprocess, unique("U"), unique("C")
+    ts = message_ts()
+    text = "ship it per <@U0DANA>'s review, see <https://docs.example/x|the doc> in <#C0ML|ml> &amp; <!here> #release"
+    lab.fake.add_message(channel, {"user": "U0AUTHOR", "ts": ts, "text": text})
+    lab.slack.reaction("reaction_added", reaction="memo", user=user, channel=channel, ts=ts, item_user="U0AUTHOR")
+    [confirmation] = lab.fake.wait_for("chat.postMessage", where=in_thread(channel, ts))
+    [decision] = lab.decisions(channel=channel)
+    assert decision.text == "ship it per @U0DANA's review, see the doc (https://docs.example/x) in “#ml” & @here"
+    assert decision.tag_names == ["release"]
+    shown = text_of(confirmation)
+    assert "see the doc (https://docs.example/x) in “#ml” &amp; @here" in shown
+    assert "&lt;" not in shown and "<!here>" not in shown
