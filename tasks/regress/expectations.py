@@ -87,6 +87,15 @@ def compile_json_path(path: str) -> Any:
         raise ExpectationSpecError(f"bad JSON path {path!r}: {exc}") from None
 
 
+def shown(value: Any) -> str:
+    """A suite's value as its author wrote it: quoted, but a regex's backslashes not doubled as repr would."""
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, list):
+        return "[" + ", ".join(shown(v) for v in value) + "]"
+    return repr(value)
+
+
 def describe(spec: dict[str, Any]) -> str:
     value = spec["value"]
     if spec["type"] == "json-path":
@@ -95,7 +104,7 @@ def describe(spec: dict[str, Any]) -> str:
     elif spec["type"] == "similar":
         text = f"similar to {value['to']!r} (>= {value['threshold']})"
     else:
-        text = f"{spec['type']} {value!r}"
+        text = f"{spec['type']} {shown(value)}"
     return text + (" (optional)" if spec.get("optional") else "")
 
 
@@ -132,7 +141,7 @@ def check(spec: dict[str, Any], obs: Observation) -> tuple[bool, str]:
         try:
             return re.search(value, reply) is not None, ""
         except re.error as exc:
-            return False, f"bad regex {value!r}: {exc}"
+            return False, f"bad regex {shown(value)}: {exc}"
     if kind == "starts-with":
         return reply.lstrip().startswith(value), ""
     if kind == "max-length":

@@ -13,7 +13,7 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from tasks.regress.expectations import Observation, check, describe, render_spec
+from tasks.regress.expectations import Observation, check, describe, render_spec, shown
 from tasks.regress.targets import AgentOutputError, load_target, normalize_output
 from tasks.regress.templating import render
 from tasks.regress.timeouts import TurnTimeout, Watch, supervise
@@ -216,7 +216,7 @@ def _capture(capture: dict[str, str], reply: str, variables: dict[str, Any], rec
         if match is None:
             record["expectations"].append(
                 {
-                    "description": f"capture {name} by {pattern!r}",
+                    "description": f"capture {name} by {shown(pattern)}",
                     "type": "capture",
                     "passed": False,
                     "optional": False,

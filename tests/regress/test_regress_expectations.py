@@ -85,6 +85,9 @@ def test_modifiers_parsed():
     spec = parse_expectation({"contains": "x", "optional": True, "weight": 3})
     assert spec == {"type": "contains", "value": "x", "optional": True, "weight": 3.0}
     assert describe(spec) == "contains 'x' (optional)"
+    # A regex as its author wrote it: repr would double every backslash.
+    assert describe(parse_expectation({"regex": r"\$390 per month"})) == r"regex '\$390 per month'"
+    assert describe(parse_expectation({"not-contains": ["a\\b", "c"]})) == r"not-contains ['a\b', 'c']"
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,7 @@ def test_failed_capture_stops_the_conversation(write_suite, agent):
     result = run_conversation(conv, agent("echo"))
     assert result["status"] == "fail"
     assert len(result["turns"]) == 1
-    assert result["turns"][0]["expectations"][0]["description"] == "capture order_id by 'A-(\\\\d+)'"
+    assert result["turns"][0]["expectations"][0]["description"] == "capture order_id by 'A-(\\d+)'"
 
 
 def test_echo_and_multi_turn_history(write_suite, agent):
