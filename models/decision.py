@@ -1,6 +1,8 @@
-"""Decisions the team logged, their tags and their links to MLflow, and full-text search over them."""
+"""Decisions the team logged, their tags and their links to MLflow, and full-text search over them.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: with it, SQLAlchemy evaluates every `Mapped[...]`
+annotation from its string at class creation, a few milliseconds of each Slack process's start.
+"""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -29,10 +31,10 @@ class Decision(Base):
     superseded_by: Mapped[int | None] = mapped_column(
         ForeignKey("decisions.id", ondelete="SET NULL"), default=None, index=True
     )
-    tags: Mapped[list[DecisionTag]] = relationship(
+    tags: Mapped[list["DecisionTag"]] = relationship(
         back_populates="decision", cascade="all, delete-orphan", lazy="selectin", order_by="DecisionTag.tag"
     )
-    links: Mapped[list[DecisionLink]] = relationship(
+    links: Mapped[list["DecisionLink"]] = relationship(
         back_populates="decision", cascade="all, delete-orphan", lazy="selectin", order_by="DecisionLink.id"
     )
 
