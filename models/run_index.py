@@ -672,8 +672,9 @@ def find_runs(
     order_metric: str | None,
     ascending: bool,
     limit: int,
-) -> list[RunRow]:
-    """Runs matching every clause, best first by `order_metric` (runs without it left out) or newest first."""
+) -> tuple[list[RunRow], int]:
+    """Runs matching every clause, best first by `order_metric` (runs without it left out) or newest
+    first, and how many match in all."""
     query = select(IndexedRun).where(
         IndexedRun.store == store, IndexedRun.experiment_id == experiment_id, IndexedRun.deleted.is_(False)
     )
@@ -693,7 +694,8 @@ def find_runs(
         ).order_by(order.value.asc() if ascending else order.value.desc(), IndexedRun.start_time.desc())
     else:
         query = query.order_by(IndexedRun.start_time.desc())
-    return [_row(r) for r in session.scalars(query.limit(limit)).all()]
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    return [_row(r) for r in session.scalars(query.limit(limit)).all()], int(total)
 
 
 def runs_by_ids(session: Session, store: str, run_ids: Sequence[str]) -> dict[str, RunRow]:

@@ -32,8 +32,11 @@ NOT_EXPERIMENTS = {
     "it", "them", "that", "our", "my", "production", "order",
 }  # fmt: skip
 NOT_SUBJECTS = {"you", "we", "things", "everything", "everyone", "life"}  # "how are you doing?"
-BEST = re.compile(r"\b(best|top|highest|lowest|winning|leading|strongest|greatest)\b", re.I)
-METRIC_AFTER = re.compile(r"\b(?:best|highest|lowest|top|greatest)\s+([A-Za-z][\w./-]*)", re.I)
+BEST = re.compile(r"\b(best|top|highest|lowest|largest|smallest|winning|leading|strongest|greatest)\b", re.I)
+METRIC_AFTER = re.compile(r"\b(?:best|highest|lowest|largest|smallest|top|greatest)\s+([A-Za-z][\w./-]*)", re.I)
+LOWEST = re.compile(r"\b(lowest|smallest)\b", re.I)
+HIGHEST = re.compile(r"\b(highest|largest|greatest)\b", re.I)
+"""A direction the question names: the run with the lowest val_loss, whichever way "best" would go."""
 NOT_METRICS = {"run", "runs", "model", "models", "one", "result", "results", "score", "experiment", "in", "of"}
 STATUS = {
     "failed": "FAILED", "failing": "FAILED", "crashed": "FAILED", "broken": "FAILED", "killed": "KILLED",
@@ -55,6 +58,7 @@ SINCE_WORD = re.compile(
 )
 THIS_WEEK = re.compile(r"\bthis\s+week\b", re.I)
 TODAY = re.compile(r"\btoday\b", re.I)
+YESTERDAY = re.compile(r"\byesterday\b", re.I)
 UNIT_CODE = {"minute": "m", "hour": "h", "day": "d", "week": "w"}
 
 
@@ -104,6 +108,8 @@ def _since(text: str, now: datetime) -> datetime | None:
         return tokens.since("today", now) if now.weekday() == 0 else tokens.since("monday", now)
     if TODAY.search(text):
         return tokens.since("today", now)
+    if YESTERDAY.search(text):  # from yesterday's start: the answer says so, and includes today's runs
+        return tokens.since("yesterday", now)
     return None
 
 
@@ -137,8 +143,10 @@ def interpret(question: str, now: datetime) -> Interpretation | None:
         if metric is None and by and not by.group(1).startswith(("@", "<@")):
             metric = by.group(1)
         shown = metric or "its primary metric"
+        ascending = True if LOWEST.search(text) else False if HIGHEST.search(text) else None
+        way = {True: ", lowest first", False: ", highest first", None: ""}[ascending]
         return Interpretation(
-            "best", BestArgs(experiment, metric, since), f"best {experiment} by {shown}{_window(since)}"
+            "best", BestArgs(experiment, metric, since, ascending), f"best {experiment} by {shown}{way}{_window(since)}"
         )
     status = _status(text)
     user = None

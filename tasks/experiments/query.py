@@ -186,7 +186,7 @@ def _find(
     clauses = [r.mlflow for r in resolved if r.mlflow]
     local = [r for r in resolved if not r.mlflow]
     with session_scope() as session:
-        found = run_index.find_runs(
+        found, total = run_index.find_runs(
             session,
             experiment.store,
             experiment_id=experiment.experiment_id,
@@ -216,7 +216,7 @@ def _find(
                 "local_filter": " and ".join(r.text() for r in local),
                 "order": order,
                 "runs": rows,
-                "total": None,
+                "total": total,
             },
         )
     ]

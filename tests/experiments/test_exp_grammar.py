@@ -142,6 +142,12 @@ def test_help_lists_the_new_verbs() -> None:
         ("sam's runs in sales-agent", "runs", "runs in sales-agent by sam"),
         ("what did we run in sales-agent this week?", "runs", "runs in sales-agent since 2026-11-23 (UTC)"),
         ("compare demo-baseline and demo-unigram-v2", "compare", "compare demo-baseline and demo-unigram-v2"),
+        # the direction a question names wins: "lowest" was answered with the highest
+        ("which run had the lowest val_f1 in ties?", "best", "best ties by val_f1, lowest first"),
+        ("which run had the highest val_loss in big3000?", "best", "best big3000 by val_loss, highest first"),
+        ("smallest val_loss in sales-agent", "best", "best sales-agent by val_loss, lowest first"),
+        # "yesterday" was dropped, and the answer covered all time without a word
+        ("which runs did alice run in mixed yesterday?", "runs", "runs in mixed by alice since 2026-11-28 (UTC)"),
     ],
 )
 def test_questions_become_queries(question: str, verb: str, understood: str) -> None:
@@ -154,6 +160,8 @@ def test_question_arguments() -> None:
     assert reading is not None and reading.args == BestArgs(
         "sales-agent", "val_f1", datetime(2026, 11, 22, 10, tzinfo=UTC)
     )
+    lowest = interpret("which run had the lowest val_f1 in ties?", NOW)
+    assert lowest is not None and lowest.args == BestArgs("ties", "val_f1", None, True)
 
 
 

@@ -249,6 +249,21 @@ def test_find_builds_a_validated_mlflow_filter(sales: Store) -> None:
     ]
 
 
+
+def test_find_says_how_many_runs_match_not_how_many_it_shows(sales: Store) -> None:
+    from tasks.experiments.query import find
+
+    everything = [{"name": "start_time", "op": ">", "value": "0", "numeric": True}]
+    [(template, ctx)] = find("sales-agent", everything, None, None, 50)
+    total = len(ctx["runs"])
+    assert total > 2 and ctx["total"] == total
+    [(template, ctx)] = find("sales-agent", everything, None, None, 2)
+    assert len(ctx["runs"]) == 2 and ctx["total"] == total
+    assert f"{total} runs match, newest 2 shown." in _text(template, ctx)
+    [(template, ctx)] = find("sales-agent", [{"name": "val_f1", "op": ">", "value": "0", "numeric": True}], "val_f1", None, 1)
+    assert ctx["total"] > 1 and f"{ctx['total']} runs match, first 1 shown." in _text(template, ctx)
+
+
 def test_find_unknown_name_and_wrong_value(sales: Store) -> None:
     from tasks.experiments.query import find
 
