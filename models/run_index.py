@@ -12,6 +12,7 @@ and a knowledge base pointed at one and then the other (or serving both) must ne
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -528,7 +529,9 @@ def top_runs(
     leaves_only: bool = False,
 ) -> list[tuple[RunRow, float]]:
     """Runs ranked by their latest value of `metric` (an index range scan that stops at `limit`).
-    `leaves_only` leaves out runs that are some other run's parent (a grid search's parent)."""
+    `leaves_only` leaves out runs that are some other run's parent (a grid search's parent). A run
+    whose value is infinite diverged: it is never the best one (MLflow's SQL store keeps ±inf as ±the
+    largest float, so those two values count as infinite)."""
     order = IndexedMetric.value.asc() if ascending else IndexedMetric.value.desc()
     query = (
         select(IndexedRun, IndexedMetric.value)
@@ -537,7 +540,8 @@ def top_runs(
             IndexedMetric.store == store,
             IndexedMetric.experiment_id == experiment_id,
             IndexedMetric.key == metric,
-            IndexedMetric.value.is_not(None),
+            IndexedMetric.value > -sys.float_info.max,
+            IndexedMetric.value < sys.float_info.max,
             IndexedRun.deleted.is_(False),
         )
         .order_by(order, IndexedRun.start_time.asc())

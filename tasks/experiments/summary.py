@@ -7,6 +7,7 @@ saying so; `summary` (and `best`) answer from the index. `first.answer` decides 
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -263,7 +264,8 @@ def _preview_rank(
     candidates = [
         (r, r.metrics[metric][0])
         for r in records
-        if metric in r.metrics and r.metrics[metric][0] is not None and r.status not in run_index.FAILED_STATUSES
+        if metric in r.metrics and r.metrics[metric][0] is not None and abs(r.metrics[metric][0]) < sys.float_info.max  # type: ignore[arg-type]
+        and r.status not in run_index.FAILED_STATUSES
         and r.run_id not in parents
     ]  # fmt: skip
     candidates.sort(key=lambda item: (item[1] if chosen.ascending else -item[1], item[0].start_time))  # type: ignore[operator]

@@ -84,8 +84,9 @@ def test_a_preview_says_whose_runs_among_the_newest_it_names(sales: Store, monke
 
 
 def test_summary_and_compare_show_an_infinite_metric_and_chart_the_rest(sales: Store) -> None:
-    """A diverged run logs inf (MLflow's SQL store keeps it as the largest float): the run is ranked
-    and shown as `inf`; the chart leaves out what it can't draw, without matplotlib's overflow."""
+    """A diverged run logs inf (MLflow's SQL store keeps it as the largest float): it is no winner, so
+    the ranking leaves it out, and compare shows it as `inf`; the chart leaves out what it can't draw,
+    without matplotlib's overflow."""
     import warnings
 
     from mlflow.entities import Metric
@@ -106,8 +107,8 @@ def test_summary_and_compare_show_an_infinite_metric_and_chart_the_rest(sales: S
         [(template, ctx)] = summary("sales-agent", "score", 5)
         [(_t, single)] = compare(["tame", "diverged"])
         [(_t, lines)] = compare(["baseline", "grown"])
-    assert [r["name"] for r in ctx["runs"]] == ["diverged", "tame", "tamer"] and ctx["best_value"] == "inf"
-    assert "with score *inf*, +inf against the previous best tame (0.7)" in _text(template, ctx)
+    assert [r["name"] for r in ctx["runs"]] == ["tame", "tamer"] and ctx["best_value"] == "0.7"
+    assert "with score *0.7*" in _text(template, ctx)
     assert Path(ctx["files"][0]["path"]).exists()
     score = next(m for m in single["metrics"] if m["key"] == "score")
     assert [(c["value"], c["delta"]) for c in score["cells"]] == [("0.7", ""), ("inf", "+inf")]
@@ -227,6 +228,19 @@ def test_best_and_runs(sales: Store) -> None:
     assert "1 run matches." in _text(template, ctx)
     [(_t, ctx)] = runs("sales-agent", None, None, "sam", [["team", "nlp"]])
     assert [r["name"] for r in ctx["runs"]] == ["unigram-v2", "bigram"]
+
+
+def test_a_run_whose_metric_diverged_to_infinity_is_never_the_best(sales: Store) -> None:
+    from tasks.experiments.summary import best, summary
+
+    add_run(sales, "diverged", user="lee", params={"epochs": 3, "seed": 1}, f1s=[0.5, float("inf")], start_hour=9)
+    add_run(sales, "collapsed", user="lee", params={"epochs": 3, "seed": 1}, f1s=[0.5, float("-inf")], start_hour=10)
+    [(_t, ctx)] = best("sales-agent", "val_f1", None)
+    assert ctx["run"]["name"] == "unigram-v2" and ctx["value"] == "0.86"
+    [(_t, ctx)] = best("sales-agent", "val_f1", None, None, True)  # lowest first: -inf is no winner either
+    assert ctx["run"]["name"] == "strong-reg"
+    [(_t, ctx)] = summary("sales-agent", "val_f1", 3)
+    assert ctx["runs"] and "diverged" not in str(ctx["runs"]) and "collapsed" not in str(ctx["runs"])
 
 
 def test_find_builds_a_validated_mlflow_filter(sales: Store) -> None:
