@@ -43,3 +43,19 @@ def test_every_experiment_answer_escapes_mlflow_text(hostile: Store) -> None:
     for template, blocks in answers:
         assert_no_injection(blocks)
         assert "&lt;!channel&gt;" in blocks, f"{template} should show the hostile text, escaped"
+
+
+def test_a_param_value_with_backticks_stays_one_code_span(mlflow_store: Store) -> None:
+    """`{{ value }}` between literal backticks: the value's own backticks closed the span early."""
+    from bot.messages.mrkdwn import CODE_TICK
+    from tasks.experiments.compare import compare
+    from tasks.experiments.summary import best, summary
+
+    s = mlflow_store
+    s.experiment_id = s.client.create_experiment("ticks", artifact_location=str(s.root / "artifacts"))
+    add_run(s, "a", user="sam", params={"block": "```block```"}, f1s=[0.7], start_hour=0)
+    add_run(s, "b", user="sam", params={"block": "y"}, f1s=[0.6], start_hour=1)
+    for template, blocks in [*_rendered(summary("ticks", "val_f1", 5)), *_rendered(best("ticks", "val_f1", None)),
+                             *_rendered(compare(list(s.runs.values())))]:
+        assert f"`{CODE_TICK * 3}block{CODE_TICK * 3}`" in blocks, template
+        assert "``" not in blocks, template
