@@ -28,10 +28,11 @@ app.add_typer(db_app, name="db")
 @app.command()
 def shell(
     user: str | None = typer.Option(
-        None, "--user", "-u",
+        None, "--user", "-u", callback=lambda value: _an_id(value, "--user"),
         help="Run the commands as this user (needs \\[terminal] allow_acting_as). Default: you, by your login.",
     ),
-    channel: str = typer.Option("terminal", "--channel", "-c", help="The channel your commands are recorded under."),
+    channel: str = typer.Option("terminal", "--channel", "-c", callback=lambda value: _an_id(value, "--channel"),
+                                help="The channel your commands are recorded under."),
 ) -> None:
     """Use labmate interactively in this terminal (embedded defaults: no Slack, Redis or servers)."""
     console = Console()
@@ -46,9 +47,11 @@ def shell(
 def say(
     text: str = typer.Argument(..., help='The command, e.g. "decide ship it #release" (the /lab prefix is optional).'),
     user: str | None = typer.Option(
-        None, "--user", "-u", help="Run the command as this user (needs \\[terminal] allow_acting_as). Default: you."
+        None, "--user", "-u", callback=lambda value: _an_id(value, "--user"),
+        help="Run the command as this user (needs \\[terminal] allow_acting_as). Default: you.",
     ),
-    channel: str = typer.Option("terminal", "--channel", "-c", help="Run the command in this channel."),
+    channel: str = typer.Option("terminal", "--channel", "-c", callback=lambda value: _an_id(value, "--channel"),
+                                help="Run the command in this channel."),
     as_json: bool = typer.Option(False, "--json", help="Print the Block Kit payloads exactly as they would be posted."),
 ) -> None:
     """Run one command, wait for every reply (jobs included), print them. Exit 0 ok, 1 bad input, 2 internal error."""
@@ -62,12 +65,22 @@ def say(
     raise typer.Exit(outcome.exit_code)
 
 
+def _an_id(value: str | None, option: str) -> str | None:
+    """A user or channel as Slack's ids are: one word of at most 64 characters (what the database keeps)."""
+    if value is not None and (len(value) > 64 or not value.isprintable() or not value.strip() or " " in value):
+        raise typer.BadParameter(f"{option} takes one word of at most 64 printable characters, like a Slack id (U0123ABCD)")
+    return value
+
+
 def _leave_now_if_jobs_still_run(unfinished: int, code: int) -> None:
     """A job still running on this process's embedded worker holds a pool thread the interpreter
     would wait for at exit (as long as the job takes). Leave at once instead: the next start's reap
     closes its ledger row ("the terminal session that asked for it ended")."""
-    if not unfinished:
-        return
+    if unfinished:
+        _leave_now(code)
+
+
+def _leave_now(code: int) -> None:
     import logging
 
     logging.shutdown()
@@ -371,8 +384,9 @@ def _run(app: typer.Typer) -> None:
 
     try:
         code = app(standalone_mode=False)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt:  # at once: `say` may be waiting on a job its embedded worker still runs
+        print(file=sys.stderr)
+        _leave_now(130)
     except ConfigError as exc:
         print(f"labmate: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -396,7 +410,10 @@ def _run(app: typer.Typer) -> None:
         from labmate.settings import mask_url
 
         print(mask_url(traceback.format_exc()), file=sys.stderr, end="")
-        sys.exit(1)
+        sys.exit(2)  # as documented: 1 is bad input, 2 labmate's own failure
+    if code == 130:  # Ctrl-C, which typer turns into this code: leave at once, as above
+        print(file=sys.stderr)
+        _leave_now(130)
     sys.exit(code if isinstance(code, int) else 0)
 
 

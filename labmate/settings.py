@@ -459,6 +459,14 @@ def default_home() -> Path:
     return user_data_path("labmate", appauthor=False)
 
 
+def _port_is_a_number(url: str) -> bool:
+    try:
+        urlsplit(url).port  # noqa: B018 (urllib checks the port when it is read)
+    except ValueError:
+        return False
+    return True
+
+
 class ConfigError(Exception):
     """The configuration can't be read: one line naming the file (or variable), the line and what was expected."""
 
@@ -704,13 +712,26 @@ class Settings(Table, kw_only=True):
                     f"[metric_directions] {metric} = {value!r}: say \"lower\" or \"higher\" (or asc, desc, min, max)"
                 )
         self.command = "/" + self.command.lstrip("/")
-        self.home = self.home.expanduser()  # `~/labmate` in labmate.toml or LABMATE_HOME, as a shell would
+        try:
+            self.home = self.home.expanduser()  # `~/labmate` in labmate.toml or LABMATE_HOME, as a shell would
+        except RuntimeError:
+            raise ValueError(f"home {str(self.home)!r}: there is no such user's home to expand; give a full path") from None
+        if set("?#%") & set(str(self.home)):
+            raise ValueError(
+                f"home {str(self.home)!r} contains ?, # or %, which the database URLs built from it would read "
+                "as something else: choose a folder without them"
+            )
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'labmate.db').resolve()}"
         if not self.database_url.startswith(DATABASE_SCHEMES):
             raise ValueError(
                 f"database_url {mask_url(self.database_url)!r} is not a knowledge base labmate can use: give "
                 "sqlite:///path/to/labmate.db or postgresql://user:password@host:5432/database"
+            )
+        if not _port_is_a_number(self.database_url):
+            raise ValueError(
+                f"database_url {mask_url(self.database_url)!r} has a port that isn't a number: give "
+                "postgresql://user:password@host:5432/database"
             )
         if not self.broker_url.startswith(BROKER_SCHEMES):
             raise ValueError(

@@ -11,6 +11,8 @@ from models.base import Base, utcnow
 
 OUTCOMES = ("ok", "queued", "running", "user_error", "refused", "error", "duplicate", "undelivered")
 TEXT_CAP = 4000
+ID_CAP = 64
+"""The user and channel columns' size: an id longer than Slack's is cut, never the row lost."""
 
 
 AUDIT_EVENTS = Table(
@@ -56,8 +58,8 @@ def record(
     """Insert the row and return its id (a Core insert: this runs on every command's ack path)."""
     values = {
         "at": utcnow(),
-        "user": user,
-        "channel": channel,
+        "user": printable(user)[:ID_CAP],
+        "channel": printable(channel)[:ID_CAP],
         "source": source,
         "verb": verb,
         "text": printable(text)[:TEXT_CAP],
@@ -72,8 +74,12 @@ def record(
 
 
 def printable(text: str) -> str:
-    """PostgreSQL refuses NUL in text: the audit keeps what was typed, with NUL shown as U+FFFD."""
-    return text.replace("\x00", "\ufffd")
+    """What was typed, storable: PostgreSQL refuses NUL, and no database takes the lone surrogates
+    that stand for bytes that weren't UTF-8; each is kept as U+FFFD."""
+    text = text.replace("\x00", "\ufffd")
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        text = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+    return text
 
 
 def set_outcome(

@@ -109,6 +109,11 @@ def parse(text: str, *, now: datetime | None = None) -> Command:
             "Your command contains a NUL character (\\x00), which can't be stored. "
             "Remove it (it usually comes from a paste) and send the command again."
         )
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        raise UsageError(
+            "Your command contains bytes that aren't valid UTF-8 (a terminal or a paste in another encoding), "
+            "shown here as �. Retype those characters and send the command again."
+        )
     stripped = text.strip()
     if not stripped:
         return Command("help", HelpArgs(None), text)

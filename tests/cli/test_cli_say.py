@@ -302,3 +302,40 @@ def test_two_first_commands_at_once_on_a_new_home_both_open_the_mlflow_store(tmp
     again = subprocess.run([LABMATE, "say", "best sales-agent val_f1"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=180)
     assert again.returncode == 1 and "MLflow has no experiment" in again.stdout, again.stdout + again.stderr
+
+
+def test_bytes_that_are_not_utf8_are_refused_and_audited(say, lab_home):
+    """Argv decodes them as lone surrogates, which no database stores: an internal error, and no audit row."""
+    said = say("decide caf\udcff #enc")
+    assert said.code == 1, said.stderr
+    assert "bytes that aren't valid UTF-8" in json.dumps(said.payloads)
+    with sqlite3.connect(db_path(lab_home)) as db:
+        assert db.execute("SELECT verb, outcome, text FROM audit_events").fetchall() == [
+            ("decide", "user_error", "decide caf\ufffd #enc")
+        ]
+        assert db.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
+
+
+def test_ctrl_c_while_waiting_for_a_job_leaves_at_once(lab_home, migrated, tmp_path):
+    """The interpreter's exit joined the embedded worker's pool thread: Ctrl-C left only when the job
+    ended (two minutes of MLflow retries), and a second Ctrl-C printed a traceback."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+    env.update(LABMATE_HOME=str(lab_home), LABMATE_CONFIG=str(tmp_path / "labmate.toml"),
+               MLFLOW_TRACKING_URI="http://127.0.0.1:9", MLFLOW_HTTP_REQUEST_MAX_RETRIES="7")
+    proc = subprocess.Popen([LABMATE, "say", "best sales-agent"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "Working on it" not in (line := proc.stdout.readline()):  # type: ignore[union-attr]
+            assert line and time.monotonic() < deadline, "no 'Working on it' card"
+        time.sleep(3)  # the job is running: in MLflow's retries against a port nobody listens on
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        code = proc.wait(timeout=30)
+        assert time.monotonic() - started < 5 and code == 130
+        assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        proc.kill()

@@ -502,3 +502,30 @@ def test_labmate_config_is_doctor(tmp_path):
     shown = _labmate(tmp_path, "config", "--no-check")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == _labmate(tmp_path, "doctor", "--no-check").stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("LABMATE_DATABASE_URL", "postgresql://u:pw@h:notaport/db",
+         "database_url 'postgresql://u:***@h:notaport/db' has a port that isn't a number"),
+        ("LABMATE_HOME", "~nosuchuser0/x", "home '~nosuchuser0/x': there is no such user's home to expand"),
+        ("LABMATE_HOME", "/tmp/q?mode=ro", "home '/tmp/q?mode=ro' contains ?, # or %"),
+        ("LABMATE_HOME", "/tmp/pct%41dir", "home '/tmp/pct%41dir' contains ?, # or %"),
+    ],
+)
+def test_a_database_url_or_home_labmate_cannot_use_is_one_line_not_a_traceback(tmp_path, variable, value, expected):
+    """A port that isn't a number crashed `doctor` and `db upgrade` with a traceback; `?` in the home put
+    the knowledge base outside it (`sqlite:////tmp/q?mode=ro/labmate.db` is the file /tmp/q)."""
+    for command in (["doctor"], ["db", "upgrade"], ["say", "help"]):
+        result = _labmate(tmp_path, *command, **{variable: value})
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert result.stderr.startswith(f"labmate: environment variable {variable}: {expected}"), result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("option", ["--channel", "--user"])
+def test_a_user_or_channel_longer_than_an_id_is_a_usage_error(tmp_path, option):
+    """On PostgreSQL a 200-character --channel failed the audit insert: an internal error, and no row."""
+    result = _labmate(tmp_path, "say", "decisions", option, "c" * 200)
+    assert result.returncode == 1 and f"{option} takes one word of at most 64 printable characters" in result.stderr
