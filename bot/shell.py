@@ -18,7 +18,7 @@ from labmate.settings import get_settings, mask_url
 
 BANNER = (
     "[bold]labmate[/bold], store: [bold]{home}[/bold] (LABMATE_HOME; MLflow at {mlflow}).\n"
-    "Type [cyan]help[/cyan] for the commands, [cyan]exit[/cyan] to leave. The {command} prefix is optional.\n"
+    "Type [cyan]help[/cyan] for the commands, [cyan]exit[/cyan] (or Ctrl-D) to leave. The {command} prefix is optional.\n"
     "With the demo loaded (`labmate demo`), try [cyan]summary sales-agent[/cyan], "
     "[cyan]ask show failed runs in sales-agent[/cyan] or [cyan]decide ship the candidate #release[/cyan]."
 )
@@ -34,9 +34,12 @@ def _lines(history_path: str) -> Any:
         while True:
             with patch_stdout():
                 try:
-                    yield prompt.prompt("lab> ")
+                    line = prompt.prompt("lab> ")
+                except KeyboardInterrupt:  # clears the line, as Python's own prompt does; Ctrl-D leaves
+                    continue
                 except EOFError:
                     return
+            yield line
     else:
         yield from (line.rstrip("\n") for line in sys.stdin)
 

@@ -339,3 +339,44 @@ def test_ctrl_c_while_waiting_for_a_job_leaves_at_once(lab_home, migrated, tmp_p
         assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
     finally:
         proc.kill()
+
+
+def test_ctrl_c_at_the_shell_prompt_clears_the_line_and_the_shell_goes_on(lab_home, migrated, tmp_path):
+    """It quit the whole shell (exit 0); Python's own prompt, psql and the others clear the line."""
+    import pty
+    import select
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABMATE_", "MLFLOW_", "SLACK_"))}
+    env.update(LABMATE_HOME=str(lab_home), LABMATE_CONFIG=str(tmp_path / "labmate.toml"), TERM="xterm")
+    main, child = pty.openpty()
+    proc = subprocess.Popen([LABMATE, "shell"], cwd=tmp_path, env=env, stdin=child, stdout=child, stderr=child,
+                            start_new_session=True)
+    os.close(child)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")[-2000:]
+            if select.select([main], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(main, 65536)
+                except OSError:
+                    break
+
+    try:
+        read_until(b"lab>")
+        os.write(main, b"decide half typed\x03")
+        time.sleep(0.5)
+        assert proc.poll() is None, "Ctrl-C at the prompt ended the shell"
+        os.write(main, b"help\r")
+        read_until(b"details and examples")
+        os.write(main, b"exit\r")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        os.close(main)
+    with sqlite3.connect(db_path(lab_home)) as db:
+        assert db.execute("SELECT verb FROM audit_events").fetchall() == [("help",)], "the half-typed line never ran"
