@@ -102,6 +102,12 @@ def _bytecode_cache() -> FileSystemBytecodeCache | None:
         return None
 
 
+def _in_bold(value: object) -> str:
+    """User text shown inside `*…*`: its own `*` would close the bold (shown as ∗, U+2217) and a line
+    break would end it (shown as a space)."""
+    return " ".join(str(value).replace("*", "\u2217").split())
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
@@ -122,6 +128,7 @@ def environment() -> Environment:
         user=user,
         channel=channel,
         code=code,
+        in_bold=_in_bold,
         mrkdwn=lambda v: Mrkdwn(v),
     )
     env.globals["block_button"] = button

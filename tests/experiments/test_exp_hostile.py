@@ -59,3 +59,13 @@ def test_a_param_value_with_backticks_stays_one_code_span(mlflow_store: Store) -
                              *_rendered(compare(list(s.runs.values())))]:
         assert f"`{CODE_TICK * 3}block{CODE_TICK * 3}`" in blocks, template
         assert "``" not in blocks, template
+
+
+def test_a_run_name_with_stars_or_a_line_break_keeps_the_bold_around_it(mlflow_store: Store) -> None:
+    from tasks.experiments.summary import best
+
+    s = mlflow_store
+    s.experiment_id = s.client.create_experiment("stars", artifact_location=str(s.root / "artifacts"))
+    add_run(s, "*star* run\nsecond line", user="sam", params={}, f1s=[0.7], start_hour=0)
+    [(template, blocks)] = _rendered(best("stars", "val_f1", None))
+    assert "∗star∗ run second line" in blocks, template
