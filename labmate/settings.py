@@ -476,7 +476,8 @@ class Settings(Table, kw_only=True):
         Path,
         about(
             "Where embedded state lives: the SQLite knowledge base, the MLflow store, charts, shell history. "
-            "The same store whatever directory you run labmate from.",
+            "The same store whatever directory you run labmate from. A path with `?`, `#` or `%` is refused "
+            "(the database URLs would read them as something else).",
             env="LABMATE_HOME",
             shown_default=HOME_SHOWN_DEFAULT,
         ),
