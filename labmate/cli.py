@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -60,6 +61,8 @@ def say(
     who, actor = _identity(console, user, as_json=as_json)
     from bot.terminal import say as run_say
 
+    signal.signal(signal.SIGINT, _leave_on_ctrl_c)
+
     outcome = run_say(text, user=who, channel=channel, as_json=as_json, console=console, actor=actor)
     _leave_now_if_jobs_still_run(outcome.unfinished, outcome.exit_code)
     raise typer.Exit(outcome.exit_code)
@@ -78,6 +81,16 @@ def _leave_now_if_jobs_still_run(unfinished: int, code: int) -> None:
     closes its ledger row ("the terminal session that asked for it ended")."""
     if unfinished:
         _leave_now(code)
+
+
+def _leave_on_ctrl_c(_signum: int, _frame: object) -> None:
+    """Ctrl-C while `say` waits: leave at once, wherever the main thread is. The job its embedded worker
+    runs holds a pool thread that a normal exit would wait for, and an exception from here has to
+    climb through Celery, Typer and click first (Typer turns it into exit code 130)."""
+    print(file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def _leave_now(code: int) -> None:
