@@ -87,13 +87,16 @@ def _link(word: str) -> tuple[str, str]:
         raise FieldError("links", exc.message) from None
 
 
-MENTION = re.compile(r"<[@#!]([^>|]+)(?:\|([^>]*))?>")
+MENTION = re.compile(r"<([@#!])([^>|]+)(?:\|([^>]*))?>")
+"""Only Slack's mentions: our messages also hold `<placeholders>`, which stay as they are (so this is
+not slack_messages.readable, which reads every `<…>` of a message someone typed)."""
 
 
 def field_text(message: str) -> str:
     """A message as a modal's field error shows it: plain text (Slack formats nothing there), short, cut
     at a sentence rather than in the middle of an example."""
-    plain = MENTION.sub(lambda m: m.group(2) or "@" + m.group(1).removeprefix("subteam^"), message)
+    plain = MENTION.sub(lambda m: m.group(3) or ("#" if m.group(1) == "#" else "@") + m.group(2).removeprefix("subteam^"),
+                        message)
     plain = unescape(plain.replace("`", ""))
     if len(plain) <= FIELD_ERROR_CHARS:
         return plain

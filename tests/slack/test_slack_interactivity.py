@@ -312,3 +312,13 @@ def test_the_form_does_not_open_for_someone_who_may_not_decide_and_a_long_messag
     [text_block] = [b for b in opened.params["view"]["blocks"] if b["block_id"] == "text"]
     assert len(text_block["element"]["initial_value"]) == MAX_DECISION
     assert text_block["hint"]["text"].startswith(f"The message is {MAX_DECISION + 503:,} characters and a decision holds")
+
+
+def test_a_field_error_shows_mentions_as_names_and_keeps_our_placeholders() -> None:
+    """Slack shows field errors as plain text: `<@U1>` would read literally, and a channel is no `@`."""
+    from bot.listeners.views import field_text
+
+    assert field_text("It is limited to <@U1>, <#CDECIDE>, <!subteam^S1> and the admins (<@U0ADMIN>).") == (
+        "It is limited to @U1, #CDECIDE, @S1 and the admins (@U0ADMIN)."
+    )
+    assert field_text("Use `run:<run id>`.") == "Use run:<run id>."
