@@ -42,6 +42,9 @@ from models.base import Base
 
 FAILED_STATUSES = ("FAILED", "KILLED")
 MAX_TAG_VALUE = 1000
+ERROR_TAGS = ("labmate.error", "error", "exception", "error_message")
+"""Tags training code sets to say why a run failed: the index keeps their end (a traceback's last
+lines name the error), other tags their start."""
 SHORT = 200
 CHUNK = 500
 RUNNING_STATUSES = ("RUNNING", "SCHEDULED")
@@ -237,6 +240,12 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[i : i + CHUNK]
 
 
+def _kept(key: str, value: str) -> str:
+    if len(value) <= MAX_TAG_VALUE:
+        return value
+    return "…" + value[-(MAX_TAG_VALUE - 1):] if key in ERROR_TAGS else value[:MAX_TAG_VALUE]
+
+
 def _number(value: str) -> float | None:
     try:
         number = float(value)
@@ -295,7 +304,7 @@ def upsert(
     ]  # fmt: skip
     tags = [
         {"store": store, "run_id": r.run_id, "key": k, "experiment_id": r.experiment_id,
-         "value": v[:MAX_TAG_VALUE], "short": v[:SHORT]}
+         "value": _kept(k, v), "short": v[:SHORT]}
         for r in records
         for k, v in r.tags.items()
     ]  # fmt: skip

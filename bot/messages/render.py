@@ -21,7 +21,7 @@ from jinja2.bccache import Bucket
 from msgspec import Struct
 
 from bot.messages import limits
-from bot.messages.mrkdwn import Mrkdwn, channel, code, escape, link, user
+from bot.messages.mrkdwn import CODE_TICK, Mrkdwn, channel, code, escape, link, user
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -108,6 +108,11 @@ def _in_bold(value: object) -> str:
     return " ".join(str(value).replace("*", "\u2217").split())
 
 
+def _in_pre(value: object) -> str:
+    """Text inside a ``` block: its own backticks could close the block early (shown as ˋ)."""
+    return str(value).replace("`", CODE_TICK)
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
@@ -129,6 +134,7 @@ def environment() -> Environment:
         channel=channel,
         code=code,
         in_bold=_in_bold,
+        in_pre=_in_pre,
         mrkdwn=lambda v: Mrkdwn(v),
     )
     env.globals["block_button"] = button

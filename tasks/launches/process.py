@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labmate import interpreter
+from labmate.settings import mask_url
 
 GUARD = Path(__file__).with_name("orphan_guard.py")
 PRIVATE_PREFIXES = ("SLACK_", "LABMATE_")
@@ -93,7 +94,8 @@ def start(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path) ->
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
-    """The last `lines` lines of a log (read from its end: a long log costs the same)."""
+    """The last `lines` lines of a log (read from its end: a long log costs the same), URLs' passwords
+    masked: it goes into cards and notices, and MLflow's last lines quote the tracking URI."""
     try:
         with path.open("rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -103,7 +105,7 @@ def tail(path: Path, lines: int = TAIL_LINES) -> str:
     except OSError:
         return ""
     text = ANSI.sub("", data.decode("utf-8", errors="replace")).replace("\r\n", "\n")
-    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+    return mask_url("\n".join(text.rstrip("\n").splitlines()[-lines:]))
 
 
 def describe_exit(code: int) -> str:

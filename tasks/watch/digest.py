@@ -39,6 +39,7 @@ DAY = timedelta(days=1)
 CATCH_UP = timedelta(days=7)
 SHOWN_DECISIONS = 5
 SHOWN_EXPERIMENTS = 15
+SHOWN_BESTS = 8
 NOT_IN_CHANNEL = "not_in_channel"
 
 
@@ -189,6 +190,8 @@ def _runs(experiments: list[Experiment], since_ms: int, until_ms: int) -> tuple[
             if best is not None:
                 bests.append(best)
     rows.sort(key=lambda r: -(r["started"] + r["finished"] + r["failed"] + r["killed"]))
+    busiest = {r["experiment"]: i for i, r in enumerate(rows)}
+    bests.sort(key=lambda b: busiest.get(b["experiment"], len(rows)))
     return rows, bests
 
 
@@ -239,7 +242,7 @@ def build(
         "since": since, "until": now, "quiet": is_quiet, "note": note,
         "experiments": runs[:SHOWN_EXPERIMENTS], "more_experiments": max(0, len(runs) - SHOWN_EXPERIMENTS),
         "totals": {k: sum(r[k] for r in runs) for k in ("started", "finished", "failed", "killed")},
-        "bests": bests, "launches": launched, "decisions": latest, "decision_count": decision_count,
+        "bests": bests[:SHOWN_BESTS], "more_bests": max(0, len(bests) - SHOWN_BESTS), "launches": launched, "decisions": latest, "decision_count": decision_count,
         "cleanup": cleanup, "files": [],
     }  # fmt: skip
     if runs:

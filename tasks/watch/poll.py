@@ -15,6 +15,7 @@ One poll (a beat job, every minute):
 from __future__ import annotations
 
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ BUILD_BUDGET_S = 20.0
 FULL_SYNC_AFTER = timedelta(minutes=5)
 PENDING_FOR = timedelta(days=1)
 GROUP_SHOWN = 10
-ERROR_TAGS = ("labmate.error", "error", "exception", "error_message")
+ERROR_TAGS = run_index.ERROR_TAGS
 ERROR_LINES = 12
 ICONS = {"FINISHED": ":white_check_mark:", "FAILED": ":x:", "KILLED": ":octagonal_sign:"}
 
@@ -213,7 +214,7 @@ def _run_context(
     run: run_index.RunRow, experiment: Experiment, metric: str | None, metrics: dict[str, float | None],
     error: str | None,
 ) -> dict[str, Any]:  # fmt: skip
-    names = sorted((k for k, v in metrics.items() if v is not None), key=lambda k: (k != metric, k))[:3]
+    names = sorted(metrics, key=lambda k: (k != metric, k))[:3]
     took = ((run.end_time or run.start_time) - run.start_time) / 1000 if run.start_time else 0.0
     return {
         "run_id": run.run_id,
@@ -225,11 +226,17 @@ def _run_context(
         "experiment": experiment.name,
         "url": views.run_url(experiment.experiment_id, run.run_id),
         "took": elapsed(max(took, 0.0)),
-        "metrics": [{"key": k, "value": number(metrics[k])} for k in names],
+        "metrics": [{"key": k, "value": _shown(metrics[k])} for k in names],
         "primary": metric or "",
         "primary_value": metrics.get(metric) if metric else None,
         "error": error if run.status != "FINISHED" else None,
     }
+
+
+def _shown(value: float | None) -> str:
+    """A metric as the run logged it: the index keeps a NaN as no value (the metric's row says it was
+    logged) and MLflow's SQL stores an infinity as the largest float."""
+    return "NaN" if value is None else number(views.logged(value))
 
 
 def _errors(session: Any, store: str, run_ids: list[str]) -> dict[str, str]:
@@ -260,7 +267,7 @@ def _new_best(
     candidates = [
         (r, metrics.get(r.run_id, {}).get(metric)) for r in runs if r.status == "FINISHED"
     ]
-    scored = [(r, float(v)) for r, v in candidates if v is not None]
+    scored = [(r, float(v)) for r, v in candidates if v is not None and abs(v) < sys.float_info.max]
     if not scored:
         return None
     run, value = min(scored, key=lambda item: item[1]) if direction.ascending else max(scored, key=lambda item: item[1])
@@ -351,8 +358,8 @@ def render_context(key: str, members: Iterable[tuple[str, dict[str, Any]]], expe
     counts: dict[str, int] = defaultdict(int)
     for run in runs:
         counts[run["status"]] += 1
-    failed = [r for r in runs if r["status"] != "finished"]
-    shown = (failed + [r for r in runs if r["status"] == "finished"])[:GROUP_SHOWN]
+    runs.sort(key=lambda r: (r["status"] == "finished", r["name"].casefold(), r["run_id"]))
+    shown = runs[:GROUP_SHOWN]
     return "watch_group", {
         "experiment": experiment,
         "total": len(runs),

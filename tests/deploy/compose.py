@@ -78,16 +78,24 @@ _ComposeLoader.add_constructor("!reset", lambda loader, node: _Reset())
 
 
 def merge(base: Any, override: Any) -> Any:
-    """Compose's merge of an override file, as far as ours use it: mappings (services, environment)
-    merge key by key, `!reset` removes, and a command is replaced. Compose appends some lists
-    (ports, expose) and merges volumes by target; this replaces every list, so an override that
-    adds to one of those needs the CLI's rendering (or this function taught the rule)."""
+    """Compose's merge of an override file, as far as ours and the README's use it: mappings (services,
+    environment) merge key by key, `!reset` removes, a service's volumes merge by their target path, and
+    other lists (a command) are replaced. Compose appends some lists (ports, expose); this replaces
+    them, so an override that adds to one of those needs the CLI's rendering."""
     if isinstance(base, dict) and isinstance(override, dict):
         out = dict(base)
         for key, value in override.items():
             if isinstance(value, _Reset):
                 out.pop(key, None)
+            elif key == "volumes" and isinstance(value, list) and isinstance(base.get(key), list):
+                by_target = {_target(v): v for v in base[key]} | {_target(v): v for v in value}
+                out[key] = list(by_target.values())
             else:
                 out[key] = merge(base.get(key), value)
         return out
     return override
+
+
+def _target(volume: str | dict[str, Any]) -> str:
+    """`source:target[:mode]` or the long syntax's `target`."""
+    return volume["target"] if isinstance(volume, dict) else volume.split(":")[1]

@@ -219,3 +219,31 @@ def test_the_image_installs_what_pyproject_declares_plus_the_server():
     assert [shlex.split(i) for i in installs] == [[".[server]"]]
     assert any(req.startswith("mlflow>=") for req in project["optional-dependencies"]["server"])
     assert any(req.startswith("mlflow-skinny") for req in project["dependencies"])
+
+
+def test_the_readmes_override_gives_every_labmate_service_its_config_and_keeps_their_volumes(tmp_path) -> None:
+    """README: the stack has no labmate.toml unless an override mounts one where the image's working
+    directory makes labmate read it."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"docker-compose\.override\.yml.*?```yaml\n(.*?)```", readme, re.S)
+    assert block, "the README shows the override"
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text(block.group(1))
+    workdir = re.search(r"^WORKDIR (\S+)", DOCKER, re.M)
+    assert workdir
+    merged = rendered(overrides=(override,))
+    for name in LABMATE_SERVICES:
+        volumes = merged["services"][name].get("volumes", [])
+        targets = [v["target"] if isinstance(v, dict) else v.split(":")[1] for v in volumes]
+        assert f"{workdir.group(1)}/labmate.toml" in targets, name
+        before = COMPOSE["services"][name].get("volumes", [])
+        assert len(volumes) == len(before) + 1, f"{name} lost a volume: {volumes}"
+
+
+def test_a_stopped_launch_worker_may_finish_the_run_it_holds() -> None:
+    """compose's default 10 s before SIGKILL would fail every run in flight on a redeploy."""
+    grace = str(COMPOSE["services"]["launch-worker"].get("stop_grace_period", "10s"))
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", grace)  # `docker compose config` writes 30m0s
+    assert parts and grace, grace
+    hours, minutes, seconds = (int(p or 0) for p in parts.groups())
+    assert hours * 3600 + minutes * 60 + seconds >= 600, grace

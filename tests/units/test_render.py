@@ -390,3 +390,13 @@ def test_a_scan_says_which_proposal_went_to_whom() -> None:
     context = {"dry_run": False, "experiments": [], "waiting": [], "configured": [], "scanned": True,
                "made": [{"label": "P1", "owner": "sam", "recipient": "U0SAM"}, {"label": "P2", "owner": "lee", "recipient": ""}]}
     assert "*2 proposals* sent: P1 to <@U0SAM>, P2 to `lee`." in json.dumps(render("cleanup_scan", context).blocks)
+
+
+@pytest.mark.parametrize(("template", "key"), [("watch_notice", "error"), ("launch_card", "output"),
+                                               ("launch_dry_run", "command")])  # fmt: skip
+def test_text_inside_a_preformatted_block_cannot_close_it(template: str, key: str) -> None:
+    """An error or output holding ``` ended the block early and the rest was formatted as mrkdwn."""
+    base = next(c for c in contexts()[template] if c.get(key))
+    message = render(template, {**base, key: "x = `a`\n```\n*not bold* `b`"})
+    [section] = [s for s in checked(message).split('"text"') if "```" in s]
+    assert section.count("```") == 2 and "ˋˋˋ" in section and "ˋaˋ" in section

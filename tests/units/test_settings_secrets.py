@@ -83,3 +83,15 @@ def test_repr_and_as_dict_mask_the_nested_tables_urls_too(monkeypatch: pytest.Mo
     for shown in (repr(settings), str(settings.as_dict())):
         assert "git-s3cret" not in shown and "db-s3cret" not in shown
         assert "https://bot:***@git.example.com/acme/train.git" in shown
+
+
+def test_a_launchs_output_tail_masks_the_tracking_uris_password(tmp_path) -> None:
+    """MLflow ends a run by printing its links, tracking URI and all: the tail goes into the card."""
+    from tasks.launches.process import tail
+
+    log = tmp_path / "L5-attempt1.log"
+    log.write_text("epoch 1\n🏃 View run sales-agent-L5 at: http://alice:TrkPw55@mlflow:5000/#/experiments/1/runs/4876\n"
+                   "ValueError: fail_at_epoch\n")  # fmt: skip
+    shown = tail(log)
+    assert "TrkPw55" not in shown and "http://alice:***@mlflow:5000/#/experiments/1/runs/4876" in shown
+    assert shown.endswith("ValueError: fail_at_epoch")

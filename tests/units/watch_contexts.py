@@ -40,6 +40,7 @@ def watch_contexts(text: str) -> dict[str, list[dict[str, Any]]]:
                    "previous_url": "", "previous_value": "0.5", "delta": "+0.5", "first": False},
                   {"experiment": "e", "name": "n", "url": "", "metric": "m", "value": "1", "previous": "",
                    "previous_url": "", "previous_value": "", "delta": "", "first": True}],
+        "more_bests": 3,
         "launches": {"total": 2, "sweeps": 1, "counts": [{"status": "finished", "count": 2}]},
         "decisions": [{"id": 4, "text": text, "author": "U1"}], "decision_count": 1,
         "cleanup": [{"owner": text[:20], "runs": 3, "experiment": text[:40]}],

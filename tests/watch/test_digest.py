@@ -257,3 +257,29 @@ def test_digest_now_covers_up_to_now_and_the_next_digest_starts_there(migrated) 
         watches.digest_done(session, channel="CX", day="2026-11-30", state=watches.DELIVERED)
     tomorrow = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     assert digest.window(channel, "2026-12-01", tomorrow) == (now, tomorrow)
+
+
+def test_the_new_bests_shown_are_the_busiest_experiments_and_the_rest_are_counted(watched, monkeypatch) -> None:
+    """With more experiments with a new best than the message shows, the busiest are shown and the others
+    counted (the section was cut at Slack's limit mid-list, silently, the busiest one lost)."""
+    monkeypatch.setattr(digest, "SHOWN_BESTS", 2)
+    for name, runs in (("quiet-a", 1), ("busy", 4), ("quiet-b", 1), ("middling", 2)):
+        eid = watched.client.create_experiment(name, artifact_location=str(watched.root / name))
+        for i in range(runs):
+            end_run(watched, f"{name}-{i}", f1=0.5 + i / 10, experiment_id=eid)
+    template, context = digest.build()  # type: ignore[misc]
+    assert [b["experiment"] for b in context["bests"]] == ["busy", "middling"]
+    assert context["more_bests"] == 2
+    from bot.messages.render import render
+
+    assert "…and 2 more experiments with a new best" in str(render(template, context).blocks)
+
+
+def test_names_inside_bold_cant_close_it(watched) -> None:
+    eid = watched.client.create_experiment("*x* ~y~", artifact_location=str(watched.root / "odd"))
+    end_run(watched, "*star* run", f1=0.7, experiment_id=eid)
+    template, context = digest.build()  # type: ignore[misc]
+    from bot.messages.render import render
+
+    shown = str(render(template, context).blocks)
+    assert "*∗x∗ ~y~*:" in shown and "*∗star∗ run*" in shown

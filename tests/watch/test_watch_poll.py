@@ -230,3 +230,46 @@ def test_a_watch_from_the_terminal_says_the_notices_are_not_shown_there(watched)
     assert any("A watch made in the terminal posts nowhere" in str(block) for block in render(template, context).blocks)
     [(template, context)] = watch()
     assert not any("terminal" in str(block) for block in render(template, context).blocks)
+
+
+def test_a_long_tracebacks_last_lines_are_announced(watched):
+    """The index keeps 1,000 characters of a tag: of an error tag, its end (a traceback's last line names
+    the error; the notice showed the first frames, cut mid-word)."""
+    frames = "".join(f'  File "/opt/train/module_{i}.py", line {100 + i}, in _call_impl\n    return forward(x)\n' for i in range(30))
+    text = f"Traceback (most recent call last):\n{frames}torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert len(text) > 2000
+    watch()
+    crashed = end_run(watched, "oom", status="FAILED", tags={"labmate.error": text})
+    replies, _keys = poll.poll()
+    [failed] = [c for t, c, _k in _shown(replies) if c.get("run_id") == crashed]
+    assert failed["error"].endswith("torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert failed["error"].splitlines()[0].startswith(("  File", "    return"))
+
+
+def test_a_diverged_run_is_not_a_new_best_and_shows_what_it_logged(watched):
+    """MLflow's SQL store keeps inf as the largest float: the watch announced it as a new best of 1.798e+308
+    (rankings leave such runs out); a NaN metric vanished from the notice."""
+    watch()
+    diverged = end_run(watched, "diverged", f1=float("inf"))
+    lost = end_run(watched, "lost", f1=float("nan"))
+    replies, _keys = poll.poll()
+    shown = {c.get("run_id"): (t, c) for t, c, _k in _shown(replies)}
+    assert [t for t, _c in shown.values()] == ["watch_notice", "watch_notice"]
+    assert shown[diverged][1]["metrics"][0] == {"key": "val_f1", "value": "inf"}
+    assert shown[lost][1]["metrics"][0] == {"key": "val_f1", "value": "NaN"}
+
+
+def test_a_grouped_message_lists_runs_by_name_and_names_cant_break_its_bold(watched, tmp_path: Path):
+    from bot.messages.render import render
+
+    configure(tmp_path, "watch_group_over = 2")
+    watch()
+    for name in ("c-run", "*a* run", "b-run"):
+        end_run(watched, name, f1=0.5, ago_s=600)
+    end_run(watched, "z-broken", status="FAILED")
+    replies, _keys = poll.poll()
+    [(template, context, _key)] = _shown(replies)
+    assert [r["name"] for r in context["runs"]] == ["z-broken", "*a* run", "b-run", "c-run"]
+    text = str(render(template, context).blocks)
+    assert "in the last minute" not in text  # they ended ten minutes ago
+    assert "*4 runs of sales-agent ended*: 3 finished, 1 failed." in text
