@@ -35,6 +35,8 @@ class RegressionRun(Base):
     suite: Mapped[str] = mapped_column(String(128))
     suite_file: Mapped[str] = mapped_column(Text)
     """The suite's file, resolved inside a configured suites folder when the command was checked."""
+    suite_digest: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    """SHA-256 of that file when the command was checked (empty: not known, runs made before 0014)."""
     targets: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     """role -> target as asked (`models:/sales-agent@candidate`)."""
     resolved: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
@@ -108,9 +110,10 @@ def create(
     reply_to: dict[str, Any],
     task_id: str,
     report_job: str,
+    suite_digest: str = "",
 ) -> RegressionRun:
     run = RegressionRun(
-        user=user, channel=channel, suite=suite, suite_file=suite_file, targets=targets, resolved={}, tags=tags,
+        user=user, channel=channel, suite=suite, suite_file=suite_file, suite_digest=suite_digest, targets=targets, resolved={}, tags=tags,
         gate=gate, workers=workers, chunks=chunks, total=total, done=0, failing=0, status=QUEUED, reason="",
         counts={}, highlights={}, reply_to=reply_to, task_id=task_id, report_job=report_job, promotion={},
         created_at=utcnow(),

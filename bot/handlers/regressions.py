@@ -91,7 +91,7 @@ def regress(args: RegressArgs, origin: Origin, session: Session) -> Reply:
         session, user=origin.user, channel=origin.channel, suite=found.name, suite_file=str(found.path),
         targets=dict(run_plan.targets), tags=list(args.tags), gate=run_plan.gate, workers=workers,
         chunks=math.ceil(total / size), total=total, reply_to=_card_reply_to(origin), task_id=task_id,
-        report_job=f"{task_id}/report",
+        report_job=f"{task_id}/report", suite_digest=run_plan.digest(),
     )
     label = run.label
     return Reply(
@@ -105,6 +105,12 @@ def regress(args: RegressArgs, origin: Origin, session: Session) -> Reply:
         ],
         task_ids=[run.report_job],
     )
+
+
+def _counted(run: regressions.RegressionRun, bucket: str) -> int:
+    """The card shows the first few of each kind and counts the rest under `more`."""
+    shown = run.highlights.get(bucket) or []
+    return len(shown) + int((run.highlights.get("more") or {}).get(bucket, 0))
 
 
 def _card_reply_to(origin: Origin) -> dict[str, Any]:
@@ -124,8 +130,8 @@ def listing(args: RegressionsArgs, origin: Origin, session: Session) -> Reply:
         shown.append({
             "label": run.label, "suite": run.suite, "status": run.status, "user": run.user, "ago": when,
             "pass_rate": f"{candidate['pass_rate']:.0%}" if "pass_rate" in candidate else "",
-            "progress": f"{run.done}/{run.total}", "new_failures": len(run.highlights.get("new_failures") or []),
-            "fixes": len(run.highlights.get("fixes") or []), "reason": run.reason,
+            "progress": f"{run.done}/{run.total}", "new_failures": _counted(run, "new_failures"),
+            "fixes": _counted(run, "fixes"), "reason": run.reason,
             "candidate": run.targets.get("candidate", ""), "promoted_by": run.promoted_by or "",
         })
     return Reply("regressions_list", {"runs": shown, "suite": args.suite or "", "since": bool(args.since)})

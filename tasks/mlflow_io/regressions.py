@@ -92,6 +92,12 @@ def create_run(*, label: str, suite: str, user: str) -> tuple[str, str]:
     return run.info.run_id, experiment_id
 
 
+def discard_run(run_id: str) -> None:
+    """A report run made by a job that then failed: its retry makes its own, and this one would stay
+    RUNNING in the regressions experiment forever."""
+    mlflow_io.client().delete_run(run_id)
+
+
 def log_report(run_id: str, report: dict[str, Any], *, suite: str, tags: list[str], files: dict[str, Path]) -> None:
     """Params (suite, targets, gate), metrics (pass rate and p95 latency per target, new failures, fixes) and
     the report files as artifacts; then the run is FINISHED."""

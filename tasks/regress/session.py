@@ -19,6 +19,20 @@ class Plan:
     gate: dict[str, Any]
     options_by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    suite_options: list[dict[str, Any]] = field(default_factory=list)
+    """Each suite's own options, before the caller's (a worker adds its tracking URI)."""
+
+    def digest(self) -> str:
+        """The conversations and the suites' options, whatever files they came from (a suite and its
+        includes): a regression run from chat checks each chunk runs the suite it was asked to."""
+        import hashlib
+        import json
+
+        # not the file's path: the bot names it as the suites listing shows it, the workers resolved
+        conversations = [{k: v for k, v in conv.items() if k != "file"} for conv in self.conversations]
+        content = json.dumps([conversations, self.suite_options], sort_keys=True, default=str)
+        return hashlib.sha256(content.encode()).hexdigest()
+
     def jobs(self) -> list[Job]:
         return [
             (role, conv, uri, self.options_by_key[conv["key"]])
@@ -83,7 +97,7 @@ def plan(
             options_by_key[key] = {**suite.options, **(options or {})}
     if not conversations:
         raise SuiteError(f"no conversation is tagged {', '.join(tags or [])}; tags: {', '.join(sorted(known_tags))}")
-    return Plan(conversations, targets, merged_gate, options_by_key)
+    return Plan(conversations, targets, merged_gate, options_by_key, [suite.options for suite in suites])
 
 
 def _agreed(suites: list[Suite], role: str) -> str | None:

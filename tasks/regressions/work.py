@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import shutil
 from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
@@ -48,6 +48,10 @@ def _options() -> dict[str, Any]:
     return {"tracking_uri": get_settings().mlflow_tracking_uri}
 
 
+class SuiteChanged(LabmateError):
+    pass
+
+
 @lru_cache(maxsize=8)
 def _plan(suite_file: str, mtime: float, candidate: str, baseline: str | None, tags: tuple[str, ...]) -> Any:
     """The run's conversations, parsed once per worker process (and again only if the file changed)."""
@@ -58,9 +62,18 @@ def _plan(suite_file: str, mtime: float, candidate: str, baseline: str | None, t
 
 
 def plan_of(run: regressions.RegressionRun) -> Any:
+    """The suite as the run was asked for: each chunk takes its slice of the conversations by position,
+    so a suite edited meanwhile (a `git pull` on a worker) would run other conversations than the count
+    and the report expect, and mix two versions in one verdict: the run stops with why instead."""
     targets = run.resolved or run.targets
     path = suites.recheck(run.suite_file, get_settings().regress)
-    return _plan(str(path), path.stat().st_mtime, targets["candidate"], targets.get("baseline"), tuple(run.tags))
+    run_plan = _plan(str(path), path.stat().st_mtime, targets["candidate"], targets.get("baseline"), tuple(run.tags))
+    if run.suite_digest and run_plan.digest() != run.suite_digest:
+        raise SuiteChanged(
+            f"`{run.suite}` changed after {run.label} was asked for, so it stopped: its verdict would mix two "
+            f"versions of the suite. Run `regress {run.suite}` again for the suite as it is now."
+        )
+    return run_plan
 
 
 def chunk_bounds(run: regressions.RegressionRun, index: int) -> tuple[int, int]:
@@ -106,7 +119,7 @@ def _start(run_id: int) -> Replies:
         from tasks.mlflow_io import regressions as mlflow_regressions
         from tasks.regress.targets import load_target
 
-        suites.recheck(run.suite_file, get_settings().regress)
+        plan_of(run)
         resolved = {role: mlflow_regressions.resolve(uri) for role, uri in run.targets.items()}
         for target in resolved.values():
             load_target(target.uri, {**plan_options(run), **_options()})  # can't load: the run ends with why
@@ -220,6 +233,8 @@ def _report(run_id: int) -> Replies:
     notes = list(built["verdict"]["notes"])
     try:
         _log_to_mlflow(run, built)
+    except Unavailable:
+        raise  # the knowledge base: the job retries with backoff and logs the report then
     except Exception as exc:
         log.warning("regression run R%s: report not logged to MLflow", run_id, exc_info=True)
         notes.append(f"The report could not be logged to MLflow ({type(exc).__name__}: {mask_url(str(exc))[:200]}).")
@@ -237,19 +252,23 @@ def _log_to_mlflow(run: regressions.RegressionRun, built: dict[str, Any]) -> Non
     from tasks.regress.reports.junit import write_junit
 
     folder = mlflow_regressions.report_dir()
-    files = {"json": folder / "report.json", "junit": folder / "junit.xml", "html": folder / "report.html"}
-    write_json(built, files["json"])
-    write_junit(built, files["junit"])
-    write_html(built, files["html"])
-    run_id, experiment_id = run.mlflow_run_id, run.mlflow_experiment_id
-    if not run_id:
-        run_id, experiment_id = mlflow_regressions.create_run(label=run.label, suite=run.suite, user=run.user)
-        with session_scope() as session:  # a retried report completes this run instead of starting another
-            regressions.set_mlflow(session, run_id=run.id, mlflow_run_id=run_id, experiment_id=experiment_id)
-    mlflow_regressions.log_report(run_id, built, suite=run.suite, tags=list(run.tags), files=files)
-    for path in files.values():
-        path.unlink(missing_ok=True)
-    os.rmdir(folder)
+    try:
+        files = {"json": folder / "report.json", "junit": folder / "junit.xml", "html": folder / "report.html"}
+        write_json(built, files["json"])
+        write_junit(built, files["junit"])
+        write_html(built, files["html"])
+        run_id, experiment_id = run.mlflow_run_id, run.mlflow_experiment_id
+        if not run_id:
+            run_id, experiment_id = mlflow_regressions.create_run(label=run.label, suite=run.suite, user=run.user)
+            try:
+                with session_scope() as session:  # a retried report completes this run instead of starting another
+                    regressions.set_mlflow(session, run_id=run.id, mlflow_run_id=run_id, experiment_id=experiment_id)
+            except Exception:
+                mlflow_regressions.discard_run(run_id)
+                raise
+        mlflow_regressions.log_report(run_id, built, suite=run.suite, tags=list(run.tags), files=files)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _cut(text: str | None) -> str | None:

@@ -628,3 +628,33 @@ def test_a_run_whose_baseline_was_the_alias_at_the_candidate_offers_no_promote(c
         rendered = json.dumps(render(cards.TEMPLATE, cards.view(regressions.get(session, run_id=run_id))).blocks)
     assert "Promote candidate" not in rendered
     assert "`@production` of `shop` was v2 already when this ran (it was the baseline): nothing to promote." in rendered
+
+
+def test_a_suite_edited_after_the_command_stops_its_run_with_why(configured, suites_dir: Path) -> None:
+    """Each chunk takes its conversations by position from the suite file: edited while the run waited or
+    ran (a `git pull` on a worker), half the run was silently dropped and the verdict mixed two versions."""
+    from tasks.regressions import work
+
+    assert ask("regress shop").outcome == "ok"
+    with session_scope() as session:
+        [run] = session.query(regressions.RegressionRun).all()
+        session.expunge(run)
+    assert run.suite_digest and work.plan_of(run).jobs()  # unchanged: as asked, on the worker's own reading
+    suite = suites_dir / "shop.yaml"
+    suite.write_text(suite.read_text().replace("conversations:", "conversations:\n  - id: added\n    turns:\n      - user: hi", 1))
+    work.start(run.id)
+    with session_scope() as session:
+        ended = regressions.get(session, run_id=run.id)
+        assert ended is not None and ended.status == regressions.ERROR
+        assert ended.reason.startswith("`shop` changed after R1 was asked for, so it stopped")
+
+
+def test_regressions_counts_every_new_failure_and_fix_not_only_those_the_card_shows(configured) -> None:
+    run_id = make_run(regressions.FAILED, reason="pass rate dropped")
+    shown = [{"key": f"c{i}"} for i in range(5)]
+    with session_scope() as session:
+        run = regressions.get(session, run_id=run_id)
+        assert run is not None
+        run.highlights = {"new_failures": shown, "fixes": shown, "failures": [], "more": {"new_failures": 19, "fixes": 1}}
+    [listed] = ask("regressions shop").context["runs"]
+    assert (listed["new_failures"], listed["fixes"]) == (24, 6)

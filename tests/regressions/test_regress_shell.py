@@ -105,3 +105,33 @@ def test_a_target_that_cannot_load_ends_the_run_with_its_error(configured, mlflo
     assert run.status == regressions.ERROR
     assert run.reason.startswith(f"cannot load target 'models:/shop/{broken.version}': "), run.reason
     assert "Traceback" not in texts(outcome)[-1]
+
+
+def test_a_database_blip_while_the_report_is_logged_leaves_one_mlflow_run(configured, mlflow_uri, monkeypatch) -> None:
+    """The report's MLflow run is made, then its id stored: a database that failed in between made the
+    retried report make a second run, and the first stayed RUNNING in `labmate-regressions` for good."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    from models.errors import Unavailable
+    from tasks.mlflow_io.regressions import EXPERIMENT
+
+    real, calls = regressions.set_mlflow, []
+
+    def blip(session, **kwargs):
+        calls.append(kwargs["mlflow_run_id"])
+        if len(calls) == 1:
+            raise Unavailable("the knowledge base could not be reached (test)")
+        return real(session, **kwargs)
+
+    monkeypatch.setattr(regressions, "set_mlflow", blip)
+    run_one("regress shop", user=ADMIN, channel="C0LAB")
+    run = last_run()
+    assert run.status == regressions.PASSED and len(calls) == 2 and run.mlflow_run_id == calls[1], (run.reason, calls)
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    made = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+    active = [(r.info.run_id, r.info.status) for r in made if r.info.lifecycle_stage == "active"]
+    assert active == [(run.mlflow_run_id, "FINISHED")]
+    assert "could not be logged" not in " ".join(run.highlights["notes"])
