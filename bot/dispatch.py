@@ -27,13 +27,25 @@ from labmate.errors import LabmateError, new_error_id
 from labmate.settings import get_settings
 from models import audit
 from models.db import lazy_session_scope, session_scope
-from models.errors import Conflict, Unavailable
+from models.errors import Conflict, KnowledgeBaseError, Unavailable
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Origin, Session], Reply]
 NOT_SAVED = "I couldn't reach the knowledge base, so nothing was saved. Try again in a minute."
 NOT_QUEUED = "I couldn't reach the job queue, so this was not started. Try again in a minute."
+
+
+def _already_handled(key: str) -> bool:
+    """A conflict is a repeated request only when its key is the one that conflicted: another unique
+    constraint (two answers racing for one run) must be told, not dropped as a Slack retry."""
+    from models import idempotency
+
+    try:
+        with session_scope() as session:
+            return idempotency.claimed(session, key=key)
+    except KnowledgeBaseError:
+        return False
 
 
 def _help(args: HelpArgs, origin: Origin, session: Session) -> Reply:
@@ -206,7 +218,7 @@ def run(
     except LabmateError as exc:
         return _finish(error_reply(exc, verb), origin, text, verb, started)
     except Conflict:
-        if origin.idempotency_key:
+        if origin.idempotency_key and _already_handled(origin.idempotency_key):
             return Reply("error", {}, outcome="duplicate", verb=verb)
         error_id = new_error_id()
         log.exception("conflict running %s [%s]", verb, error_id)

@@ -23,7 +23,9 @@ from models.base import Base, utcnow
 OPEN, CLOSED = "open", "closed"
 PENDING, DELETING, DELETED, PURGED = "pending", "deleting", "deleted", "purged"
 RESTORING, RESTORED, KEPT, SNOOZED, SKIPPED = "restoring", "restored", "kept", "snoozed", "skipped"
-ANSWERED = (DELETED, PURGED, RESTORED, KEPT, SNOOZED, SKIPPED, RESTORING)
+REPROPOSED = "reproposed"
+"""A snoozed run proposed again once its snooze ended: the newer proposal holds it now (its note says which)."""
+ANSWERED = (DELETED, PURGED, RESTORED, KEPT, SNOOZED, SKIPPED, RESTORING, REPROPOSED)
 BUSY = (PENDING, DELETING)
 """A run in one of these states is in a proposal now: a scan doesn't propose it again."""
 
@@ -127,6 +129,16 @@ def create(
         _C.insert(),
         [{"proposal_id": proposal.id, "store": store, "state": PENDING, "note": "", **run} for run in runs],
     )
+    # The older proposal's snoozed rows of these runs are answered by this one now: left snoozed, a
+    # Delete on the older card would collide with this one's (one busy row per run) and do nothing.
+    run_ids = [run["run_id"] for run in runs]
+    for i in range(0, len(run_ids), 500):
+        session.execute(
+            update(_C)
+            .where(_C.c.store == store, _C.c.run_id.in_(run_ids[i : i + 500]), _C.c.state == SNOOZED,
+                   _C.c.proposal_id != proposal.id)
+            .values(state=REPROPOSED, note=f"proposed again in {proposal.label}")
+        )  # fmt: skip
     return proposal
 
 

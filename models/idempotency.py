@@ -22,6 +22,10 @@ def claim(session: Session, *, key: str) -> None:
     session.execute(insert(IdempotencyKey.__table__), {"key": key, "created_at": utcnow()})
 
 
+def claimed(session: Session, *, key: str) -> bool:
+    return session.get(IdempotencyKey, key) is not None
+
+
 def prune(session: Session, *, older_than: timedelta = timedelta(days=2)) -> int:
     result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - older_than))
     return int(result.rowcount or 0)

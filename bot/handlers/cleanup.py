@@ -32,6 +32,7 @@ DONE_WORDS = {
     proposals.KEPT: "kept", proposals.SNOOZED: "snoozed", proposals.SKIPPED: "skipped",
     proposals.RESTORING: "being restored", proposals.RESTORED: "restored",
     proposals.PENDING: "not deleted: still waiting for an answer",  # `restore P3` on a proposal half answered
+    proposals.REPROPOSED: "proposed again after its snooze",
 }
 
 
@@ -170,6 +171,13 @@ def _already(verb: str, found: list[proposals.Candidate]) -> UsageError:
             f"Nothing to restore: {'that run was' if len(found) == 1 else 'those runs were'} removed for good "
             f"{days} days after the clean-up deleted {'it' if len(found) == 1 else 'them'}.",
             hint="Only a backup of the MLflow store can bring it back.",
+        )
+    again = sorted({c.note.removeprefix("proposed again in ") for c in found if c.state == proposals.REPROPOSED})
+    if again and {c.state for c in found} == {proposals.REPROPOSED}:
+        return UsageError(
+            f"Nothing to {verb} here: {'that run was' if len(found) == 1 else 'those runs were'} proposed again "
+            f"after {'its' if len(found) == 1 else 'their'} snooze, in {', '.join(again)}: answer there.",
+            hint="`cleanup` lists the proposals waiting for you; nothing was changed.",
         )
     return UsageError(
         f"Nothing to {verb}: {'that run was' if len(found) == 1 else 'those runs were'} already "

@@ -28,11 +28,12 @@ ICONS = {
     proposals.PENDING: ":wastebasket:", proposals.DELETING: ":hourglass_flowing_sand:", proposals.DELETED: ":x:",
     proposals.PURGED: ":x:", proposals.KEPT: ":pushpin:", proposals.SNOOZED: ":zzz:", proposals.SKIPPED: ":fast_forward:",
     proposals.RESTORING: ":hourglass_flowing_sand:", proposals.RESTORED: ":leftwards_arrow_with_hook:",
+    proposals.REPROPOSED: ":repeat:",
 }
 WORDS = {
     proposals.PENDING: "", proposals.DELETING: "deleting", proposals.DELETED: "deleted", proposals.PURGED: "removed for good",
     proposals.KEPT: "kept", proposals.SNOOZED: "snoozed", proposals.SKIPPED: "skipped",
-    proposals.RESTORING: "restoring", proposals.RESTORED: "restored",
+    proposals.RESTORING: "restoring", proposals.RESTORED: "restored", proposals.REPROPOSED: "proposed again",
 }
 
 

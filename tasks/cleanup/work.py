@@ -184,7 +184,7 @@ def answer_job(proposal_ids: list[int], verb: str, by: str, reply_to: dict[str, 
         if verb == "delete":
             _delete(proposal_id, by, done, only)
         elif verb == "keep":
-            _keep(proposal_id, only)
+            _keep(proposal_id, done, only)
         elif verb == "restore":
             _restore(proposal_id, by, done, only)
     with session_scope() as session:
@@ -263,7 +263,7 @@ def _give_back(proposal: proposals.Proposal, left: list[proposals.Candidate], st
     known = mlflow_io.user_error(exc) or (exc if mlflow_io.is_missing(exc) else None)
     if known is None and "mlflow" not in type(exc).__module__.lower():
         raise exc
-    back = proposals.PENDING if state == proposals.DELETING else proposals.DELETED
+    back = proposals.PENDING if state in (proposals.DELETING, proposals.KEPT) else proposals.DELETED
     with session_scope() as session:
         returned = sum(proposals.settle(session, candidate_id=c.id, from_state=state, to_state=back) for c in left)
     log.warning("clean-up %s: MLflow failed, %d runs back to waiting: %s", proposal.label, returned, exc)
@@ -271,14 +271,22 @@ def _give_back(proposal: proposals.Proposal, left: list[proposals.Candidate], st
     done["failed"] = f"{reason} {returned} run{'s' if returned != 1 else ''} left as {'proposed' if back == proposals.PENDING else 'deleted'}: try again later."
 
 
-def _keep(proposal_id: int, only: set[int] | None) -> None:
+def _keep(proposal_id: int, done: dict[str, Any], only: set[int] | None) -> None:
+    """Tag each kept run `keep` in MLflow (what stops later scans proposing it). Runs MLflow didn't tag go
+    back to waiting, as for delete: left `kept` untagged, they could not be kept again and were proposed
+    again the next day."""
     proposal, kept = _load(proposal_id, proposals.KEPT, only)
-    for candidate in kept:
+    for index, candidate in enumerate(kept):
         try:
             mlflow_cleanup.keep(candidate.run_id)
         except Exception as exc:
-            if not mlflow_io.is_missing(exc):
-                raise
+            if mlflow_io.is_missing(exc):
+                continue
+            _give_back(proposal, kept[index:], proposals.KEPT, exc, done)
+            kept = kept[:index]
+            break
+    if not kept:
+        return
     now = mlflow_cleanup.current([c.run_id for c in kept])  # the index knows the tag at once
     with session_scope() as session:
         run_index.upsert(session, proposal.store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))

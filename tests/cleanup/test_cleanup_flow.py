@@ -235,6 +235,50 @@ def test_mlflow_failing_part_way_through_a_delete_gives_the_rest_back(lab, monke
     assert sorted(states(alice.id).values()) == ["deleted", "deleted"]
 
 
+def test_mlflow_failing_during_a_keep_gives_the_runs_back_so_keep_can_be_pressed_again(lab, monkeypatch) -> None:
+    """The runs were marked kept before MLflow tagged them: a failed tag left them kept in the knowledge base,
+    untagged in MLflow (so proposed again the next day), and a second Keep said they were already kept."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.mlflow_io import cleanup as mlflow_cleanup
+
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    alice = proposal_of("alice")
+    real = mlflow_cleanup.keep
+
+    def down(run_id: str) -> None:
+        raise MlflowException("the tracking server answered 503 (test)")
+
+    monkeypatch.setattr(mlflow_cleanup, "keep", down)
+    shown = text(run_one(f"keep {alice.label}", user="alice", channel="C0LAB"))
+    assert "the tracking server answered 503 (test) 2 runs left as proposed: try again later." in shown, shown
+    assert sorted(states(alice.id).values()) == ["pending", "pending"]
+    monkeypatch.setattr(mlflow_cleanup, "keep", real)
+    run_one(f"keep {alice.label}", user="alice", channel="C0LAB")
+    assert sorted(states(alice.id).values()) == ["kept", "kept"]
+    assert lab.client.get_run(lab.runs["died-early"]).data.tags.get("keep")
+
+
+def test_delete_on_an_older_proposal_of_a_run_proposed_again_after_its_snooze_says_where_it_is(lab) -> None:
+    """A Delete on the older card moved its snoozed row into a second busy row of the run: the database
+    refused, the refusal was taken for a Slack retry, and nothing was answered, done or audited."""
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    old = proposal_of("alice")
+    run_one(f"snooze {old.label}", user="alice", channel="C0LAB")
+    with session_scope() as session:
+        session.execute(update(proposals.Candidate).where(proposals.Candidate.proposal_id == old.id)
+                        .values(snoozed_until=utcnow() - timedelta(minutes=1)))  # fmt: skip
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    with session_scope() as session:
+        newer = max(p.id for p in session.query(proposals.Proposal).all() if p.owner == "alice")
+    assert newer != old.id and sorted(states(newer).values()) == ["pending", "pending"]
+    assert sorted(states(old.id).values()) == ["reproposed", "reproposed"]
+    shown = text(run_one(f"delete {old.label}", user="alice", channel="C0LAB"))
+    assert f"proposed again after their snooze, in P{newer}: answer there." in shown, shown
+    assert sorted(states(newer).values()) == ["pending", "pending"]
+    assert audit_verbs()[-1] == "delete"
+
+
 def test_cleanup_in_the_terminal_shows_the_proposals_waiting_for_you(lab) -> None:
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
     alice = proposal_of("alice")

@@ -241,6 +241,20 @@ def test_same_idempotency_key_twice_stores_one_decision(migrated):
         assert len(search.latest(s)) == 2
 
 
+def test_a_conflict_on_another_constraint_is_answered_not_taken_for_a_slack_retry(migrated, monkeypatch):
+    """Every Slack request carries a key; a unique constraint of the command's own (two answers racing
+    for one run) was treated as the key's and the click dropped without a word or an audit row."""
+    from models.errors import Conflict
+
+    def racing(args, origin, session):
+        raise Conflict('duplicate key value violates unique constraint "uq_cleanup_candidates_busy_run"')
+
+    monkeypatch.setitem(dispatch.HANDLERS, "decide", racing)
+    reply = dispatch.handle("decide ship it", Origin(user="U1", channel="C1", source="slack", idempotency_key="k-1"))
+    assert reply.outcome != "duplicate" and reply.failed
+    assert "error id" in shown(reply).lower()
+
+
 def test_user_errors_are_audited_with_the_text(migrated):
     reply = dispatch.handle("decied ship it", Origin(user="U1", channel="C1"))
     assert reply.outcome == "user_error"
