@@ -36,6 +36,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from models.base import Base
@@ -258,9 +259,29 @@ def upsert(
     session: Session, store: str, records: Sequence[RunRecord], *, now_ms: int = 0, new: bool = False
 ) -> None:
     """Replace these runs (and their metrics, params, tags) in the index. `new`: the caller knows
-    none of them is indexed yet (a first build's disjoint pages), so nothing is deleted first."""
+    none of them is indexed yet (a first build's disjoint pages), so nothing is deleted first.
+
+    Two writers may index one run at once on PostgreSQL (a launch's end and a watch poll): both find it
+    missing and the second insert breaks the primary key. Its rows are committed by then, so the loser
+    replaces them again, in a savepoint, instead of failing its whole transaction."""
     if not records:
         return
+    try:
+        with session.begin_nested():
+            _replace(session, store, records, now_ms=now_ms, new=new)
+    except Exception as exc:
+        if not _unique_violation(exc):
+            raise
+        with session.begin_nested():
+            _replace(session, store, records, now_ms=now_ms, new=False)
+
+
+def _unique_violation(exc: BaseException) -> bool:
+    """SQLAlchemy's IntegrityError, or psycopg's own from a COPY (it bypasses SQLAlchemy)."""
+    return isinstance(exc, IntegrityError) or getattr(exc, "sqlstate", None) == "23505"
+
+
+def _replace(session: Session, store: str, records: Sequence[RunRecord], *, now_ms: int, new: bool) -> None:
     ids = [r.run_id for r in records]
     if not new:
         for chunk in _chunks(ids):

@@ -273,3 +273,37 @@ def test_a_grouped_message_lists_runs_by_name_and_names_cant_break_its_bold(watc
     text = str(render(template, context).blocks)
     assert "in the last minute" not in text  # they ended ten minutes ago
     assert "*4 runs of sales-agent ended*: 3 finished, 1 failed." in text
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("metrics", [1, 150], ids=["insert", "copy"])
+def test_a_run_indexed_by_another_writer_meanwhile_is_replaced_not_a_failed_poll(
+    watched, postgres_url: str, monkeypatch: pytest.MonkeyPatch, metrics: int
+) -> None:
+    """A launch's end writes its run into the index while a watch poll writes the same run: both found it
+    missing, the poll's insert broke the primary key, and the poll logged "could not read the knowledge
+    base" and announced the run a minute late. 150 metrics: PostgreSQL's COPY path, outside SQLAlchemy."""
+    from models import run_index
+
+    monkeypatch.setenv("LABMATE_DATABASE_URL", postgres_url)
+    reset_settings()
+    watch()
+    store = run_index.store_key(watched.uri)
+    record = run_index.RunRecord("f" * 32, watched.experiment_id, "raced", "FINISHED", "dana", 1, 2,
+                                 metrics={f"m{i}": (0.5, 1, 2) for i in range(metrics)})  # fmt: skip
+    real, raced = run_index._insert, []
+
+    def first_another_writer(session, table, rows):
+        if table is run_index.IndexedRun.__table__ and not raced:
+            raced.append(True)
+            with session_scope() as other:  # commits before this insert runs
+                run_index.upsert(other, store, [record], now_ms=1)
+        return real(session, table, rows)
+
+    monkeypatch.setattr(run_index, "_insert", first_another_writer)
+    with session_scope() as session:
+        run_index.upsert(session, store, [record], now_ms=2)
+    monkeypatch.setattr(run_index, "_insert", real)
+    with session_scope() as session:
+        assert raced and run_index.metrics_of(session, store, [record.run_id])[record.run_id]["m0"] == 0.5
+        assert len(run_index.metrics_of(session, store, [record.run_id])[record.run_id]) == metrics
