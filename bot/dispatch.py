@@ -26,13 +26,16 @@ from bot.replies import answered_in_place, placeholder_key
 from labmate.errors import LabmateError, new_error_id
 from labmate.settings import get_settings
 from models import audit
-from models.db import lazy_session_scope, session_scope
+from models.db import lazy_session_scope, session_scope, stale_connection
 from models.errors import Conflict, KnowledgeBaseError, Unavailable
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Origin, Session], Reply]
 NOT_SAVED = "I couldn't reach the knowledge base, so nothing was saved. Try again in a minute."
+STALE_RETRY_WITHIN_S = 1.0
+"""A command whose pooled connection was dead is run again only if that took less than this: a dead
+connection that took long to notice (a black-holed network) leaves no time in Slack's three seconds."""
 NOT_QUEUED = "I couldn't reach the job queue, so this was not started. Try again in a minute."
 
 
@@ -181,6 +184,7 @@ def run(
     *,
     started: float | None = None,
     handler: Handler | None = None,
+    again: bool = False,
 ) -> Reply:
     """Run an already parsed command (Slack modals arrive parsed) through access, handler and audit.
 
@@ -224,6 +228,11 @@ def run(
         log.exception("conflict running %s [%s]", verb, error_id)
         return _finish(internal_error_reply(verb, error_id), origin, text, verb, started)
     except Unavailable as exc:
+        if not again and stale_connection(exc) and perf_counter() - started < STALE_RETRY_WITHIN_S:
+            # The Slack process doesn't ping before each checkout (models.db.fail_fast): after a database
+            # restart its first command meets a dead pooled connection, fails at once, and the pool is
+            # discarded. Run it once more on a fresh connection rather than say the database is down.
+            return run(verb, args, origin, text, started=started, handler=handler, again=True)
         error_id = new_error_id()
         log.error(
             "command %s by %s in %s (%s): not saved, the knowledge base is unreachable [%s]: %s",

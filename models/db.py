@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.errors import Conflict, KnowledgeBaseError, Unavailable
@@ -74,8 +74,9 @@ def fail_fast() -> None:
     """For a process that must answer within a deadline (the Slack-facing one): no ping before each
     checkout. A ping on a connection whose network went dark waits out the I/O timeout before the
     reconnect waits out the connect timeout, which together overrun Slack's three seconds. Without
-    it, the first command after a database restart fails ("not saved") and invalidates the pool,
-    so the next one reconnects. Call before the first engine is made."""
+    it, the first command after a database restart meets a dead connection, which invalidates the
+    pool; dispatch runs it once more on a fresh one (`stale_connection`). Call before the first
+    engine is made."""
     global _pre_ping
     _pre_ping = False
 
@@ -210,6 +211,13 @@ def _translated(session: Session) -> Iterator[None]:
 
 
 SQLITE_UNAVAILABLE = ("database is locked", "database table is locked", "unable to open database", "disk i/o error")
+
+
+def stale_connection(exc: BaseException) -> bool:
+    """The pooled connection was dead when used (the database restarted since, or its network cut it):
+    SQLAlchemy has invalidated the pool, so the same work on a fresh connection may well succeed."""
+    cause = exc.__cause__
+    return isinstance(cause, DBAPIError) and bool(cause.connection_invalidated)
 
 
 def _unreachable(exc: OperationalError) -> bool:

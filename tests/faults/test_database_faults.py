@@ -34,6 +34,20 @@ def test_refused_connections_say_nothing_was_saved_and_nothing_is(make_lab) -> N
     assert setup.decisions() == []
 
 
+def test_the_first_command_after_a_database_restart_is_saved(make_lab) -> None:
+    """The Slack process doesn't ping pooled connections (Slack's three seconds): after a restart its first
+    command met a dead connection and was told "couldn't reach the knowledge base" with the database up."""
+    setup = make_lab(postgres=True, proxy_db=True)
+    setup.lab.serve()
+    slack = _slack(setup)
+    assert "logged: warm the pool" in answer_text(slack.command("decide warm the pool", user="U0ALICE", channel=unique("C")))
+    setup.db_proxy.stop()  # the restart: every open connection is cut
+    setup.db_proxy.start()
+    answer = slack.command("decide ship the candidate", user="U0ALICE", channel=unique("C"))
+    assert answer.status == 200 and "logged: ship the candidate" in answer_text(answer), answer_text(answer)
+    assert sorted(d.text for d in setup.decisions()) == ["ship the candidate", "warm the pool"]
+
+
 def test_a_job_whose_database_is_down_retries_and_answers_when_it_is_back(make_lab) -> None:
     setup = make_lab(postgres=True, proxy_db=True)
     with setup.lab.starting():
