@@ -8,6 +8,7 @@ message came twice) deletes each run once, writes one audit row per run and logs
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -256,6 +257,10 @@ def _delete(proposal_id: int, by: str, done: dict[str, Any], only: set[int] | No
         done["done"] += len(moved)
 
 
+DRIVER_PREFIX = re.compile(r"^\([\w.]+\)\s*")
+"""SQLAlchemy's `(sqlite3.OperationalError) ` before a driver's message (MLflow's SQL store)."""
+
+
 def _give_back(proposal: proposals.Proposal, left: list[proposals.Candidate], state: str, exc: Exception,
                done: dict[str, Any]) -> None:
     """MLflow failed part-way: what wasn't done goes back to waiting for an answer (clicking again retries
@@ -267,8 +272,9 @@ def _give_back(proposal: proposals.Proposal, left: list[proposals.Candidate], st
     with session_scope() as session:
         returned = sum(proposals.settle(session, candidate_id=c.id, from_state=state, to_state=back) for c in left)
     log.warning("clean-up %s: MLflow failed, %d runs back to waiting: %s", proposal.label, returned, exc)
-    reason = getattr(known, "message", None) or str(exc).splitlines()[0][:200]
-    done["failed"] = f"{reason} {returned} run{'s' if returned != 1 else ''} left as {'proposed' if back == proposals.PENDING else 'deleted'}: try again later."
+    reason = getattr(known, "message", None) or "MLflow failed: " + DRIVER_PREFIX.sub("", str(exc).splitlines()[0])[:200]
+    left = "proposed" if back == proposals.PENDING else "deleted"
+    done["failed"] = f"{reason.rstrip('.')}; {returned} run{'s' if returned != 1 else ''} left as {left}: try again later."
 
 
 def _keep(proposal_id: int, done: dict[str, Any], only: set[int] | None) -> None:

@@ -227,7 +227,7 @@ def test_mlflow_failing_part_way_through_a_delete_gives_the_rest_back(lab, monke
     outcome = run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
     shown = text(outcome)
     assert "Deleted 1 run (MLflow soft delete)" in shown, shown
-    assert "the tracking server answered 503 (test) 1 run left as proposed: try again later." in shown
+    assert "MLflow failed: the tracking server answered 503 (test); 1 run left as proposed: try again later." in shown
     assert sorted(states(alice.id).values()) == ["deleted", "pending"]
     monkeypatch.setattr(mlflow_cleanup, "delete", real)
     again = run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
@@ -251,7 +251,7 @@ def test_mlflow_failing_during_a_keep_gives_the_runs_back_so_keep_can_be_pressed
 
     monkeypatch.setattr(mlflow_cleanup, "keep", down)
     shown = text(run_one(f"keep {alice.label}", user="alice", channel="C0LAB"))
-    assert "the tracking server answered 503 (test) 2 runs left as proposed: try again later." in shown, shown
+    assert "MLflow failed: the tracking server answered 503 (test); 2 runs left as proposed: try again later." in shown, shown
     assert sorted(states(alice.id).values()) == ["pending", "pending"]
     monkeypatch.setattr(mlflow_cleanup, "keep", real)
     run_one(f"keep {alice.label}", user="alice", channel="C0LAB")
