@@ -56,7 +56,7 @@ def _params_view(resolved: projects.Resolved) -> list[dict[str, Any]]:
 def _command_shown(project_name: str, project: ProjectConfig, entry: projects.EntryPoint, params: dict[str, str]) -> str:
     if project.remote or entry.command is None:
         where = project.shown_uri + (f"@{project.version}" if project.version else "")
-        return f"the `{entry.name}` command of the MLproject at {where} (fetched by the worker)"
+        return f"entry point {entry.name} of the MLproject at {where} (fetched by the worker)"
     return projects.shown_command(projects.command_argv(entry, params, project.local_path()))
 
 

@@ -74,7 +74,7 @@ def test_a_git_project_is_fetched_by_the_worker_and_run(configured, mlflow_uri, 
     refused = run_one("run remote lr=fast", user="U1", channel="C1")
     assert refused.exit_code == 1 and "`fast` is not a valid float for `lr`" in refused.messages[0].text
     dry = run_one("run remote --dry-run", user="U1", channel="C1")
-    assert f"the `train` command of the MLproject at {git_uri}@main (fetched by the worker)" in str(dry.messages[0].blocks)
+    assert f"entry point train of the MLproject at {git_uri}@main (fetched by the worker)" in str(dry.messages[0].blocks)
 
     outcome = run_one("run remote epochs=2", user="U1", channel="C1")
     final = [m for m in outcome.messages if m.template == "launch_card"][-1]
