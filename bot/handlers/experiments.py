@@ -76,6 +76,22 @@ BY_VERB = {"summary": summary, "compare": compare, "find": find, "best": best, "
 def ask(args: AskArgs, origin: Origin, session: Session, *, now: datetime | None = None) -> Reply:
     """A question about runs becomes the matching query; anything else searches the decision log."""
     reading = questions.interpret(args.question, now or datetime.now(UTC))
+    _may_ask("decisions" if reading is None else reading.verb, origin)
     if reading is None:
         return decision_handlers.ask(args, origin, session)
     return BY_VERB[reading.verb](reading.args, origin, session, understood=reading.understood)
+
+
+def _may_ask(verb: str, origin: Origin) -> None:
+    """A question is the command it becomes, under that command's access rules (labmate.toml `[access]`
+    limits `best` or `decisions`: asking in words must not get around it)."""
+    from bot import access, grammar
+    from labmate.errors import AccessDenied
+    from labmate.settings import get_settings
+
+    spec = grammar.lookup(verb)
+    assert spec is not None, verb
+    try:
+        access.check(spec, origin, get_settings().access)
+    except AccessDenied as exc:
+        raise AccessDenied(f"That question is answered by `{verb}`. {exc.message}", hint=exc.hint) from None

@@ -324,3 +324,20 @@ def test_a_command_that_doesnt_parse_is_audited_under_the_verb_it_tried(migrated
     assert [(r.verb, r.text, r.outcome) for r in audit_rows(migrated)] == [
         ("cancel", "cancel L-1", "user_error"), ("summary", "/lab summary", "user_error"),
         ("", "frobnicate now", "user_error")]
+
+
+@pytest.mark.parametrize(("question", "verb"), [
+    ("which run had the best val_f1 in sales-agent?", "best"),
+    ("how is sales-agent doing?", "summary"),
+    ("what did we decide about pricing?", "decisions"),
+])  # fmt: skip
+def test_a_question_meets_the_access_rules_of_the_command_it_becomes(migrated, question: str, verb: str):
+    """`best` or `decisions` limited in labmate.toml were answered to anyone who asked in words (and, as a
+    mention, in the channel for everyone to see)."""
+    write_access(f'[access]\nadmins = ["UADMIN"]\n[access.verbs]\n{verb} = ["UALLOWED"]\n')
+    refused = dispatch.handle(f"ask {question}", Origin(user="UBOB", channel="C1"))
+    assert refused.outcome == "refused" and refused.jobs == []
+    assert f"That question is answered by `{verb}`. You can't use `{verb}` here." in shown(refused)
+    allowed = dispatch.handle(f"ask {question}", Origin(user="UALLOWED", channel="C1"))
+    assert allowed.outcome != "refused"  # answered, or handed to its job (which writes its own audit row)
+    assert ("UBOB", "ask", "refused") in [(r.user, r.verb, r.outcome) for r in audit_rows(migrated)]
