@@ -68,7 +68,7 @@ def view(launch: launches.Launch, *, position: int | None = None, primary: str |
         "run_short": (launch.mlflow_run_id or "")[:8],
         "run_url": _run_url(launch.experiment_id, launch.mlflow_run_id),
         "when": when,
-        "progress": bar(launch.step, launch.total_steps),
+        "progress": bar(_steps_done(launch), launch.total_steps),
         "metrics": ordered_metrics(launch.metrics or {}, primary),
         "output": launch.output_tail if launch.status in (launches.FAILED, launches.KILLED) else "",
         "position": position,
@@ -148,3 +148,12 @@ def reply(launch_id: int) -> tuple[str, dict[str, Any]]:
     if context["final"]:
         final_extras(launch, context)
     return keyed(TEMPLATE, context, key=card_key(launch_id), reply_to=launch.reply_to, final=context["final"])
+
+
+def _steps_done(launch: launches.Launch) -> int | None:
+    """A run that finished at step total-1 counted its steps from 0 (`for step in range(steps)`, MLflow's
+    default): it did them all. While it runs the latest step is all there is to go by."""
+    step, total = launch.step, launch.total_steps
+    if launch.status == launches.FINISHED and step is not None and total and step == total - 1:
+        return total
+    return step

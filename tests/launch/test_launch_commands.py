@@ -292,3 +292,14 @@ def test_a_bare_number_that_is_both_a_launch_id_and_a_run_id_prefix_asks_which(c
     # a launch whose own run id starts with its id is no ambiguity
     _renumber(make(status=launches.RUNNING), 777777, "777777aa5f60718293a4b5c6d7e8f90a")
     assert ask("cancel 777777").context["label"] == "L777777"
+
+
+@pytest.mark.parametrize(("status", "step", "shown"), [("finished", 3, "4/4 (100%)"), ("running", 3, "3/4 (75%)"),
+                                                       ("finished", 4, "4/4 (100%)"), ("failed", 3, "3/4 (75%)")])  # fmt: skip
+def test_a_run_that_counted_its_steps_from_zero_ends_with_a_full_bar(status: str, step: int, shown: str) -> None:
+    """`for step in range(4)` logs steps 0-3: its finished card read 3/4 (75%)."""
+    from tasks.launches import cards
+
+    launch = launches.Launch(id=3, user="U1", channel="C1", project="tiny", entry_point="main", params={}, metrics={},
+                             experiment="tiny", status=status, step=step, total_steps=4)  # fmt: skip
+    assert cards.view(launch)["progress"].endswith(shown)
