@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from tasks.cleanup import proposals, work
-from tasks.jobs import JobTask, periodic, run_job
+from tasks.jobs import JobTask, run_job
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,11 @@ def card_task(self: Task, proposal_id: int, reply_to: dict[str, Any], audit_id: 
     return run_job(self, "cleanup proposal", lambda: [proposals.card(proposal_id)], reply_to, audit_id)
 
 
-@shared_task(name=DAILY_TASK, acks_late=True, reject_on_worker_lost=True, soft_time_limit=1800, time_limit=1860)
-@periodic
+@shared_task(name=DAILY_TASK, acks_late=True, reject_on_worker_lost=True, soft_time_limit=1800, time_limit=1860,
+             autoretry_for=(work.ScanDeferred,), retry_backoff=30, retry_backoff_max=600, retry_jitter=True,
+             max_retries=30)
 def daily_task() -> int:
+    """Once a day from beat; while MLflow or the knowledge base is down, again with backoff (about 4 h)."""
     return len(work.daily())
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from labmate.errors import LabmateError, NotFoundError
-from labmate.settings import get_settings
+from labmate.settings import get_settings, mask_url
 from models import audit, run_index, stale_runs
 from models import cleanup as proposals
 from models import decision as decisions
@@ -329,22 +329,34 @@ def _restore(proposal_id: int, by: str, done: dict[str, Any], only: set[int] | N
 # -- scheduled -------------------------------------------------------------------------------------
 
 
+class ScanDeferred(Exception):
+    """Experiments the daily scan couldn't read now (MLflow or the knowledge base down): its task runs
+    again with backoff, so an outage at `daily_at` delays that day's proposals instead of losing them."""
+
+
 def daily() -> list[int]:
     """The daily beat job: scan every experiment labmate.toml lists and post the proposals. An experiment
-    MLflow can't answer for now is logged and left to the next beat; nobody is messaged about it."""
+    labmate.toml names wrong is logged and skipped; one MLflow or the knowledge base can't answer for now
+    raises ScanDeferred after the others are done, and the run again proposes only what is still
+    unproposed (a run in a proposal is never proposed twice). Nobody is messaged about either."""
     made: list[int] = []
+    deferred: list[str] = []
     for name in _experiments(None):
         try:
             found = resolve.experiment(name)
             _result, ids = scan_and_propose(found, get_settings().cleanup.rules_for(found.name), created_by="beat",
                                             outbox=True)
         except LabmateError as exc:
-            log.warning("clean-up of %s skipped until the next beat: %s", name, exc.message)
+            log.warning("clean-up of %s skipped until tomorrow's scan: %s", name, exc.message)
             continue
         except Exception as exc:
-            log.warning("clean-up of %s skipped until the next beat: MLflow or the index failed: %s", name, exc)
+            log.warning("clean-up of %s deferred, tried again shortly: MLflow or the index failed: %s", name,
+                        mask_url(str(exc)))
+            deferred.append(name)
             continue
         made += ids
+    if deferred:
+        raise ScanDeferred(", ".join(deferred))
     return made
 
 
