@@ -216,9 +216,13 @@ def _locked_promotion(session: Session, run_id: int) -> Any:
 
 def holds_promotion(session: Session, *, run_id: int, token: datetime | None) -> bool:
     """Whether the press a promote job serves (its `promoted_at`, read when the job started) still holds
-    the run: the reaper may have released it (the job looked dead) and someone pressed again since."""
+    the run, unfinished: the reaper may have released it (the job looked dead) and someone pressed again
+    since, or re-sent the job, whose copy logged the decision while this one was paused."""
     row = _locked_promotion(session, run_id)
-    return row is not None and row.promoted_by is not None and row.promoted_at == token
+    if row is None or row.promoted_by is None or row.promoted_at != token:
+        return False
+    # A copy of the job the reaper re-sent while this one was only paused finished the press already.
+    return not (row.promotion or {}).get("decision_id")
 
 
 def release_promotion(

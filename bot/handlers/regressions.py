@@ -137,6 +137,11 @@ def listing(args: RegressionsArgs, origin: Origin, session: Session) -> Reply:
     return Reply("regressions_list", {"runs": shown, "suite": args.suite or "", "since": bool(args.since)})
 
 
+def _why_not_finished(run: regressions.RegressionRun) -> str:
+    """The run's reason, without the "It could not finish: " a reaped run's reason starts with (said already)."""
+    return run.reason.removeprefix("It could not finish: ").rstrip(".")
+
+
 def may_promote(origin: Origin) -> bool:
     settings = get_settings()
     return origin.user in settings.access.admins or access.matches(settings.regress.promoters, origin)
@@ -155,7 +160,7 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
         )
     if run.status != regressions.PASSED:
         why = {regressions.FAILED: f"its verdict is *failed* ({run.reason or 'the gate failed'})",
-               regressions.ERROR: f"it could not finish ({run.reason})"}.get(run.status, f"it is still {run.status}")
+               regressions.ERROR: f"it could not finish ({_why_not_finished(run)})"}.get(run.status, f"it is still {run.status}")
         raise UsageError(f"{run.label} can't be promoted: {why}. Only a run whose gate passed can be.")
     if not run.candidate_model or not run.candidate_version:
         raise UsageError(f"{run.label}'s candidate `{run.targets.get('candidate', '')}` is not a registered model "
@@ -168,7 +173,7 @@ def promote(args: PromoteArgs, origin: Origin, session: Session) -> Reply:
     if newer is not None:
         raise UsageError(f"{run.label} can't be promoted: a newer run of `{run.suite}`, {newer.label}, "
                          f"{'failed its gate' if newer.status == regressions.FAILED else 'could not finish'}"
-                         f"{': ' + newer.reason.rstrip('.') if newer.reason else ''}.")
+                         f"{': ' + _why_not_finished(newer) if newer.reason else ''}.")
     promoted = regressions.newer_promoted(session, run=run)
     if promoted is not None:
         how = "was promoted since" if promoted.promoted_by else "may have moved the alias since (its Promote stopped)"

@@ -271,6 +271,33 @@ def _log_to_mlflow(run: regressions.RegressionRun, built: dict[str, Any]) -> Non
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _newer_was_promoted(
+    run: regressions.RegressionRun, newer: regressions.RegressionRun, alias: str, version: str
+) -> LabmateError:
+    return LabmateError(
+        f"{run.label} was not promoted: a newer run of `{run.suite}`, {newer.label}, was promoted meanwhile "
+        f"(`{newer.candidate_model} v{newer.candidate_version}`), and moving `@{alias}` back to v{version} "
+        "would undo that. Nothing moved."
+    )
+
+
+def _put_back(
+    run: regressions.RegressionRun, newer: regressions.RegressionRun | None, model: str, alias: str, version: str,
+    current: str | None,
+) -> None:
+    """This job moved the alias after it had stopped holding the press (paused, and the reaper's copy of it
+    finished, or a newer run was promoted since): where a newer run put the alias, it goes back there; MLflow
+    has no compare-and-set for aliases, so the check before the move can't close the window alone."""
+    target = newer.candidate_version if newer is not None and newer.candidate_model == model else None
+    if target is None or target == version or current == version:
+        return  # the press was finished by another copy of this job: the alias is where it put it
+    from tasks.mlflow_io import regressions as mlflow_regressions
+
+    log.warning("R%s: its promote job resumed after %s was promoted; @%s goes back to v%s", run.id, newer.label,
+                alias, target)  # type: ignore[union-attr]
+    mlflow_regressions.move_alias(model, alias, target)
+
+
 def _cut(text: str | None) -> str | None:
     if text is None:
         return None
@@ -327,23 +354,21 @@ def promote(run_id: int) -> Replies:
         if newer is not None:
             regressions.release_promotion(session, run_id=run_id, token=token)
     if newer is not None:  # its press came after this one's, its job ran first: this one must not undo it
-        raise LabmateError(
-            f"{run.label} was not promoted: a newer run of `{run.suite}`, {newer.label}, was promoted meanwhile "
-            f"(`{newer.candidate_model} v{newer.candidate_version}`), and moving `@{alias}` back to v{version} "
-            "would undo that. Nothing moved."
-        )
+        raise _newer_was_promoted(run, newer, alias, version)
     current: str | None = None
     known = False
     try:
         current, known = mlflow_regressions.alias_version(model, alias), True
-        if "moving_from" in run.promotion and current == version:
-            before = run.promotion["moving_from"]  # an earlier attempt moved it and stopped before the decision
-        else:
-            before = current
-            with session_scope() as session:
-                if not regressions.holds_promotion(session, run_id=run_id, token=token):
-                    return [cards.reply(run_id)]  # released meanwhile (the reaper told the person who pressed)
+        resumed = "moving_from" in run.promotion and current == version
+        before = run.promotion["moving_from"] if resumed else current  # resumed: an earlier attempt moved it
+        with session_scope() as session:  # checked again just before the move: this job may have been paused
+            if not regressions.holds_promotion(session, run_id=run_id, token=token):
+                return [cards.reply(run_id)]  # released or finished meanwhile (whoever did told the person)
+            newer = regressions.newer_promoted(session, run=run, moving=True)
+            if newer is None and not resumed:
                 regressions.set_promotion(session, run_id=run_id, promotion={"alias": alias, "moving_from": before})
+        if newer is not None:
+            raise _newer_was_promoted(run, newer, alias, version)  # released below, as any failure here
         if current != version:
             mlflow_regressions.move_alias(model, alias, version)
     except Exception:
@@ -359,6 +384,16 @@ def promote(run_id: int) -> Replies:
     already = before == version
     text = (f"Promoted {model} v{version} to @{alias} after regression run {run.label} of suite {run.suite} "
             f"passed its gate" + (f" (replacing v{before})." if before and not already else "."))
+    with session_scope() as session:  # the move may have waited (a paused worker): is it still this job's?
+        holds = regressions.holds_promotion(session, run_id=run_id, token=token)
+        newer = regressions.newer_promoted(session, run=run, moving=True)
+        if holds and newer is not None:
+            regressions.release_promotion(session, run_id=run_id, token=token, moved=False)
+    if not holds or newer is not None:
+        _put_back(run, newer, model, alias, version, current)
+        if holds and newer is not None:
+            raise _newer_was_promoted(run, newer, alias, version)
+        return [cards.reply(run_id)]  # another copy of this job finished the press, or it was released
     try:
         with session_scope() as session:
             if not regressions.holds_promotion(session, run_id=run_id, token=token):

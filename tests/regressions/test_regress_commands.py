@@ -193,8 +193,11 @@ def test_promote_refusals(configured) -> None:
                                       "in labmate.toml.")
     newer = make_run(regressions.ERROR, reason="It could not finish: its worker stopped 4 times while running it.")
     blocked = ask(f"promote R{passed}", user=PROMOTER)
-    assert message(blocked) == (f"R{passed} can't be promoted: a newer run of `shop`, R{newer}, could not finish: It could "
-                                "not finish: its worker stopped 4 times while running it.")
+    assert message(blocked) == (f"R{passed} can't be promoted: a newer run of `shop`, R{newer}, could not finish: its "
+                                "worker stopped 4 times while running it.")  # not "could not finish: It could not finish"
+    assert message(ask(f"promote R{newer}", user=PROMOTER)) == (
+        f"R{newer} can't be promoted: it could not finish (its worker stopped 4 times while running it). Only a run "
+        "whose gate passed can be.")
     assert message(ask("promote R999", user=PROMOTER)) == "There is no regression run R999."
     with session_scope() as session:
         assert all(r.promoted_by is None for r in session.query(regressions.RegressionRun).all())
@@ -263,6 +266,45 @@ def test_promoting_an_older_promoted_run_again_says_what_moved_since(configured,
     assert message(ask(f"promote R{older}", user=PROMOTER)) == (
         f"R{older} was already promoted by <@{PROMOTER}>: that made `shop v2` `@production`. Since then R{newer} "
         "moved `@production` to `shop v3`. It is promoted once; nothing changed.")
+
+
+@pytest.mark.parametrize("newer_promoted_meanwhile", [False, True], ids=["copy-finished", "newer-run-promoted"])
+def test_a_paused_promote_job_resumed_after_its_copy_finished_logs_nothing_and_undoes_nothing(
+    configured, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, newer_promoted_meanwhile: bool
+) -> None:
+    """A worker paused (not dead) in the alias move: the reaper re-sent the job, its copy finished the press
+    and, in the worse case, a newer run was promoted. Resumed, the paused job moved @production back to
+    the older candidate and logged the decision a second time."""
+    from mlflow import MlflowClient
+
+    from models import decision
+    from tasks.mlflow_io import regressions as mlflow_regressions
+    from tasks.regressions import work
+
+    older = make_run(regressions.PASSED, version="2")
+    assert ask(f"promote R{older}", user=PROMOTER).template == "regress_promoting"
+    newer = make_run(regressions.PASSED, version="3") if newer_promoted_meanwhile else None
+    real, paused = mlflow_regressions.move_alias, []
+
+    def paused_in_the_move(model: str, alias: str, version: str) -> None:
+        if not paused:  # the first copy stops here; meanwhile the reaper's copy (and a newer press) run
+            paused.append(version)
+            monkeypatch.setattr(mlflow_regressions, "move_alias", real)
+            work.promote(older)
+            if newer is not None:
+                assert ask(f"promote R{newer}", user=PROMOTER).template == "regress_promoting"
+                work.promote(newer)
+        real(model, alias, version)
+
+    monkeypatch.setattr(mlflow_regressions, "move_alias", paused_in_the_move)
+    work.promote(older)
+    production = MlflowClient(tracking_uri=mlflow_uri).get_model_version_by_alias("shop", "production").version
+    assert str(production) == ("3" if newer_promoted_meanwhile else "2")
+    with session_scope() as session:
+        texts = [d.text for d in session.query(decision.Decision).order_by(decision.Decision.id).all()]
+        promoted = regressions.get(session, run_id=older)
+        assert promoted is not None and promoted.promotion["decision_id"] == 1
+    assert len(texts) == (2 if newer_promoted_meanwhile else 1) and texts[0].startswith("Promoted shop v2")
 
 
 def test_promote_jobs_run_in_press_order_both_move_the_alias(configured, mlflow_uri: str) -> None:
