@@ -298,6 +298,18 @@ def _keep(proposal_id: int, done: dict[str, Any], only: set[int] | None) -> None
         run_index.upsert(session, proposal.store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))
 
 
+def _purged_meanwhile(candidate: proposals.Candidate, done: dict[str, Any]) -> bool:
+    """MLflow no longer has the run: the purge's garbage collection took it while this restore waited (the
+    restore was pressed as the grace period ended). Said so, and recorded: "try again later" would be untrue."""
+    with session_scope() as session:
+        settled = proposals.settle(session, candidate_id=candidate.id, from_state=proposals.RESTORING,
+                                   to_state=proposals.PURGED, note="removed for good before the restore")
+    if settled:
+        done["skipped"].append({"run": candidate.run_name or candidate.run_id[:8],
+                                "why": "it was removed for good as the grace period ended, before the restore"})
+    return settled
+
+
 def _restored_rest() -> datetime:
     """Someone brought the run back on purpose: not proposed again for a snooze's length (then `keep`
     stops it for good), instead of at the next day's scan."""
@@ -311,6 +323,8 @@ def _restore(proposal_id: int, by: str, done: dict[str, Any], only: set[int] | N
         try:
             mlflow_cleanup.restore(candidate.run_id)
         except Exception as exc:
+            if mlflow_io.is_missing(exc) and _purged_meanwhile(candidate, done):
+                continue
             _give_back(proposal, restoring[index:], proposals.RESTORING, exc, done)
             break
         went.append(candidate)

@@ -279,6 +279,29 @@ def test_delete_on_an_older_proposal_of_a_run_proposed_again_after_its_snooze_sa
     assert audit_verbs()[-1] == "delete"
 
 
+def test_a_restore_the_purge_overtook_says_the_run_is_gone_for_good(lab, monkeypatch) -> None:
+    """Restore pressed as the grace period ended: the purge's gc took the run before the restore job ran, and
+    the person was told to try again later (a restore that can never work) while the run stayed 'deleted'."""
+    from tasks.mlflow_io import cleanup as mlflow_cleanup
+
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    alice = proposal_of("alice")
+    run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
+    real = mlflow_cleanup.restore
+
+    def purged_first(run_id: str) -> None:
+        if run_id == lab.runs["died-early"]:
+            mlflow_cleanup.gc([run_id])  # what the purge did while this restore waited
+        real(run_id)
+
+    monkeypatch.setattr(mlflow_cleanup, "restore", purged_first)
+    shown = text(run_one(f"restore {alice.label}", user="alice", channel="C0LAB"))
+    assert "Restored 1 run; 1 skipped" in shown, shown
+    assert "Not restored:" in shown and "removed for good as the grace period ended" in shown
+    assert "try again later" not in shown
+    assert states(alice.id) == {"died-early": "purged", "died-early-2": "restored"}
+
+
 def test_cleanup_in_the_terminal_shows_the_proposals_waiting_for_you(lab) -> None:
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
     alice = proposal_of("alice")
