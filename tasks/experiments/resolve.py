@@ -170,8 +170,9 @@ def direction(experiment: Experiment, metric_name: str, asked: bool | None) -> D
         f"`labmate.direction.{metric_name}` = `lower`|`higher`"
     )
     if asked is not None:
-        word = "asc" if asked else "desc"
-        return Direction(asked, f"your `{word}`", f"leave out `{word}` for the default")
+        # typed (`asc`) or in words ("the lowest"): the answer doesn't know which, so it names neither
+        return Direction(asked, f"what you asked: {'lowest' if asked else 'highest'} first",
+                         "leave out `asc`/`desc` (or lowest/highest) for the default")
     tagged = dict(experiment.directions).get(metric_name)
     if tagged is not None and _declared(tagged) is not None:
         return Direction(bool(_declared(tagged)), f"the experiment's MLflow tag `labmate.direction.{metric_name}`",

@@ -189,7 +189,7 @@ def test_direction_is_declared_command_then_tag_then_toml_then_name(wine: Store,
 
     resolve.forget_cache()
     assert source() == ("higher is better", "the experiment's MLflow tag `labmate.direction.mean_test_score`")
-    assert source(True) == ("lower is better", "your `asc`")
+    assert source(True) == ("lower is better", "what you asked: lowest first")  # typed asc, or "the lowest"
     # a tag that says neither is named in the answer, and the next source is used
     wine.client.set_experiment_tag(wine.experiment_id, "labmate.direction.mean_test_score", "lowr")
     resolve.forget_cache()
