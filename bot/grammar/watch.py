@@ -11,7 +11,7 @@ from bot.grammar import tokens
 from bot.grammar.command import Verb
 from labmate.errors import UsageError
 
-CHANNEL = re.compile(r"^(?:<#(?P<id>[CGD][A-Z0-9]{2,30})(?:\|(?P<label>[^>]*))?>|#(?P<name>[a-z0-9][a-z0-9_.-]{0,79})|(?P<bare>[CG][A-Z0-9]{8,30}))$")
+CHANNEL = re.compile(r"^(?:<#(?P<id>[CGD][A-Z0-9]{2,30})(?:\|(?P<label>[^>]*))?>|#(?P<name>[a-z0-9][a-z0-9_.-]{0,79})|#?(?P<bare>[CG][A-Z0-9]{8,30}))$")
 WATCH_EXAMPLE = "watch sales-agent"
 MAX_NAME = 500
 
@@ -29,7 +29,8 @@ class UnwatchArgs(Struct, frozen=True):
 
 
 def channel_ref(word: str) -> str | None:
-    """`<#C123|name>`, `<#C123>`, `C0123ABCD` -> the id; `#name` -> `#name` (Slack posts to a name too)."""
+    """`<#C123|name>`, `<#C123>`, `C0123ABCD`, `#C0123ABCD` (typed in a terminal, as the usage's `#channel`
+    reads; channel names are lower case) -> the id; `#name` -> `#name` (Slack posts to a name too)."""
     match = CHANNEL.match(word)
     if not match:
         return None

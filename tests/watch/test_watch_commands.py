@@ -30,6 +30,7 @@ def _text(outcome) -> str:  # type: ignore[no-untyped-def]
         ('watch "wine quality" <#C0123ABCD|ml-runs>', WatchArgs("wine quality", "C0123ABCD")),
         ("watch sales-agent #ml-runs", WatchArgs("sales-agent", "#ml-runs")),
         ("watch sales-agent C0123ABCDE", WatchArgs("sales-agent", "C0123ABCDE")),
+        ("watch sales-agent #C0123ABCD", WatchArgs("sales-agent", "C0123ABCD")),  # typed as the usage's `#channel`
         ("watch", WatchArgs(None, None)),
         ("unwatch sales-agent", UnwatchArgs("sales-agent", None)),
     ],
