@@ -339,6 +339,7 @@ def test_ctrl_c_while_waiting_for_a_job_leaves_at_once(lab_home, migrated, tmp_p
         proc.communicate(timeout=30)
         assert time.monotonic() - started < 10 and proc.returncode == 130
         assert "Traceback" not in errors.read_text()
+        assert "Stopped waiting. What this command started stops with this terminal;" in errors.read_text()
     finally:
         proc.kill()
 
