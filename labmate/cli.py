@@ -87,8 +87,11 @@ def _leave_on_ctrl_c(_signum: int, _frame: object) -> None:
     """Ctrl-C while `say` waits: leave at once, wherever the main thread is. The job its embedded worker
     runs holds a pool thread that a normal exit would wait for, and an exception from here has to
     climb through Celery, Typer and click first (Typer turns it into exit code 130)."""
-    print("\nStopped waiting. What this command started stops with this terminal; a labmate command run "
-          "20 s or more from now records it as ended (a launch as failed).", file=sys.stderr)
+    from labmate.settings import get_settings  # loaded already: `say` read it before it waited
+
+    stale = f"{get_settings().job_stale_after:g}"
+    print(f"\nStopped waiting. What this command started stops with this terminal; a labmate command run "
+          f"{stale} s or more from now records it as ended (a launch as failed).", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)
