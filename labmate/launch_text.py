@@ -13,6 +13,12 @@ BAR_CELLS = 12
 SHOWN_METRICS = 4
 
 
+def took(seconds: float) -> str:
+    """How long something that ended took: exact under a minute (a run of 18 s "took 10 s" when said as
+    coarsely as a live card's clock), then as `elapsed`."""
+    return f"{max(seconds, 0.0):.0f} s" if seconds < 60 else elapsed(seconds)
+
+
 def elapsed(seconds: float) -> str:
     if seconds < 10:
         return "a few seconds"

@@ -13,6 +13,7 @@ from typing import Any
 
 from labmate.launch_text import aware as _aware
 from labmate.launch_text import bar, elapsed, number, ordered_metrics
+from labmate.launch_text import took as took_text
 from labmate.settings import get_settings
 from models import launches
 from models.db import session_scope
@@ -48,7 +49,7 @@ def view(launch: launches.Launch, *, position: int | None = None, primary: str |
         when = f"queued for {elapsed(waited)}"
     elif started is not None:
         took = ((ended or now) - started).total_seconds()
-        when = f"ran for {elapsed(took)}" if ended else f"running for {elapsed(took)}"
+        when = f"ran for {took_text(took)}" if ended else f"running for {elapsed(took)}"
     else:
         when = ""
     primary = primary or get_settings().primary_metrics.get(launch.experiment)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from labmate.launch_text import bar, elapsed, since
+from labmate.launch_text import bar, since
+from labmate.launch_text import took as took_text
 from labmate.settings import get_settings
 from models import regressions
 from models.db import session_scope
@@ -61,7 +62,7 @@ def view(run: regressions.RegressionRun) -> dict[str, Any]:
         when = "waiting for a worker"
     elif final:
         took = since(run.started_at) - since(run.ended_at) if run.started_at and run.ended_at else 0.0
-        when = f"took {elapsed(took)}" if run.started_at else ""
+        when = f"took {took_text(took)}" if run.started_at else ""
     else:
         when = ""
     settings = get_settings()

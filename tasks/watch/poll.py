@@ -24,7 +24,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from labmate.launch_text import elapsed, number
+from labmate.launch_text import number
+from labmate.launch_text import took as took_text
 from labmate.settings import get_settings
 from models import launches, run_activity, run_index
 from models import watch as watches
@@ -225,7 +226,7 @@ def _run_context(
         "user": run.user,
         "experiment": experiment.name,
         "url": views.run_url(experiment.experiment_id, run.run_id),
-        "took": elapsed(max(took, 0.0)),
+        "took": took_text(max(took, 0.0)),
         "metrics": [{"key": k, "value": _shown(metrics[k])} for k in names],
         "primary": metric or "",
         "primary_value": metrics.get(metric) if metric else None,

@@ -303,3 +303,14 @@ def test_a_run_that_counted_its_steps_from_zero_ends_with_a_full_bar(status: str
     launch = launches.Launch(id=3, user="U1", channel="C1", project="tiny", entry_point="main", params={}, metrics={},
                              experiment="tiny", status=status, step=step, total_steps=4)  # fmt: skip
     assert cards.view(launch)["progress"].endswith(shown)
+
+
+def test_an_ended_runs_card_says_how_long_it_took_to_the_second() -> None:
+    """The live clock is coarse on purpose (a card is edited only when it changes); an 18 s run 'ran for 10 s'."""
+    from tasks.launches import cards
+
+    ended = utcnow()
+    launch = launches.Launch(id=3, user="U1", channel="C1", project="tiny", entry_point="main", params={}, metrics={},
+                             experiment="tiny", status="finished", created_at=ended - timedelta(seconds=30),
+                             started_at=ended - timedelta(seconds=18), ended_at=ended)  # fmt: skip
+    assert cards.view(launch)["when"] == "ran for 18 s"
