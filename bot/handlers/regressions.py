@@ -208,8 +208,9 @@ def _already(run: regressions.RegressionRun, alias: str, session: Session) -> Us
     moved = "moved" if since is not None and (since.promotion or {}).get("decision_id") else "is moving"
     later = (f" Since then {since.label} {moved} `@{mrkdwn.escape(alias)}` to "
              f"`{mrkdwn.escape(f'{since.candidate_model} v{since.candidate_version}')}`." if since is not None else "")
+    made = "found" if (run.promotion or {}).get("already") else "made"  # the alias was there already: nothing moved
     return UsageError(
-        f"{run.label} was already promoted by {mrkdwn.user(run.promoted_by or '')}: that made `{model}` "
+        f"{run.label} was already promoted by {mrkdwn.user(run.promoted_by or '')}: that {made} `{model}` "
         f"`@{mrkdwn.escape(alias)}`.{later} It is promoted once; nothing changed.",
         markup=True,
     )

@@ -383,7 +383,8 @@ def promote(run_id: int) -> Replies:
         links.append(decision.LinkRef("run", run.mlflow_run_id))
     already = before == version
     text = (f"Promoted {model} v{version} to @{alias} after regression run {run.label} of suite {run.suite} "
-            f"passed its gate" + (f" (replacing v{before})." if before and not already else "."))
+            f"passed its gate" + (f" (replacing v{before})." if before and not already else
+                                  " (it already pointed there: nothing moved)." if already else "."))
     with session_scope() as session:  # the move may have waited (a paused worker): is it still this job's?
         holds = regressions.holds_promotion(session, run_id=run_id, token=token)
         newer = regressions.newer_promoted(session, run=run, moving=True)

@@ -307,6 +307,25 @@ def test_a_paused_promote_job_resumed_after_its_copy_finished_logs_nothing_and_u
     assert len(texts) == (2 if newer_promoted_meanwhile else 1) and texts[0].startswith("Promoted shop v2")
 
 
+def test_a_promote_whose_alias_was_moved_by_hand_already_says_nothing_moved(configured, mlflow_uri: str) -> None:
+    """The decision read "Promoted shop v2 to @production" and a later press "that made shop v2 @production"
+    though someone had moved the alias by hand and labmate moved nothing."""
+    from mlflow import MlflowClient
+
+    from models import decision
+    from tasks.regressions import work
+
+    MlflowClient(tracking_uri=mlflow_uri).set_registered_model_alias("shop", "production", "2")
+    run_id = make_run(regressions.PASSED, version="2")
+    assert ask(f"promote R{run_id}", user=PROMOTER).template == "regress_promoting"
+    work.promote(run_id)
+    with session_scope() as session:
+        [made] = session.query(decision.Decision).all()
+        assert made.text.endswith("passed its gate (it already pointed there: nothing moved).")
+    assert message(ask(f"promote R{run_id}", user=PROMOTER)).startswith(
+        f"R{run_id} was already promoted by <@{PROMOTER}>: that found `shop v2` `@production`.")
+
+
 def test_promote_jobs_run_in_press_order_both_move_the_alias(configured, mlflow_uri: str) -> None:
     """A newer run's press accepted but its job not started doesn't stop the older run's job: the alias
     goes to v2, then to v3 (it refused, and if the newer job then failed nothing was promoted)."""
