@@ -174,6 +174,35 @@ def mlflow() -> Verdict:
     return Verdict("mlflow", SKIPPED, f"{mask_url(uri)}: only HTTP servers and SQLite stores are checked")
 
 
+def projects() -> Verdict:
+    """Each launchable project's MLproject, read as a launch reads it; a git project is the worker's to
+    fetch, so it is named, not cloned. A wrong `uri` was said only when someone tried `run`."""
+    from labmate.projects import ProjectError, read_entry_points
+    from labmate.settings import get_settings
+
+    configured = get_settings().projects
+    if not configured:
+        return Verdict("projects", SKIPPED, "none configured: nothing can be launched from chat")
+    problems, shown = [], []
+    for name, project in sorted(configured.items()):
+        if project.remote:
+            shown.append(f"{name} (fetched by the worker)")
+            continue
+        try:
+            entry_points = read_entry_points(project.local_path())
+        except ProjectError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        missing = [e for e in project.entry_points if e not in entry_points]
+        if missing:
+            problems.append(f"{name}: its MLproject has no entry point {', '.join(missing)}")
+        else:
+            shown.append(name)
+    if problems:
+        return Verdict("projects", FAILED, "; ".join(problems) + " (labmate.toml `[projects.<name>]`)")
+    return Verdict("projects", OK, ", ".join(shown))
+
+
 def slack() -> Verdict:
     from labmate.settings import get_settings
 

@@ -101,7 +101,7 @@ def doctor(
     check: bool = typer.Option(True, "--check/--no-check", help="Also check each configured service."),
 ) -> None:
     """Show the settings in effect and where each comes from (default, labmate.toml, environment),
-    secrets masked; then check the home, database, broker, MLflow and Slack. Exit 1 if a check failed."""
+    secrets masked; then check the home, database, broker, MLflow, the launchable projects and Slack. Exit 1 if a check failed."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -130,7 +130,7 @@ def doctor(
     if not check:
         return
     console.print()
-    verdicts = [checks.home(), checks.database(), checks.broker(), checks.mlflow(), checks.slack()]
+    verdicts = [checks.home(), checks.database(), checks.broker(), checks.mlflow(), checks.projects(), checks.slack()]
     for verdict in verdicts:
         style = "red" if verdict.failed else ("dim" if verdict.status == checks.SKIPPED else "green")
         status, rest = verdict.line().split(" ", 1)

@@ -265,7 +265,8 @@ def test_doctor_shows_sources_masks_secrets_and_checks_services(tmp_path):
     verdicts = {
         line.split()[1].rstrip(":"): line for line in out.splitlines() if line.split(" ", 1)[0] in ("ok", "FAILED", "skipped")
     }
-    assert list(verdicts) == ["home", "database", "broker", "mlflow", "slack"]
+    assert list(verdicts) == ["home", "database", "broker", "mlflow", "projects", "slack"]
+    assert verdicts["projects"] == "ok      projects: train (fetched by the worker)"
     # labmate doctor creates nothing: the fresh home and its knowledge base are reported as what comes first
     assert verdicts["home"].startswith("ok      home:") and "not created yet" in verdicts["home"]
     assert verdicts["database"].startswith("ok      database: sqlite:///") and "not created yet" in verdicts["database"]
@@ -495,6 +496,23 @@ def test_doctor_with_a_shared_broker_and_no_bot_token_fails_the_slack_check(tmp_
     result = _labmate(tmp_path, "doctor", COLUMNS="250", LABMATE_BROKER_URL="redis://127.0.0.1:6379/0")
     [slack] = [line for line in result.stdout.splitlines() if line.split(" ", 1)[-1].lstrip().startswith("slack:")]
     assert slack.startswith("FAILED") and "no SLACK_BOT_TOKEN: with a shared broker the workers post" in slack, slack
+
+
+def test_doctor_fails_a_project_whose_mlproject_is_not_where_labmate_toml_says(tmp_path):
+    """`[projects.ghost] uri = "nowhere"` passed every check; only `run ghost` said there was no MLproject."""
+    project = tmp_path / "tiny"
+    project.mkdir()
+    (project / "MLproject").write_text("name: tiny\nentry_points:\n  main:\n    command: python train.py\n")
+    (tmp_path / "labmate.toml").write_text(
+        f'[projects.tiny]\nuri = "{project}"\nexperiment = "tiny"\n'
+        '[projects.ghost]\nuri = "nowhere"\nexperiment = "ghost"\n'
+        f'[projects.typo]\nuri = "{project}"\nentry_points = ["trian"]\nexperiment = "tiny"\n'
+    )
+    result = _labmate(tmp_path, "doctor", COLUMNS="250")
+    [line] = [x for x in result.stdout.splitlines() if x.split(" ", 1)[-1].lstrip().startswith("projects:")]
+    assert line.startswith("FAILED  projects: ghost: There is no MLproject file in ") and "nowhere" in line, line
+    assert "typo: its MLproject has no entry point trian" in line and "tiny:" not in line, line
+    assert result.returncode == 1
 
 
 def test_labmate_config_is_doctor(tmp_path):
