@@ -105,7 +105,19 @@ def tail(path: Path, lines: int = TAIL_LINES) -> str:
     except OSError:
         return ""
     text = ANSI.sub("", data.decode("utf-8", errors="replace")).replace("\r\n", "\n")
-    return mask_url("\n".join(text.rstrip("\n").splitlines()[-lines:]))
+    return _for_people(mask_url("\n".join(text.rstrip("\n").splitlines()[-lines:])))
+
+
+def _for_people(text: str) -> str:
+    """MLflow's "View run … at: <tracking URI>/#/…" links, pointed at the UI people open
+    (`LABMATE_MLFLOW_UI_URL`): in compose the tracking URI is `http://mlflow:5000`, which no browser reaches."""
+    from labmate.settings import get_settings
+
+    settings = get_settings()
+    tracking, ui = mask_url(settings.mlflow_tracking_uri).rstrip("/"), settings.mlflow_ui_url.rstrip("/")
+    if not ui or ui == tracking or not tracking.startswith(("http://", "https://")):
+        return text
+    return text.replace(f"{tracking}/#/", f"{ui}/#/")
 
 
 def describe_exit(code: int) -> str:

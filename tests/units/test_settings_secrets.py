@@ -95,3 +95,23 @@ def test_a_launchs_output_tail_masks_the_tracking_uris_password(tmp_path) -> Non
     shown = tail(log)
     assert "TrkPw55" not in shown and "http://alice:***@mlflow:5000/#/experiments/1/runs/4876" in shown
     assert shown.endswith("ValueError: fail_at_epoch")
+
+
+def test_a_launchs_output_tail_links_to_the_ui_people_open(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In compose the tracking URI is http://mlflow:5000, which no browser reaches: MLflow's 'View run' line
+    in a failed run's card pointed there."""
+    from labmate.settings import reset_settings
+    from tasks.launches.process import tail
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:TrkPw55@mlflow:5000")
+    monkeypatch.setenv("LABMATE_MLFLOW_UI_URL", "https://mlflow.example.com/")
+    reset_settings()
+    log = tmp_path / "L5-attempt1.log"
+    log.write_text("🏃 View run sales-agent-L5 at: http://alice:TrkPw55@mlflow:5000/#/experiments/1/runs/4876\n"
+                   "🧪 View experiment at: http://alice:TrkPw55@mlflow:5000/#/experiments/1\nValueError: x\n")  # fmt: skip
+    try:
+        shown = tail(log)
+    finally:
+        reset_settings()
+    assert "https://mlflow.example.com/#/experiments/1/runs/4876" in shown
+    assert "https://mlflow.example.com/#/experiments/1\n" in shown and "mlflow:5000" not in shown
