@@ -24,7 +24,8 @@ OPEN, CLOSED = "open", "closed"
 PENDING, DELETING, DELETED, PURGED = "pending", "deleting", "deleted", "purged"
 RESTORING, RESTORED, KEPT, SNOOZED, SKIPPED = "restoring", "restored", "kept", "snoozed", "skipped"
 REPROPOSED = "reproposed"
-"""A snoozed run proposed again once its snooze ended: the newer proposal holds it now (its note says which)."""
+"""A snoozed run proposed again once its snooze ended: the newer proposal holds it now (`reproposed_in`)."""
+REPROPOSED_NOTE = "proposed again in "
 ANSWERED = (DELETED, PURGED, RESTORED, KEPT, SNOOZED, SKIPPED, RESTORING, REPROPOSED)
 BUSY = (PENDING, DELETING)
 """A run in one of these states is in a proposal now: a scan doesn't propose it again."""
@@ -137,9 +138,14 @@ def create(
             update(_C)
             .where(_C.c.store == store, _C.c.run_id.in_(run_ids[i : i + 500]), _C.c.state == SNOOZED,
                    _C.c.proposal_id != proposal.id)
-            .values(state=REPROPOSED, note=f"proposed again in {proposal.label}")
+            .values(state=REPROPOSED, note=REPROPOSED_NOTE + proposal.label)
         )  # fmt: skip
     return proposal
+
+
+def reproposed_in(candidate: Candidate) -> str:
+    """The proposal that took over a `reproposed` run (`P12`)."""
+    return candidate.note.removeprefix(REPROPOSED_NOTE)
 
 
 def made_by_job(session: Session, *, job_key: str) -> list[Proposal]:

@@ -172,7 +172,7 @@ def _already(verb: str, found: list[proposals.Candidate]) -> UsageError:
             f"{days} days after the clean-up deleted {'it' if len(found) == 1 else 'them'}.",
             hint="Only a backup of the MLflow store can bring it back.",
         )
-    again = sorted({c.note.removeprefix("proposed again in ") for c in found if c.state == proposals.REPROPOSED})
+    again = sorted({proposals.reproposed_in(c) for c in found if c.state == proposals.REPROPOSED})
     if again and {c.state for c in found} == {proposals.REPROPOSED}:
         return UsageError(
             f"Nothing to {verb} here: {'that run was' if len(found) == 1 else 'those runs were'} proposed again "

@@ -273,8 +273,8 @@ def _give_back(proposal: proposals.Proposal, left: list[proposals.Candidate], st
         returned = sum(proposals.settle(session, candidate_id=c.id, from_state=state, to_state=back) for c in left)
     log.warning("clean-up %s: MLflow failed, %d runs back to waiting: %s", proposal.label, returned, exc)
     reason = getattr(known, "message", None) or "MLflow failed: " + DRIVER_PREFIX.sub("", str(exc).splitlines()[0])[:200]
-    left = "proposed" if back == proposals.PENDING else "deleted"
-    done["failed"] = f"{reason.rstrip('.')}; {returned} run{'s' if returned != 1 else ''} left as {left}: try again later."
+    now_as = "proposed" if back == proposals.PENDING else "deleted"
+    done["failed"] = f"{reason.rstrip('.')}; {returned} run{'s' if returned != 1 else ''} left as {now_as}: try again later."
 
 
 def _keep(proposal_id: int, done: dict[str, Any], only: set[int] | None) -> None:
