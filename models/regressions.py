@@ -24,6 +24,8 @@ QUEUED, RUNNING, REPORTING = "queued", "running", "reporting"
 PASSED, FAILED, ERROR = "passed", "failed", "error"
 ACTIVE = (QUEUED, RUNNING, REPORTING)
 ENDED = (PASSED, FAILED, ERROR)
+NOT_FINISHED = "It could not finish: "
+"""How the reason of a run the reaper ended starts (its workers kept dying)."""
 
 
 class RegressionRun(Base):

@@ -138,8 +138,8 @@ def listing(args: RegressionsArgs, origin: Origin, session: Session) -> Reply:
 
 
 def _why_not_finished(run: regressions.RegressionRun) -> str:
-    """The run's reason, without the "It could not finish: " a reaped run's reason starts with (said already)."""
-    return run.reason.removeprefix("It could not finish: ").rstrip(".")
+    """The run's reason, without the `NOT_FINISHED` a reaped run's reason starts with (said already)."""
+    return run.reason.removeprefix(regressions.NOT_FINISHED).rstrip(".")
 
 
 def may_promote(origin: Origin) -> bool:

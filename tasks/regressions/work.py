@@ -288,13 +288,15 @@ def _put_back(
     """This job moved the alias after it had stopped holding the press (paused, and the reaper's copy of it
     finished, or a newer run was promoted since): where a newer run put the alias, it goes back there; MLflow
     has no compare-and-set for aliases, so the check before the move can't close the window alone."""
-    target = newer.candidate_version if newer is not None and newer.candidate_model == model else None
-    if target is None or target == version or current == version:
-        return  # the press was finished by another copy of this job: the alias is where it put it
+    if newer is None or newer.candidate_model != model or current == version:
+        return  # the press was finished by another copy of this job (the alias is where it put it), or nothing moved
+    target = newer.candidate_version
+    if not target or target == version:
+        return
     from tasks.mlflow_io import regressions as mlflow_regressions
 
     log.warning("R%s: its promote job resumed after %s was promoted; @%s goes back to v%s", run.id, newer.label,
-                alias, target)  # type: ignore[union-attr]
+                alias, target)
     mlflow_regressions.move_alias(model, alias, target)
 
 
@@ -449,7 +451,7 @@ def _promoted_reply(run: regressions.RegressionRun) -> tuple[str, dict[str, Any]
 
 def lost(session: Session, run_id: int, why: str) -> list[str]:
     """The reaper gave up a job of this run: the run ends `error` with the reason, and its card says so."""
-    if not regressions.fail(session, run_id=run_id, reason=f"It could not finish: {why}."):
+    if not regressions.fail(session, run_id=run_id, reason=f"{regressions.NOT_FINISHED}{why}."):
         return []
     return _store_report(session, run_id) or _store_card(session, run_id)
 
