@@ -15,7 +15,7 @@ One poll (a beat job, every minute):
 from __future__ import annotations
 
 import logging
-import sys
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,7 +48,6 @@ BUILD_BUDGET_S = 20.0
 FULL_SYNC_AFTER = timedelta(minutes=5)
 PENDING_FOR = timedelta(days=1)
 GROUP_SHOWN = 10
-ERROR_TAGS = run_index.ERROR_TAGS
 ERROR_LINES = 12
 ICONS = {"FINISHED": ":white_check_mark:", "FAILED": ":x:", "KILLED": ":octagonal_sign:"}
 
@@ -237,7 +236,7 @@ def _run_context(
 def _shown(value: float | None) -> str:
     """A metric as the run logged it: the index keeps a NaN as no value (the metric's row says it was
     logged) and MLflow's SQL stores an infinity as the largest float."""
-    return "NaN" if value is None else number(views.logged(value))
+    return "NaN" if value is None else views.fmt(value)
 
 
 def _errors(session: Any, store: str, run_ids: list[str]) -> dict[str, str]:
@@ -250,9 +249,9 @@ def _errors(session: Any, store: str, run_ids: list[str]) -> dict[str, str]:
         text = (launch.output_tail or launch.reason or "").strip()
         if text:
             found[str(launch.mlflow_run_id)] = text
-    tags = run_activity.tags_of(session, store, [r for r in run_ids if r not in found], ERROR_TAGS)
+    tags = run_activity.tags_of(session, store, [r for r in run_ids if r not in found], run_index.ERROR_TAGS)
     for run_id, values in tags.items():
-        text = next((values[k] for k in ERROR_TAGS if values.get(k)), "")
+        text = next((values[k] for k in run_index.ERROR_TAGS if values.get(k)), "")
         if text.strip():
             found[run_id] = text.strip()
     return {run_id: "\n".join(text.splitlines()[-ERROR_LINES:])[-1500:] for run_id, text in found.items()}
@@ -268,7 +267,7 @@ def _new_best(
     candidates = [
         (r, metrics.get(r.run_id, {}).get(metric)) for r in runs if r.status == "FINISHED"
     ]
-    scored = [(r, float(v)) for r, v in candidates if v is not None and abs(v) < sys.float_info.max]
+    scored = [(r, float(v)) for r, v in candidates if v is not None and math.isfinite(views.logged(v))]
     if not scored:
         return None
     run, value = min(scored, key=lambda item: item[1]) if direction.ascending else max(scored, key=lambda item: item[1])
