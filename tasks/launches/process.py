@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labmate import interpreter
-from labmate.settings import mask_url
+from labmate.settings import get_settings, mask_url
 
 GUARD = Path(__file__).with_name("orphan_guard.py")
 PRIVATE_PREFIXES = ("SLACK_", "LABMATE_")
@@ -111,8 +111,6 @@ def tail(path: Path, lines: int = TAIL_LINES) -> str:
 def _for_people(text: str) -> str:
     """MLflow's "View run … at: <tracking URI>/#/…" links, pointed at the UI people open
     (`LABMATE_MLFLOW_UI_URL`): in compose the tracking URI is `http://mlflow:5000`, which no browser reaches."""
-    from labmate.settings import get_settings
-
     settings = get_settings()
     tracking, ui = mask_url(settings.mlflow_tracking_uri).rstrip("/"), settings.mlflow_ui_url.rstrip("/")
     if not ui or ui == tracking or not tracking.startswith(("http://", "https://")):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,6 @@ class Plan:
     def digest(self) -> str:
         """The conversations and the suites' options, whatever files they came from (a suite and its
         includes): a regression run from chat checks each chunk runs the suite it was asked to."""
-        import hashlib
-        import json
-
         # not the file's path: the bot names it as the suites listing shows it, the workers resolved
         conversations = [{k: v for k, v in conv.items() if k != "file"} for conv in self.conversations]
         content = json.dumps([conversations, self.suite_options], sort_keys=True, default=str)
