@@ -76,6 +76,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "postgres" in callspec.params.values():
             item.add_marker(pytest.mark.postgres)
+    workers = getattr(config, "workerinput", {}).get("workercount", 0)
+    if workers > 1:
+        items[:] = slow_first(items, workers)
+
+
+def slow_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """The order `--dist worksteal` hands out: each pytest process first gets one contiguous share of
+    the list, and an idle one later takes the back half of the longest queue left. Tests marked slow
+    (a minute of real processes, some of them) go to the front of the shares, spread over all of
+    them, so they start early everywhere and the run ends on short tests that spread evenly; in
+    collection order two docs tests of over a minute each started last and ran a minute past the
+    others. Tests sharing a module-scoped fixture (a served stack, the demo) stay together, or each
+    process would build it. The same order in every process, as xdist requires."""
+    groups: dict[str, list[pytest.Item]] = {}
+    rest: list[pytest.Item] = []
+    for item in items:
+        if not item.get_closest_marker("slow"):
+            rest.append(item)
+            continue
+        shared = any(d.scope in ("module", "class", "package")
+                     for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs)
+        groups.setdefault(item.nodeid.split("::")[0] if shared else item.nodeid, []).append(item)
+    shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for group in groups.values():
+        min(shares, key=len).extend(group)
+    left = len(items)
+    ordered: list[pytest.Item] = []
+    for k, share in enumerate(shares):
+        size = left // (workers - k)  # what xdist's first distribution sends this process
+        take = max(0, size - len(share))
+        ordered += share + rest[:take]
+        rest = rest[take:]
+        left -= len(share) + take
+    return ordered + rest
 
 
 def require_services() -> bool:
