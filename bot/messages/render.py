@@ -108,6 +108,11 @@ def _in_bold(value: object) -> str:
     return " ".join(str(value).replace("*", "\u2217").split())
 
 
+def _in_strike(value: object) -> str:
+    """User text shown inside `~…~`: its own `~` would end the strikethrough early (shown as ∼, U+223C)."""
+    return " ".join(str(value).replace("~", "\u223c").split())
+
+
 def _in_pre(value: object) -> str:
     """Text inside a ``` block: its own backticks could close the block early (shown as ˋ)."""
     return str(value).replace("`", CODE_TICK)
@@ -135,6 +140,7 @@ def environment() -> Environment:
         code=code,
         in_bold=_in_bold,
         in_pre=_in_pre,
+        in_strike=_in_strike,
         mrkdwn=lambda v: Mrkdwn(v),
     )
     env.globals["block_button"] = button

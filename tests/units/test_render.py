@@ -400,3 +400,14 @@ def test_text_inside_a_preformatted_block_cannot_close_it(template: str, key: st
     message = render(template, {**base, key: "x = `a`\n```\n*not bold* `b`"})
     [section] = [s for s in checked(message).split('"text"') if "```" in s]
     assert section.count("```") == 2 and "ˋˋˋ" in section and "ˋaˋ" in section
+
+
+@pytest.mark.parametrize("template", ["cleanup_proposal", "cleanup_scan", "home", "watch_added", "launch_card",
+                                      "exp_indexing"])
+def test_names_inside_bold_or_a_strikethrough_cannot_end_it(template: str) -> None:
+    """`*wine*q_v2*` showed as bold "wine" then "q_v2*"; a superseded decision's own `~` ended its
+    strikethrough. Names and text inside `*…*` show a star as ∗, inside `~…~` a tilde as ∼."""
+    name = "wine*q~v2"
+    shown = json.dumps([render(template, context).blocks for context in contexts(name)[template]], ensure_ascii=False)
+    assert "wine\u2217q" in shown or "wine*q\u223cv2" in shown
+    assert not re.search(r"[*~]wine\*q~v2|wine\*q~v2[*~]", shown)
