@@ -53,8 +53,16 @@ def _already_handled(key: str) -> bool:
 
 def _help(args: HelpArgs, origin: Origin, session: Session) -> Reply:
     command = get_settings().command
-    context = {"verb": grammar.lookup(args.verb) if args.verb else None, "verbs": grammar.VERBS, "command": command}
+    verb = grammar.lookup(args.verb) if args.verb else None
+    context = {"verb": _shown(verb) if verb else None, "verbs": [_shown(v) for v in grammar.VERBS], "command": command}
     return Reply("help", context, cache_key=f"help:{command}:{args.verb or ''}")
+
+
+def _shown(verb: grammar.Verb) -> dict[str, Any]:
+    """What help shows of a verb, as plain data: a reply's context goes to a worker as JSON (a mention's
+    help could not, and was posted once from the web process, unretried)."""
+    return {"name": verb.name, "summary": verb.summary, "usage": verb.usage, "examples": list(verb.examples),
+            "details": verb.details}
 
 
 # A verb's handler module is imported when the verb first runs: a terminal process answers one

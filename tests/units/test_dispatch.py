@@ -341,3 +341,16 @@ def test_a_question_meets_the_access_rules_of_the_command_it_becomes(migrated, q
     allowed = dispatch.handle(f"ask {question}", Origin(user="UALLOWED", channel="C1"))
     assert allowed.outcome != "refused"  # answered, or handed to its job (which writes its own audit row)
     assert ("UBOB", "ask", "refused") in [(r.user, r.verb, r.outcome) for r in audit_rows(migrated)]
+
+
+@pytest.mark.parametrize("text", ["help", "help decide"])
+def test_help_can_be_handed_to_a_worker_as_json(migrated, text):
+    """A mention's help reply goes to a worker like any other (retried, marked undelivered if Slack never
+    takes it); its context held the grammar's Verb objects, which JSON can't carry, so it was posted
+    once from the web process and lost on one Slack error."""
+    from bot.replies import pack, unpacked
+
+    reply = dispatch.handle(text, Origin(user="U1", channel="C1"))
+    carried = unpacked(json.loads(json.dumps(pack(reply.context))))
+    assert shown(reply) == shown(type(reply)(reply.template, carried))
+    assert "decide" in shown(reply)
