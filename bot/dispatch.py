@@ -246,7 +246,9 @@ def run(
             "command %s by %s in %s (%s): not saved, the knowledge base is unreachable [%s]: %s",
             verb, origin.user, origin.channel, origin.source, error_id, exc,
         )
-        return internal_error_reply(verb, error_id, NOT_SAVED)  # its audit row can't be written either: it is the log line
+        unsaved = internal_error_reply(verb, error_id, NOT_SAVED)  # its audit row can't be written either: it is the log line
+        unsaved.post_here = True
+        return unsaved
     except Exception:
         error_id = new_error_id()
         log.exception("command %s failed [%s]", verb, error_id)

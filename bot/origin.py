@@ -69,6 +69,9 @@ class Reply(Struct):
     """Set when the rendered message depends on nothing but this key (help): rendered once."""
     notes: list[str] = []
     """What the answer must also say (a follow-up job is delayed): shown under the message."""
+    post_here: bool = False
+    """Posted by this process, not handed to a worker: a worker's delivery keeps its ledger in the
+    knowledge base, and this answer says the knowledge base can't be reached."""
 
     @property
     def failed(self) -> bool:

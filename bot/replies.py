@@ -75,6 +75,12 @@ def send_reply(origin: Origin, reply: Reply) -> None:
     from bot.messages.render import NOTES
 
     context = {**reply.context, NOTES: reply.notes} if reply.notes else reply.context
+    if reply.post_here:
+        # A worker would hold it until the database is back, then say it couldn't be reached.
+        from bot.post import router
+
+        router().deliver(origin.reply_to(), reply.template, context)
+        return
     if reply.task_ids and answered_in_place(origin, reply):  # not final: the answer, edited in, is
         from tasks.jobs import keyed
 

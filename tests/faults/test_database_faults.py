@@ -34,6 +34,25 @@ def test_refused_connections_say_nothing_was_saved_and_nothing_is(make_lab) -> N
     assert setup.decisions() == []
 
 
+def test_a_button_pressed_while_the_database_is_down_is_told_so_at_once(make_lab) -> None:
+    """A button's answer goes through a worker, whose delivery ledger is in the knowledge base: the
+    "couldn't reach the knowledge base" answer waited out the outage and came once it was over, no
+    longer true. It is posted by the served process at once."""
+    setup = make_lab(postgres=True, proxy_db=True)
+    with setup.lab.starting():
+        setup.lab.serve()
+        setup.lab.worker()
+    setup.db_proxy.stop()
+    channel = unique("C")
+    answer = _slack(setup).block_action(action_id="lab:cancel:0", value="L1", user="U0ALICE", channel=channel)
+    assert answer.status == 200
+    [said] = wait_until(lambda: setup.lab.fake.calls("response_url"), timeout=10, what="the answer, during the outage")
+    assert "couldn't reach the knowledge base, so nothing was saved" in said.params["text"]
+    setup.db_proxy.start()
+    time.sleep(3)  # a worker's copy would come now
+    assert len(setup.lab.fake.calls("response_url")) == 1
+
+
 def test_the_first_command_after_a_database_restart_is_saved(make_lab) -> None:
     """The Slack process doesn't ping pooled connections (Slack's three seconds): after a restart its first
     command met a dead connection and was told "couldn't reach the knowledge base" with the database up."""
