@@ -185,7 +185,7 @@ def answer_job(proposal_ids: list[int], verb: str, by: str, reply_to: dict[str, 
         if verb == "delete":
             _delete(proposal_id, by, done, only)
         elif verb == "keep":
-            _keep(proposal_id, done, only)
+            _keep(proposal_id, by, done, only)
         elif verb == "restore":
             _restore(proposal_id, by, done, only)
     with session_scope() as session:
@@ -277,25 +277,41 @@ def _give_back(proposal: proposals.Proposal, left: list[proposals.Candidate], st
     done["failed"] = f"{reason.rstrip('.')}; {returned} run{'s' if returned != 1 else ''} left as {now_as}: try again later."
 
 
-def _keep(proposal_id: int, done: dict[str, Any], only: set[int] | None) -> None:
+def _keep(proposal_id: int, by: str, done: dict[str, Any], only: set[int] | None) -> None:
     """Tag each kept run `keep` in MLflow (what stops later scans proposing it). Runs MLflow didn't tag go
     back to waiting, as for delete: left `kept` untagged, they could not be kept again and were proposed
     again the next day."""
     proposal, kept = _load(proposal_id, proposals.KEPT, only)
+    tagged: list[proposals.Candidate] = []
     for index, candidate in enumerate(kept):
         try:
             mlflow_cleanup.keep(candidate.run_id)
         except Exception as exc:
-            if mlflow_io.is_missing(exc):
+            if mlflow_io.is_missing(exc):  # deleted in MLflow meanwhile (or gone): nothing was tagged
+                _not_kept(proposal, candidate, by, "it was deleted in MLflow meanwhile, so it could not be tagged", done)
                 continue
             _give_back(proposal, kept[index:], proposals.KEPT, exc, done)
-            kept = kept[:index]
             break
+        tagged.append(candidate)
+    kept = tagged
+    done["done"] += len(kept)
     if not kept:
         return
     now = mlflow_cleanup.current([c.run_id for c in kept])  # the index knows the tag at once
     with session_scope() as session:
         run_index.upsert(session, proposal.store, list(now.values()), now_ms=int(utcnow().timestamp() * 1000))
+
+
+def _not_kept(proposal: proposals.Proposal, candidate: proposals.Candidate, by: str, why: str,
+              done: dict[str, Any]) -> None:
+    """Said "tagged `keep`" otherwise, and the run, restored in MLflow later, would be proposed again."""
+    with session_scope() as session:
+        if proposals.settle(session, candidate_id=candidate.id, from_state=proposals.KEPT,
+                            to_state=proposals.SKIPPED, note=f"not kept: {why}"):
+            audit.record(session, user=by, channel="", source="job", verb="cleanup.skip",
+                         text=f"{proposal.label}: {candidate.run_id} not kept: {why}", outcome="ok",
+                         duration_ms=0.0, detail={"proposal": proposal.id, "run": candidate.run_id})
+    done["skipped"].append({"run": candidate.run_name or candidate.run_id[:8], "why": why})
 
 
 def _purged_meanwhile(candidate: proposals.Candidate, done: dict[str, Any]) -> bool:

@@ -259,6 +259,21 @@ def test_mlflow_failing_during_a_keep_gives_the_runs_back_so_keep_can_be_pressed
     assert lab.client.get_run(lab.runs["died-early"]).data.tags.get("keep")
 
 
+def test_keep_on_a_run_deleted_in_mlflow_meanwhile_says_it_was_not_kept(lab) -> None:
+    """MLflow refuses to tag a deleted run; the refusal was taken for "gone" and passed over, and the
+    answer said "Kept: tagged `keep`" with nothing tagged (restored later, the run would be proposed again)."""
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    alice = proposal_of("alice")
+    lab.client.delete_run(lab.runs["died-early"])
+    shown = text(run_one(f"keep {alice.label}", user="alice", channel="C0LAB"))
+    assert "Kept 1 run: tagged `keep` in MLflow" in shown, shown
+    assert "died-early*: it was deleted in MLflow meanwhile, so it could not be tagged" in shown, shown
+    assert sorted(states(alice.id).values()) == ["kept", "skipped"]
+    assert "cleanup.skip" in audit_verbs()
+    lab.client.restore_run(lab.runs["died-early"])
+    assert not lab.client.get_run(lab.runs["died-early"]).data.tags.get("keep")
+
+
 def test_delete_on_an_older_proposal_of_a_run_proposed_again_after_its_snooze_says_where_it_is(lab) -> None:
     """A Delete on the older card moved its snoozed row into a second busy row of the run: the database
     refused, the refusal was taken for a Slack retry, and nothing was answered, done or audited."""
