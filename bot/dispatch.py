@@ -228,6 +228,10 @@ def run(
                 audit_id = _audit(session, origin, verb, text, reply, started)
                 job_ids = _store_jobs(session, reply.jobs, origin, audit_id)
     except LabmateError as exc:
+        if origin.idempotency_key and _already_handled(origin.idempotency_key):
+            # Slack's repeat of a request that was done: refused by what the first one did (a modal
+            # submitted twice: "already logged as decision #15"), it must read as the repeat it is.
+            return Reply("error", {}, outcome="duplicate", verb=verb)
         return _finish(error_reply(exc, verb), origin, text, verb, started)
     except Conflict:
         if origin.idempotency_key and _already_handled(origin.idempotency_key):

@@ -354,3 +354,21 @@ def test_help_can_be_handed_to_a_worker_as_json(migrated, text):
     carried = unpacked(json.loads(json.dumps(pack(reply.context))))
     assert shown(reply) == shown(type(reply)(reply.template, carried))
     assert "decide" in shown(reply)
+
+
+def test_a_repeated_modal_submission_is_a_duplicate_not_an_error(migrated):
+    """Slack sends a view submission again when its ack was late. The repeat was refused by the first
+    one's own decision ("already logged as decision #1"): the user saw that error over a saved modal,
+    and each repeat wrote a user_error audit row."""
+    from bot import grammar
+    from bot.listeners import logging_decisions
+
+    args = grammar.parse("decide we pick the modal model").args
+    origin = Origin(user="U1", channel="C1", source="slack", idempotency_key="view:V1:h1:abc")
+    first = logging_decisions.store(args, origin, author="U1", permalink=None, source_ts="1700000000.000100", edited=True)
+    again = logging_decisions.store(args, origin, author="U1", permalink=None, source_ts="1700000000.000100", edited=True)
+    assert first.outcome == "ok" and again.outcome == "duplicate"
+    assert [(r.verb, r.outcome) for r in audit_rows(migrated)] == [("decide", "ok")]
+    other = Origin(user="U1", channel="C1", source="slack", idempotency_key="view:V2:h2:abc")  # a new submission
+    refused = logging_decisions.store(args, other, author="U1", permalink=None, source_ts="1700000000.000100", edited=True)
+    assert refused.outcome == "user_error" and "already logged as decision" in shown(refused)
