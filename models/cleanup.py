@@ -161,10 +161,19 @@ def candidates(session: Session, *, proposal_id: int) -> list[Candidate]:
 
 
 def open_proposals(session: Session, *, recipient: str | None = None) -> list[Proposal]:
+    """With `recipient`: the proposals that person answers: theirs, or sent to them (a run without a
+    Slack owner goes to an admin, who saw it in a DM but not on Home)."""
     query = select(Proposal).where(Proposal.status == OPEN).order_by(Proposal.id)
-    if recipient is not None:
-        query = query.where(or_(Proposal.recipient == recipient, Proposal.owner == recipient))
-    return list(session.scalars(query))
+    found = list(session.scalars(query))
+    if recipient is None:
+        return found
+    return [p for p in found if recipient in (p.recipient, p.owner) or _sent_to(p, recipient)]
+
+
+def _sent_to(proposal: Proposal, user: str) -> bool:
+    """An owner without a Slack id: the proposal went to an admin in Slack (not a terminal's asker)."""
+    reply_to = proposal.reply_to or {}
+    return not proposal.recipient and reply_to.get("source") == "slack" and reply_to.get("user") == user
 
 
 def by_run(session: Session, *, store: str, ref: str, states: Sequence[str]) -> list[Candidate]:

@@ -180,3 +180,16 @@ def test_choose_per_run_from_the_home_tab_answers_in_a_direct_message(lab, inpro
     [answer] = fake.wait_for("chat.postMessage", 2, where=lambda c: c.params["channel"] == "U0CAROL", timeout=30)[1:]
     assert "Kept: tagged `keep` in MLflow" in texts(answer)
     assert not [c for c in fake.calls("chat.postEphemeral") if c.params.get("user") == "U0CAROL"]
+
+
+def test_a_proposal_sent_to_an_admin_for_a_run_without_an_owner_is_on_the_admins_home(lab, inprocess) -> None:  # noqa: F811
+    """bob has no Slack id: his proposal went to the first admin's DM, but the admin's Home tab, which lists
+    the proposals waiting for them, matched only owner and recipient and left it out."""
+    from tasks.watch.home import cleanup_proposals
+
+    slack, fake = inprocess.slack, inprocess.fake
+    slack.command("cleanup sales-agent", user="U0ALICE", channel="C0LAB")
+    fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "UADMIN", timeout=30)
+    bobs = proposal_for("bob")
+    assert bobs.label in [p["label"] for p in cleanup_proposals("UADMIN")]
+    assert bobs.label not in [p["label"] for p in cleanup_proposals("U0CAROL")]
