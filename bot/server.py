@@ -6,18 +6,41 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from threading import Event
+from threading import Event, Lock, Thread
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.errors import SlackApiError
 
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from slack_sdk.socket_mode.builtin import SocketModeClient
+    from slack_sdk.socket_mode.builtin.connection import Connection
+
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+
+PING_INTERVAL = 5.0
+"""Seconds between Socket Mode's pings (Bolt's default is 10). slack_sdk closes a connection after four
+intervals without a pong, and its monitor, on the same beat, reconnects."""
+STALE_AFTER = 12.0
+"""Socket Mode's /healthz says 503 once Slack hasn't answered a ping sent this long ago: a frozen network
+shows within this long, while a healthy connection's last answered ping is about one interval old."""
+STOP_GRACE = 8.0
+"""How long a stopped Socket Mode process waits for the requests it already acked: inside docker's default
+10 s stop timeout, after which the process would be killed."""
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def warm() -> None:
@@ -146,25 +169,156 @@ def run_socket_mode(*, host: str, port: int) -> None:
     health = HealthServer.open(host, port)  # a taken port stops the start here, not after the warm-up
     preflight(socket_mode=True)
     assert settings.slack_app_token is not None  # preflight stopped without it
+    listeners = ListenerPool()
     with long_lived():
         router()
         warm()
-        app = build_app(token_verification=False, socket_mode=True)
-        handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value())
+        app = build_app(token_verification=False, socket_mode=True, listener_executor=listeners)
+        handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value(), ping_interval=PING_INTERVAL)
     socket = handler.client  # Socket Mode's client; the Web API client is app.client
-    health.connected = socket.is_connected
-    connect_with_backoff(handler.connect, settings.slack_api_url)
-    if socket.is_connected():
-        log.info("connected to Slack over Socket Mode; serving (/healthz on %s:%s)", host, port)
-    else:  # slack_sdk gives up a failed WebSocket handshake quietly; its monitor tries again
-        log.warning("Socket Mode's first connection to Slack failed; slack_sdk tries again every 10 s "
-                    "(/healthz on %s:%s says 503 until then)", host, port)
-    Event().wait()  # what SocketModeHandler.start() does after connecting: its client reconnects by itself
+    health.connected = Liveness(socket)
+    try:
+        with StopOnSignals():
+            connect_with_backoff(handler.connect, settings.slack_api_url)
+            if socket.is_connected():
+                log.info("connected to Slack over Socket Mode; serving (/healthz on %s:%s)", host, port)
+            else:  # slack_sdk gives up a failed WebSocket handshake quietly; its monitor tries again
+                log.warning("Socket Mode's first connection to Slack failed; slack_sdk tries again every %g s "
+                            "(/healthz on %s:%s says 503 until then)", PING_INTERVAL, host, port)
+            Event().wait()  # what SocketModeHandler.start() does after connecting: its client reconnects by itself
+    except Stopped as stop:
+        finished = stop_socket_mode(handler, listeners, stop.signame)
+        health.close()
+        if not finished:  # a thread still runs: the interpreter's exit would wait for it
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(1)
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT reached the main thread (a BaseException: no `except Exception` on the way
+    swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signame = signal.Signals(signum).name
+
+
+class StopOnSignals:
+    """SIGTERM (docker stop) and SIGINT raise Stopped in the main thread, wherever it waits; a second one
+    while stopping leaves at once."""
+
+    def __enter__(self) -> None:
+        self._before = {sig: signal.signal(sig, self._first) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def __exit__(self, *exc: object) -> None:
+        for sig in self._before:
+            signal.signal(sig, self._again)
+
+    @staticmethod
+    def _first(signum: int, _frame: FrameType | None) -> None:
+        raise Stopped(signum)
+
+    @staticmethod
+    def _again(signum: int, _frame: FrameType | None) -> None:
+        os.write(2, f"{signal.Signals(signum).name} again: stopping now, without waiting\n".encode())
+        os._exit(128 + signum)
+
+
+class ListenerPool(ThreadPoolExecutor):
+    """Bolt's lazy listeners (an event's work, after its ack), counted: a stop says how many it waits for."""
+
+    def __init__(self, max_workers: int = 5) -> None:  # Bolt's own pool's size
+        super().__init__(max_workers=max_workers, thread_name_prefix="bolt-lazy")
+        self._count_lock = Lock()
+        self.pending = 0
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        with self._count_lock:
+            self.pending += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._done(None)
+            raise
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _future: Future[T] | None) -> None:
+        with self._count_lock:
+            self.pending -= 1
+
+
+def stop_socket_mode(handler: SocketModeHandler, listeners: ListenerPool, signame: str, *,
+                     grace: float = STOP_GRACE) -> bool:
+    """Take no new request, then finish, within `grace` seconds in all, those already taken: what Bolt
+    is handling is acked over the still-open connection, the connection is closed, and the lazy listeners
+    (the work after an ack) run to their end. An envelope received but not yet handed to Bolt is never
+    acked, so Slack sends it again. True if all of it finished."""
+    deadline = time.monotonic() + grace
+    client = handler.client
+    waited_for = listeners.pending
+    if waited_for:
+        log.info("%s: taking no new requests from Slack, closing the connection; waiting up to %g s for %d acked "
+                 "request(s) still being worked on", signame, grace, waited_for)
+    else:
+        log.info("%s: taking no new requests from Slack, closing the connection; nothing in progress", signame)
+
+    def take_nothing_new() -> None:
+        client.auto_reconnect_enabled = False
+        client.closed = True  # what SocketModeClient.close() sets first: its processor hands Bolt nothing more
+        client.message_processor.shutdown()  # within a second (its queue's timeout)
+        client.message_workers.shutdown(wait=True)  # their acks still go out
+        handler.close()  # within slack_sdk's 3 s read timeout: its reader holds the socket until then
+
+    closed = _within(deadline, take_nothing_new)
+    finished = _within(deadline, lambda: listeners.shutdown(wait=True)) and closed
+    if not finished:
+        log.warning("%s: stopped waiting after %g s with %d acked request(s) unfinished (Slack won't send "
+                    "them again)%s", signame, grace, listeners.pending,
+                    "" if closed else "; the connection to Slack didn't close in time")
+    return finished
+
+
+def _within(deadline: float, work: Callable[[], None]) -> bool:
+    """`work` in a thread of its own: False if it is still running at `deadline`."""
+    def run() -> None:
+        try:
+            work()
+        except Exception as exc:
+            log.warning("while stopping: %s: %s", type(exc).__name__, exc)
+
+    thread = Thread(target=run, name="socket-mode-stop", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    return not thread.is_alive()
+
+
+class Liveness:
+    """Socket Mode's health: the connection is open and Slack answered a ping sent at most `stale_after`
+    seconds ago. Over a frozen network (nothing passes, nobody closes) the socket stays open until
+    slack_sdk calls it stale, four ping intervals on; the age of the last answered ping tells sooner.
+    slack_sdk records it as the time the ping was sent (its pong echoes that), by the wall clock."""
+
+    def __init__(self, client: SocketModeClient, *, stale_after: float = STALE_AFTER) -> None:
+        self.client = client
+        self.stale_after = stale_after
+        self._session: Connection | None = None
+        self._since = 0.0
+
+    def __call__(self) -> bool:
+        session = self.client.current_session
+        if session is None or not session.is_active():
+            return False
+        if session is not self._session:  # a new connection: no pong yet is no staleness yet
+            self._session, self._since = session, time.time()
+        answered = session.last_ping_pong_time
+        return time.time() - (answered if answered is not None else self._since) <= self.stale_after
 
 
 class HealthServer:
     """Socket Mode's /healthz, for compose's health check and `labmate health bot` as over HTTP: 200
-    while the connection to Slack is open, 503 while it connects or reconnects. Slack's requests come
+    while the connection to Slack is open and answers pings, 503 while it connects or reconnects. Slack's requests come
     over the socket, so nothing else is served."""
 
     def __init__(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 from slack_bolt import App, BoltRequest
@@ -55,9 +56,16 @@ def _not_bolts_token_notice(record: logging.LogRecord) -> bool:
     return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
-def build_app(settings: Settings | None = None, *, token_verification: bool = True, socket_mode: bool = False) -> App:
+def build_app(
+    settings: Settings | None = None,
+    *,
+    token_verification: bool = True,
+    socket_mode: bool = False,
+    listener_executor: Executor | None = None,
+) -> App:
     """Over HTTP every request's signature is checked; in Socket Mode requests come over the app's
-    own authenticated connection, and no signing secret is needed."""
+    own authenticated connection, and no signing secret is needed. `listener_executor` runs the lazy
+    listeners (Bolt makes its own if not given): Socket Mode waits for it when stopped."""
     settings = settings or get_settings()
     missing = missing_credentials(settings, socket_mode=socket_mode)
     if missing:
@@ -75,6 +83,7 @@ def build_app(settings: Settings | None = None, *, token_verification: bool = Tr
         process_before_response=True,
         token_verification_enabled=token_verification,
         logger=_slack_logger(),
+        listener_executor=listener_executor,
     )
     commands.register(app, settings)
     events.register(app, settings)

@@ -54,7 +54,8 @@ def answer_text(answer: Response) -> str:
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target. `stop()` refuses new connections and cuts the open ones
     (the service is down); `start()` brings it back on the same port; `blackhole()` drops every packet
-    sent to the port (iptables), so clients wait for answers that never come."""
+    sent to the port (iptables), so clients wait for answers that never come; `freeze()` does the same
+    without root: the connections stay open and what either side sends is held until `thaw()`."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -63,6 +64,8 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._dropping = False
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def start(self) -> TcpProxy:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -94,10 +97,10 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass
@@ -128,6 +131,13 @@ class TcpProxy:
                 pass
             conn.close()
 
+    def freeze(self) -> None:
+        """A half-open connection: nothing passes either way, and neither side is told."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
     def blackhole(self) -> None:
         rule(["-I", "INPUT", "-p", "tcp", "--dport", str(self.port), "-j", "DROP"])
         self._dropping = True
@@ -153,6 +163,7 @@ class TcpProxy:
     def close(self) -> None:
         self.restore()
         self.stop()
+        self.thaw()  # its pipes, held, see their sockets closed and end
 
 
 def iptables_available() -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -131,6 +132,16 @@ def command_payload(text: str, *, user: str = "U0ALICE", channel: str = "C0GENER
 
 
 _triggers = itertools.count(1)
+
+
+def event_payload(event: dict[str, Any]) -> dict[str, Any]:
+    """An Events API callback as Socket Mode carries it (an `events_api` envelope's payload)."""
+    return {
+        "token": "legacy-verification-token", "team_id": "T0LABMATE", "api_app_id": "A0LABMATE", "event": event,
+        "type": "event_callback", "event_id": f"Ev{next(_triggers):08d}SOCKET", "event_time": int(time.time()),
+        "authorizations": [{"team_id": "T0LABMATE", "user_id": "UBOT", "is_bot": True, "enterprise_id": None}],
+        "is_ext_shared_channel": False,
+    }
 
 
 def healthz(port: int, host: str = "127.0.0.1") -> tuple[int, str]:
