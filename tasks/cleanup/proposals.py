@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from labmate.settings import get_settings
 from models import audit, jobs
@@ -112,11 +116,33 @@ def make(result: ScanResult, *, created_by: str, job_key: str = "", asked_from: 
         orphans = [(c.id, c.run_id, c.reason) for pid in made for c in proposals.candidates(session, proposal_id=pid)
                    if c.rule == "orphans"]
     mark_orphans(experiment.store, orphans)
-    if card_jobs:
+    send_card_edits(card_jobs)
+    return made
+
+
+def store_card_edits(session: Session, proposal_ids: Iterable[int]) -> list[str]:
+    """Outbox jobs that edit these proposals' messages to show their runs as they are now, written in the
+    transaction that changed them (a Delete or Restore's job edits its card itself; a beat job or a newer
+    proposal changes an older card's runs). A proposal answered in the terminal has no message to edit."""
+    keys: list[str] = []
+    for proposal_id in sorted(set(proposal_ids)):
+        proposal = proposals.get(session, proposal_id=proposal_id)
+        if proposal is None or proposal.reply_to.get("source") == "shell":
+            continue
+        key = f"cleanup-card:{proposal_id}:{uuid.uuid4().hex}"
+        jobs.add_queued(session, key=key, task=CARD_TASK,
+                        kwargs={"proposal_id": proposal_id, "reply_to": dict(proposal.reply_to), "audit_id": None},
+                        audit_id=None)
+        keys.append(key)
+    return keys
+
+
+def send_card_edits(keys: list[str]) -> None:
+    """After the commit: one the broker doesn't take now is sent by the reaper."""
+    if keys:
         from tasks.maintenance import send_stored
 
-        send_stored(card_jobs)  # one the broker doesn't take now is sent by the reaper
-    return made
+        send_stored(keys)
 
 
 def _run_url(experiment_id: str, run_id: str) -> str:

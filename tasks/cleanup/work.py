@@ -24,7 +24,7 @@ from models.run_index import RunRecord
 from tasks import mlflow_io
 from tasks.cleanup import rules
 from tasks.cleanup import scan as scanning
-from tasks.cleanup.proposals import card, make
+from tasks.cleanup.proposals import card, make, send_card_edits, store_card_edits
 from tasks.experiments import resolve
 from tasks.jobs import Replies
 from tasks.mlflow_io import cleanup as mlflow_cleanup
@@ -392,7 +392,8 @@ def daily() -> list[int]:
 
 def purge() -> int:
     """Deleted runs past the grace period are removed for good (MLflow's garbage collection, artifacts
-    included). A run restored in MLflow meanwhile is left alone and marked restored."""
+    included). A run restored in MLflow meanwhile is left alone and marked restored, and the cards of the
+    proposals whose runs changed are edited."""
     settings = get_settings().cleanup
     store = mlflow_io.store()
     with session_scope() as session:
@@ -400,17 +401,46 @@ def purge() -> int:
         session.expunge_all()
     if not due:
         return 0
+    gone, back, ids = _purge_split(due)
+    try:
+        mlflow_cleanup.gc(ids)
+    except Exception:
+        # `mlflow gc` refuses the whole batch for one run that is not deleted: someone restored it in MLflow
+        # after the check above (starting gc takes seconds). Once more without the runs that changed.
+        gone, back, retry = _purge_split(due)
+        if retry == ids:
+            raise
+        _purged(store, [], back)
+        mlflow_cleanup.gc(retry)  # a failure on runs that are still deleted: the next beat tries again
+    return _purged(store, gone, back)
+
+
+def _purge_split(due: list[proposals.Candidate]) -> tuple[list[proposals.Candidate], list[proposals.Candidate], list[str]]:
+    """The due runs MLflow has deleted or no longer has, those restored in MLflow, and the ids gc removes."""
     current = mlflow_cleanup.current([c.run_id for c in due])
     gone = [c for c in due if c.run_id not in current or current[c.run_id].deleted]
     back = [c for c in due if c.run_id in current and not current[c.run_id].deleted]
-    mlflow_cleanup.gc([c.run_id for c in gone if c.run_id in current])
+    return gone, back, [c.run_id for c in gone if c.run_id in current]
+
+
+def _purged(store: str, gone: list[proposals.Candidate], back: list[proposals.Candidate]) -> int:
+    """Record what the purge found: each run removed or restored in MLflow once, with its audit row."""
     with session_scope() as session:
-        for c in gone:
-            if proposals.settle(session, candidate_id=c.id, from_state=proposals.DELETED, to_state=proposals.PURGED):
-                audit.record(session, user="beat", channel="", source="job", verb="cleanup.purge",
-                             text=f"removed run {c.run_id} ({c.run_name}) for good after the grace period",
-                             outcome="ok", duration_ms=0.0, detail={"proposal": c.proposal_id, "run": c.run_id})
-        for c in back:
-            proposals.settle(session, candidate_id=c.id, from_state=proposals.DELETED, to_state=proposals.RESTORED,
-                             note="restored in MLflow", snoozed_until=_restored_rest())
+        purged = [c for c in gone
+                  if proposals.settle(session, candidate_id=c.id, from_state=proposals.DELETED, to_state=proposals.PURGED)]
+        for c in purged:
+            audit.record(session, user="beat", channel="", source="job", verb="cleanup.purge",
+                         text=f"removed run {c.run_id} ({c.run_name}) for good after the grace period",
+                         outcome="ok", duration_ms=0.0, detail={"proposal": c.proposal_id, "run": c.run_id})
+        restored = [c for c in back
+                    if proposals.settle(session, candidate_id=c.id, from_state=proposals.DELETED,
+                                        to_state=proposals.RESTORED, note="restored in MLflow",
+                                        snoozed_until=_restored_rest())]
+        for c in restored:
+            audit.record(session, user="beat", channel="", source="job", verb="cleanup.restore",
+                         text=f"P{c.proposal_id}: run {c.run_id} ({c.run_name}) was restored in MLflow; not removed",
+                         outcome="ok", duration_ms=0.0, detail={"proposal": c.proposal_id, "run": c.run_id, "in": "mlflow"})
+        stale_runs.mark_deleted(session, store, [c.run_id for c in restored], deleted=False)
+        cards = store_card_edits(session, {c.proposal_id for c in purged + restored})
+    send_card_edits(cards)
     return len(gone)

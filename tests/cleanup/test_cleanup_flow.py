@@ -178,6 +178,40 @@ def test_after_the_grace_period_deleted_runs_are_removed_for_good(lab) -> None:
     assert audit_verbs().count("cleanup.purge") == 1
 
 
+def test_a_run_restored_in_mlflow_while_the_purge_starts_gc_is_left_alone_and_the_others_purged(lab, monkeypatch) -> None:
+    """`mlflow gc` refuses its whole batch for one run that is not deleted: a restore in MLflow between the
+    purge's check and its gc (which takes seconds to start) left all three due runs deleted for another day."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.mlflow_io import cleanup as mlflow_cleanup
+
+    run_one("cleanup sales-agent", user="alice", channel="C0LAB")
+    alice, carol = proposal_of("alice"), proposal_of("U0CAROL")
+    run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
+    run_one(f"delete {lab.runs['old-finished']}", user="U0CAROL", channel="C0LAB")
+    with session_scope() as session:
+        session.execute(update(proposals.Candidate).where(proposals.Candidate.state == "deleted")
+                        .values(deleted_at=utcnow() - timedelta(days=8)))  # fmt: skip
+    real, batches = mlflow_cleanup.gc, []
+
+    def restored_meanwhile(run_ids: list[str]) -> None:
+        batches.append(sorted(run_ids))
+        if len(batches) == 1:
+            lab.client.restore_run(lab.runs["died-early"])  # someone, in MLflow's UI, as gc starts
+        real(run_ids)
+
+    monkeypatch.setattr(mlflow_cleanup, "gc", restored_meanwhile)
+    assert work.purge() == 2
+    assert len(batches) == 2 and lab.runs["died-early"] not in batches[1]
+    assert lab.client.get_run(lab.runs["died-early"]).info.lifecycle_stage == "active"
+    for name in ("died-early-2", "old-finished"):
+        with pytest.raises(MlflowException):
+            lab.client.get_run(lab.runs[name])
+    assert states(alice.id) == {"died-early": "restored", "died-early-2": "purged"}
+    assert states(carol.id)["old-finished"] == "purged"
+    assert audit_verbs().count("cleanup.purge") == 2 and audit_verbs().count("cleanup.restore") == 1
+
+
 def test_bad_answers_say_what_would_work(lab) -> None:
     cases: list[tuple[str, str]] = [
         ("delete", "Which runs? Name a proposal (`P3`, on its message) or one or more MLflow run ids."),

@@ -1,0 +1,70 @@
+"""Proposal cards that a beat job changes (Bolt in process, the fake Slack, the embedded worker, a real MLflow
+store): the purge and the daily scan change runs of proposals nobody is answering, and their messages say so."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
+
+from fakeslack import iter_texts
+from slackreq import poll
+
+from models import cleanup as proposals
+from models.base import utcnow
+from models.db import session_scope
+from tasks.cleanup import work
+from tests.slack.conftest import bolt_app, fake_slack, inprocess, slack_env  # noqa: F401
+
+pytestmark = [pytest.mark.slow]
+
+
+def proposal_for(owner: str) -> proposals.Proposal:
+    with session_scope() as session:
+        [found] = [p for p in session.query(proposals.Proposal).all() if p.owner == owner]
+        session.expunge(found)
+        return found
+
+
+def states(proposal_id: int) -> dict[str, str]:
+    with session_scope() as session:
+        return {c.run_name: c.state for c in proposals.candidates(session, proposal_id=proposal_id)}
+
+
+def texts(call: Any) -> str:
+    return call.params.get("text", "") + "\n" + "\n".join(iter_texts(call.params.get("blocks") or []))
+
+
+def test_the_purge_edits_the_cards_and_audits_a_run_restored_in_mlflow(lab, inprocess) -> None:  # noqa: F811
+    """A run restored in MLflow during the grace period was marked restored with no audit row, and the card
+    still showed it, and the run removed for good, as deleted and restorable."""
+    slack, fake = inprocess.slack, inprocess.fake
+    slack.command("cleanup sales-agent", user="U0ALICE", channel="C0LAB")
+    fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "U0ALICE", timeout=30)
+    alice = proposal_for("alice")
+    slack.block_action(action_id="lab:delete:0", value=alice.label, user="U0ALICE", channel="U0ALICE")
+    poll(lambda: set(states(alice.id).values()) == {"deleted"}, timeout=30, what="alice's runs deleted")
+    fake.wait_for("chat.update", where=lambda c: c.params["channel"] == "U0ALICE" and "All answered" in texts(c),
+                  timeout=30)
+    lab.client.restore_run(lab.runs["died-early"])
+    with session_scope() as session:
+        session.execute(update(proposals.Candidate).where(proposals.Candidate.proposal_id == alice.id)
+                        .values(deleted_at=utcnow() - timedelta(days=8)))  # fmt: skip
+    fake.rate_limit("chat.update", 1)  # the edit is a job's delivery: Slack's 429 is waited out
+
+    assert work.purge() == 1
+    assert states(alice.id) == {"died-early": "restored", "died-early-2": "purged"}
+    [restored] = inprocess.audit(verb="cleanup.restore")
+    assert restored.user == "beat" and lab.runs["died-early"] in restored.text and "restored in MLflow" in restored.text
+    assert len(inprocess.audit(verb="cleanup.purge")) == 1
+    [edited] = fake.wait_for("chat.update", where=lambda c: c.ok and c.params["channel"] == "U0ALICE"
+                             and "restored in MLflow" in texts(c), timeout=60)
+    shown = texts(edited)
+    assert "*restored*" in shown and "*removed for good*" in shown and "*deleted*" not in shown, shown
+    assert any(c.status == 429 for c in fake.calls("chat.update"))
