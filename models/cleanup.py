@@ -148,6 +148,15 @@ def reproposed_in(candidate: Candidate) -> str:
     return candidate.note.removeprefix(REPROPOSED_NOTE)
 
 
+def reproposed_into(session: Session, *, proposal: Proposal) -> list[int]:
+    """The older proposals whose snoozed runs `proposal` took over."""
+    return list(session.scalars(
+        select(Candidate.proposal_id).distinct()
+        .where(Candidate.store == proposal.store, Candidate.state == REPROPOSED,
+               Candidate.note == REPROPOSED_NOTE + proposal.label)
+    ))  # fmt: skip
+
+
 def made_by_job(session: Session, *, job_key: str) -> list[Proposal]:
     return list(session.scalars(select(Proposal).where(Proposal.job_key == job_key).order_by(Proposal.id)))
 

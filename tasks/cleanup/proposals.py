@@ -82,6 +82,7 @@ def make(result: ScanResult, *, created_by: str, job_key: str = "", asked_from: 
     experiment = result.experiment
     made: list[int] = []
     card_jobs: list[str] = []
+    older: set[int] = set()
     with session_scope() as session:
         for owner, items in sorted(by_owner.items()):
             recipient = recipient_of(owner)
@@ -107,11 +108,13 @@ def make(result: ScanResult, *, created_by: str, job_key: str = "", asked_from: 
                 detail={"proposal": proposal.id, "runs": [r["run_id"] for r in runs], "by": created_by},
             )
             made.append(proposal.id)
+            older.update(proposals.reproposed_into(session, proposal=proposal))
             if outbox:
                 key = f"cleanup-card:{proposal.id}"
                 jobs.add_queued(session, key=key, task=CARD_TASK,
                                 kwargs={"proposal_id": proposal.id, "reply_to": reply_to, "audit_id": None}, audit_id=None)
                 card_jobs.append(key)
+        card_jobs += store_card_edits(session, older - set(made))  # their cards say where those runs went
     with session_scope() as session:
         orphans = [(c.id, c.run_id, c.reason) for pid in made for c in proposals.candidates(session, proposal_id=pid)
                    if c.rule == "orphans"]

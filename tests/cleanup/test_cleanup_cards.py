@@ -68,3 +68,27 @@ def test_the_purge_edits_the_cards_and_audits_a_run_restored_in_mlflow(lab, inpr
     shown = texts(edited)
     assert "*restored*" in shown and "*removed for good*" in shown and "*deleted*" not in shown, shown
     assert any(c.status == 429 for c in fake.calls("chat.update"))
+
+
+def test_the_older_card_says_its_snoozed_runs_were_proposed_again(lab, inprocess) -> None:  # noqa: F811
+    """docs/cleanup.md: once the snooze ends, the older proposal's card says so. Its row became `reproposed`,
+    and its message still said snoozed."""
+    slack, fake = inprocess.slack, inprocess.fake
+    slack.command("cleanup sales-agent", user="U0ALICE", channel="C0LAB")
+    fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "U0ALICE", timeout=30)
+    old = proposal_for("alice")
+    slack.block_action(action_id="lab:snooze:2", value=old.label, user="U0ALICE", channel="U0ALICE")
+    poll(lambda: set(states(old.id).values()) == {"snoozed"}, timeout=30, what="alice's runs snoozed")
+    fake.wait_for("chat.update", where=lambda c: c.params["channel"] == "U0ALICE" and "*snoozed*" in texts(c), timeout=30)
+    with session_scope() as session:
+        session.execute(update(proposals.Candidate).where(proposals.Candidate.proposal_id == old.id)
+                        .values(snoozed_until=utcnow() - timedelta(minutes=1)))  # fmt: skip
+
+    made = work.daily()
+    with session_scope() as session:
+        [newer] = [pid for pid in made if proposals.get(session, proposal_id=pid).owner == "alice"]  # type: ignore[union-attr]
+    assert set(states(old.id).values()) == {"reproposed"}
+    [edited] = fake.wait_for("chat.update", where=lambda c: c.params["channel"] == "U0ALICE"
+                             and f"proposed again in P{newer}" in texts(c), timeout=60)
+    assert "*snoozed*" not in texts(edited) and "*proposed again*" in texts(edited)
+    fake.wait_for("chat.postMessage", 2, where=lambda c: c.params["channel"] == "U0ALICE", timeout=30)  # the newer card
