@@ -103,7 +103,7 @@ def make(result: ScanResult, *, created_by: str, job_key: str = "", asked_from: 
             audit.record(
                 session, user=recipient or owner, channel=str(reply_to.get("channel", "")),
                 source=str(reply_to.get("source", "slack")), verb="cleanup.proposal",
-                text=f"{proposal.label}: {len(runs)} stale runs of {experiment.name} proposed for deletion",
+                text=f"{proposal.label}: {len(runs)} stale run{'' if len(runs) == 1 else 's'} of {experiment.name} proposed for deletion",
                 outcome="ok", duration_ms=0.0,
                 detail={"proposal": proposal.id, "runs": [r["run_id"] for r in runs], "by": created_by},
             )
