@@ -35,8 +35,25 @@ def answer_task(
     self: Task, proposal_ids: list[int], verb: str, by: str, reply_to: dict[str, Any], audit_id: int | None = None,
     candidate_ids: list[int] | None = None,
 ) -> str:
-    return run_job(self, f"cleanup {verb}", lambda: work.answer_job(proposal_ids, verb, by, reply_to, candidate_ids),
-                   reply_to, audit_id)
+    outcome = run_job(self, f"cleanup {verb}", lambda: work.answer_job(proposal_ids, verb, by, reply_to, candidate_ids),
+                      reply_to, audit_id)
+    if reply_to.get("source") == "slack" and by:
+        _refresh_home(str(self.request.id), by)
+    return outcome
+
+
+def _refresh_home(job_id: str, user: str) -> None:
+    """The answerer's Home tab lists the proposals waiting for them, with live buttons: published again,
+    or it kept offering what was just answered (from the tab itself too) until they opened it anew."""
+    from tasks.client import enqueue, task_id
+    from tasks.watch.jobs import HOME_TASK
+
+    reply_to = {"home": user, "user": user, "channel": "", "source": "slack"}
+    try:
+        enqueue(HOME_TASK, {"user": user, "reply_to": reply_to, "audit_id": None},
+                job_id=task_id(f"{job_id}:home", HOME_TASK))
+    except Exception as exc:  # the broker is down: the tab is right again when next opened
+        log.warning("could not refresh %s's Home tab after a clean-up answer: %s", user, exc)
 
 
 @shared_task(name=proposals.CARD_TASK, base=JobTask, bind=True)

@@ -193,3 +193,18 @@ def test_a_proposal_sent_to_an_admin_for_a_run_without_an_owner_is_on_the_admins
     bobs = proposal_for("bob")
     assert bobs.label in [p["label"] for p in cleanup_proposals("UADMIN")]
     assert bobs.label not in [p["label"] for p in cleanup_proposals("U0CAROL")]
+
+
+def test_answering_a_proposal_refreshes_the_answerers_home_tab(lab, inprocess) -> None:  # noqa: F811
+    """Home was published only when opened: after a Delete (from the tab itself too) it still offered the
+    answered proposal with live buttons until the tab was opened again."""
+    slack, fake = inprocess.slack, inprocess.fake
+    slack.command("cleanup sales-agent", user="U0ALICE", channel="C0LAB")
+    fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "U0ALICE", timeout=30)
+    alice = proposal_for("alice")
+    slack.block_action(action_id="lab:delete:0", value=alice.label, user="U0ALICE", channel="U0ALICE")
+    [published] = fake.wait_for("views.publish", where=lambda c: c.params["user_id"] == "U0ALICE", timeout=60)
+    view = published.params["view"]
+    shown = view if isinstance(view, str) else json.dumps(view)
+    assert "Your launches" in shown and alice.label not in shown  # no longer waiting for an answer
+    assert set(states(alice.id).values()) <= {"deleted", "skipped"}
