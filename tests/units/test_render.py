@@ -411,3 +411,14 @@ def test_names_inside_bold_or_a_strikethrough_cannot_end_it(template: str) -> No
     shown = json.dumps([render(template, context).blocks for context in contexts(name)[template]], ensure_ascii=False)
     assert "wine\u2217q" in shown or "wine*q\u223cv2" in shown
     assert not re.search(r"[*~]wine\*q~v2|wine\*q~v2[*~]", shown)
+
+
+def test_a_card_whose_runs_are_all_gone_for_good_offers_no_restore() -> None:
+    """After the purge the card still said `restore <run>` brings a run back, of runs removed for good."""
+    from tests.units.cleanup_contexts import cleanup_contexts
+
+    base = cleanup_contexts("x")["cleanup_proposal"][1]
+    gone = json.dumps(render("cleanup_proposal", {**base, "pending": 0, "counts": {"removed for good": 2}}).blocks)
+    assert "restore" not in gone
+    deleted = json.dumps(render("cleanup_proposal", {**base, "pending": 0, "counts": {"deleted": 2}}).blocks)
+    assert "brings a run back for 7 days" in deleted
