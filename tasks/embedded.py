@@ -10,6 +10,7 @@ from tasks.app import EMBEDDED_HOSTNAME, celery_app
 
 _lock = threading.Lock()
 _worker: TestWorkController | None = None
+_stopping: TestWorkController | None = None
 
 
 def ensure_worker(concurrency: int = 2) -> TestWorkController:
@@ -17,6 +18,8 @@ def ensure_worker(concurrency: int = 2) -> TestWorkController:
     with _lock:
         if _worker is not None:
             return _worker
+        if _stopping is not None:  # a job enqueuing as the worker stops: its message waits, unconsumed
+            return _stopping
         app = celery_app()
         app.loader.import_default_modules()
         worker = TestWorkController(
@@ -51,8 +54,15 @@ def _reap_once() -> None:
 
 
 def stop_worker() -> None:
-    global _worker
+    """Stopped outside the lock: a job still running may enqueue another (a clean-up answer refreshes
+    the Home tab), and stop waits for that job, which would wait for the lock."""
+    global _worker, _stopping
     with _lock:
-        if _worker is not None:
-            _worker.stop(in_sighandler=False)
-            _worker = None
+        worker, _worker, _stopping = _worker, None, _worker
+    if worker is None:
+        return
+    try:
+        worker.stop(in_sighandler=False)
+    finally:
+        with _lock:
+            _stopping = None
