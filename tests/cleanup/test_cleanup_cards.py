@@ -6,39 +6,22 @@ from __future__ import annotations
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
 
-from fakeslack import iter_texts
 from slackreq import poll
 
 from models import cleanup as proposals
 from models.base import utcnow
 from models.db import session_scope
 from tasks.cleanup import work
+from tests.cleanup.helpers import proposal_for, states, texts
 from tests.slack.conftest import bolt_app, fake_slack, inprocess, slack_env  # noqa: F401
 
 pytestmark = [pytest.mark.slow]
-
-
-def proposal_for(owner: str) -> proposals.Proposal:
-    with session_scope() as session:
-        [found] = [p for p in session.query(proposals.Proposal).all() if p.owner == owner]
-        session.expunge(found)
-        return found
-
-
-def states(proposal_id: int) -> dict[str, str]:
-    with session_scope() as session:
-        return {c.run_name: c.state for c in proposals.candidates(session, proposal_id=proposal_id)}
-
-
-def texts(call: Any) -> str:
-    return call.params.get("text", "") + "\n" + "\n".join(iter_texts(call.params.get("blocks") or []))
 
 
 def test_the_purge_edits_the_cards_and_audits_a_run_restored_in_mlflow(lab, inprocess) -> None:  # noqa: F811

@@ -17,24 +17,13 @@ from models import cleanup as proposals
 from models.base import utcnow
 from models.db import session_scope
 from tasks.cleanup import work
+from tests.cleanup.helpers import proposal_for, states
 
 pytestmark = [pytest.mark.slow]
 
 
 def text(outcome: Outcome) -> str:
     return "\n".join(m.text + "\n" + json.dumps(m.blocks, ensure_ascii=False) for m in outcome.messages)
-
-
-def proposal_of(owner: str) -> proposals.Proposal:
-    with session_scope() as session:
-        [found] = [p for p in session.query(proposals.Proposal).all() if p.owner == owner]
-        session.expunge(found)
-        return found
-
-
-def states(proposal_id: int) -> dict[str, str]:
-    with session_scope() as session:
-        return {c.run_name: c.state for c in proposals.candidates(session, proposal_id=proposal_id)}
 
 
 def audit_verbs() -> list[str]:
@@ -63,9 +52,9 @@ def test_proposals_per_owner_then_delete_restore_keep_snooze(lab) -> None:
     assert outcome.exit_code == 0, shown
     cards = [m for m in outcome.messages if m.template == "cleanup_proposal"]
     assert len(cards) == 3
-    alice = proposal_of("alice")
+    alice = proposal_for("alice")
     assert alice.recipient == "U0ALICE" and states(alice.id) == {"died-early": "pending", "died-early-2": "pending"}
-    assert proposal_of("U0CAROL").recipient == "U0CAROL" and proposal_of("bob").recipient == ""
+    assert proposal_for("U0CAROL").recipient == "U0CAROL" and proposal_for("bob").recipient == ""
     card = json.dumps(cards[0].blocks)
     assert ", 2 of your runs in *sales-agent* look stale. Delete them, keep them (tagged" in text(outcome)
     assert any("1 of your runs in *sales-agent* looks stale. Delete it, keep it (tagged `keep`" in json.dumps(m.blocks)
@@ -107,7 +96,7 @@ def test_proposals_per_owner_then_delete_restore_keep_snooze(lab) -> None:
         assert lab.runs["died-early"] in proposals.excluded(session, store=store, now=utcnow() + timedelta(days=6.9))
         assert lab.runs["died-early"] not in proposals.excluded(session, store=store, now=utcnow() + timedelta(days=7.1))
 
-    carol = proposal_of("U0CAROL")
+    carol = proposal_for("U0CAROL")
     kept = run_one(f"keep {lab.runs['old-finished']}", user="U0CAROL", channel="C0LAB")
     assert kept.exit_code == 0, text(kept)
     assert lab.client.get_run(lab.runs["old-finished"]).data.tags["keep"] == "true"
@@ -131,7 +120,7 @@ def test_proposals_per_owner_then_delete_restore_keep_snooze(lab) -> None:
 def test_restoring_a_half_answered_proposal_says_what_was_not_deleted(lab) -> None:
     """It listed the waiting run as "Already answered, left as they are: … (pending)"."""
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    carol = proposal_of("U0CAROL")
+    carol = proposal_for("U0CAROL")
     assert run_one(f"delete {lab.runs['old-finished']}", user="U0CAROL", channel="C0LAB").exit_code == 0
     restored = text(run_one(f"restore {carol.label}", user="U0CAROL", channel="C0LAB"))
     assert "Left as they are: tiny-fresh (not deleted: still waiting for an answer)." in restored, restored
@@ -142,7 +131,7 @@ def test_a_run_that_changed_since_it_was_proposed_is_skipped_and_said(lab) -> No
     from mlflow.entities import Metric
 
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    carol = proposal_of("U0CAROL")
+    carol = proposal_for("U0CAROL")
     lab.client.log_batch(lab.runs["tiny-fresh"], metrics=[Metric("val_f1", 0.31, int(utcnow().timestamp() * 1000), 2)])
     outcome = run_one(f"delete {carol.label}", user="U0CAROL", channel="C0LAB")
     shown = text(outcome)
@@ -156,7 +145,7 @@ def test_a_run_that_changed_since_it_was_proposed_is_skipped_and_said(lab) -> No
 
 def test_after_the_grace_period_deleted_runs_are_removed_for_good(lab) -> None:
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    alice = proposal_of("alice")
+    alice = proposal_for("alice")
     artifacts = Path(lab.client.get_run(lab.runs["died-early"]).info.artifact_uri)
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "model.txt").write_text("weights")
@@ -186,7 +175,7 @@ def test_a_run_restored_in_mlflow_while_the_purge_starts_gc_is_left_alone_and_th
     from tasks.mlflow_io import cleanup as mlflow_cleanup
 
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    alice, carol = proposal_of("alice"), proposal_of("U0CAROL")
+    alice, carol = proposal_for("alice"), proposal_for("U0CAROL")
     run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
     run_one(f"delete {lab.runs['old-finished']}", user="U0CAROL", channel="C0LAB")
     with session_scope() as session:
@@ -248,7 +237,7 @@ def test_mlflow_failing_part_way_through_a_delete_gives_the_rest_back(lab, monke
     from tasks.mlflow_io import cleanup as mlflow_cleanup
 
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    alice = proposal_of("alice")
+    alice = proposal_for("alice")
     real, calls = mlflow_cleanup.delete, []
 
     def flaky(run_id: str) -> None:
@@ -277,7 +266,7 @@ def test_mlflow_failing_during_a_keep_gives_the_runs_back_so_keep_can_be_pressed
     from tasks.mlflow_io import cleanup as mlflow_cleanup
 
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    alice = proposal_of("alice")
+    alice = proposal_for("alice")
     real = mlflow_cleanup.keep
 
     def down(run_id: str) -> None:
@@ -297,7 +286,7 @@ def test_keep_on_a_run_deleted_in_mlflow_meanwhile_says_it_was_not_kept(lab) -> 
     """MLflow refuses to tag a deleted run; the refusal was taken for "gone" and passed over, and the
     answer said "Kept: tagged `keep`" with nothing tagged (restored later, the run would be proposed again)."""
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    alice = proposal_of("alice")
+    alice = proposal_for("alice")
     lab.client.delete_run(lab.runs["died-early"])
     shown = text(run_one(f"keep {alice.label}", user="alice", channel="C0LAB"))
     assert "Kept 1 run: tagged `keep` in MLflow" in shown, shown
@@ -312,7 +301,7 @@ def test_delete_on_an_older_proposal_of_a_run_proposed_again_after_its_snooze_sa
     """A Delete on the older card moved its snoozed row into a second busy row of the run: the database
     refused, the refusal was taken for a Slack retry, and nothing was answered, done or audited."""
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    old = proposal_of("alice")
+    old = proposal_for("alice")
     run_one(f"snooze {old.label}", user="alice", channel="C0LAB")
     with session_scope() as session:
         session.execute(update(proposals.Candidate).where(proposals.Candidate.proposal_id == old.id)
@@ -334,7 +323,7 @@ def test_a_restore_the_purge_overtook_says_the_run_is_gone_for_good(lab, monkeyp
     from tasks.mlflow_io import cleanup as mlflow_cleanup
 
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    alice = proposal_of("alice")
+    alice = proposal_for("alice")
     run_one(f"delete {alice.label}", user="alice", channel="C0LAB")
     real = mlflow_cleanup.restore
 
@@ -353,7 +342,7 @@ def test_a_restore_the_purge_overtook_says_the_run_is_gone_for_good(lab, monkeyp
 
 def test_cleanup_in_the_terminal_shows_the_proposals_waiting_for_you(lab) -> None:
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    alice = proposal_of("alice")
+    alice = proposal_for("alice")
     shown = run_one("cleanup", user="alice", channel="C0LAB")
     cards = [m for m in shown.messages if m.template == "cleanup_proposal"]
     assert len(cards) == 1 and f"*{alice.label}*" in text(shown) and "died-early-2" in text(shown)
@@ -368,7 +357,7 @@ def test_pending_proposals_reach_the_home_tab_with_buttons_and_the_digest(lab) -
 
     assert home.cleanup_proposals("U0ALICE") == [] and digest.cleanup_pending(None) == []
     assert run_one("cleanup sales-agent", user="alice", channel="C0LAB").exit_code == 0
-    alice = proposal_of("alice")
+    alice = proposal_for("alice")
     shown = home.cleanup_proposals("U0ALICE")
     assert shown == [{"experiment": "sales-agent", "runs": 2, "label": alice.label}]
     assert home.cleanup_proposals("U0CAROL")[0]["runs"] == 2 and home.cleanup_proposals("U0NOBODY") == []
@@ -395,13 +384,13 @@ def test_a_verbs_listing_narrows_who_answers_and_grants_nothing_on_others_runs(l
         "[primary_metrics]", '[access.verbs]\ndelete = ["alice", "mallory"]\nsnooze = ["alice", "mallory"]\n\n[primary_metrics]'))
     reset_settings()
     assert run_one("cleanup sales-agent", user="alice", channel="C0LAB").exit_code == 0
-    alice = proposal_of("alice")
+    alice = proposal_for("alice")
     for verb in ("delete", "snooze"):
         refused = run_one(f"{verb} {alice.label}", user="mallory", channel="C0LAB")
         assert refused.exit_code != 0
         assert f"{alice.label} is <@U0ALICE>'s: only they or an admin (<@UADMIN>) can `{verb}` its runs." in text(refused)
     assert set(states(alice.id).values()) == {"pending"}
-    unlisted = run_one(f"delete {proposal_of('U0CAROL').label}", user="U0CAROL", channel="C0LAB")
+    unlisted = run_one(f"delete {proposal_for('U0CAROL').label}", user="U0CAROL", channel="C0LAB")
     assert "You can't use `delete` here." in text(unlisted)
     snoozed = run_one(f"snooze {alice.label}", user="alice", channel="C0LAB")
     assert snoozed.exit_code == 0, text(snoozed)
@@ -411,7 +400,7 @@ def test_a_snoozed_run_can_still_be_kept_or_deleted(lab) -> None:
     """Its owner changes their mind before the snooze ends: `keep` and `delete` were refused ("Nothing to keep:
     that run was already snoozed") for the snooze's length."""
     run_one("cleanup sales-agent", user="alice", channel="C0LAB")
-    carol = proposal_of("U0CAROL")
+    carol = proposal_for("U0CAROL")
     assert run_one(f"snooze {carol.label}", user="U0CAROL", channel="C0LAB").exit_code == 0
     assert states(carol.id) == {"old-finished": "snoozed", "tiny-fresh": "snoozed"}
     kept = run_one(f"keep {lab.runs['old-finished']}", user="U0CAROL", channel="C0LAB")

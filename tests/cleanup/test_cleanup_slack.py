@@ -14,30 +14,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slack"))
 
-from fakeslack import iter_texts
 from slackreq import APP_ID, TEAM_ID, poll
 
-from models import cleanup as proposals
-from models.db import session_scope
+from tests.cleanup.helpers import proposal_for, states, texts
 from tests.slack.conftest import bolt_app, fake_slack, inprocess, slack_env  # noqa: F401
 
 pytestmark = [pytest.mark.slow]
-
-
-def proposal_for(owner: str) -> proposals.Proposal:
-    with session_scope() as session:
-        [found] = [p for p in session.query(proposals.Proposal).all() if p.owner == owner]
-        session.expunge(found)
-        return found
-
-
-def states(proposal_id: int) -> dict[str, str]:
-    with session_scope() as session:
-        return {c.run_name: c.state for c in proposals.candidates(session, proposal_id=proposal_id)}
-
-
-def texts(call: Any) -> str:
-    return call.params.get("text", "") + "\n" + "\n".join(iter_texts(call.params.get("blocks") or []))
 
 
 def test_proposals_are_dms_and_their_buttons_act_once_for_the_owner_only(lab, inprocess) -> None:  # noqa: F811
