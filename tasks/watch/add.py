@@ -16,17 +16,20 @@ from tasks.jobs import Replies
 
 
 def add(experiment_name: str, channel: str, reply_to: dict[str, Any]) -> Replies:
+    """The watch is stored last: a step after it that failed (the index's build meeting a locked or
+    unreachable database) ran the job again, and the person who had just asked read "Already watching"."""
     experiment = resolve.experiment(experiment_name)
     target = {k: v for k, v in reply_to.items() if k not in ("audit", "ephemeral", "response_url", "thread_ts")}
     target["channel"] = channel
     now = datetime.now(UTC)
+    ready = sync.progress(experiment).ready or bool(sync.build(experiment, budget_s=20.0))
+    best = current_best(experiment) if ready else None
     with session_scope() as session:
         watch, new = watches.add(
             session, store=experiment.store, experiment_id=experiment.experiment_id, experiment=experiment.name,
             channel=channel, reply_to=target, user=str(reply_to.get("user", "")), since_ms=int(now.timestamp() * 1000),
         )  # fmt: skip
         since = watch.created_at
-    ready = sync.progress(experiment).ready or bool(sync.build(experiment, budget_s=20.0))
     here = channel == reply_to.get("channel")
     return [("watch_added", {
         "experiment": experiment.name,
@@ -40,7 +43,7 @@ def add(experiment_name: str, channel: str, reply_to: dict[str, Any]) -> Replies
         "unwatch": f"unwatch {quote(experiment.name)}" + ("" if here else f" {channel}"),
         "new": new,
         "since": since,
-        "best": current_best(experiment) if ready else None,
+        "best": best,
         "indexing": not ready,
     })]  # fmt: skip
 

@@ -124,3 +124,25 @@ def test_a_poll_job_on_the_real_worker_delivers_each_notice_once(watched, record
     job = enqueue("labmate.watch.poll", {}, track=True)
     assert wait([job], timeout=60) == ["ok"]
     assert len(recorder.delivered) == 2
+
+
+def test_a_watch_job_run_again_after_a_failure_still_says_watching(watched, monkeypatch) -> None:
+    """The watch was stored before the index's build and the best run were read; when one of those failed
+    (a locked database under load, seen in CI) the job ran again and told its asker "Already watching"."""
+    from models.errors import Unavailable
+    from tasks.watch import add
+
+    real = add.current_best
+
+    def locked(experiment: object) -> None:
+        raise Unavailable("database is locked (test)")
+
+    monkeypatch.setattr(add, "current_best", locked)
+    reply_to = {"user": "U0DANA", "channel": "C0TEAMCHAN1", "source": "slack"}
+    with pytest.raises(Unavailable):
+        add.add("sales-agent", "C0TEAMCHAN1", reply_to)
+    monkeypatch.setattr(add, "current_best", real)
+    [(template, context)] = add.add("sales-agent", "C0TEAMCHAN1", reply_to)  # the job's next attempt
+    assert template == "watch_added" and context["new"] is True
+    [(_, again)] = add.add("sales-agent", "C0TEAMCHAN1", reply_to)  # a second `watch` by anyone: already
+    assert again["new"] is False
