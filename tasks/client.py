@@ -11,6 +11,7 @@ from tasks.app import celery_app
 
 _KEYS = uuid.UUID("5f0b7c1e-6c2d-4d0e-9a49-3b1f4c8d2e10")
 SETTLED_EVERY_S = 0.5
+HOME_TASK = "labmate.home.publish"
 
 
 def task_id(idempotency_key: str | None, name: str, index: int = 0) -> str:
@@ -72,3 +73,9 @@ def wait(task_ids: list[str], timeout: float, *, settled: Callable[[str], bool] 
             outcomes.append(value if isinstance(value, str) else "error")
             break
     return outcomes
+
+
+def publish_home(user: str, *, key: str | None) -> str:
+    """The job that builds `user`'s Home tab and publishes it (`key`: a repeated request publishes once)."""
+    reply_to = {"home": user, "user": user, "channel": "", "source": "slack"}
+    return enqueue(HOME_TASK, {"user": user, "reply_to": reply_to, "audit_id": None}, job_id=task_id(key, HOME_TASK))

@@ -103,19 +103,13 @@ def on_reaction(body: dict[str, Any], event: dict[str, Any], client: WebClient, 
     _answer(origin, reply)
 
 
-HOME_TASK = "labmate.home.publish"
-
-
 def on_home_opened(body: dict[str, Any], event: dict[str, Any]) -> None:
     """The Home tab, rebuilt by a job each time it is opened (the Messages tab needs nothing)."""
     if event.get("tab", "home") != "home" or not event.get("user"):
         return
-    from tasks.client import enqueue, task_id
+    from tasks.client import publish_home
 
-    user = event["user"]
-    key = f"{EVENT_KEY}{body['event_id']}" if body.get("event_id") else None
-    reply_to = {"home": user, "user": user, "channel": "", "source": "slack"}
-    enqueue(HOME_TASK, {"user": user, "reply_to": reply_to, "audit_id": None}, job_id=task_id(key, HOME_TASK))
+    publish_home(event["user"], key=f"{EVENT_KEY}{body['event_id']}" if body.get("event_id") else None)
 
 
 def register(app: App, settings: Settings) -> None:

@@ -45,13 +45,10 @@ def answer_task(
 def _refresh_home(job_id: str, user: str) -> None:
     """The answerer's Home tab lists the proposals waiting for them, with live buttons: published again,
     or it kept offering what was just answered (from the tab itself too) until they opened it anew."""
-    from tasks.client import enqueue, task_id
-    from tasks.watch.jobs import HOME_TASK
+    from tasks.client import publish_home
 
-    reply_to = {"home": user, "user": user, "channel": "", "source": "slack"}
     try:
-        enqueue(HOME_TASK, {"user": user, "reply_to": reply_to, "audit_id": None},
-                job_id=task_id(f"{job_id}:home", HOME_TASK))
+        publish_home(user, key=f"{job_id}:home")
     except Exception as exc:  # the broker is down: the tab is right again when next opened
         log.warning("could not refresh %s's Home tab after a clean-up answer: %s", user, exc)
 

@@ -17,6 +17,7 @@ from models import jobs
 from models import watch as watches
 from models.base import utcnow
 from models.db import session_scope
+from tasks.client import HOME_TASK
 from tasks.jobs import JobTask, periodic, run_job
 from tasks.watch import add, digest, poll
 
@@ -89,9 +90,6 @@ def digest_post_task(self: Task, channel: str, day: str, reply_to: dict[str, Any
             reason = record.error if record is not None else ""
         digest.settle(channel, day, outcome, reason or "")
     return outcome
-
-
-HOME_TASK = "labmate.home.publish"
 
 
 @shared_task(name=HOME_TASK, **OPTIONS)
