@@ -110,10 +110,7 @@ def make(result: ScanResult, *, created_by: str, job_key: str = "", asked_from: 
             made.append(proposal.id)
             older.update(proposals.reproposed_into(session, proposal=proposal))
             if outbox:
-                key = f"cleanup-card:{proposal.id}"
-                jobs.add_queued(session, key=key, task=CARD_TASK,
-                                kwargs={"proposal_id": proposal.id, "reply_to": reply_to, "audit_id": None}, audit_id=None)
-                card_jobs.append(key)
+                card_jobs.append(_card_job(session, f"cleanup-card:{proposal.id}", proposal.id, reply_to))
         card_jobs += store_card_edits(session, older - set(made))  # their cards say where those runs went
     with session_scope() as session:
         orphans = [(c.id, c.run_id, c.reason) for pid in made for c in proposals.candidates(session, proposal_id=pid)
@@ -132,12 +129,15 @@ def store_card_edits(session: Session, proposal_ids: Iterable[int]) -> list[str]
         proposal = proposals.get(session, proposal_id=proposal_id)
         if proposal is None or proposal.reply_to.get("source") == "shell":
             continue
-        key = f"cleanup-card:{proposal_id}:{uuid.uuid4().hex}"
-        jobs.add_queued(session, key=key, task=CARD_TASK,
-                        kwargs={"proposal_id": proposal_id, "reply_to": dict(proposal.reply_to), "audit_id": None},
-                        audit_id=None)
-        keys.append(key)
+        keys.append(_card_job(session, f"cleanup-card:{proposal_id}:{uuid.uuid4().hex}", proposal_id,
+                              dict(proposal.reply_to)))
     return keys
+
+
+def _card_job(session: Session, key: str, proposal_id: int, reply_to: dict[str, Any]) -> str:
+    jobs.add_queued(session, key=key, task=CARD_TASK,
+                    kwargs={"proposal_id": proposal_id, "reply_to": reply_to, "audit_id": None}, audit_id=None)
+    return key
 
 
 def send_card_edits(keys: list[str]) -> None:
